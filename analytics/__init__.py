@@ -1,0 +1,1 @@
+"""Viewer analytics: ClickHouse store and schema, collector, enrichment, consent."""

@@ -1,0 +1,167 @@
+"""The ingestion pipeline, request by request: validate, authorise, enrich, make durable.
+
+    bytes -> CollectBatch (strict) -> clock window -> tenant -> origin -> consent
+          -> user agent + geo (before the IP is cut) -> tenant IP mode -> rows -> spool
+
+Every check runs before anything is written, so a rejected batch stores nothing; the
+answer is given only after the rows are fsync'd in the spool, so an accepted batch is
+never lost.
+"""
+
+from __future__ import annotations
+
+import time
+
+from analytics import validation
+from analytics.consent import ConsentLedger
+from analytics.enrichment.geo import GeoLocator
+from analytics.enrichment.ip import Network, client_ip, stored_ip
+from analytics.enrichment.useragent import parse_user_agent
+from analytics.events import EventIds, EventRow, encode_lines
+from analytics.metrics import Registry
+from analytics.tenants import Tenant, TenantDirectory
+from analytics.validation import BadInput
+from analytics.wire import CollectBatch, ConsentGrant, ConsentWithdraw
+from analytics.write_buffer import WriteBuffer
+
+
+class RequestInfo:
+    """What the collector needs of an HTTP request besides its body."""
+
+    __slots__ = ("peer", "forwarded_for", "user_agent", "origin")
+
+    def __init__(self, peer: str | None, forwarded_for: str | None, user_agent: str, origin: str | None):
+        self.peer = peer
+        self.forwarded_for = forwarded_for
+        self.user_agent = user_agent
+        self.origin = origin
+
+
+class Collector:
+    def __init__(
+        self,
+        tenants: TenantDirectory,
+        consents: ConsentLedger,
+        geo: GeoLocator,
+        buffer: WriteBuffer,
+        metrics: Registry,
+        trusted_proxies: tuple[Network, ...] = (),
+    ) -> None:
+        self.tenants = tenants
+        self.consents = consents
+        self.geo = geo
+        self.buffer = buffer
+        self.trusted_proxies = trusted_proxies
+        self._ids = EventIds()
+        self.accepted = metrics.counter("wave_events_accepted_total", "Events accepted and spooled")
+        self.rejected = metrics.counter("wave_events_rejected_total", "Events refused, by reason")
+        self.dropped = metrics.counter("wave_events_dropped_total", "Events accepted but not stored, by reason")
+
+    async def collect(self, body: bytes, request: RequestInfo) -> int:
+        try:
+            return await self._collect(body, request)
+        except BadInput as exc:
+            self.rejected.inc(reason=exc.error)
+            raise
+
+    async def _collect(self, body: bytes, request: RequestInfo) -> int:
+        now = time.time()
+        batch = validation.decode(body, CollectBatch)
+        validation.check_clock(batch, int(now * 1000))
+        tenant = await self._tenant(batch.tenant_id, request.origin)
+        if not await self.consents.allows_analytics(tenant.tenant_id, batch.viewer_id):
+            raise BadInput(
+                "consent_required",
+                "this viewer has no active consent for analytics; nothing was stored",
+                "$.viewer_id",
+                status=403,
+            )
+        agent = parse_user_agent(request.user_agent)
+        if agent.is_bot and tenant.drop_bots:
+            self.dropped.inc(len(batch.events), reason="bot")
+            return 0
+        ip = client_ip(request.peer, request.forwarded_for, self.trusted_proxies)
+        geo = self.geo.lookup(ip)  # before the tenant's IP mode cuts the address
+        stored = stored_ip(ip, tenant.ip_mode)
+        email = batch.viewer_email or ""
+        next_id = self._ids.next
+        rows = [
+            EventRow(
+                tenant_id=tenant.tenant_id,
+                event_id=next_id(),
+                received_at=now,
+                ts=e.ts / 1000,
+                type=e.type,
+                viewer_id=batch.viewer_id,
+                view_id=e.view_id,
+                video_id=e.video_id,
+                ip=stored,
+                country=geo.country,
+                region=geo.region,
+                region_code=geo.region_code,
+                city=geo.city,
+                os=agent.os,
+                os_version=agent.os_version,
+                browser=agent.browser,
+                browser_version=agent.browser_version,
+                device=agent.device,
+                is_bot=agent.is_bot,
+                retention_days=tenant.retention_days,
+                email=email,
+                position_ms=e.position_ms,
+                screen_w=e.screen_w,
+                screen_h=e.screen_h,
+                player_w=e.player_w,
+                player_h=e.player_h,
+                rendition_w=e.rendition_w,
+                rendition_h=e.rendition_h,
+                bitrate_kbps=e.bitrate_kbps,
+                error_code=e.error_code,
+                error_message=e.error_message,
+                fatal=e.fatal,
+            )
+            for e in batch.events
+        ]
+        await self.buffer.submit(encode_lines(rows), len(rows))
+        self.accepted.inc(len(rows))
+        return len(rows)
+
+    async def grant(self, body: bytes, request: RequestInfo) -> str:
+        grant = validation.decode(body, ConsentGrant)
+        tenant = await self._tenant(grant.tenant_id, request.origin)
+        ip = client_ip(request.peer, request.forwarded_for, self.trusted_proxies)
+        return await self.consents.record(
+            tenant_id=tenant.tenant_id,
+            viewer_id=grant.viewer_id,
+            action="grant",
+            purposes=sorted(set(grant.purposes)),
+            policy_version=grant.policy_version,
+            email=grant.viewer_email or "",
+            ip=stored_ip(ip, tenant.ip_mode),
+            browser=parse_user_agent(request.user_agent).browser,
+        )
+
+    async def withdraw(self, body: bytes, request: RequestInfo) -> str:
+        withdraw = validation.decode(body, ConsentWithdraw)
+        tenant = await self._tenant(withdraw.tenant_id, request.origin)
+        ip = client_ip(request.peer, request.forwarded_for, self.trusted_proxies)
+        return await self.consents.record(
+            tenant_id=tenant.tenant_id,
+            viewer_id=withdraw.viewer_id,
+            action="withdraw",
+            purposes=[],
+            policy_version="",
+            email="",
+            ip=stored_ip(ip, tenant.ip_mode),
+            browser=parse_user_agent(request.user_agent).browser,
+        )
+
+    async def _tenant(self, tenant_id: str, origin: str | None) -> Tenant:
+        tenant = await self.tenants.get(tenant_id)
+        if tenant is None:
+            raise BadInput("unknown_tenant", f"no tenant {tenant_id!r}", "$.tenant_id")
+        if not tenant.origin_allowed(origin):
+            raise BadInput(
+                "origin_not_allowed", f"origin {origin!r} may not send data to this tenant", "$", 403
+            )
+        return tenant

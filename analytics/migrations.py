@@ -1,0 +1,164 @@
+"""Every CREATE TABLE of the platform, as versioned, idempotent migrations.
+
+All DDL lives here (DML stays with the module that owns the table) so that the engine and
+cluster clause are decided in one place: embedded chDB and a single server get plain
+MergeTree engines; with `WAVE_CLICKHOUSE_CLUSTER` set, the same migrations emit
+`ON CLUSTER` and Replicated engines. Applied versions are recorded in
+`schema_migrations`; every statement is `IF NOT EXISTS`, so two edges starting at once
+converge instead of failing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from analytics.store import Store
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def _cluster() -> str:
+    return os.environ.get("WAVE_CLICKHOUSE_CLUSTER", "")
+
+
+def engine(kind: str, *args: str) -> str:
+    """`MergeTree`-family engine; replicated when running on a cluster."""
+    if _cluster():
+        zk = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
+        return f"Replicated{kind}({', '.join((zk, *args))})"
+    return f"{kind}({', '.join(args)})"
+
+
+def create_table(name: str, body: str, tail: str) -> str:
+    on_cluster = f" ON CLUSTER {_cluster()}" if _cluster() else ""
+    return f"CREATE TABLE IF NOT EXISTS {name}{on_cluster} (\n{body}\n) {tail}"
+
+
+def _v1() -> tuple[str, ...]:
+    tenants = create_table(
+        "tenants",
+        """
+        tenant_id String,
+        name String,
+        region LowCardinality(String),
+        retention_days UInt16,
+        ip_mode Enum8('full' = 1, 'truncated' = 2, 'none' = 3),
+        allowed_origins Array(String),
+        drop_bots Bool DEFAULT true,
+        created_at DateTime64(6, 'UTC'),
+        updated_at DateTime64(6, 'UTC'),
+        deleted Bool DEFAULT false
+        """,
+        f"ENGINE = {engine('ReplacingMergeTree', 'updated_at')} ORDER BY tenant_id",
+    )
+    api_keys = create_table(
+        "api_keys",
+        """
+        key_hash String,
+        tenant_id String,
+        role LowCardinality(String),
+        created_at DateTime64(6, 'UTC'),
+        revoked Bool DEFAULT false,
+        updated_at DateTime64(6, 'UTC')
+        """,
+        f"ENGINE = {engine('ReplacingMergeTree', 'updated_at')} ORDER BY key_hash",
+    )
+    # Append-only ledger: one row per grant and per withdrawal; the newest row decides.
+    consents = create_table(
+        "consents",
+        """
+        consent_id UUID,
+        tenant_id LowCardinality(String),
+        viewer_id String,
+        email String DEFAULT '',
+        action Enum8('grant' = 1, 'withdraw' = 2),
+        purposes Array(LowCardinality(String)),
+        policy_version String,
+        ts DateTime64(6, 'UTC'),
+        ip IPv6,
+        browser LowCardinality(String),
+        INDEX idx_email email TYPE bloom_filter GRANULARITY 4,
+        INDEX idx_ip ip TYPE bloom_filter GRANULARITY 4
+        """,
+        f"ENGINE = {engine('MergeTree')} ORDER BY (tenant_id, viewer_id, ts)",
+    )
+    viewer_events = create_table(
+        "viewer_events",
+        """
+        tenant_id LowCardinality(String),
+        event_id UUID,
+        received_at DateTime64(3, 'UTC'),
+        ts DateTime64(3, 'UTC'),
+        type LowCardinality(String),
+        viewer_id String,
+        email String DEFAULT '',
+        view_id String,
+        video_id String,
+        position_ms Nullable(UInt64),
+        screen_w Nullable(UInt16),
+        screen_h Nullable(UInt16),
+        player_w Nullable(UInt16),
+        player_h Nullable(UInt16),
+        rendition_w Nullable(UInt16),
+        rendition_h Nullable(UInt16),
+        bitrate_kbps Nullable(UInt32),
+        error_code String DEFAULT '',
+        error_message String DEFAULT '',
+        fatal Bool DEFAULT false,
+        ip IPv6,
+        country LowCardinality(String),
+        region LowCardinality(String),
+        region_code LowCardinality(String),
+        city String,
+        os LowCardinality(String),
+        os_version String,
+        browser LowCardinality(String),
+        browser_version String,
+        device LowCardinality(String),
+        is_bot Bool,
+        retention_days UInt16,
+        INDEX idx_viewer viewer_id TYPE bloom_filter GRANULARITY 4,
+        INDEX idx_email email TYPE bloom_filter GRANULARITY 4,
+        INDEX idx_ip ip TYPE bloom_filter GRANULARITY 4
+        """,
+        f"ENGINE = {engine('MergeTree')} PARTITION BY toYYYYMM(ts)"
+        " ORDER BY (tenant_id, toDate(ts), video_id, view_id, ts)"
+        " TTL toDateTime(ts) + toIntervalDay(retention_days)"
+        # Keeps the hashes of recent blocks so a retried insert (same token) is a no-op.
+        " SETTINGS non_replicated_deduplication_window = 10000",
+    )
+    return (tenants, api_keys, consents, viewer_events)
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "tenants, keys, consents, viewer events", _v1()),)
+
+
+def apply(store: Store) -> list[int]:
+    """Apply what is missing, in order; returns the versions applied now."""
+    store.command(
+        create_table(
+            "schema_migrations",
+            "version UInt32, name String, applied_at DateTime64(6, 'UTC')",
+            f"ENGINE = {engine('ReplacingMergeTree', 'applied_at')} ORDER BY version",
+        )
+    )
+    done = {row[0] for row in store.rows("SELECT version FROM schema_migrations")}
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            store.command(statement)
+        store.command(
+            "INSERT INTO schema_migrations (version, name, applied_at)"
+            " VALUES ({v:UInt32}, {n:String}, now64(6))",
+            parameters={"v": migration.version, "n": migration.name},
+        )
+        applied.append(migration.version)
+    return applied

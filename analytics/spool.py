@@ -1,0 +1,218 @@
+"""Durable on-disk spool: accepted beacons survive a crash or a ClickHouse outage.
+
+Records are appended to numbered segment files as `[u32 length][u32 crc32][payload]`.
+Durability is by group commit: every caller awaits `sync()`, and one fsync covers all the
+appends made before it started, so a thousand requests a second cost a few hundred
+fsyncs, not a thousand. A segment file is removed only once it is sealed (a newer one is
+being written) and every record in it was confirmed inserted by ClickHouse.
+
+At start-up `recover()` returns the records of the segments left behind; a torn tail
+(a crash mid-write, never acknowledged to a client) is cut off there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_HEADER = struct.Struct("<II")
+_SUFFIX = ".spool"
+
+
+class SpoolFull(RuntimeError):
+    """The spool reached its cap or the disk refused a write; callers answer 503."""
+
+
+@dataclass
+class _Segment:
+    number: int
+    path: Path
+    fd: int | None = None
+    size: int = 0
+    records: int = 0
+    released: int = 0
+    sealed: bool = False
+
+
+@dataclass(frozen=True)
+class Record:
+    segment: int
+    payload: bytes
+
+
+@dataclass
+class _SyncState:
+    appended: int = 0  # appends made so far (a sequence number)
+    synced: int = 0  # appends known durable
+    dirty_fds: set[int] = field(default_factory=set)
+    dir_dirty: bool = False
+    task: asyncio.Task | None = None
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 16 * 1024 * 1024) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self._segments: dict[int, _Segment] = {}
+        self._current: _Segment | None = None
+        self._sync = _SyncState()
+        self._closing: list[int] = []  # fds of sealed segments, closed after their fsync
+        self.bytes_on_disk = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    # -- start-up ---------------------------------------------------------------------
+    def recover(self) -> list[Record]:
+        """Records left by a previous process, oldest first; their segments become sealed."""
+        records: list[Record] = []
+        for path in sorted(self.directory.glob("*" + _SUFFIX)):
+            number = int(path.stem)
+            payloads, good_size = _read_segment(path)
+            if good_size < path.stat().st_size:
+                with open(path, "r+b") as fh:  # cut the torn tail so a re-read agrees
+                    fh.truncate(good_size)
+                    os.fsync(fh.fileno())
+            segment = _Segment(number, path, size=good_size, records=len(payloads), sealed=True)
+            self._segments[number] = segment
+            self.bytes_on_disk += good_size
+            records.extend(Record(number, payload) for payload in payloads)
+            if not payloads:
+                self._remove(segment)
+        return records
+
+    # -- write path -------------------------------------------------------------------
+    @property
+    def full(self) -> bool:
+        return self.bytes_on_disk >= self.max_bytes
+
+    def append(self, payload: bytes) -> int:
+        """Write one record (not yet durable: await `sync()`); returns its segment number."""
+        if self.full:
+            raise SpoolFull(f"spool holds {self.bytes_on_disk} bytes, cap {self.max_bytes}")
+        segment = self._writable()
+        frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        try:
+            written = os.write(segment.fd, frame)
+            if written != len(frame):
+                raise OSError(f"short write ({written} of {len(frame)} bytes)")
+        except OSError as exc:
+            # Never leave a torn record in the middle of a segment: later records would
+            # be unreadable at recovery. Cut back and start a fresh segment.
+            try:
+                os.ftruncate(segment.fd, segment.size)
+            except OSError:
+                pass
+            self._seal(segment)
+            raise SpoolFull(f"spool write failed: {exc.strerror or exc}") from exc
+        segment.size += len(frame)
+        segment.records += 1
+        self.bytes_on_disk += len(frame)
+        self._sync.appended += 1
+        self._sync.dirty_fds.add(segment.fd)
+        if segment.size >= self.segment_bytes:
+            self._seal(segment)
+        return segment.number
+
+    async def sync(self) -> None:
+        """Return once every append made before this call is on stable storage."""
+        state = self._sync
+        target = state.appended
+        while state.synced < target:
+            if state.task is None:
+                state.task = asyncio.get_running_loop().create_task(self._fsync_round())
+            await asyncio.shield(state.task)
+
+    async def _fsync_round(self) -> None:
+        state = self._sync
+        try:
+            covered = state.appended
+            fds, state.dirty_fds = state.dirty_fds, set()
+            closing, self._closing = self._closing, []
+            dir_dirty, state.dir_dirty = state.dir_dirty, False
+            await asyncio.to_thread(_fsync_all, fds, closing, self.directory if dir_dirty else None)
+            state.synced = max(state.synced, covered)
+        finally:
+            state.task = None
+
+    # -- after ClickHouse confirmed ---------------------------------------------------
+    def release(self, segment_number: int, count: int = 1) -> None:
+        segment = self._segments.get(segment_number)
+        if segment is None:
+            return
+        segment.released += count
+        self._maybe_remove(segment)
+
+    # -- internals --------------------------------------------------------------------
+    def _writable(self) -> _Segment:
+        if self._current is None or self._current.sealed:
+            number = max(self._segments, default=0) + 1
+            path = self.directory / f"{number:016d}{_SUFFIX}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._current = self._segments[number] = _Segment(number, path, fd=fd)
+            self._sync.dir_dirty = True
+        return self._current
+
+    def _seal(self, segment: _Segment) -> None:
+        segment.sealed = True
+        if segment.fd is not None:
+            self._closing.append(segment.fd)
+            self._sync.dirty_fds.discard(segment.fd)
+            segment.fd = None
+        self._maybe_remove(segment)
+
+    def _maybe_remove(self, segment: _Segment) -> None:
+        if segment.sealed and segment.released >= segment.records and segment.fd is None:
+            self._remove(segment)
+
+    def _remove(self, segment: _Segment) -> None:
+        self._segments.pop(segment.number, None)
+        self.bytes_on_disk -= segment.size
+        try:
+            segment.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        """Flush and close files; segments still holding records stay for the next start."""
+        fds = [s.fd for s in self._segments.values() if s.fd is not None]
+        _fsync_all(set(fds), self._closing, self.directory)
+        self._closing = []
+        for segment in self._segments.values():
+            if segment.fd is not None:
+                os.close(segment.fd)
+                segment.fd = None
+        for segment in list(self._segments.values()):
+            segment.sealed = True
+            self._maybe_remove(segment)
+
+
+def _fsync_all(fds: set[int], closing: list[int], directory: Path | None) -> None:
+    for fd in fds:
+        os.fsync(fd)
+    for fd in closing:
+        os.fsync(fd)
+        os.close(fd)
+    if directory is not None:
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _read_segment(path: Path) -> tuple[list[bytes], int]:
+    data = path.read_bytes()
+    payloads: list[bytes] = []
+    offset = 0
+    while offset + _HEADER.size <= len(data):
+        length, crc = _HEADER.unpack_from(data, offset)
+        start, end = offset + _HEADER.size, offset + _HEADER.size + length
+        if end > len(data) or zlib.crc32(data[start:end]) != crc:
+            break
+        payloads.append(data[start:end])
+        offset = end
+    return payloads, offset

@@ -1,0 +1,138 @@
+"""Tenants (the platform's clients) and their API keys.
+
+A tenant owns its media and data and decides how its viewers are treated: how long events
+are kept, how much of an IP address is stored, which web origins may send beacons.
+API keys are random 256-bit secrets; only their SHA-256 is stored (a slow KDF buys
+nothing for secrets with that much entropy, and lookups stay one indexed read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import time
+from typing import Literal
+
+import msgspec
+
+from analytics.store import Store
+
+IpMode = Literal["full", "truncated", "none"]
+IP_MODES: tuple[str, ...] = ("full", "truncated", "none")
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{1,31}$")
+
+
+class Tenant(msgspec.Struct, frozen=True):
+    tenant_id: str
+    name: str
+    region: str
+    retention_days: int
+    ip_mode: IpMode
+    allowed_origins: tuple[str, ...] = ()
+    drop_bots: bool = True
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """No list means any origin (script embeds work out of the box); else exact match."""
+        return not self.allowed_origins or origin is None or origin in self.allowed_origins
+
+
+class TenantError(ValueError):
+    pass
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_tenant(
+    store: Store,
+    name: str,
+    *,
+    region: str = "eu",
+    retention_days: int = 395,
+    ip_mode: str = "truncated",
+    allowed_origins: tuple[str, ...] = (),
+    drop_bots: bool = True,
+) -> tuple[Tenant, str]:
+    """Create a tenant and its first admin key; the clear key is returned once, never stored."""
+    if not name.strip():
+        raise TenantError("name must not be empty")
+    if not _REGION.match(region):
+        raise TenantError("region must be 2-32 lowercase letters, digits or '-'")
+    if not 1 <= retention_days <= 3650:
+        raise TenantError("retention_days must be between 1 and 3650")
+    if ip_mode not in IP_MODES:
+        raise TenantError(f"ip_mode must be one of {', '.join(IP_MODES)}")
+    tenant = Tenant(
+        tenant_id="tn_" + secrets.token_hex(8),
+        name=name.strip(),
+        region=region,
+        retention_days=retention_days,
+        ip_mode=ip_mode,  # type: ignore[arg-type]
+        allowed_origins=tuple(allowed_origins),
+        drop_bots=drop_bots,
+    )
+    store.command(
+        "INSERT INTO tenants (tenant_id, name, region, retention_days, ip_mode, allowed_origins,"
+        " drop_bots, created_at, updated_at) VALUES ({id:String}, {name:String}, {region:String},"
+        " {days:UInt16}, {mode:String}, {origins:Array(String)}, {bots:Bool}, now64(6), now64(6))",
+        parameters={
+            "id": tenant.tenant_id,
+            "name": tenant.name,
+            "region": tenant.region,
+            "days": tenant.retention_days,
+            "mode": tenant.ip_mode,
+            "origins": list(tenant.allowed_origins),
+            "bots": tenant.drop_bots,
+        },
+    )
+    admin_key = "wk_" + secrets.token_urlsafe(32)
+    store.command(
+        "INSERT INTO api_keys (key_hash, tenant_id, role, created_at, updated_at)"
+        " VALUES ({h:String}, {id:String}, 'admin', now64(6), now64(6))",
+        parameters={"h": hash_key(admin_key), "id": tenant.tenant_id},
+    )
+    return tenant, admin_key
+
+
+def load_tenant(store: Store, tenant_id: str) -> Tenant | None:
+    rows = store.rows(
+        "SELECT tenant_id, name, region, retention_days, toString(ip_mode), allowed_origins,"
+        " drop_bots FROM tenants FINAL WHERE tenant_id = {id:String} AND NOT deleted",
+        parameters={"id": tenant_id},
+    )
+    if not rows:
+        return None
+    tid, name, region, days, mode, origins, bots = rows[0]
+    return Tenant(tid, name, region, int(days), mode, tuple(origins), bool(bots))
+
+
+def tenant_id_for_key(store: Store, key: str) -> str | None:
+    rows = store.rows(
+        "SELECT tenant_id FROM api_keys FINAL WHERE key_hash = {h:String} AND NOT revoked",
+        parameters={"h": hash_key(key)},
+    )
+    return rows[0][0] if rows else None
+
+
+class TenantDirectory:
+    """Tenant lookups for the hot path, cached briefly so other edges' changes show up."""
+
+    def __init__(self, store: Store, ttl_s: float = 10.0, miss_ttl_s: float = 2.0) -> None:
+        self._store = store
+        self._ttl = ttl_s
+        self._miss_ttl = miss_ttl_s
+        self._cache: dict[str, tuple[float, Tenant | None]] = {}
+
+    async def get(self, tenant_id: str) -> Tenant | None:
+        now = time.monotonic()
+        hit = self._cache.get(tenant_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        tenant = await asyncio.to_thread(load_tenant, self._store, tenant_id)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[tenant_id] = (now + (self._ttl if tenant else self._miss_ttl), tenant)
+        return tenant

@@ -1,0 +1,67 @@
+"""Turning request bytes into wire structs, or into a 4xx that says what and where.
+
+msgspec does the type checking; this module adds what a schema cannot say (clock windows)
+and shapes every failure as `{"error", "detail": {"path", "message"}}`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar, get_args
+
+import msgspec
+
+from analytics.wire import CollectBatch, EventType
+
+T = TypeVar("T")
+
+MAX_FUTURE_MS = 5 * 60 * 1000
+MAX_AGE_MS = 24 * 3600 * 1000
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+
+
+class BadInput(Exception):
+    """A client error with the JSON path of the offending value."""
+
+    def __init__(self, error: str, message: str, path: str = "$", status: int = 400) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+        self.path = path
+        self.status = status
+
+    def detail(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+_decoders: dict[type, msgspec.json.Decoder] = {}
+
+
+def decode(body: bytes, kind: type[T]) -> T:
+    dec = _decoders.get(kind)
+    if dec is None:
+        dec = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        return dec.decode(body)
+    except UnicodeDecodeError as exc:
+        raise BadInput("invalid_utf8", f"body is not valid UTF-8 (byte {exc.start})") from None
+    except msgspec.ValidationError as exc:
+        match = _AT.match(str(exc))
+        message, path = match.group("message"), match.group("path") or "$"
+        if path.endswith(".type") and message.startswith("Invalid enum value"):
+            message += "; expected one of: " + ", ".join(EVENT_TYPES)
+        raise BadInput("invalid_field", message, path) from None
+    except msgspec.DecodeError as exc:
+        raise BadInput("invalid_json", str(exc)) from None
+
+
+def check_clock(batch: CollectBatch, now_ms: int) -> None:
+    """Reject events stamped too far ahead (clock skew, forgery) or too old to be live."""
+    for index, event in enumerate(batch.events):
+        if event.ts > now_ms + MAX_FUTURE_MS:
+            raise BadInput(
+                "invalid_field", "ts is more than 5 minutes in the future", f"$.events[{index}].ts"
+            )
+        if event.ts < now_ms - MAX_AGE_MS:
+            raise BadInput("invalid_field", "ts is more than 24 hours old", f"$.events[{index}].ts")

@@ -1,0 +1,97 @@
+"""Every wire type of the analytics HTTP API, as msgspec Structs.
+
+Decoding is strict on purpose: a typo in a field name or a wrong type is a 400 that names
+the field (`$.events[3].ts`), not a silently empty column.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+EventType = Literal[
+    "viewstart",
+    "playing",
+    "pause",
+    "seeking",
+    "seeked",
+    "rebuffer_start",
+    "rebuffer_end",
+    "rendition_change",
+    "heartbeat",
+    "error",
+    "ended",
+    "viewend",
+]
+
+MAX_EVENTS = 500
+
+Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Pixels = Annotated[int, Meta(ge=0, le=65535)]
+Purpose = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
+
+
+class Event(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    type: EventType
+    ts: Annotated[int, Meta(ge=0, description="epoch milliseconds")]
+    view_id: Id
+    video_id: Id
+    position_ms: Annotated[int, Meta(ge=0)] | None = None
+    screen_w: Pixels | None = None
+    screen_h: Pixels | None = None
+    player_w: Pixels | None = None
+    player_h: Pixels | None = None
+    rendition_w: Pixels | None = None
+    rendition_h: Pixels | None = None
+    bitrate_kbps: Annotated[int, Meta(ge=0, le=4_000_000)] | None = None
+    error_code: Annotated[str, Meta(max_length=128)] | None = None
+    error_message: Annotated[str, Meta(max_length=1024)] | None = None
+    fatal: bool | None = None
+
+
+class CollectBatch(Struct, forbid_unknown_fields=True):
+    tenant_id: Id
+    viewer_id: Id
+    events: Annotated[list[Event], Meta(min_length=1, max_length=MAX_EVENTS)]
+    viewer_email: Email | None = None
+
+
+class CollectAccepted(Struct):
+    accepted: int
+
+
+class ConsentGrant(Struct, forbid_unknown_fields=True):
+    tenant_id: Id
+    viewer_id: Id
+    purposes: Annotated[list[Purpose], Meta(max_length=16)]
+    policy_version: Annotated[str, Meta(min_length=1, max_length=64)]
+    viewer_email: Email | None = None
+
+
+class ConsentWithdraw(Struct, forbid_unknown_fields=True):
+    tenant_id: Id
+    viewer_id: Id
+
+
+class ConsentRecorded(Struct):
+    consent_id: str
+
+
+class Withdrawn(Struct):
+    status: str = "withdrawn"
+
+
+class Health(Struct):
+    status: str = "ok"
+
+
+class ErrorBody(Struct):
+    error: str
+    detail: object = None
+
+
+def decoder(kind: type) -> msgspec.json.Decoder:
+    return msgspec.json.Decoder(kind)

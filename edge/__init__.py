@@ -1,0 +1,1 @@
+"""wave-edge: the service that composes streaming, analytics and retention."""

@@ -1,0 +1,111 @@
+"""The app factory: one `Edge` owns the store, the pipeline and their lifecycle.
+
+Litestar only routes; the objects it routes to are built here, explicitly, at start-up,
+so tests can reach the same objects (`app.state.edge`) that serve traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from litestar import Litestar, MediaType, Response, get
+from litestar.datastructures import State
+from litestar.openapi.config import OpenAPIConfig
+
+from analytics import api as analytics_api
+from analytics import migrations
+from analytics.collector import Collector
+from analytics.consent import ConsentLedger
+from analytics.enrichment.geo import GeoLocator
+from analytics.metrics import Registry
+from analytics.spool import Spool
+from analytics.store import Store, open_store
+from analytics.tenants import TenantDirectory
+from analytics.wire import Health
+from analytics.write_buffer import WriteBuffer
+from edge import http
+from edge.settings import Settings
+
+log = logging.getLogger("edge")
+
+
+class Edge:
+    """Everything one running edge owns, built at start-up and torn down at shutdown."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.metrics = Registry()
+        self._own_store = store is None
+        self.store: Store | None = store
+        self.buffer: WriteBuffer | None = None
+        self.collector: Collector | None = None
+        self.geo: GeoLocator | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        if self.store is None:
+            self.store = await asyncio.to_thread(open_store, s.clickhouse_url)
+        await asyncio.to_thread(migrations.apply, self.store)
+        self.geo = GeoLocator(s.geoip_db)
+        self.buffer = WriteBuffer(
+            self.store,
+            Spool(s.spool_dir, s.spool_max_bytes),
+            self.metrics,
+            flush_rows=s.flush_rows,
+            flush_ms=s.flush_ms,
+        )
+        await self.buffer.start()
+        self.collector = Collector(
+            TenantDirectory(self.store),
+            ConsentLedger(self.store, s.consent_cache_s),
+            self.geo,
+            self.buffer,
+            self.metrics,
+            s.trusted_proxies,
+        )
+        log.info("edge ready (store %s)", "embedded chDB" if self.store.embedded else "ClickHouse server")
+
+    async def stop(self) -> None:
+        if self.buffer is not None:
+            await self.buffer.stop()
+        if self.geo is not None:
+            self.geo.close()
+        if self.store is not None and self._own_store:
+            self.store.close()
+
+
+@get("/healthz", sync_to_thread=False)
+def healthz() -> Health:
+    """Liveness: the edge answers (events are spooled even while ClickHouse is away)."""
+    return Health()
+
+
+@get("/metrics", media_type=MediaType.TEXT, sync_to_thread=False)
+def metrics(state: State) -> Response[str]:
+    """Prometheus text exposition."""
+    return Response(
+        state.edge.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
+def create_app(settings: Settings, store: Store | None = None) -> Litestar:
+    edge = Edge(settings, store)
+
+    async def on_startup(app: Litestar) -> None:
+        await edge.start()
+        app.state.collector = edge.collector
+
+    async def on_shutdown(app: Litestar) -> None:
+        await edge.stop()
+
+    return Litestar(
+        route_handlers=[healthz, metrics, *analytics_api.ROUTES],
+        state=State({"edge": edge}),
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        exception_handlers=http.EXCEPTION_HANDLERS,
+        middleware=[http.request_metrics(edge.metrics), http.cors_middleware],
+        openapi_config=OpenAPIConfig(title="wave-edge", version="0.1.0", path="/schema"),
+        debug=False,
+    )

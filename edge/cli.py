@@ -1,0 +1,92 @@
+"""`wave-edge`: serve, and the offline administration commands.
+
+Offline commands open the store themselves, so they work with the server stopped (an
+embedded chDB path belongs to one process at a time; against a ClickHouse server they
+work while edges run, too). Each prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from analytics import migrations
+from analytics.store import open_store
+from analytics.tenants import IP_MODES, TenantError, create_tenant
+from edge.settings import from_env
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from edge.app import create_app
+
+    settings = from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host = args.host or settings.host
+    port = args.port or settings.port
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,  # access logs would hold viewers' IPs; metrics count requests
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=15,
+    )
+    return 0
+
+
+def _tenant_create(args: argparse.Namespace) -> int:
+    settings = from_env()
+    store = open_store(settings.clickhouse_url)
+    try:
+        migrations.apply(store)
+        tenant, key = create_tenant(
+            store,
+            args.name,
+            region=args.region,
+            retention_days=args.retention_days,
+            ip_mode=args.ip_mode,
+            allowed_origins=tuple(args.allowed_origin or ()),
+            drop_bots=not args.keep_bots,
+        )
+    except TenantError as exc:
+        print(json.dumps({"error": "invalid_tenant", "detail": str(exc)}), file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(json.dumps({"tenant_id": tenant.tenant_id, "admin_key": key}))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wave-edge", description="Privacy-first streaming edge")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve HTTP (default 127.0.0.1:8080)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=_serve)
+
+    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="action", required=True)
+    create = tenant.add_parser("create", help="create a tenant; prints its id and admin key")
+    create.add_argument("name")
+    create.add_argument("--region", default="eu")
+    create.add_argument("--retention-days", type=int, default=395)
+    create.add_argument("--ip-mode", choices=IP_MODES, default="truncated")
+    create.add_argument("--allowed-origin", action="append", help="repeat for each origin")
+    create.add_argument("--keep-bots", action="store_true", help="store bot traffic (flagged)")
+    create.set_defaults(run=_tenant_create)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

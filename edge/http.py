@@ -1,0 +1,154 @@
+"""HTTP plumbing shared by every route: the error shape, CORS for the public API, metrics.
+
+Errors are always `{"error": "...", "detail": ...}` with a 4xx (or a logged 500 that never
+echoes internals), whatever raised them: our own `BadInput`, Litestar's routing and size
+limits, or an unexpected bug.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from analytics.metrics import Registry
+from analytics.validation import BadInput
+
+log = logging.getLogger("edge.http")
+
+# Paths the player calls from other origins (script embeds on clients' sites).
+PUBLIC_PREFIXES = ("/v1/collect", "/v1/consent", "/healthz", "/whep/", "/vod/", "/live/", "/player/")
+
+
+def error_response(status: int, error: str, detail: object = None, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        content={"error": error, "detail": detail},
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def on_bad_input(_: Request, exc: BadInput) -> Response:
+    return error_response(exc.status, exc.error, exc.detail())
+
+
+_HTTP_NAMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def on_http_exception(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    if status >= 500:
+        log.error("HTTP %s on %s %s: %s", status, request.method, request.url.path, exc.detail)
+        return error_response(status, "internal_error", "the server failed; the event was logged")
+    detail = exc.detail
+    if status == 413:
+        detail = {"path": "$", "message": "request body exceeds the limit for this endpoint"}
+    extra = getattr(exc, "extra", None)
+    return error_response(status, _HTTP_NAMES.get(status, "client_error"), detail or extra, exc.headers)
+
+
+def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "the server failed; the event was logged")
+
+
+EXCEPTION_HANDLERS = {BadInput: on_bad_input, HTTPException: on_http_exception, Exception: on_unexpected}
+
+
+def cors_middleware(app: ASGIApp) -> ASGIApp:
+    """CORS for the player's endpoints only.
+
+    The tenant is named in the body, unknown at preflight time, so preflights are allowed
+    for any origin and the tenant's allowed origins are enforced on the request itself
+    (403, nothing stored) — stronger than CORS, which only stops a browser from reading.
+    Responses refused for origin or consent (403) carry no Allow-Origin.
+    """
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PREFIXES):
+            await app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        if origin is None:
+            await app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [
+                        (b"access-control-allow-origin", origin),
+                        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+                        (b"access-control-allow-headers", b"content-type, authorization"),
+                        (b"access-control-expose-headers", b"location, etag, retry-after"),
+                        (b"access-control-max-age", b"600"),
+                        (b"vary", b"Origin"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] != 403:
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"access-control-allow-origin", origin),
+                    (b"access-control-expose-headers", b"location, etag, retry-after"),
+                    (b"vary", b"Origin"),
+                ]
+            await send(message)
+
+        await app(scope, receive, send_with_cors)
+
+    return middleware
+
+
+def request_metrics(metrics: Registry):
+    """Counts requests by route template and status, and times them."""
+    requests = metrics.counter("wave_http_requests_total", "HTTP requests by route and status")
+    seconds = metrics.histogram(
+        "wave_http_request_seconds", "HTTP request latency", (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+    )
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500
+
+            async def capture(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, capture)
+            finally:
+                route = scope.get("path_template") or "unmatched"
+                requests.inc(route=route, method=scope["method"], status=str(status))
+                seconds.observe(time.perf_counter() - started)
+
+        return middleware
+
+    return factory

@@ -1,0 +1,64 @@
+"""Service configuration, read once from the environment.
+
+Every knob is an environment variable (see README "Configuration") so that the same
+image runs embedded on a laptop and against a ClickHouse cluster in production.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import msgspec
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    data_dir: Path
+    clickhouse_url: str
+    geoip_db: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    trusted_proxies: tuple[Network, ...] = ()
+    # Write path: rows are flushed to ClickHouse at `flush_rows` or every `flush_ms`.
+    flush_rows: int = 20_000
+    flush_ms: int = 250
+    # Durable spool cap: past it /v1/collect answers 503 rather than risk the disk.
+    spool_max_bytes: int = 512 * 1024 * 1024
+    # How long a consent answer may be served from this process's cache; bounds how
+    # stale a withdrawal made through *another* edge can be (own withdrawals are instant).
+    consent_cache_s: float = 5.0
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`10.0.0.0/8, 192.168.1.7` -> networks; a bad entry is a start-up error, not ignored."""
+    items = [part.strip() for part in text.replace(";", ",").split(",")]
+    return tuple(ipaddress.ip_network(item, strict=False) for item in items if item)
+
+
+def from_env(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("WAVE_DATA_DIR") or "./var").resolve()
+    url = env.get("WAVE_CLICKHOUSE_URL") or f"chdb://{data_dir / 'clickhouse'}"
+    return Settings(
+        data_dir=data_dir,
+        clickhouse_url=url,
+        geoip_db=env.get("WAVE_GEOIP_DB") or None,
+        host=env.get("WAVE_HOST") or "127.0.0.1",
+        port=int(env.get("WAVE_PORT") or 8080),
+        trusted_proxies=parse_networks(env.get("WAVE_TRUSTED_PROXIES", "")),
+        flush_rows=int(env.get("WAVE_FLUSH_ROWS") or 20_000),
+        flush_ms=int(env.get("WAVE_FLUSH_MS") or 250),
+        spool_max_bytes=int(env.get("WAVE_SPOOL_MAX_BYTES") or 512 * 1024 * 1024),
+        consent_cache_s=float(env.get("WAVE_CONSENT_CACHE_S") or 5.0),
+    )
