@@ -1,0 +1,168 @@
+"""Shared fixtures: one real chDB store per test session, real HTTP servers on loopback.
+
+chDB allows a single on-disk path per process, so the whole pytest process shares one
+store (isolated per test by fresh tenants); tests that need their own path run the edge
+in a subprocess and read its store from another subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from analytics import migrations
+from analytics.store import Store, open_store
+from analytics.tenants import Tenant, create_tenant
+from edge.app import Edge, create_app
+from edge.settings import Settings, parse_networks
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROME_WIN = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+PUBLIC_IP = "81.2.69.142"  # a public address the bundled database places in London, GB
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Iterator[Store]:
+    path = tmp_path_factory.mktemp("ch") / "clickhouse"
+    s = open_store(f"chdb://{path}")
+    migrations.apply(s)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tenant_factory(store) -> Callable[..., tuple[Tenant, str]]:
+    def make(**kwargs) -> tuple[Tenant, str]:
+        kwargs.setdefault("ip_mode", "full")
+        return create_tenant(store, kwargs.pop("name", "test"), **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def tenant(tenant_factory) -> Tenant:
+    return tenant_factory()[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningServer:
+    def __init__(self, base_url: str, edge: Edge, server: uvicorn.Server, thread: threading.Thread):
+        self.base_url = base_url
+        self.edge = edge
+        self._server = server
+        self._thread = thread
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+
+    def stop(self) -> None:
+        self.http.close()
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture
+def server_factory(store, tmp_path) -> Iterator[Callable[..., RunningServer]]:
+    started: list[RunningServer] = []
+
+    def start(**overrides) -> RunningServer:
+        settings = Settings(
+            data_dir=tmp_path / f"edge{len(started)}",
+            clickhouse_url=store.url,
+            trusted_proxies=parse_networks("127.0.0.1/32"),
+            flush_ms=50,
+            consent_cache_s=60,
+        )
+        for key, value in overrides.items():
+            setattr(settings, key, value)
+        app = create_app(settings, store=store)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        running = RunningServer(f"http://127.0.0.1:{port}", app.state.edge, server, thread)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def server(server_factory) -> RunningServer:
+    return server_factory()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def event(kind: str = "playing", **fields) -> dict:
+    base = {"type": kind, "ts": now_ms(), "view_id": "view-1", "video_id": "video-1"}
+    base.update(fields)
+    return base
+
+
+def consent(http: httpx.Client, tenant_id: str, viewer_id: str, **extra) -> httpx.Response:
+    body = {"tenant_id": tenant_id, "viewer_id": viewer_id, "purposes": ["analytics"], "policy_version": "v1"}
+    body.update(extra)
+    return http.post("/v1/consent", json=body)
+
+
+def collect(http: httpx.Client, tenant_id: str, viewer_id: str, events: list[dict], **kw) -> httpx.Response:
+    headers = {"user-agent": CHROME_WIN, "x-forwarded-for": PUBLIC_IP}
+    headers.update(kw.pop("headers", {}))
+    body = {"tenant_id": tenant_id, "viewer_id": viewer_id, "events": events, **kw}
+    return http.post("/v1/collect", content=json.dumps(body), headers=headers)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def count_events(store: Store, tenant_id: str) -> int:
+    return int(store.command(
+        "SELECT count() FROM viewer_events WHERE tenant_id = {t:String}", parameters={"t": tenant_id}
+    ))
+
+
+def query_path(chdb_dir: Path, sql: str) -> list:
+    """Run a query against another chDB path, from a subprocess (one path per process)."""
+    code = (
+        "import sys, json, clickhouse_connect\n"
+        "c = clickhouse_connect.get_client(dsn='chdb://' + sys.argv[1])\n"
+        "print(json.dumps(c.query(sys.argv[2]).result_rows, default=str))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(chdb_dir), sql], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
