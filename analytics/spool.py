@@ -3,8 +3,8 @@
 Records are appended to numbered segment files as `[u32 length][u32 crc32][payload]`.
 Durability is by group commit: every caller awaits `sync()`, and one fsync covers all the
 appends made before it started, so a thousand requests a second cost a few hundred
-fsyncs, not a thousand. A segment file is removed only once it is sealed (a newer one is
-being written) and every record in it was confirmed inserted by ClickHouse.
+fsyncs, not a thousand. A segment file is removed only once it is sealed (full, or drained)
+and every record in it was confirmed inserted by ClickHouse.
 
 At start-up `recover()` returns the records of the segments left behind; a torn tail
 (a crash mid-write, never acknowledged to a client) is cut off there.
@@ -144,6 +144,8 @@ class Spool:
         if segment is None:
             return
         segment.released += count
+        if segment is self._current and segment.released >= segment.records:
+            self._seal(segment)  # fully drained: start afresh so the file can go now
         self._maybe_remove(segment)
 
     # -- internals --------------------------------------------------------------------
@@ -169,7 +171,8 @@ class Spool:
             self._remove(segment)
 
     def _remove(self, segment: _Segment) -> None:
-        self._segments.pop(segment.number, None)
+        if self._segments.pop(segment.number, None) is None:
+            return  # already gone
         self.bytes_on_disk -= segment.size
         try:
             segment.path.unlink()
