@@ -1,0 +1,1 @@
+"""Retention and data-subject rights: TTL policy, purge, export, backups, audit."""

@@ -1,0 +1,31 @@
+"""The personal-data registry: every table that holds data about a person, and how.
+
+Purge, export, retention and tenant offboarding iterate this list, so a table that holds
+personal data but is missing here would silently escape them. A test compares it with the
+live schema and fails on any table with a subject-key column that is not registered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Columns that identify a data subject; a table with any of them holds personal data.
+SUBJECT_COLUMNS = ("viewer_id", "email", "ip")
+
+
+@dataclass(frozen=True)
+class PersonalTable:
+    table: str
+    subject_columns: tuple[str, ...]
+    retention_kind: str  # which of the tenant's retention settings governs its rows
+    tenant_column: str = "tenant_id"
+
+
+REGISTRY: tuple[PersonalTable, ...] = (
+    PersonalTable("viewer_events", ("viewer_id", "email", "ip"), "viewer_events"),
+    PersonalTable("consents", ("viewer_id", "email", "ip"), "consents"),
+)
+
+
+def by_table() -> dict[str, PersonalTable]:
+    return {entry.table: entry for entry in REGISTRY}

@@ -1,0 +1,85 @@
+"""The CLI contract and the plumbing every route shares: health, metrics, errors, CORS."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, collect, consent, event, query_path
+
+
+def _cli(data_dir, *args):
+    env = dict(os.environ, WAVE_DATA_DIR=str(data_dir))
+    env.pop("WAVE_CLICKHOUSE_URL", None)
+    script = Path(sys.executable).parent / "wave-edge"  # the installed console script
+    return subprocess.run([str(script), *args], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def test_tenant_create_prints_id_and_key_and_stores_only_the_hash(tmp_path):
+    out = _cli(tmp_path / "var", "tenant", "create", "demo", "--region", "eu-north", "--retention-days", "30",
+               "--ip-mode", "none")
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout)
+    assert set(printed) == {"tenant_id", "admin_key"}
+    chdb_dir = tmp_path / "var" / "clickhouse"
+    tenants = query_path(chdb_dir, "SELECT tenant_id, name, region, retention_days, toString(ip_mode) FROM tenants")
+    assert tenants == [[printed["tenant_id"], "demo", "eu-north", 30, "none"]]
+    keys = query_path(chdb_dir, "SELECT key_hash, tenant_id FROM api_keys")
+    assert keys == [[hashlib.sha256(printed["admin_key"].encode()).hexdigest(), printed["tenant_id"]]]
+    dump = "".join(p.read_bytes().decode("latin-1") for p in chdb_dir.rglob("*") if p.is_file())
+    assert printed["admin_key"] not in dump
+
+
+def test_tenant_create_rejects_bad_values(tmp_path):
+    out = _cli(tmp_path / "var", "tenant", "create", "demo", "--retention-days", "0")
+    assert out.returncode == 2
+    assert json.loads(out.stderr)["error"] == "invalid_tenant"
+    out = _cli(tmp_path / "var", "tenant", "create", "demo", "--ip-mode", "partial")
+    assert out.returncode == 2
+
+
+def test_healthz_and_metrics(server, tenant):
+    assert server.http.get("/healthz").json() == {"status": "ok"}
+    assert consent(server.http, tenant.tenant_id, "viewer-m").status_code == 201
+    assert collect(server.http, tenant.tenant_id, "viewer-m", [event(), event()]).status_code == 202
+    assert collect(server.http, tenant.tenant_id, "viewer-m", [event("bad")]).status_code == 400
+    text = server.http.get("/metrics")
+    assert text.headers["content-type"].startswith("text/plain")
+    body = text.text
+    assert "wave_events_accepted_total 2" in body
+    assert 'wave_events_rejected_total{reason="invalid_field"} 1' in body
+    assert 'wave_http_requests_total{method="POST",route="/v1/collect",status="202"} 1' in body
+    for name in ("wave_write_buffer_rows", "wave_spool_bytes", "wave_insert_seconds_count"):
+        assert name in body
+
+
+def test_unknown_paths_and_methods_answer_json(server):
+    r = server.http.get("/no/such/thing")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = server.http.get("/v1/collect")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_cors_preflight_and_tenant_allowed_origins(server, tenant_factory):
+    r = server.http.options(
+        "/v1/collect", headers={"origin": "https://shop.example", "access-control-request-method": "POST"}
+    )
+    assert r.status_code == 204
+    assert r.headers["access-control-allow-origin"] == "https://shop.example"
+
+    tenant, _ = tenant_factory(allowed_origins=("https://shop.example",))
+    ok = consent(server.http, tenant.tenant_id, "viewer-x")  # no Origin: not a browser, allowed
+    assert ok.status_code == 201
+    r = collect(server.http, tenant.tenant_id, "viewer-x", [event()], headers={"origin": "https://shop.example"})
+    assert r.status_code == 202
+    assert r.headers["access-control-allow-origin"] == "https://shop.example"
+    r = collect(server.http, tenant.tenant_id, "viewer-x", [event()], headers={"origin": "https://evil.example"})
+    assert r.status_code == 403 and r.json()["error"] == "origin_not_allowed"
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_openapi_schema_lists_the_public_routes(server):
+    paths = server.http.get("/schema/openapi.json").json()["paths"]
+    assert {"/healthz", "/metrics", "/v1/collect", "/v1/consent", "/v1/consent/withdraw"} <= set(paths)

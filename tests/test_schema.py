@@ -1,0 +1,63 @@
+"""Migrations, TTL retention and the personal-data registry, on the real engine."""
+
+import time
+
+from analytics import events, migrations
+from retention.registry import REGISTRY, SUBJECT_COLUMNS
+
+
+def test_migrations_are_recorded_and_idempotent(store):
+    assert migrations.apply(store) == []  # the session fixture applied them already
+    versions = [row[0] for row in store.rows("SELECT version FROM schema_migrations FINAL ORDER BY version")]
+    assert versions == [m.version for m in migrations.MIGRATIONS]
+    tables = {row[0] for row in store.rows("SHOW TABLES")}
+    assert {"tenants", "api_keys", "consents", "viewer_events", "schema_migrations"} <= tables
+
+
+def test_viewer_events_has_the_contract_columns(store):
+    columns = {row[0] for row in store.rows("DESCRIBE TABLE viewer_events")}
+    required = {
+        "tenant_id", "viewer_id", "view_id", "video_id", "type", "ts", "ip", "country", "region", "city",
+        "os", "os_version", "browser", "browser_version", "device", "screen_w", "screen_h", "player_w",
+        "player_h", "position_ms", "bitrate_kbps", "error_code", "error_message", "fatal", "retention_days",
+    }
+    assert required <= columns
+
+
+def test_rows_older_than_their_retention_are_gone_after_optimize(store, tenant):
+    ids = events.EventIds()
+    now = time.time()
+
+    def row(age_days, retention_days, marker):
+        return events.EventRow(
+            tenant_id=tenant.tenant_id, event_id=ids.next(), received_at=now, ts=now - age_days * 86400,
+            type="heartbeat", viewer_id="ttl", view_id=marker, video_id="ttl", ip="::", country="",
+            region="", region_code="", city="", os="", os_version="", browser="", browser_version="",
+            device="desktop", is_bot=False, retention_days=retention_days,
+        )
+
+    store.insert_json_lines(
+        events.TABLE,
+        events.encode_lines([row(40, 30, "expired"), row(10, 30, "kept"), row(40, 60, "long-retention")]),
+    )
+    store.command("OPTIMIZE TABLE viewer_events FINAL")
+    left = store.rows(
+        "SELECT view_id FROM viewer_events WHERE tenant_id = {t:String} ORDER BY view_id SETTINGS apply_deleted_mask = 0",
+        {"t": tenant.tenant_id},
+    )
+    assert left == [("kept",), ("long-retention",)]
+
+
+def test_every_table_with_personal_data_is_registered(store):
+    database = store.command("SELECT currentDatabase()")
+    rows = store.rows(
+        "SELECT table, groupArray(name) FROM system.columns WHERE database = {db:String}"
+        " AND name IN {cols:Array(String)} GROUP BY table",
+        {"db": database, "cols": list(SUBJECT_COLUMNS)},
+    )
+    holding = {table: set(cols) for table, cols in rows}
+    registered = {entry.table: set(entry.subject_columns) for entry in REGISTRY}
+    assert holding, "the schema has no personal data at all? the query is wrong"
+    for table, cols in holding.items():
+        assert table in registered, f"{table} holds {sorted(cols)} but is not in the registry"
+        assert cols <= registered[table], f"{table}: {sorted(cols - registered[table])} not registered"
