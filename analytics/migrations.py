@@ -86,7 +86,9 @@ def _v1() -> tuple[str, ...]:
         INDEX idx_email email TYPE bloom_filter GRANULARITY 4,
         INDEX idx_ip ip TYPE bloom_filter GRANULARITY 4
         """,
-        f"ENGINE = {engine('MergeTree')} ORDER BY (tenant_id, viewer_id, ts)",
+        # Monthly partitions let the consent cache's change feed ("rows since t") skip
+        # everything but the newest partition.
+        f"ENGINE = {engine('MergeTree')} PARTITION BY toYYYYMM(ts) ORDER BY (tenant_id, viewer_id, ts)",
     )
     viewer_events = create_table(
         "viewer_events",

@@ -118,21 +118,37 @@ def tenant_id_for_key(store: Store, key: str) -> str | None:
 
 
 class TenantDirectory:
-    """Tenant lookups for the hot path, cached briefly so other edges' changes show up."""
+    """Tenant lookups for the hot path, cached briefly so other edges' changes show up.
+
+    A miss is one query however many requests wait on it (no stampede when an entry
+    expires under load).
+    """
 
     def __init__(self, store: Store, ttl_s: float = 10.0, miss_ttl_s: float = 2.0) -> None:
         self._store = store
         self._ttl = ttl_s
         self._miss_ttl = miss_ttl_s
         self._cache: dict[str, tuple[float, Tenant | None]] = {}
+        self._loading: dict[str, asyncio.Task[Tenant | None]] = {}
 
     async def get(self, tenant_id: str) -> Tenant | None:
-        now = time.monotonic()
         hit = self._cache.get(tenant_id)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        task = self._loading.get(tenant_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(tenant_id))
+            self._loading[tenant_id] = task
+            task.add_done_callback(lambda _: self._loading.pop(tenant_id, None))
+        return await asyncio.shield(task)
+
+    def forget(self, tenant_id: str) -> None:
+        self._cache.pop(tenant_id, None)
+
+    async def _load(self, tenant_id: str) -> Tenant | None:
         tenant = await asyncio.to_thread(load_tenant, self._store, tenant_id)
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[tenant_id] = (now + (self._ttl if tenant else self._miss_ttl), tenant)
+        ttl = self._ttl if tenant else self._miss_ttl
+        self._cache[tenant_id] = (time.monotonic() + ttl, tenant)
         return tenant

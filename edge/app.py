@@ -41,6 +41,7 @@ class Edge:
         self.buffer: WriteBuffer | None = None
         self.collector: Collector | None = None
         self.geo: GeoLocator | None = None
+        self.consents: ConsentLedger | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -56,9 +57,11 @@ class Edge:
             flush_ms=s.flush_ms,
         )
         await self.buffer.start()
+        self.consents = ConsentLedger(self.store, s.consent_poll_s)
+        self.consents.start()
         self.collector = Collector(
             TenantDirectory(self.store),
-            ConsentLedger(self.store, s.consent_cache_s),
+            self.consents,
             self.geo,
             self.buffer,
             self.metrics,
@@ -67,6 +70,8 @@ class Edge:
         log.info("edge ready (store %s)", "embedded chDB" if self.store.embedded else "ClickHouse server")
 
     async def stop(self) -> None:
+        if self.consents is not None:
+            await self.consents.stop()
         if self.buffer is not None:
             await self.buffer.stop()
         if self.geo is not None:

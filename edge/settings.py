@@ -27,9 +27,9 @@ class Settings(msgspec.Struct, kw_only=True):
     flush_ms: int = 250
     # Durable spool cap: past it /v1/collect answers 503 rather than risk the disk.
     spool_max_bytes: int = 512 * 1024 * 1024
-    # How long a consent answer may be served from this process's cache; bounds how
+    # How often the consent cache reads ledger changes made by other edges; bounds how
     # stale a withdrawal made through *another* edge can be (own withdrawals are instant).
-    consent_cache_s: float = 5.0
+    consent_poll_s: float = 1.0
 
     @property
     def spool_dir(self) -> Path:
@@ -60,5 +60,5 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         flush_rows=int(env.get("WAVE_FLUSH_ROWS") or 20_000),
         flush_ms=int(env.get("WAVE_FLUSH_MS") or 250),
         spool_max_bytes=int(env.get("WAVE_SPOOL_MAX_BYTES") or 512 * 1024 * 1024),
-        consent_cache_s=float(env.get("WAVE_CONSENT_CACHE_S") or 5.0),
+        consent_poll_s=float(env.get("WAVE_CONSENT_POLL_S") or 1.0),
     )

@@ -89,7 +89,6 @@ def server_factory(store, tmp_path) -> Iterator[Callable[..., RunningServer]]:
             clickhouse_url=store.url,
             trusted_proxies=parse_networks("127.0.0.1/32"),
             flush_ms=50,
-            consent_cache_s=60,
         )
         for key, value in overrides.items():
             setattr(settings, key, value)

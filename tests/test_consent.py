@@ -61,9 +61,9 @@ def test_consent_lookups_are_cached(server, store, tenant):
         store.faults.queries_fail = False
 
 
-def test_withdrawal_made_elsewhere_is_seen_after_cache_expiry(server_factory, tenant):
+def test_withdrawal_made_elsewhere_is_seen_within_the_poll(server_factory, tenant):
     """Another edge's withdrawal (a ledger row this process did not write) is honoured."""
-    srv = server_factory(consent_cache_s=0.2)
+    srv = server_factory(consent_poll_s=0.2)
     assert consent(srv.http, tenant.tenant_id, "viewer-f").status_code == 201
     assert collect(srv.http, tenant.tenant_id, "viewer-f", [event()]).status_code == 202
     srv.edge.store.command(

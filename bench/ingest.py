@@ -1,0 +1,254 @@
+"""Ingest benchmark: events/s through the real edge vs a raw ClickHouse insert, same run.
+
+    .venv/bin/python bench/ingest.py [--batches 20000] [--concurrency 32]
+
+1. Starts `wave-edge serve` as its own process (embedded chDB, durable spool on) and
+   consents a pool of viewers.
+2. From this process, posts batches of 50 events at the given concurrency over keep-alive
+   HTTP/1.1 connections, timing each batch; the clock stops when every accepted event is
+   in ClickHouse (write buffer empty), not when the last 202 arrives.
+3. Checks the edge's store holds exactly the accepted events.
+4. Inserts the same number of equivalent rows straight through clickhouse-connect into a
+   separate chDB path (blocks of the edge's flush size), as the baseline.
+
+Prints one JSON object: events_per_s, raw_events_per_s, ratio, p50_ms, p99_ms and context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+UAS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.81 Mobile Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+]
+IPS = ["81.2.69.142", "8.8.8.8", "1.1.1.1", "193.99.144.80", "2a00:1450:4001::1"]
+TYPES = ["heartbeat", "playing", "rebuffer_start", "rebuffer_end", "rendition_change", "pause"]
+EVENTS_PER_BATCH = 50
+
+
+class Conn:
+    """A minimal keep-alive HTTP/1.1 client: the load generator must not be the bottleneck."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
+
+
+def post(path: str, body: bytes, ua: str, ip: str, content_type: str = "application/json") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"User-Agent: {ua}\r\nX-Forwarded-For: {ip}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def make_batches(tenant_id: str, viewers: list[str], count: int) -> list[tuple[str, bytes, str, str]]:
+    now = int(time.time() * 1000)
+    batches = []
+    for b in range(count):
+        viewer = viewers[b % len(viewers)]
+        events = [
+            {
+                "type": TYPES[i % len(TYPES)],
+                "ts": now - random.randint(0, 60_000),
+                "view_id": f"{viewer}-view",
+                "video_id": f"video-{b % 40}",
+                "position_ms": i * 1000,
+                "screen_w": 1920,
+                "screen_h": 1080,
+                "player_w": 1280,
+                "player_h": 720,
+                "bitrate_kbps": 3000,
+            }
+            for i in range(EVENTS_PER_BATCH)
+        ]
+        body = json.dumps({"tenant_id": tenant_id, "viewer_id": viewer, "events": events}).encode()
+        batches.append((viewer, body, UAS[b % len(UAS)], IPS[b % len(IPS)]))
+    return batches
+
+
+async def metric(port: int, name: str) -> float:
+    conn = Conn(port)
+    conn.writer = None
+    status, body = await conn.request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.writer.close()
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def load(port: int, tenant_id: str, batches: int, concurrency: int, viewers: int) -> dict:
+    viewer_ids = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(viewers)]
+    conn = Conn(port)
+    for viewer in viewer_ids:
+        consent = json.dumps(
+            {"tenant_id": tenant_id, "viewer_id": viewer, "purposes": ["analytics"], "policy_version": "b1"}
+        ).encode()
+        status, body = await conn.request(post("/v1/consent", consent, UAS[0], IPS[0]))
+        assert status == 201, body
+    conn.writer.close()
+    print(f"consented {viewers} viewers", file=sys.stderr, flush=True)
+    work = make_batches(tenant_id, viewer_ids, batches)
+    latencies: list[float] = []
+    accepted = 0
+    errors: dict[int, int] = {}
+    queue = iter(work)
+
+    async def worker() -> None:
+        nonlocal accepted
+        c = Conn(port)
+        for _, body, ua, ip in queue:
+            raw = post("/v1/collect", body, ua, ip, "text/plain")
+            t0 = time.perf_counter()
+            status, resp = await c.request(raw)
+            latencies.append(time.perf_counter() - t0)
+            if status == 202:
+                accepted += json.loads(resp)["accepted"]
+            else:
+                errors[status] = errors.get(status, 0) + 1
+        c.writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    answered = time.perf_counter() - started
+    while await metric(port, "wave_write_buffer_rows") > 0:
+        await asyncio.sleep(0.01)
+    stored = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "accepted": accepted,
+        "errors": errors,
+        "answered_s": answered,
+        "stored_s": stored,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+def raw_baseline(path: Path, rows: int, block: int) -> float:
+    """The same shape of rows, inserted straight through clickhouse-connect into chDB."""
+    from analytics import migrations
+    from analytics.store import open_store
+
+    store = open_store(f"chdb://{path}")
+    migrations.apply(store)
+    columns = [
+        "tenant_id", "event_id", "received_at", "ts", "type", "viewer_id", "view_id", "video_id", "ip",
+        "country", "region", "region_code", "city", "os", "os_version", "browser", "browser_version",
+        "device", "is_bot", "retention_days", "position_ms", "screen_w", "screen_h", "player_w",
+        "player_h", "bitrate_kbps",
+    ]
+    now = dt.datetime.now(dt.timezone.utc)
+    data = [
+        (
+            "tn_bench", uuid.uuid4(), now, now, TYPES[i % len(TYPES)], f"bench-{i % 1000}",
+            f"bench-{i % 1000}-view", f"video-{i % 40}", "::ffff:81.2.69.142", "GB", "England", "", "London",
+            "Windows", "10", "Chrome", "131.0.0", "desktop", False, 395, i * 1000, 1920, 1080, 1280, 720, 3000,
+        )
+        for i in range(rows)
+    ]
+    started = time.perf_counter()
+    for offset in range(0, rows, block):
+        store.insert_rows("viewer_events", data[offset:offset + block], columns)
+    elapsed = time.perf_counter() - started
+    assert int(store.command("SELECT count() FROM viewer_events")) == rows
+    store.close()
+    return rows / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, default=20_000)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--viewers", type=int, default=2000)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wave-bench-"))
+    env = dict(os.environ, WAVE_DATA_DIR=str(work / "edge"), WAVE_TRUSTED_PROXIES="127.0.0.1")
+    env.pop("WAVE_CLICKHOUSE_URL", None)
+    cli = [sys.executable, "-m", "edge.cli"]
+    tenant = json.loads(
+        subprocess.run([*cli, "tenant", "create", "bench", "--ip-mode", "full"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, check=True).stdout
+    )["tenant_id"]
+    port = random.randint(20000, 40000)
+    server = subprocess.Popen([*cli, "serve", "--port", str(port)], cwd=ROOT, env=env)
+    if os.environ.get("BENCH_PROFILE"):
+        subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-d", "80", "-f", "raw", "-o", os.environ["BENCH_PROFILE"], "--pid", str(server.pid)])
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                asyncio.run(metric(port, "wave_write_buffer_rows"))
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        result = asyncio.run(load(port, tenant, args.batches, args.concurrency, args.viewers))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+    check = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, clickhouse_connect; c = clickhouse_connect.get_client(dsn='chdb://' + sys.argv[1]);"
+         "print(*c.query('SELECT count(), uniqExact(event_id) FROM viewer_events').result_rows[0])",
+         str(work / "edge" / "clickhouse")],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    stored_rows, unique_rows = int(check[0]), int(check[1])
+    raw = raw_baseline(work / "raw", result["accepted"], 20_000)
+    shutil.rmtree(work, ignore_errors=True)
+    events_per_s = result["accepted"] / result["stored_s"]
+    print(json.dumps({
+        "events_per_s": round(events_per_s),
+        "raw_events_per_s": round(raw),
+        "ratio": round(events_per_s / raw, 3),
+        "p50_ms": round(result["p50_ms"], 2),
+        "p99_ms": round(result["p99_ms"], 2),
+        "events": result["accepted"],
+        "stored_rows": stored_rows,
+        "unique_rows": unique_rows,
+        "errors": result["errors"],
+        "answered_events_per_s": round(result["accepted"] / result["answered_s"]),
+        "batch_events": EVENTS_PER_BATCH,
+        "concurrency": args.concurrency,
+    }))
+
+
+if __name__ == "__main__":
+    main()
