@@ -17,7 +17,7 @@ from analytics.consent import ConsentLedger
 from analytics.enrichment.geo import GeoLocator
 from analytics.enrichment.ip import Network, client_ip, stored_ip
 from analytics.enrichment.useragent import parse_user_agent
-from analytics.events import EventIds, EventRow, encode_lines
+from analytics.events import EventIds, encode_batch
 from analytics.metrics import Registry
 from analytics.tenants import Tenant, TenantDirectory
 from analytics.validation import BadInput
@@ -83,48 +83,28 @@ class Collector:
         ip = client_ip(request.peer, request.forwarded_for, self.trusted_proxies)
         geo = self.geo.lookup(ip)  # before the tenant's IP mode cuts the address
         stored = stored_ip(ip, tenant.ip_mode)
-        email = batch.viewer_email or ""
-        next_id = self._ids.next
-        rows = [
-            EventRow(
-                tenant_id=tenant.tenant_id,
-                event_id=next_id(),
-                received_at=now,
-                ts=e.ts / 1000,
-                type=e.type,
-                viewer_id=batch.viewer_id,
-                view_id=e.view_id,
-                video_id=e.video_id,
-                ip=stored,
-                country=geo.country,
-                region=geo.region,
-                region_code=geo.region_code,
-                city=geo.city,
-                os=agent.os,
-                os_version=agent.os_version,
-                browser=agent.browser,
-                browser_version=agent.browser_version,
-                device=agent.device,
-                is_bot=agent.is_bot,
-                retention_days=tenant.retention_days,
-                email=email,
-                position_ms=e.position_ms,
-                screen_w=e.screen_w,
-                screen_h=e.screen_h,
-                player_w=e.player_w,
-                player_h=e.player_h,
-                rendition_w=e.rendition_w,
-                rendition_h=e.rendition_h,
-                bitrate_kbps=e.bitrate_kbps,
-                error_code=e.error_code,
-                error_message=e.error_message,
-                fatal=e.fatal,
-            )
-            for e in batch.events
-        ]
-        await self.buffer.submit(encode_lines(rows), len(rows))
-        self.accepted.inc(len(rows))
-        return len(rows)
+        context = (
+            tenant.tenant_id,
+            batch.viewer_id,
+            batch.viewer_email or "",
+            stored,
+            geo.country,
+            geo.region,
+            geo.region_code,
+            geo.city,
+            agent.os,
+            agent.os_version,
+            agent.browser,
+            agent.browser_version,
+            agent.device,
+            agent.is_bot,
+            tenant.retention_days,
+            now,
+        )
+        count = len(batch.events)
+        await self.buffer.submit(encode_batch(context, batch.events, self._ids), count)
+        self.accepted.inc(count)
+        return count
 
     async def grant(self, body: bytes, request: RequestInfo) -> str:
         grant = validation.decode(body, ConsentGrant)

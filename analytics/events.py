@@ -1,7 +1,10 @@
 """The `viewer_events` table: one row per enriched beacon event.
 
-Rows travel as JSON lines (JSONEachRow): msgspec writes them in microseconds, the same
-bytes go to the spool and to ClickHouse, and ClickHouse parses them in C++.
+Rows travel as JSON arrays, one per line (ClickHouse's JSONCompactEachRow) in the
+fixed column order `COLUMNS`: msgspec writes a batch in microseconds, the same bytes go
+to the spool and to ClickHouse, and ClickHouse parses them in C++ without the GIL.
+A row is the request's shared part (who, where, on what) followed by the event's own
+fields, so the shared part is built once per batch, not once per event.
 Times are epoch seconds with millisecond decimals, which DateTime64(3) parses exactly.
 """
 
@@ -9,81 +12,87 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import msgspec
 
 from analytics.store import Store
+from analytics.wire import Event
 
 TABLE = "viewer_events"
+FORMAT = "JSONCompactEachRow"
 
-
-class EventRow(msgspec.Struct, omit_defaults=True):
-    tenant_id: str
-    event_id: str
-    received_at: float
-    ts: float
-    type: str
-    viewer_id: str
-    view_id: str
-    video_id: str
-    ip: str
-    country: str
-    region: str
-    region_code: str
-    city: str
-    os: str
-    os_version: str
-    browser: str
-    browser_version: str
-    device: str
-    is_bot: bool
-    retention_days: int
-    email: str = ""
-    position_ms: int | None = None
-    screen_w: int | None = None
-    screen_h: int | None = None
-    player_w: int | None = None
-    player_h: int | None = None
-    rendition_w: int | None = None
-    rendition_h: int | None = None
-    bitrate_kbps: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    fatal: bool | None = None
-
-
-class _RowKey(msgspec.Struct):
-    """What replay needs of a spooled row: its id and time (for partition pruning)."""
-
-    event_id: str
-    ts: float
-
+# Set once per request.
+CONTEXT_COLUMNS = (
+    "tenant_id", "viewer_id", "email", "ip", "country", "region", "region_code", "city",
+    "os", "os_version", "browser", "browser_version", "device", "is_bot", "retention_days",
+    "received_at",
+)
+# Set per event.
+EVENT_COLUMNS = (
+    "event_id", "ts", "type", "view_id", "video_id", "position_ms", "screen_w", "screen_h",
+    "player_w", "player_h", "rendition_w", "rendition_h", "bitrate_kbps", "error_code",
+    "error_message", "fatal",
+)
+COLUMNS = CONTEXT_COLUMNS + EVENT_COLUMNS
+_EVENT_ID = COLUMNS.index("event_id")
+_TS = COLUMNS.index("ts")
 
 _encoder = msgspec.json.Encoder()
-_key_decoder = msgspec.json.Decoder(_RowKey)
-
-
-def encode_lines(rows: Iterable[EventRow]) -> bytes:
-    buf = bytearray()
-    for row in rows:
-        _encoder.encode_into(row, buf, len(buf))
-        buf += b"\n"
-    return bytes(buf)
+_HEX4 = [f"{i:04x}" for i in range(1 << 16)]
 
 
 class EventIds:
-    """Globally unique event ids, cheap enough for 100k/s: a random 64-bit process prefix
-    and a counter, formatted as a UUID. They let a crash replay skip rows already stored."""
+    """Globally unique event ids, cheap enough for 100k/s: a random 64-bit process prefix,
+    a batch counter and the event's index in its batch, laid out as a UUID. They let a
+    crash replay skip rows already stored."""
 
     def __init__(self) -> None:
         h = uuid.uuid4().hex
         self._prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-"
-        self._counter = itertools.count(1)
+        self._batches = itertools.count(1)
 
-    def next(self) -> str:
-        c = next(self._counter)
-        return f"{self._prefix}{(c >> 48) & 0xFFFF:04x}-{c & 0xFFFFFFFFFFFF:012x}"
+    def batch_prefix(self) -> str:
+        """Prefix for one batch; append `_HEX4[index]` (index < 65536) for each event."""
+        b = next(self._batches)
+        return f"{self._prefix}{(b >> 32) & 0xFFFF:04x}-{b & 0xFFFFFFFF:08x}"
+
+
+def encode_batch(context: tuple, events: Sequence[Event], ids: EventIds) -> bytes:
+    """JSON lines for one request: `context` in CONTEXT_COLUMNS order, then each event."""
+    prefix = ids.batch_prefix()
+    hex4 = _HEX4
+    return _encoder.encode_lines(
+        context
+        + (
+            prefix + hex4[i],
+            e.ts / 1000,
+            e.type,
+            e.view_id,
+            e.video_id,
+            e.position_ms,
+            e.screen_w,
+            e.screen_h,
+            e.player_w,
+            e.player_h,
+            e.rendition_w,
+            e.rendition_h,
+            e.bitrate_kbps,
+            e.error_code,
+            e.error_message,
+            e.fatal,
+        )
+        for i, e in enumerate(events)
+    )
+
+
+def encode_rows(rows: Iterable[Sequence]) -> bytes:
+    """JSON lines from whole rows already in COLUMNS order."""
+    return _encoder.encode_lines(rows)
+
+
+def insert(store: Store, data: bytes, dedup_token: str | None = None) -> None:
+    store.insert_json_lines(TABLE, data, dedup_token, columns=COLUMNS, fmt=FORMAT)
 
 
 def missing_lines(store: Store, data: bytes) -> bytes:
@@ -91,18 +100,16 @@ def missing_lines(store: Store, data: bytes) -> bytes:
     lines = [line for line in data.split(b"\n") if line]
     if not lines:
         return b""
-    keys = [_key_decoder.decode(line) for line in lines]
+    rows = [msgspec.json.decode(line) for line in lines]
+    ids = [row[_EVENT_ID] for row in rows]
+    times = [row[_TS] for row in rows]
     found = {
         row[0]
         for row in store.rows(
             f"SELECT toString(event_id) FROM {TABLE}"
             " WHERE ts BETWEEN fromUnixTimestamp64Milli({lo:Int64}) AND fromUnixTimestamp64Milli({hi:Int64})"
             " AND event_id IN {ids:Array(UUID)}",
-            parameters={
-                "lo": int(min(k.ts for k in keys) * 1000) - 1,
-                "hi": int(max(k.ts for k in keys) * 1000) + 1,
-                "ids": [k.event_id for k in keys],
-            },
+            parameters={"lo": int(min(times) * 1000) - 1, "hi": int(max(times) * 1000) + 1, "ids": ids},
         )
     }
-    return b"".join(line + b"\n" for line, key in zip(lines, keys) if key.event_id not in found)
+    return b"".join(line + b"\n" for line, event_id in zip(lines, ids) if event_id not in found)

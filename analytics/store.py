@@ -52,7 +52,15 @@ class Store:
         self._check(self.faults.inserts_fail)
         self._call(self.client.insert, table, rows, column_names=list(columns))
 
-    def insert_json_lines(self, table: str, data: bytes, dedup_token: str | None = None) -> None:
+    def insert_json_lines(
+        self,
+        table: str,
+        data: bytes,
+        dedup_token: str | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        fmt: str = "JSONEachRow",
+    ) -> None:
         """Insert newline-delimited JSON rows; ClickHouse parses them in C++ without the GIL.
 
         `dedup_token` makes a retried insert of the same block a no-op, so a timeout after
@@ -60,7 +68,9 @@ class Store:
         """
         self._check(self.faults.inserts_fail)
         settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
-        self._call(self.client.raw_insert, table, insert_block=data, fmt="JSONEachRow", settings=settings)
+        self._call(
+            self.client.raw_insert, table, column_names=columns, insert_block=data, fmt=fmt, settings=settings
+        )
 
     def close(self) -> None:
         if not self._closed.is_set():

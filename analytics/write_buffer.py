@@ -157,7 +157,7 @@ class WriteBuffer:
         if any(item.verify for item in batch):
             data = events.missing_lines(self.store, data)
         if data:
-            self.store.insert_json_lines(events.TABLE, data, token)
+            events.insert(self.store, data, token)
 
     # -- crash recovery ---------------------------------------------------------------
     def _replay(self, records: list[Record]) -> None:
@@ -182,7 +182,7 @@ class WriteBuffer:
         try:
             missing = events.missing_lines(self.store, data)
             if missing:
-                self.store.insert_json_lines(events.TABLE, missing, f"replay-{uuid.uuid4().hex}")
+                events.insert(self.store, missing, f"replay-{uuid.uuid4().hex}")
             for record in group:
                 self.spool.release(record.segment)
             self.inserted.inc(missing.count(b"\n"))

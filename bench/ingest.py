@@ -76,6 +76,12 @@ def post(path: str, body: bytes, ua: str, ip: str, content_type: str = "applicat
     ).encode() + body
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU a process has used so far (Linux /proc), to report cost per event."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_batches(tenant_id: str, viewers: list[str], count: int) -> list[tuple[str, bytes, str, str]]:
     now = int(time.time() * 1000)
     batches = []
@@ -112,7 +118,8 @@ async def metric(port: int, name: str) -> float:
     return 0.0
 
 
-async def load(port: int, tenant_id: str, batches: int, concurrency: int, viewers: int) -> dict:
+async def load(port: int, tenant_id: str, batches: int, concurrency: int, viewers: int,
+               server_pid: int, profile_at: str | None = None) -> dict:
     viewer_ids = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(viewers)]
     conn = Conn(port)
     for viewer in viewer_ids:
@@ -143,12 +150,17 @@ async def load(port: int, tenant_id: str, batches: int, concurrency: int, viewer
                 errors[status] = errors.get(status, 0) + 1
         c.writer.close()
 
+    if profile_at:  # optional: py-spy the edge during the load phase only (not a dependency)
+        subprocess.Popen(["py-spy", "record", "-d", "5", "-f", "raw", "-o", profile_at,
+                          "--pid", str(server_pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu0, self0 = cpu_seconds(server_pid), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     answered = time.perf_counter() - started
     while await metric(port, "wave_write_buffer_rows") > 0:
         await asyncio.sleep(0.01)
     stored = time.perf_counter() - started
+    server_cpu, load_cpu = cpu_seconds(server_pid) - cpu0, time.process_time() - self0
     latencies.sort()
     return {
         "accepted": accepted,
@@ -157,6 +169,8 @@ async def load(port: int, tenant_id: str, batches: int, concurrency: int, viewer
         "stored_s": stored,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "server_cpu_s": server_cpu,
+        "loadgen_cpu_s": load_cpu,
     }
 
 
@@ -207,8 +221,7 @@ def main() -> None:
     )["tenant_id"]
     port = random.randint(20000, 40000)
     server = subprocess.Popen([*cli, "serve", "--port", str(port)], cwd=ROOT, env=env)
-    if os.environ.get("BENCH_PROFILE"):
-        subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-d", "80", "-f", "raw", "-o", os.environ["BENCH_PROFILE"], "--pid", str(server.pid)])
+    profile_at = os.environ.get("BENCH_PROFILE")
     try:
         deadline = time.time() + 60
         while True:
@@ -219,7 +232,7 @@ def main() -> None:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.2)
-        result = asyncio.run(load(port, tenant, args.batches, args.concurrency, args.viewers))
+        result = asyncio.run(load(port, tenant, args.batches, args.concurrency, args.viewers, server.pid, profile_at))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
@@ -245,6 +258,9 @@ def main() -> None:
         "unique_rows": unique_rows,
         "errors": result["errors"],
         "answered_events_per_s": round(result["accepted"] / result["answered_s"]),
+        "server_cpu_us_per_event": round(result["server_cpu_s"] / result["accepted"] * 1e6, 2),
+        "loadgen_cpu_us_per_event": round(result["loadgen_cpu_s"] / result["accepted"] * 1e6, 2),
+        "wall_s": round(result["stored_s"], 2),
         "batch_events": EVENTS_PER_BATCH,
         "concurrency": args.concurrency,
     }))

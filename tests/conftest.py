@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -137,6 +138,21 @@ def collect(http: httpx.Client, tenant_id: str, viewer_id: str, events: list[dic
     headers.update(kw.pop("headers", {}))
     body = {"tenant_id": tenant_id, "viewer_id": viewer_id, "events": events, **kw}
     return http.post("/v1/collect", content=json.dumps(body), headers=headers)
+
+
+def stored_row(tenant_id: str, **fields) -> tuple:
+    """A whole viewer_events row in `events.COLUMNS` order, for inserting directly."""
+    from analytics import events
+
+    now = time.time()
+    values = {
+        "tenant_id": tenant_id, "viewer_id": "v", "email": "", "ip": "::", "country": "", "region": "",
+        "region_code": "", "city": "", "os": "", "os_version": "", "browser": "", "browser_version": "",
+        "device": "desktop", "is_bot": False, "retention_days": 30, "received_at": now,
+        "event_id": str(uuid.uuid4()), "ts": now, "type": "playing", "view_id": "w", "video_id": "x",
+    }
+    values.update(fields)
+    return tuple(values.get(column) for column in events.COLUMNS)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

@@ -4,6 +4,7 @@ import time
 
 from analytics import events, migrations
 from retention.registry import REGISTRY, SUBJECT_COLUMNS
+from tests.conftest import stored_row
 
 
 def test_migrations_are_recorded_and_idempotent(store):
@@ -25,21 +26,12 @@ def test_viewer_events_has_the_contract_columns(store):
 
 
 def test_rows_older_than_their_retention_are_gone_after_optimize(store, tenant):
-    ids = events.EventIds()
     now = time.time()
 
     def row(age_days, retention_days, marker):
-        return events.EventRow(
-            tenant_id=tenant.tenant_id, event_id=ids.next(), received_at=now, ts=now - age_days * 86400,
-            type="heartbeat", viewer_id="ttl", view_id=marker, video_id="ttl", ip="::", country="",
-            region="", region_code="", city="", os="", os_version="", browser="", browser_version="",
-            device="desktop", is_bot=False, retention_days=retention_days,
-        )
+        return stored_row(tenant.tenant_id, ts=now - age_days * 86400, retention_days=retention_days, view_id=marker)
 
-    store.insert_json_lines(
-        events.TABLE,
-        events.encode_lines([row(40, 30, "expired"), row(10, 30, "kept"), row(40, 60, "long-retention")]),
-    )
+    events.insert(store, events.encode_rows([row(40, 30, "expired"), row(10, 30, "kept"), row(40, 60, "long-retention")]))
     store.command("OPTIMIZE TABLE viewer_events FINAL")
     left = store.rows(
         "SELECT view_id FROM viewer_events WHERE tenant_id = {t:String} ORDER BY view_id SETTINGS apply_deleted_mask = 0",

@@ -24,6 +24,7 @@ from tests.conftest import (
     event,
     free_port,
     query_path,
+    stored_row,
     wait_for,
 )
 
@@ -100,21 +101,10 @@ def test_replay_skips_rows_already_stored(tmp_path, store, tenant):
     """A crash after the insert but before the spool release must not double rows."""
     import asyncio
 
-    ids = events.EventIds()
-    now = time.time()
-
     def rows(n):
-        return [
-            events.EventRow(
-                tenant_id=tenant.tenant_id, event_id=ids.next(), received_at=now, ts=now, type="playing",
-                viewer_id="v", view_id="w", video_id="replay", ip="::", country="", region="",
-                region_code="", city="", os="", os_version="", browser="", browser_version="",
-                device="desktop", is_bot=False, retention_days=30,
-            )
-            for _ in range(n)
-        ]
+        return [stored_row(tenant.tenant_id, video_id="replay") for _ in range(n)]
 
-    first, second = events.encode_lines(rows(7)), events.encode_lines(rows(5))
+    first, second = events.encode_rows(rows(7)), events.encode_rows(rows(5))
     spool = Spool(tmp_path, max_bytes=1 << 20)
 
     async def spool_both():
@@ -124,7 +114,7 @@ def test_replay_skips_rows_already_stored(tmp_path, store, tenant):
 
     asyncio.run(spool_both())
     spool.close()
-    store.insert_json_lines(events.TABLE, first)  # the dead process had inserted this block
+    events.insert(store, first)  # the dead process had inserted this block
 
     async def restart():
         buffer = WriteBuffer(store, Spool(tmp_path, max_bytes=1 << 20), Registry(), flush_ms=20)
