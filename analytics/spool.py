@@ -54,7 +54,7 @@ class _SyncState:
 
 
 class Spool:
-    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 64 * 1024 * 1024) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -62,6 +62,7 @@ class Spool:
         self._current: _Segment | None = None
         self._sync = _SyncState()
         self._closing: list[int] = []  # fds of sealed segments, closed after their fsync
+        self._unlink: list[Path] = []  # drained segments, deleted off the event loop
         self.bytes_on_disk = 0
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -82,6 +83,9 @@ class Spool:
             records.extend(Record(number, payload) for payload in payloads)
             if not payloads:
                 self._remove(segment)
+        for path in self._unlink:
+            path.unlink(missing_ok=True)
+        self._unlink = []
         return records
 
     # -- write path -------------------------------------------------------------------
@@ -132,8 +136,9 @@ class Spool:
             covered = state.appended
             fds, state.dirty_fds = state.dirty_fds, set()
             closing, self._closing = self._closing, []
+            unlink, self._unlink = self._unlink, []
             dir_dirty, state.dir_dirty = state.dir_dirty, False
-            await asyncio.to_thread(_fsync_all, fds, closing, self.directory if dir_dirty else None)
+            await asyncio.to_thread(_fsync_all, fds, closing, self.directory if dir_dirty else None, unlink)
             state.synced = max(state.synced, covered)
         finally:
             state.task = None
@@ -174,16 +179,15 @@ class Spool:
         if self._segments.pop(segment.number, None) is None:
             return  # already gone
         self.bytes_on_disk -= segment.size
-        try:
-            segment.path.unlink()
-        except FileNotFoundError:
-            pass
+        # Unlinking a large file can stall for milliseconds: leave it to the next fsync
+        # round's thread. Should we crash first, replay finds its rows stored and skips them.
+        self._unlink.append(segment.path)
 
     def close(self) -> None:
         """Flush and close files; segments still holding records stay for the next start."""
         fds = [s.fd for s in self._segments.values() if s.fd is not None]
-        _fsync_all(set(fds), self._closing, self.directory)
-        self._closing = []
+        _fsync_all(set(fds), self._closing, self.directory, self._unlink)
+        self._closing, self._unlink = [], []
         for segment in self._segments.values():
             if segment.fd is not None:
                 os.close(segment.fd)
@@ -191,9 +195,16 @@ class Spool:
         for segment in list(self._segments.values()):
             segment.sealed = True
             self._maybe_remove(segment)
+        _fsync_all(set(), [], None, self._unlink)
+        self._unlink = []
 
 
-def _fsync_all(fds: set[int], closing: list[int], directory: Path | None) -> None:
+def _fsync_all(fds: set[int], closing: list[int], directory: Path | None, unlink: list[Path] = ()) -> None:
+    for path in unlink:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
     for fd in fds:
         os.fsync(fd)
     for fd in closing:

@@ -161,6 +161,8 @@ async def load(port: int, tenant_id: str, batches: int, concurrency: int, viewer
         await asyncio.sleep(0.01)
     stored = time.perf_counter() - started
     server_cpu, load_cpu = cpu_seconds(server_pid) - cpu0, time.process_time() - self0
+    if os.environ.get("BENCH_LAT"):
+        Path(os.environ["BENCH_LAT"]).write_text(json.dumps(latencies))
     latencies.sort()
     return {
         "accepted": accepted,
