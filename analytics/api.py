@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from litestar import Request, Response, post
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 
 from analytics.collector import Collector, RequestInfo
 from analytics.spool import SpoolFull
 from analytics.validation import BadInput
-from analytics.wire import CollectAccepted, ConsentRecorded, ErrorBody, Withdrawn
+from analytics.wire import CollectAccepted, ConsentRecorded, ErrorBody, ErrorDetail, Withdrawn
 
 MAX_BODY = 256 * 1024
 _BODY_TYPES = ("application/json", "text/plain", "")
@@ -43,37 +44,50 @@ async def _body(request: Request) -> bytes:
     return body
 
 
-def _unavailable(exc: SpoolFull) -> Response:
+def _unavailable() -> Response:
     return Response(
-        content=ErrorBody("unavailable", {"path": "$", "message": "cannot store events now; retry later"}),
+        content=ErrorBody("unavailable", ErrorDetail("$", "cannot store events now; retry later")),
         status_code=503,
         headers={"Retry-After": RETRY_AFTER_S},
     )
+
+
+def _errors(*statuses: int) -> dict[int, ResponseSpec]:
+    return {code: ResponseSpec(data_container=ErrorBody, description=_WHY[code]) for code in statuses}
+
+
+_WHY = {
+    400: "malformed body, bad field (detail.path names it) or unknown tenant",
+    403: "no active consent for analytics, or an origin the tenant does not allow",
+    413: "body over the endpoint's limit",
+    415: "content type other than application/json or text/plain",
+    503: "events cannot be stored durably right now; retry after Retry-After seconds",
+}
 
 
 def _collector(state: State) -> Collector:
     return state.collector
 
 
-@post("/v1/collect", status_code=202, request_max_body_size=MAX_BODY)
+@post("/v1/collect", status_code=202, request_max_body_size=MAX_BODY, responses=_errors(400, 403, 413, 415, 503))
 async def collect(request: Request, state: State) -> CollectAccepted:
     """Store a batch of a consenting viewer's playback events (202 once durable)."""
     body = await _body(request)
     try:
         accepted = await _collector(state).collect(body, request_info(request))
-    except SpoolFull as exc:
-        return _unavailable(exc)  # type: ignore[return-value]
+    except SpoolFull:
+        return _unavailable()  # type: ignore[return-value]
     return CollectAccepted(accepted=accepted)
 
 
-@post("/v1/consent", status_code=201, request_max_body_size=16 * 1024)
+@post("/v1/consent", status_code=201, request_max_body_size=16 * 1024, responses=_errors(400, 403, 413, 415))
 async def consent(request: Request, state: State) -> ConsentRecorded:
     """Record a viewer's consent (purposes and policy version) in the ledger."""
     body = await _body(request)
     return ConsentRecorded(consent_id=await _collector(state).grant(body, request_info(request)))
 
 
-@post("/v1/consent/withdraw", status_code=200, request_max_body_size=16 * 1024)
+@post("/v1/consent/withdraw", status_code=200, request_max_body_size=16 * 1024, responses=_errors(400, 403, 413, 415))
 async def withdraw(request: Request, state: State) -> Withdrawn:
     """Withdraw a viewer's consent; beacons are refused from the next one on."""
     body = await _body(request)

@@ -108,30 +108,29 @@ class Collector:
 
     async def grant(self, body: bytes, request: RequestInfo) -> str:
         grant = validation.decode(body, ConsentGrant)
-        tenant = await self._tenant(grant.tenant_id, request.origin)
-        ip = client_ip(request.peer, request.forwarded_for, self.trusted_proxies)
-        return await self.consents.record(
-            tenant_id=tenant.tenant_id,
-            viewer_id=grant.viewer_id,
-            action="grant",
-            purposes=sorted(set(grant.purposes)),
-            policy_version=grant.policy_version,
-            email=grant.viewer_email or "",
-            ip=stored_ip(ip, tenant.ip_mode),
-            browser=parse_user_agent(request.user_agent).browser,
+        return await self._ledger_row(
+            grant.tenant_id, grant.viewer_id, request, "grant",
+            sorted(set(grant.purposes)), grant.policy_version, grant.viewer_email or "",
         )
 
     async def withdraw(self, body: bytes, request: RequestInfo) -> str:
         withdraw = validation.decode(body, ConsentWithdraw)
-        tenant = await self._tenant(withdraw.tenant_id, request.origin)
+        return await self._ledger_row(withdraw.tenant_id, withdraw.viewer_id, request, "withdraw", [], "", "")
+
+    async def _ledger_row(
+        self, tenant_id: str, viewer_id: str, request: RequestInfo, action: str,
+        purposes: list[str], policy_version: str, email: str,
+    ) -> str:
+        """Append a grant or withdrawal, with the address as the tenant's IP mode allows."""
+        tenant = await self._tenant(tenant_id, request.origin)
         ip = client_ip(request.peer, request.forwarded_for, self.trusted_proxies)
         return await self.consents.record(
             tenant_id=tenant.tenant_id,
-            viewer_id=withdraw.viewer_id,
-            action="withdraw",
-            purposes=[],
-            policy_version="",
-            email="",
+            viewer_id=viewer_id,
+            action=action,
+            purposes=purposes,
+            policy_version=policy_version,
+            email=email,
             ip=stored_ip(ip, tenant.ip_mode),
             browser=parse_user_agent(request.user_agent).browser,
         )

@@ -154,14 +154,6 @@ class ConsentLedger:
             newest = max(newest, int(row_us))
         self._since_us = newest
 
-    def forget(self, tenant_id: str | None = None) -> None:
-        """Drop cached answers (all, or one tenant's), e.g. after an erasure."""
-        if tenant_id is None:
-            self._cache.clear()
-        else:
-            for key in [k for k in self._cache if k[0] == tenant_id]:
-                del self._cache[key]
-
     def _offer(self, key: tuple[str, str], row_us: int, granted: bool) -> bool:
         """Cache an answer unless a newer row's answer is already cached; return the winner."""
         entry = self._cache.get(key)

@@ -138,7 +138,10 @@ class Spool:
             closing, self._closing = self._closing, []
             unlink, self._unlink = self._unlink, []
             dir_dirty, state.dir_dirty = state.dir_dirty, False
-            await asyncio.to_thread(_fsync_all, fds, closing, self.directory if dir_dirty else None, unlink)
+            try:
+                await asyncio.to_thread(_fsync_all, fds, closing, self.directory if dir_dirty else None, unlink)
+            except OSError as exc:  # e.g. EIO, ENOSPC at writeback: not durable, say so
+                raise SpoolFull(f"spool sync failed: {exc.strerror or exc}") from exc
             state.synced = max(state.synced, covered)
         finally:
             state.task = None

@@ -142,9 +142,6 @@ class TenantDirectory:
             task.add_done_callback(lambda _: self._loading.pop(tenant_id, None))
         return await asyncio.shield(task)
 
-    def forget(self, tenant_id: str) -> None:
-        self._cache.pop(tenant_id, None)
-
     async def _load(self, tenant_id: str) -> Tenant | None:
         tenant = await asyncio.to_thread(load_tenant, self._store, tenant_id)
         if len(self._cache) > 100_000:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import msgspec
 from msgspec import Meta, Struct
 
 EventType = Literal[
@@ -91,10 +90,13 @@ class Health(Struct):
     status: str = "ok"
 
 
+class ErrorDetail(Struct):
+    path: str
+    message: str
+
+
 class ErrorBody(Struct):
+    """Every 4xx/5xx body: a stable code, and where and what for field errors."""
+
     error: str
-    detail: object = None
-
-
-def decoder(kind: type) -> msgspec.json.Decoder:
-    return msgspec.json.Decoder(kind)
+    detail: ErrorDetail | str | None = None

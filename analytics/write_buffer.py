@@ -19,13 +19,10 @@ from dataclasses import dataclass
 
 from analytics import events
 from analytics.metrics import Registry
-from analytics.spool import Record, Spool, SpoolFull
+from analytics.spool import Record, Spool
 from analytics.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
-
-__all__ = ["WriteBuffer", "SpoolFull"]
-
 
 @dataclass
 class _Pending:
