@@ -138,7 +138,29 @@ def _v1() -> tuple[str, ...]:
     return (tenants, api_keys, consents, viewer_events)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "tenants, keys, consents, viewer events", _v1()),)
+def _v2() -> tuple[str, ...]:
+    # Live streams a tenant publishes; the publish token is a random secret kept as a hash.
+    streams = create_table(
+        "streams",
+        """
+        stream_id String,
+        tenant_id String,
+        name String,
+        publish_token_hash String,
+        playback Enum8('public' = 1, 'private' = 2),
+        created_at DateTime64(6, 'UTC'),
+        updated_at DateTime64(6, 'UTC'),
+        deleted Bool DEFAULT false
+        """,
+        f"ENGINE = {engine('ReplacingMergeTree', 'updated_at')} ORDER BY (tenant_id, stream_id)",
+    )
+    return (streams,)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "tenants, keys, consents, viewer events", _v1()),
+    Migration(2, "streams", _v2()),
+)
 
 
 def apply(store: Store) -> list[int]:

@@ -21,12 +21,16 @@ from analytics.consent import ConsentLedger
 from analytics.enrichment.geo import GeoLocator
 from analytics.metrics import Registry
 from analytics.spool import Spool
+from analytics.auth import AdminAuth
 from analytics.store import Store, open_store
 from analytics.tenants import TenantDirectory
 from analytics.wire import Health
 from analytics.write_buffer import WriteBuffer
 from edge import http
 from edge.settings import Settings
+from edge.streaming import api as streaming_api
+from edge.streaming.registry import LiveRegistry
+from edge.streaming.tokens import PlaybackTokens, load_secret
 
 log = logging.getLogger("edge")
 
@@ -43,6 +47,10 @@ class Edge:
         self.collector: Collector | None = None
         self.geo: GeoLocator | None = None
         self.consents: ConsentLedger | None = None
+        self.tenants: TenantDirectory | None = None
+        self.auth: AdminAuth | None = None
+        self.live = LiveRegistry()
+        self.playback_tokens = PlaybackTokens(load_secret(settings.data_dir, settings.secret_key))
 
     async def start(self) -> None:
         s = self.settings
@@ -60,8 +68,10 @@ class Edge:
         await self.buffer.start()
         self.consents = ConsentLedger(self.store, s.consent_poll_s)
         self.consents.start()
+        self.tenants = TenantDirectory(self.store)
+        self.auth = AdminAuth(self.store, self.tenants)
         self.collector = Collector(
-            TenantDirectory(self.store),
+            self.tenants,
             self.consents,
             self.geo,
             self.buffer,
@@ -109,7 +119,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         await edge.stop()
 
     return Litestar(
-        route_handlers=[healthz, metrics, *analytics_api.ROUTES],
+        route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, kw_only=True):
     # How often the consent cache reads ledger changes made by other edges; bounds how
     # stale a withdrawal made through *another* edge can be (own withdrawals are instant).
     consent_poll_s: float = 1.0
+    # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
+    secret_key: str | None = None
 
     @property
     def spool_dir(self) -> Path:
@@ -61,4 +63,5 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         flush_ms=int(env.get("WAVE_FLUSH_MS") or 250),
         spool_max_bytes=int(env.get("WAVE_SPOOL_MAX_BYTES") or 512 * 1024 * 1024),
         consent_poll_s=float(env.get("WAVE_CONSENT_POLL_S") or 1.0),
+        secret_key=env.get("WAVE_SECRET_KEY") or None,
     )

@@ -1,0 +1,56 @@
+"""Admin authentication: `Authorization: Bearer <admin_key>` decides the tenant.
+
+Every admin route calls `admin_tenant()`; there is no other way to learn which tenant a
+request acts for, so one tenant's key can never reach another tenant's data. The key's
+hash is looked up (constant-time by construction: no comparison of secrets happens in
+Python) and the answer cached for a couple of seconds so revocations take effect quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from litestar import Request
+
+from analytics.store import Store
+from analytics.tenants import Tenant, TenantDirectory, hash_key, tenant_id_for_key
+from analytics.validation import BadInput
+
+_CACHE_S = 2.0
+
+
+class AdminAuth:
+    def __init__(self, store: Store, tenants: TenantDirectory) -> None:
+        self._store = store
+        self._tenants = tenants
+        self._cache: dict[str, tuple[float, str | None]] = {}
+
+    async def tenant(self, request: Request) -> Tenant:
+        key = bearer(request)
+        if key is None:
+            raise BadInput("unauthorized", "send the tenant's admin key as 'Authorization: Bearer <key>'",
+                           "$.headers.authorization", status=401)
+        now = time.monotonic()
+        digest = hash_key(key)  # cache by hash: no clear key kept in memory
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            tenant_id = hit[1]
+        else:
+            tenant_id = await asyncio.to_thread(tenant_id_for_key, self._store, key)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now + _CACHE_S, tenant_id)
+        tenant = await self._tenants.get(tenant_id) if tenant_id else None
+        if tenant is None:
+            raise BadInput("unauthorized", "unknown or revoked admin key", "$.headers.authorization", status=401)
+        return tenant
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 512:
+        return None
+    return token

@@ -1,0 +1,1 @@
+"""Live streams: registry, publish (WHIP) and playback (HLS, WHEP) of one tenant's media."""

@@ -1,0 +1,94 @@
+"""Admin routes for streams: create, list, inspect, mint playback tokens.
+
+Every handler starts from `admin_tenant()`; a stream id of another tenant answers 404
+exactly like one that does not exist, so ids cannot be probed across tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from analytics import validation
+from analytics.tenants import Tenant
+from analytics.validation import BadInput
+from edge.streaming import registry
+from edge.streaming.wire import (
+    PlaybackToken,
+    StreamCreate,
+    StreamCreated,
+    StreamInfo,
+    StreamList,
+    TokenRequest,
+)
+
+
+def _urls(request: Request, stream_id: str) -> dict[str, str]:
+    base = str(request.base_url).rstrip("/")
+    return {
+        "whip_url": f"{base}/whip/{stream_id}",
+        "whep_url": f"{base}/whep/{stream_id}",
+        "hls_url": f"{base}/live/{stream_id}/index.m3u8",
+        "embed_url": f"{base}/embed/{stream_id}",
+    }
+
+
+async def _own_stream(state: State, tenant: Tenant, stream_id: str) -> registry.Stream:
+    stream = await asyncio.to_thread(registry.get_stream, state.edge.store, stream_id)
+    if stream is None or stream.tenant_id != tenant.tenant_id:
+        raise BadInput("not_found", f"no stream {stream_id!r}", "$.path.stream_id", status=404)
+    return stream
+
+
+def _info(request: Request, state: State, stream: registry.Stream) -> StreamInfo:
+    return StreamInfo(
+        stream_id=stream.stream_id,
+        name=stream.name,
+        playback=stream.playback,
+        **state.edge.live.describe(stream.stream_id),
+        **_urls(request, stream.stream_id),
+    )
+
+
+@post("/v1/streams", status_code=201, request_max_body_size=16 * 1024)
+async def create_stream(request: Request, state: State) -> StreamCreated:
+    """Create a live stream; the publish token is shown once."""
+    tenant = await state.edge.auth.tenant(request)
+    body = validation.decode(await request.body(), StreamCreate)
+    stream, token = await asyncio.to_thread(
+        registry.create_stream, state.edge.store, tenant.tenant_id, body.name, body.playback
+    )
+    return StreamCreated(stream_id=stream.stream_id, publish_token=token, playback=stream.playback,
+                         **_urls(request, stream.stream_id))
+
+
+@get("/v1/streams")
+async def list_streams(request: Request, state: State) -> StreamList:
+    """The tenant's streams with their live state on this edge."""
+    tenant = await state.edge.auth.tenant(request)
+    streams = await asyncio.to_thread(registry.list_streams, state.edge.store, tenant.tenant_id)
+    return StreamList([_info(request, state, s) for s in streams])
+
+
+@get("/v1/streams/{stream_id:str}")
+async def show_stream(request: Request, state: State, stream_id: FromPath[str]) -> StreamInfo:
+    """One stream: publishing or not, since when, current viewers."""
+    tenant = await state.edge.auth.tenant(request)
+    return _info(request, state, await _own_stream(state, tenant, stream_id))
+
+
+@post("/v1/streams/{stream_id:str}/playback-token", status_code=201, request_max_body_size=4096)
+async def playback_token(request: Request, state: State, stream_id: FromPath[str]) -> PlaybackToken:
+    """A signed, expiring token for a private stream's playback URLs (`?token=`)."""
+    tenant = await state.edge.auth.tenant(request)
+    stream = await _own_stream(state, tenant, stream_id)
+    raw = await request.body()
+    body = validation.decode(raw, TokenRequest) if raw.strip() else TokenRequest()
+    token, expires = state.edge.playback_tokens.sign(stream.stream_id, body.ttl_s)
+    return PlaybackToken(token=token, expires_at=expires)
+
+
+ROUTES = [create_stream, list_streams, show_stream, playback_token]

@@ -1,0 +1,90 @@
+"""The `streams` table and the live state of streams on this edge.
+
+Durable facts (name, owner, playback mode, publish-token hash) live in ClickHouse; live
+state (who publishes since when, how many watch) is this edge's own, in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+
+from analytics.store import Store
+
+Playback = Literal["public", "private"]
+STREAM_ID = re.compile(r"^st_[0-9a-f]{16}$")
+
+
+class Stream(msgspec.Struct, frozen=True):
+    stream_id: str
+    tenant_id: str
+    name: str
+    playback: Playback
+    publish_token_hash: str
+
+
+@dataclass
+class LiveState:
+    publishing_since: float | None = None
+    viewers: set[str] = field(default_factory=set)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_stream(store: Store, tenant_id: str, name: str, playback: str) -> tuple[Stream, str]:
+    """A new stream and its publish token (returned once, stored as a hash)."""
+    token = "pt_" + secrets.token_urlsafe(32)
+    stream = Stream("st_" + secrets.token_hex(8), tenant_id, name, playback, _hash(token))  # type: ignore[arg-type]
+    store.command(
+        "INSERT INTO streams (stream_id, tenant_id, name, publish_token_hash, playback, created_at, updated_at)"
+        " VALUES ({s:String}, {t:String}, {n:String}, {h:String}, {p:String}, now64(6), now64(6))",
+        parameters={"s": stream.stream_id, "t": tenant_id, "n": name, "h": stream.publish_token_hash, "p": playback},
+    )
+    return stream, token
+
+
+_SELECT = "SELECT stream_id, tenant_id, name, toString(playback), publish_token_hash FROM streams FINAL"
+
+
+def get_stream(store: Store, stream_id: str) -> Stream | None:
+    if not STREAM_ID.match(stream_id):
+        return None
+    rows = store.rows(f"{_SELECT} WHERE stream_id = {{s:String}} AND NOT deleted", {"s": stream_id})
+    return Stream(*rows[0]) if rows else None
+
+
+def list_streams(store: Store, tenant_id: str) -> list[Stream]:
+    rows = store.rows(f"{_SELECT} WHERE tenant_id = {{t:String}} AND NOT deleted ORDER BY created_at", {"t": tenant_id})
+    return [Stream(*row) for row in rows]
+
+
+def token_matches(stream: Stream, token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(_hash(token), stream.publish_token_hash)
+
+
+class LiveRegistry:
+    """Which streams publish on this edge right now, and who watches them."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, LiveState] = {}
+
+    def state(self, stream_id: str) -> LiveState:
+        return self._live.setdefault(stream_id, LiveState())
+
+    def describe(self, stream_id: str) -> dict:
+        state = self._live.get(stream_id) or LiveState()
+        since = state.publishing_since
+        return {
+            "publishing": since is not None,
+            "publishing_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since else None,
+            "viewers": len(state.viewers),
+        }
