@@ -29,7 +29,10 @@ from analytics.write_buffer import WriteBuffer
 from edge import http
 from edge.settings import Settings
 from edge.streaming import api as streaming_api
-from edge.streaming.registry import LiveRegistry
+from edge.streaming import hls, rtc, whip
+from edge.streaming.pipeline import LivePipeline
+from edge.streaming.publish import PublishSession
+from edge.streaming.registry import LiveRegistry, StreamCache
 from edge.streaming.tokens import PlaybackTokens, load_secret
 
 log = logging.getLogger("edge")
@@ -50,6 +53,8 @@ class Edge:
         self.tenants: TenantDirectory | None = None
         self.auth: AdminAuth | None = None
         self.live = LiveRegistry()
+        self.streams: StreamCache | None = None
+        self.publishers: dict[str, PublishSession] = {}
         self.playback_tokens = PlaybackTokens(load_secret(settings.data_dir, settings.secret_key))
 
     async def start(self) -> None:
@@ -70,6 +75,8 @@ class Edge:
         self.consents.start()
         self.tenants = TenantDirectory(self.store)
         self.auth = AdminAuth(self.store, self.tenants)
+        self.streams = StreamCache(self.store)
+        rtc.restrict_host_candidates(s.ice_hosts)
         self.collector = Collector(
             self.tenants,
             self.consents,
@@ -83,7 +90,17 @@ class Edge:
         gc.freeze()
         log.info("edge ready (store %s)", "embedded chDB" if self.store.embedded else "ClickHouse server")
 
+    def new_pipeline(self, stream_id: str, audio: bool) -> LivePipeline:
+        return LivePipeline(stream_id, hls.live_dir(self.settings.media_dir, stream_id), audio=audio)
+
+    async def publish_ended(self, session: PublishSession) -> None:
+        if self.publishers.get(session.stream_id) is session:
+            del self.publishers[session.stream_id]
+        self.live.state(session.stream_id).publishing_since = None
+
     async def stop(self) -> None:
+        for session in list(self.publishers.values()):
+            await session.end("edge shutting down")
         if self.consents is not None:
             await self.consents.stop()
         if self.buffer is not None:
@@ -119,7 +136,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         await edge.stop()
 
     return Litestar(
-        route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES],
+        route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
+                        *whip.ROUTES, *hls.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

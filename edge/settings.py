@@ -30,6 +30,10 @@ class Settings(msgspec.Struct, kw_only=True):
     # How often the consent cache reads ledger changes made by other edges; bounds how
     # stale a withdrawal made through *another* edge can be (own withdrawals are instant).
     consent_poll_s: float = 1.0
+    # WebRTC: STUN/TURN URLs (none by default: nothing leaves the machine unless asked) and
+    # the addresses offered as host candidates (production: the public address).
+    ice_servers: tuple[str, ...] = ()
+    ice_hosts: tuple[str, ...] = ()
     # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
     secret_key: str | None = None
 
@@ -48,6 +52,10 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(item, strict=False) for item in items if item)
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.replace(";", ",").split(",") if part.strip())
+
+
 def from_env(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     data_dir = Path(env.get("WAVE_DATA_DIR") or "./var").resolve()
@@ -64,4 +72,6 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         spool_max_bytes=int(env.get("WAVE_SPOOL_MAX_BYTES") or 512 * 1024 * 1024),
         consent_poll_s=float(env.get("WAVE_CONSENT_POLL_S") or 1.0),
         secret_key=env.get("WAVE_SECRET_KEY") or None,
+        ice_servers=_words(env.get("WAVE_ICE_SERVERS", "")),
+        ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
     )

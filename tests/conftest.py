@@ -90,6 +90,7 @@ def server_factory(store, tmp_path) -> Iterator[Callable[..., RunningServer]]:
             clickhouse_url=store.url,
             trusted_proxies=parse_networks("127.0.0.1/32"),
             flush_ms=50,
+            ice_hosts=("127.0.0.1",),  # loopback only, no STUN: nothing leaves the machine
         )
         for key, value in overrides.items():
             setattr(settings, key, value)

@@ -6,6 +6,7 @@ state (who publishes since when, how many watch) is this edge's own, in memory.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -88,3 +89,26 @@ class LiveRegistry:
             "publishing_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since else None,
             "viewers": len(state.viewers),
         }
+
+
+class StreamCache:
+    """Stream lookups for playback and publish paths, cached briefly (segments are
+    requested every second by every viewer; the row changes rarely)."""
+
+    def __init__(self, store: Store, ttl_s: float = 5.0) -> None:
+        self._store = store
+        self._ttl = ttl_s
+        self._cache: dict[str, tuple[float, Stream | None]] = {}
+
+    async def get(self, stream_id: str) -> Stream | None:
+        if not STREAM_ID.match(stream_id):
+            return None
+        now = time.monotonic()
+        hit = self._cache.get(stream_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        stream = await asyncio.to_thread(get_stream, self._store, stream_id)
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[stream_id] = (now + self._ttl, stream)
+        return stream

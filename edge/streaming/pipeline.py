@@ -1,0 +1,179 @@
+"""One encoder pipeline per live stream: decoded frames in, H.264/AAC live HLS out.
+
+aiortc hands us decoded frames whatever the publisher sent (H.264, VP8, Opus), so each
+stream is encoded exactly once here and every output is fed from these packets; nothing
+is ever encoded per viewer. Encoding and muxing are blocking and CPU-bound, so they run
+on the pipeline's own thread, fed through a bounded queue: a slow encoder drops frames
+rather than stall the event loop or grow memory.
+
+Timestamps are the wall-clock times the frames arrived (90 kHz video, 48 kHz audio
+sample counts aligned to the same origin): the HLS muxer then cuts 1 s segments on the
+keyframes a fixed GOP gives it, and `#EXT-X-PROGRAM-DATE-TIME` is true.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+log = logging.getLogger(__name__)
+
+FPS = 30
+GOP_S = 1  # keyframe every second: 1 s segments, quick joins
+SEGMENT_S = 1
+PLAYLIST_SEGMENTS = 6
+VIDEO_TB = Fraction(1, 90_000)
+AUDIO_RATE = 48_000
+AAC_FRAME = 1024
+
+PLAYLIST = "index.m3u8"
+INIT = "init.mp4"
+
+
+class LivePipeline:
+    """Encode a stream once and write its sliding-window fMP4 HLS into `directory`."""
+
+    running: "set[LivePipeline]" = set()  # every pipeline alive in this process
+
+    def __init__(self, stream_id: str, directory: Path, *, audio: bool, max_queue: int = 120) -> None:
+        self.stream_id = stream_id
+        self.directory = directory
+        self.audio = audio
+        self.frames_in = 0
+        self.frames_encoded = 0
+        self.frames_dropped = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._t0: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"pipeline-{stream_id}", daemon=True)
+        if directory.exists():
+            shutil.rmtree(directory)  # a previous publish's segments must not be served
+        directory.mkdir(parents=True)
+        LivePipeline.running.add(self)
+        self._thread.start()
+
+    # -- called on the event loop -------------------------------------------------------
+    def feed_video(self, frame: av.VideoFrame) -> None:
+        self._put(("video", frame, self._clock()))
+
+    def feed_audio(self, frame: av.AudioFrame) -> None:
+        self._put(("audio", frame, self._clock()))
+
+    def close(self) -> None:
+        """Flush the encoder and end the playlist (#EXT-X-ENDLIST); returns at once."""
+        self._queue.put(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _clock(self) -> float:
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        return now - self._t0
+
+    def _put(self, item) -> None:
+        self.frames_in += 1
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.frames_dropped += 1
+
+    # -- the pipeline thread ------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._encode_loop()
+        except Exception:
+            log.exception("pipeline of stream %s failed", self.stream_id)
+        finally:
+            LivePipeline.running.discard(self)
+
+    def _encode_loop(self) -> None:
+        container = None
+        video = audio = None
+        resampler = fifo = None
+        last_pts = -1
+        audio_samples = None
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            kind, frame, at = item
+            if container is None:
+                if kind != "video":
+                    continue  # the first picture fixes the size; audio before it is dropped
+                container, video, audio = self._open(frame.width, frame.height)
+                if audio is not None:
+                    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
+                    fifo = av.AudioFifo()
+            if kind == "video":
+                pts = int(at * 90_000)
+                if pts <= last_pts:
+                    pts = last_pts + 1
+                last_pts = pts
+                if frame.width != video.width or frame.height != video.height or frame.format.name != "yuv420p":
+                    frame = frame.reformat(width=video.width, height=video.height, format="yuv420p")
+                frame.pts, frame.time_base = pts, VIDEO_TB
+                for packet in video.encode(frame):
+                    container.mux(packet)
+                self.frames_encoded += 1
+            elif audio is not None:
+                if audio_samples is None:
+                    audio_samples = int(at * AUDIO_RATE)
+                frame.pts = None
+                for resampled in resampler.resample(frame):
+                    fifo.write(resampled)
+                while fifo.samples >= AAC_FRAME:
+                    chunk = fifo.read(AAC_FRAME)
+                    chunk.pts, chunk.time_base = audio_samples, Fraction(1, AUDIO_RATE)
+                    audio_samples += AAC_FRAME
+                    for packet in audio.encode(chunk):
+                        container.mux(packet)
+        if container is not None:
+            for packet in video.encode(None):
+                container.mux(packet)
+            if audio is not None:
+                for packet in audio.encode(None):
+                    container.mux(packet)
+            container.close()  # writes the last segment and #EXT-X-ENDLIST
+
+    def _open(self, width: int, height: int):
+        width, height = width - width % 2, height - height % 2
+        container = av.open(
+            str(self.directory / PLAYLIST),
+            "w",
+            format="hls",
+            options={
+                "hls_time": str(SEGMENT_S),
+                "hls_list_size": str(PLAYLIST_SEGMENTS),
+                "hls_segment_type": "fmp4",
+                "hls_fmp4_init_filename": INIT,
+                "hls_segment_filename": str(self.directory / "seg_%05d.m4s"),
+                # temp_file: segments and playlist appear atomically (written, then renamed)
+                "hls_flags": "delete_segments+program_date_time+independent_segments+temp_file",
+            },
+        )
+        video = container.add_stream(
+            "libx264",
+            rate=FPS,
+            options={
+                "preset": "ultrafast",
+                "tune": "zerolatency",
+                "profile": "baseline",
+                # no sliced threads: Chrome decodes sliced x264 output badly over WebRTC
+                "x264-params": f"keyint={FPS * GOP_S}:min-keyint={FPS * GOP_S}:scenecut=0:sliced-threads=0",
+            },
+        )
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.time_base = VIDEO_TB
+        audio = None
+        if self.audio:
+            audio = container.add_stream("aac", rate=AUDIO_RATE)
+            audio.layout = "stereo"
+        return container, video, audio

@@ -1,0 +1,59 @@
+"""aiortc set-up shared by WHIP and WHEP: ICE configuration and SDP answers.
+
+aiortc asks Google's STUN server unless told otherwise and aioice never offers loopback
+addresses, so both are configuration here: `WAVE_ICE_SERVERS` (default none) and
+`WAVE_ICE_HOSTS`, the addresses offered as host candidates (production: the edge's
+public address; tests: 127.0.0.1). aioice has no setting for the latter, so we replace
+its address discovery, once, at start-up.
+"""
+
+from __future__ import annotations
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+_discover_hosts = aioice.ice.get_host_addresses
+
+
+def restrict_host_candidates(addresses: tuple[str, ...]) -> None:
+    """Offer exactly these addresses as host candidates (empty: aioice's own discovery)."""
+    if not addresses:
+        aioice.ice.get_host_addresses = _discover_hosts
+        return
+
+    def configured(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = configured
+
+
+def peer_connection(ice_servers: tuple[str, ...]) -> RTCPeerConnection:
+    return RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers]))
+
+
+class BadOffer(ValueError):
+    """The SDP offer does not parse or offers nothing we can take."""
+
+
+def offered_codecs(sdp: str) -> set[str]:
+    """Codec names (upper case) in the offer's rtpmap lines."""
+    codecs = set()
+    for line in sdp.splitlines():
+        if line.startswith("a=rtpmap:"):
+            try:
+                codecs.add(line.split(" ", 1)[1].split("/", 1)[0].upper())
+            except IndexError:
+                continue
+    return codecs
+
+
+async def answer(pc: RTCPeerConnection, offer_sdp: str) -> str:
+    """Apply the offer and return the complete answer (aiortc gathers before returning)."""
+    if "v=0" not in offer_sdp or "m=" not in offer_sdp:
+        raise BadOffer("not an SDP offer (no v= or m= line)")
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise BadOffer(f"SDP offer rejected: {exc}") from exc
+    return pc.localDescription.sdp

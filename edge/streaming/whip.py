@@ -1,0 +1,77 @@
+"""WHIP ingest (RFC 9725): `POST /whip/{stream_id}` with an SDP offer and the stream's
+publish token; `DELETE` on the returned Location ends the publish. No trickle ICE: the
+answer carries every candidate, so `PATCH` answers 405."""
+
+from __future__ import annotations
+
+from litestar import Request, Response, delete, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from analytics.validation import BadInput
+from edge.streaming import registry, rtc
+from edge.streaming.publish import PublishSession
+
+MAX_SDP = 64 * 1024
+VIDEO_CODECS = {"H264", "VP8"}
+AUDIO_CODECS = {"OPUS"}
+
+
+def _sdp_body_required(request: Request) -> None:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/sdp":
+        raise BadInput("unsupported_media_type", "send the SDP offer as application/sdp", status=415)
+
+
+async def _stream_for_publisher(request: Request, state: State, stream_id: str) -> registry.Stream:
+    stream = await state.edge.streams.get(stream_id)
+    if stream is None:
+        raise BadInput("not_found", f"no stream {stream_id!r}", "$.path.stream_id", status=404)
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not registry.token_matches(stream, token.strip()):
+        raise BadInput("unauthorized", "a valid publish token is required (Authorization: Bearer)",
+                       "$.headers.authorization", status=401)
+    return stream
+
+
+@post("/whip/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201)
+async def whip_publish(request: Request, state: State, stream_id: FromPath[str]) -> Response[str]:
+    """Start publishing: SDP offer in, SDP answer (with all candidates) out."""
+    _sdp_body_required(request)
+    stream = await _stream_for_publisher(request, state, stream_id)
+    edge = state.edge
+    if stream.stream_id in edge.publishers:
+        raise BadInput("conflict", "this stream already has a publisher", status=409)
+    offer = (await request.body()).decode("utf-8", "replace")
+    codecs = rtc.offered_codecs(offer)
+    if not codecs & (VIDEO_CODECS | AUDIO_CODECS):
+        raise BadInput("bad_sdp", "the offer has no usable codec (H.264 or VP8 video, Opus audio)")
+    pc = rtc.peer_connection(edge.settings.ice_servers)
+    session = PublishSession(stream.stream_id, pc, lambda audio: edge.new_pipeline(stream.stream_id, audio),
+                             edge.publish_ended)
+    edge.publishers[stream.stream_id] = session  # claim before awaiting: a racing second publisher gets 409
+    try:
+        answer = await rtc.answer(pc, offer)
+    except rtc.BadOffer as exc:
+        del edge.publishers[stream.stream_id]
+        await pc.close()
+        raise BadInput("bad_sdp", str(exc)) from None
+    session.start()
+    edge.live.state(stream.stream_id).publishing_since = session.started
+    location = f"/whip/{stream.stream_id}/{session.session_id}"
+    return Response(answer, status_code=201, media_type="application/sdp",
+                    headers={"Location": location, "ETag": f'"{session.session_id}"'})
+
+
+@delete("/whip/{stream_id:str}/{session_id:str}", status_code=200)
+async def whip_stop(request: Request, state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
+    """End the publish; the live playlist is closed with #EXT-X-ENDLIST."""
+    stream = await _stream_for_publisher(request, state, stream_id)
+    session = state.edge.publishers.get(stream.stream_id)
+    if session is None or session.session_id != session_id:
+        raise BadInput("not_found", "no such publish session", "$.path.session_id", status=404)
+    await session.end("publisher sent DELETE")
+
+
+ROUTES = [whip_publish, whip_stop]

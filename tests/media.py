@@ -1,0 +1,70 @@
+"""Synthetic media for streaming tests: a moving pattern with a frame counter, a tone."""
+
+from __future__ import annotations
+
+import fractions
+import io
+
+import av
+import numpy as np
+from aiortc import AudioStreamTrack, VideoStreamTrack
+
+
+class PatternTrack(VideoStreamTrack):
+    """A bar sweeping across a gradient; the frame number is encoded in the top-left
+    16 blocks (white = 1), so a receiver can read which frame it got."""
+
+    def __init__(self, width: int = 640, height: int = 360) -> None:
+        super().__init__()
+        self.width, self.height = width, height
+        self.count = 0
+        gradient = np.linspace(0, 255, width, dtype=np.uint8)
+        self._base = np.dstack([np.tile(gradient, (height, 1))] * 3)
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        img = self._base.copy()
+        x = (self.count * 8) % self.width
+        img[:, x:x + 8] = (255, 0, 0)
+        for bit in range(16):
+            if self.count >> bit & 1:
+                img[0:16, bit * 16:(bit + 1) * 16] = 255
+            else:
+                img[0:16, bit * 16:(bit + 1) * 16] = 0
+        self.count += 1
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+def read_counter(frame: av.VideoFrame) -> int:
+    img = frame.to_ndarray(format="rgb24")
+    return sum(1 << bit for bit in range(16) if img[4:12, bit * 16 + 4:bit * 16 + 12].mean() > 127)
+
+
+class ToneTrack(AudioStreamTrack):
+    """440 Hz, 48 kHz, 20 ms frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._samples = 0
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await super().recv()  # paces and stamps a 20 ms frame of silence
+        n = frame.samples
+        t = (np.arange(self._samples, self._samples + n) / 48_000)
+        tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+        self._samples += n
+        layout = frame.layout.name
+        data = np.repeat(tone, len(frame.layout.channels)).reshape(1, -1)
+        out = av.AudioFrame.from_ndarray(data, format="s16", layout=layout)
+        out.sample_rate, out.pts, out.time_base = frame.sample_rate, frame.pts, frame.time_base
+        return out
+
+
+def decode_fmp4(init: bytes, segment: bytes) -> tuple[list[av.VideoFrame], list[str]]:
+    """Decode an fMP4 segment with its init section; returns video frames and codec names."""
+    with av.open(io.BytesIO(init + segment), "r") as container:
+        codecs = [s.codec_context.name for s in container.streams]
+        frames = list(container.decode(video=0))
+    return frames, codecs

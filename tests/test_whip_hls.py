@@ -1,0 +1,164 @@
+"""WHIP ingest with a real aiortc publisher, encoded once into live fMP4 HLS."""
+
+import asyncio
+import re
+import time
+
+import httpx
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from edge.streaming.pipeline import LivePipeline
+from tests.media import PatternTrack, ToneTrack, decode_fmp4
+
+
+def _admin(key):
+    return {"authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def stream(server, tenant_factory):
+    _, key = tenant_factory()
+    created = server.http.post("/v1/streams", json={"name": "live"}, headers=_admin(key)).json()
+    created["admin_key"] = key
+    return created
+
+
+async def _publish(base_url, stream, token=None, tracks=None):
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for track in tracks or (PatternTrack(), ToneTrack()):
+        pc.addTrack(track)
+    await pc.setLocalDescription(await pc.createOffer())
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        r = await http.post(
+            f"/whip/{stream['stream_id']}",
+            content=pc.localDescription.sdp,
+            headers={"content-type": "application/sdp",
+                     "authorization": f"Bearer {token or stream['publish_token']}"},
+        )
+    if r.status_code == 201:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
+    return pc, r
+
+
+async def _wait_segments(http, stream_id, count, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = await http.get(f"/live/{stream_id}/index.m3u8")
+        if r.status_code == 200:
+            segments = re.findall(r"^(seg_\d+\.m4s)$", r.text, re.M)
+            if len(segments) >= count:
+                return r, segments
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {count} live segments within {timeout} s")
+
+
+def test_whip_publish_goes_live_as_hls_and_ends_with_endlist(server, stream):
+    async def scenario():
+        started = time.monotonic()
+        pc, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201, r.text
+        assert r.headers["content-type"].startswith("application/sdp")
+        assert r.headers["etag"]
+        location = r.headers["location"]
+        assert location.startswith(f"/whip/{stream['stream_id']}/")
+        assert "a=candidate:" in r.text and "127.0.0.1" in r.text  # all candidates, loopback only
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            playlist, segments = await _wait_segments(http, stream["stream_id"], 1, timeout=5.0)
+            assert time.monotonic() - started < 5.0 + 1.0
+            assert playlist.headers["content-type"] == "application/vnd.apple.mpegurl"
+            assert playlist.headers["cache-control"] == "no-cache"
+            assert "#EXT-X-PROGRAM-DATE-TIME:" in playlist.text
+            assert '#EXT-X-MAP:URI="init.mp4"' in playlist.text
+            info = (await http.get(f"/v1/streams/{stream['stream_id']}", headers=_admin(stream["admin_key"]))).json()
+            assert info["publishing"] is True and info["publishing_since"]
+
+            init = await http.get(f"/live/{stream['stream_id']}/init.mp4")
+            seg = await http.get(f"/live/{stream['stream_id']}/{segments[0]}")
+            assert seg.headers["content-type"] == "video/iso.segment"
+            assert "immutable" in seg.headers["cache-control"]
+            frames, codecs = decode_fmp4(init.content, seg.content)
+            assert {"h264", "aac"} <= set(codecs)
+            assert frames and (frames[0].width, frames[0].height) == (640, 360)
+            assert 20 <= len(frames) <= 70  # a 1-2 s segment at up to 30 fps
+
+            stop = await http.delete(location, headers={"authorization": f"Bearer {stream['publish_token']}"})
+            assert stop.status_code == 200
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                text = (await http.get(f"/live/{stream['stream_id']}/index.m3u8")).text
+                if "#EXT-X-ENDLIST" in text:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("playlist never ended")
+            info = (await http.get(f"/v1/streams/{stream['stream_id']}", headers=_admin(stream["admin_key"]))).json()
+            assert info["publishing"] is False
+        await pc.close()
+
+    asyncio.run(scenario())
+
+
+def test_one_encoder_per_stream(server, stream):
+    async def scenario():
+        before = len(LivePipeline.running)
+        pc, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        assert len(LivePipeline.running) == before + 1
+        second_pc, second = await _publish(server.base_url, stream)
+        assert second.status_code == 409 and second.json()["error"] == "conflict"
+        assert len(LivePipeline.running) == before + 1
+        await second_pc.close()
+        await pc.close()  # the publisher vanishes: the edge notices and ends the publish
+        deadline = time.monotonic() + 15
+        while stream["stream_id"] in server.edge.publishers and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert stream["stream_id"] not in server.edge.publishers
+
+    asyncio.run(scenario())
+
+
+def test_whip_rejections(server, stream):
+    sid = stream["stream_id"]
+    token = {"authorization": f"Bearer {stream['publish_token']}"}
+    sdp = {"content-type": "application/sdp"}
+    offer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n"
+    r = server.http.post(f"/whip/{sid}", content=offer, headers={**sdp, "authorization": "Bearer pt_wrong"})
+    assert r.status_code == 401
+    r = server.http.post(f"/whip/{sid}", content=offer, headers=sdp)
+    assert r.status_code == 401
+    r = server.http.post(f"/whip/{sid}", content=offer, headers={**token, "content-type": "application/json"})
+    assert r.status_code == 415
+    r = server.http.post(f"/whip/{sid}", content="this is not sdp", headers={**sdp, **token})
+    assert r.status_code == 400 and r.json()["error"] == "bad_sdp"
+    no_codec = offer.replace("VP8", "THEORA")
+    r = server.http.post(f"/whip/{sid}", content=no_codec, headers={**sdp, **token})
+    assert r.status_code == 400 and "codec" in r.json()["detail"]["message"]
+    r = server.http.post(f"/whip/{sid}", content=offer, headers={**sdp, **token})
+    assert r.status_code == 400  # parses as text but not as a usable offer (no ICE/DTLS)
+    r = server.http.post("/whip/st_0123456789abcdef", content=offer, headers={**sdp, **token})
+    assert r.status_code == 404
+    r = server.http.patch(f"/whip/{sid}/whatever", content="a=candidate", headers=token)
+    assert r.status_code == 405
+    assert sid not in server.edge.publishers
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/live/{sid}/../../secret.key", "/live/{sid}/..%2F..%2Fsecret.key", "/live/{sid}/%2e%2e/secret.key",
+     "/live/..%2Fmedia/index.m3u8", "/live/{sid}/index.m3u8%00", "/live/{sid}/seg_1.m4s"],
+)
+def test_live_paths_cannot_escape(server, stream, path):
+    r = server.http.get(path.format(sid=stream["stream_id"]))
+    assert r.status_code == 404
+
+
+def test_private_live_playback_needs_a_token(server, tenant_factory):
+    _, key = tenant_factory()
+    created = server.http.post("/v1/streams", json={"name": "p", "playback": "private"}, headers=_admin(key)).json()
+    sid = created["stream_id"]
+    r = server.http.get(f"/live/{sid}/index.m3u8")
+    assert r.status_code == 403
+    token = server.http.post(f"/v1/streams/{sid}/playback-token", json={}, headers=_admin(key)).json()["token"]
+    r = server.http.get(f"/live/{sid}/index.m3u8", params={"token": token})
+    assert r.status_code == 404  # authorised; simply not live yet
