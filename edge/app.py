@@ -29,7 +29,7 @@ from analytics.write_buffer import WriteBuffer
 from edge import http
 from edge.settings import Settings
 from edge.streaming import api as streaming_api
-from edge.streaming import hls, rtc, whip
+from edge.streaming import hls, rtc, whep, whip
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.publish import PublishSession
 from edge.streaming.registry import LiveRegistry, StreamCache
@@ -55,6 +55,7 @@ class Edge:
         self.live = LiveRegistry()
         self.streams: StreamCache | None = None
         self.publishers: dict[str, PublishSession] = {}
+        self.viewers: dict[str, whep.ViewerSession] = {}
         self.playback_tokens = PlaybackTokens(load_secret(settings.data_dir, settings.secret_key))
 
     async def start(self) -> None:
@@ -97,8 +98,21 @@ class Edge:
         if self.publishers.get(session.stream_id) is session:
             del self.publishers[session.stream_id]
         self.live.state(session.stream_id).publishing_since = None
+        for viewer in [v for v in self.viewers.values() if v.stream_id == session.stream_id]:
+            await self.end_viewer(viewer)
+
+    async def end_viewer(self, session: whep.ViewerSession) -> None:
+        if self.viewers.pop(session.session_id, None) is None:
+            return
+        self.live.state(session.stream_id).viewers.discard(session.session_id)
+        publish = self.publishers.get(session.stream_id)
+        if publish is not None and publish.pipeline is not None:
+            publish.pipeline.relay.tracks.difference_update(session.tracks)
+        await session.pc.close()
 
     async def stop(self) -> None:
+        for viewer in list(self.viewers.values()):
+            await self.end_viewer(viewer)
         for session in list(self.publishers.values()):
             await session.end("edge shutting down")
         if self.consents is not None:
@@ -137,7 +151,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
-                        *whip.ROUTES, *hls.ROUTES],
+                        *whip.ROUTES, *whep.ROUTES, *hls.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

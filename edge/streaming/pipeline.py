@@ -13,6 +13,7 @@ keyframes a fixed GOP gives it, and `#EXT-X-PROGRAM-DATE-TIME` is true.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import shutil
@@ -22,6 +23,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.video.frame import PictureType
+
+from edge.streaming.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +36,18 @@ PLAYLIST_SEGMENTS = 6
 VIDEO_TB = Fraction(1, 90_000)
 AUDIO_RATE = 48_000
 AAC_FRAME = 1024
+OPUS_FRAME = 960  # 20 ms
+KEYFRAME_MIN_INTERVAL_S = 0.5
 
 PLAYLIST = "index.m3u8"
 INIT = "init.mp4"
 
 
 class LivePipeline:
-    """Encode a stream once and write its sliding-window fMP4 HLS into `directory`."""
+    """Encode a stream once: H.264 + AAC into sliding-window fMP4 HLS in `directory`, and
+    the same H.264 (Annex B) plus Opus to the WHEP viewers' relay.
+
+    Create it on the event loop: relayed packets are handed back to that loop."""
 
     running: "set[LivePipeline]" = set()  # every pipeline alive in this process
 
@@ -51,6 +60,10 @@ class LivePipeline:
         self.frames_dropped = 0
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._t0: float | None = None
+        self._loop = asyncio.get_running_loop()
+        self.relay = Relay()
+        self._keyframe_wanted = False
+        self._last_forced = 0.0
         self._thread = threading.Thread(target=self._run, name=f"pipeline-{stream_id}", daemon=True)
         if directory.exists():
             shutil.rmtree(directory)  # a previous publish's segments must not be served
@@ -65,9 +78,17 @@ class LivePipeline:
     def feed_audio(self, frame: av.AudioFrame) -> None:
         self._put(("audio", frame, self._clock()))
 
+    def request_keyframe(self) -> None:
+        """Ask for an IDR on the next frame (a viewer joined or lost packets); rate-limited."""
+        now = time.monotonic()
+        if now - self._last_forced >= KEYFRAME_MIN_INTERVAL_S:
+            self._last_forced = now
+            self._keyframe_wanted = True
+
     def close(self) -> None:
         """Flush the encoder and end the playlist (#EXT-X-ENDLIST); returns at once."""
         self._queue.put(None)
+        self.relay.close()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
@@ -98,6 +119,8 @@ class LivePipeline:
         container = None
         video = audio = None
         resampler = fifo = None
+        opus = opus_resampler = opus_fifo = None
+        opus_samples = 0
         last_pts = -1
         audio_samples = None
         while True:
@@ -112,6 +135,9 @@ class LivePipeline:
                 if audio is not None:
                     resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
                     fifo = av.AudioFifo()
+                    opus = _opus_encoder()
+                    opus_resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE)
+                    opus_fifo = av.AudioFifo()
             if kind == "video":
                 pts = int(at * 90_000)
                 if pts <= last_pts:
@@ -120,7 +146,11 @@ class LivePipeline:
                 if frame.width != video.width or frame.height != video.height or frame.format.name != "yuv420p":
                     frame = frame.reformat(width=video.width, height=video.height, format="yuv420p")
                 frame.pts, frame.time_base = pts, VIDEO_TB
+                if self._keyframe_wanted:
+                    self._keyframe_wanted = False
+                    frame.pict_type = PictureType.I  # an IDR, with forced-idr=1
                 for packet in video.encode(frame):
+                    self._relay_video(packet, video.codec_context.extradata or b"")
                     container.mux(packet)
                 self.frames_encoded += 1
             elif audio is not None:
@@ -129,6 +159,16 @@ class LivePipeline:
                 frame.pts = None
                 for resampled in resampler.resample(frame):
                     fifo.write(resampled)
+                for resampled in opus_resampler.resample(frame):
+                    opus_fifo.write(resampled)
+                while opus_fifo.samples >= OPUS_FRAME:
+                    chunk = opus_fifo.read(OPUS_FRAME)
+                    chunk.pts, chunk.time_base = opus_samples, Fraction(1, AUDIO_RATE)
+                    opus_samples += OPUS_FRAME
+                    for packet in opus.encode(chunk):
+                        self._loop.call_soon_threadsafe(
+                            self.relay.publish, "audio", bytes(packet), packet.pts, packet.time_base, True
+                        )
                 while fifo.samples >= AAC_FRAME:
                     chunk = fifo.read(AAC_FRAME)
                     chunk.pts, chunk.time_base = audio_samples, Fraction(1, AUDIO_RATE)
@@ -142,6 +182,16 @@ class LivePipeline:
                 for packet in audio.encode(None):
                     container.mux(packet)
             container.close()  # writes the last segment and #EXT-X-ENDLIST
+
+    def _relay_video(self, packet: av.Packet, extradata: bytes) -> None:
+        # x264 writes Annex B; with a global header (as MP4 wants) SPS/PPS live only in
+        # extradata, so put them before each keyframe for WebRTC receivers.
+        data = bytes(packet)
+        if packet.is_keyframe:
+            data = extradata + data
+        self._loop.call_soon_threadsafe(
+            self.relay.publish, "video", data, packet.pts, VIDEO_TB, packet.is_keyframe
+        )
 
     def _open(self, width: int, height: int):
         width, height = width - width % 2, height - height % 2
@@ -167,7 +217,8 @@ class LivePipeline:
                 "tune": "zerolatency",
                 "profile": "baseline",
                 # no sliced threads: Chrome decodes sliced x264 output badly over WebRTC
-                "x264-params": f"keyint={FPS * GOP_S}:min-keyint={FPS * GOP_S}:scenecut=0:sliced-threads=0",
+                "x264-params": f"keyint={FPS * GOP_S}:min-keyint={FPS * GOP_S}:scenecut=0"
+                ":sliced-threads=0:forced-idr=1",
             },
         )
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
@@ -177,3 +228,14 @@ class LivePipeline:
             audio = container.add_stream("aac", rate=AUDIO_RATE)
             audio.layout = "stereo"
         return container, video, audio
+
+
+def _opus_encoder() -> av.CodecContext:
+    opus = av.CodecContext.create("libopus", "w")
+    opus.sample_rate = AUDIO_RATE
+    opus.layout = "stereo"
+    opus.format = "s16"
+    opus.bit_rate = 64_000
+    opus.time_base = Fraction(1, AUDIO_RATE)
+    opus.open()
+    return opus

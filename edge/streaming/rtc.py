@@ -47,12 +47,16 @@ def offered_codecs(sdp: str) -> set[str]:
     return codecs
 
 
-async def answer(pc: RTCPeerConnection, offer_sdp: str) -> str:
-    """Apply the offer and return the complete answer (aiortc gathers before returning)."""
+async def answer(pc: RTCPeerConnection, offer_sdp: str, send: list | None = None) -> str:
+    """Apply the offer and return the complete answer (aiortc gathers before returning).
+
+    `send`: tracks to send back, each attached to the offer's transceiver of its kind."""
     if "v=0" not in offer_sdp or "m=" not in offer_sdp:
         raise BadOffer("not an SDP offer (no v= or m= line)")
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        for track in send or ():
+            pc.addTrack(track)
         await pc.setLocalDescription(await pc.createAnswer())
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise BadOffer(f"SDP offer rejected: {exc}") from exc

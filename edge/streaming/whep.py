@@ -1,0 +1,89 @@
+"""WHEP playback: `POST /whep/{stream_id}` with a recvonly offer; the viewer is attached
+to the stream's relay (no encoder of its own). `DELETE` on the Location ends it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from litestar import Request, Response, delete, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from analytics.validation import BadInput
+from edge.streaming import rtc, sdp
+from edge.streaming.relay import PacketTrack
+
+log = logging.getLogger(__name__)
+MAX_SDP = 64 * 1024
+
+
+class ViewerSession:
+    def __init__(self, stream_id: str, pc, tracks: list[PacketTrack]) -> None:
+        self.session_id = secrets.token_hex(12)
+        self.stream_id = stream_id
+        self.pc = pc
+        self.tracks = tracks
+
+
+@post("/whep/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201)
+async def whep_play(request: Request, state: State, stream_id: FromPath[str]) -> Response[str]:
+    """Watch a live stream over WebRTC: recvonly SDP offer in, SDP answer out."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/sdp":
+        raise BadInput("unsupported_media_type", "send the SDP offer as application/sdp", status=415)
+    edge = state.edge
+    stream = await edge.streams.get(stream_id)
+    if stream is None:
+        raise BadInput("not_found", f"no stream {stream_id!r}", "$.path.stream_id", status=404)
+    if stream.playback == "private" and not edge.playback_tokens.valid(stream.stream_id, request.query_params.get("token")):
+        raise BadInput("forbidden", "this stream needs a valid playback token (?token=)", "$.query.token", status=403)
+    publish = edge.publishers.get(stream.stream_id)
+    if publish is None or publish.pipeline is None:
+        raise BadInput("not_live", "the stream is not being published", "$.path.stream_id", status=404)
+    pipeline = publish.pipeline
+    offer = (await request.body()).decode("utf-8", "replace")
+    try:
+        offer = sdp.only_h264(offer) if "m=video" in offer else offer
+    except sdp.NoH264 as exc:
+        raise BadInput("bad_sdp", str(exc)) from None
+
+    pc = rtc.peer_connection(edge.settings.ice_servers)
+    tracks = [PacketTrack("video", pipeline.request_keyframe)]
+    if pipeline.audio:
+        tracks.append(PacketTrack("audio", pipeline.request_keyframe))
+    try:
+        answer = await rtc.answer(pc, offer, send=tracks)
+    except rtc.BadOffer as exc:
+        await pc.close()
+        raise BadInput("bad_sdp", str(exc)) from None
+    for sender in pc.getSenders():
+        # aiortc answers a PLI by re-encoding; we have no encoder here, the stream has one
+        sender._send_keyframe = pipeline.request_keyframe  # noqa: SLF001 - no public hook
+    session = ViewerSession(stream.stream_id, pc, tracks)
+    edge.viewers[session.session_id] = session
+    for track in tracks:
+        pipeline.relay.tracks.add(track)
+    edge.live.state(stream.stream_id).viewers.add(session.session_id)
+    pipeline.request_keyframe()  # the new viewer starts within a frame, not a GOP
+
+    @pc.on("connectionstatechange")
+    async def _changed() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            await edge.end_viewer(session)
+
+    location = f"/whep/{stream.stream_id}/{session.session_id}"
+    return Response(answer, status_code=201, media_type="application/sdp",
+                    headers={"Location": location, "ETag": f'"{session.session_id}"'})
+
+
+@delete("/whep/{stream_id:str}/{session_id:str}", status_code=200)
+async def whep_stop(state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
+    """Stop watching."""
+    session = state.edge.viewers.get(session_id)
+    if session is None or session.stream_id != stream_id:
+        raise BadInput("not_found", "no such viewer session", "$.path.session_id", status=404)
+    await state.edge.end_viewer(session)
+
+
+ROUTES = [whep_play, whep_stop]

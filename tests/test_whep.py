@@ -1,0 +1,96 @@
+"""WHEP playback from the shared encoder: decodable frames, H.264 forced, no second encoder."""
+
+import asyncio
+import re
+import time
+
+import httpx
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from edge.streaming.pipeline import LivePipeline
+from tests.media import read_counter
+from tests.test_whip_hls import _publish, stream  # noqa: F401 - fixture
+
+
+async def _watch(base_url, stream_id, frames_wanted=30, timeout=20.0):
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    got: dict = {"video": [], "audio": 0}
+    done = asyncio.Event()
+
+    @pc.on("track")
+    def on_track(track):
+        async def read():
+            while not done.is_set():
+                frame = await track.recv()
+                if track.kind == "video":
+                    got["video"].append(frame)
+                    if len(got["video"]) >= frames_wanted:
+                        done.set()
+                else:
+                    got["audio"] += 1
+
+        asyncio.ensure_future(read())
+
+    await pc.setLocalDescription(await pc.createOffer())
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        r = await http.post(f"/whep/{stream_id}", content=pc.localDescription.sdp,
+                            headers={"content-type": "application/sdp"})
+    assert r.status_code == 201, r.text
+    video_section = r.text.split("m=video", 1)[1].split("m=audio", 1)[0]
+    assert "H264/90000" in video_section and "VP8" not in video_section
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
+    await asyncio.wait_for(done.wait(), timeout)
+    return pc, got, r.headers["location"]
+
+
+def test_whep_viewers_share_the_encoder_and_decode_frames(server, stream):
+    async def scenario():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        pipelines = len(LivePipeline.running)
+        first = time.monotonic()
+        (pc1, got1, loc1), (pc2, got2, loc2) = await asyncio.gather(
+            _watch(server.base_url, stream["stream_id"]), _watch(server.base_url, stream["stream_id"])
+        )
+        assert time.monotonic() - first < 20
+        assert len(LivePipeline.running) == pipelines  # two viewers, still one encoder
+        for got in (got1, got2):
+            frames = got["video"]
+            assert (frames[-1].width, frames[-1].height) == (640, 360)
+            counters = [read_counter(f) for f in frames[-10:]]
+            assert counters == sorted(counters) and counters[-1] > counters[0]  # moving, in order
+            assert got["audio"] > 0
+        info = server.http.get(f"/v1/streams/{stream['stream_id']}",
+                               headers={"authorization": f"Bearer {stream['admin_key']}"}).json()
+        assert info["viewers"] == 2
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            assert (await http.delete(loc1)).status_code == 200
+            assert (await http.delete(loc1)).status_code == 404
+        assert len(server.edge.viewers) == 1
+        await pc1.close()
+        await pc2.close()
+        await publisher.close()
+
+    asyncio.run(scenario())
+
+
+def test_whep_rejections(server, stream):
+    sid = stream["stream_id"]
+    offer = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+             "a=rtpmap:96 VP8/90000\r\na=recvonly\r\n")
+    sdp = {"content-type": "application/sdp"}
+    assert server.http.post(f"/whep/{sid}", content=offer, headers=sdp).status_code == 404  # not live
+    assert server.http.post(f"/whep/{sid}", content=offer, headers={"content-type": "text/plain"}).status_code == 415
+    assert server.http.post("/whep/st_0123456789abcdef", content=offer, headers=sdp).status_code == 404
+
+    async def live_but_vp8_only():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            bad = await http.post(f"/whep/{sid}", content=offer, headers=sdp)
+            assert bad.status_code == 400 and "H.264" in bad.json()["detail"]["message"]
+        await publisher.close()
+
+    asyncio.run(live_but_vp8_only())
