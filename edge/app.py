@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from pathlib import Path
 
 from litestar import Litestar, MediaType, Response, get
 from litestar.datastructures import State
@@ -32,7 +33,11 @@ from edge.streaming import api as streaming_api
 from edge.streaming import hls, rtc, whep, whip
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.publish import PublishSession
-from edge.streaming.registry import LiveRegistry, StreamCache
+from edge.streaming.registry import LiveRegistry, Stream, StreamCache
+from edge.vod import api as vod_api
+from edge.vod import serve as vod_serve
+from edge.vod.recordings import Recordings
+from edge.vod.videos import Video
 from edge.streaming.tokens import PlaybackTokens, load_secret
 
 log = logging.getLogger("edge")
@@ -56,6 +61,10 @@ class Edge:
         self.streams: StreamCache | None = None
         self.publishers: dict[str, PublishSession] = {}
         self.viewers: dict[str, whep.ViewerSession] = {}
+        self.live_dirs: dict[str, Path] = {}  # stream id -> directory of its newest publish
+        self.recording_of: dict[LivePipeline, Video] = {}
+        self.finishing: set[asyncio.Task] = set()
+        self.recordings: Recordings | None = None
         self.playback_tokens = PlaybackTokens(load_secret(settings.data_dir, settings.secret_key))
 
     async def start(self) -> None:
@@ -77,6 +86,8 @@ class Edge:
         self.tenants = TenantDirectory(self.store)
         self.auth = AdminAuth(self.store, self.tenants)
         self.streams = StreamCache(self.store)
+        self.recordings = Recordings(self.store, s.media_dir)
+        await asyncio.to_thread(self.recordings.recover)
         rtc.restrict_host_candidates(s.ice_hosts)
         self.collector = Collector(
             self.tenants,
@@ -91,12 +102,22 @@ class Edge:
         gc.freeze()
         log.info("edge ready (store %s)", "embedded chDB" if self.store.embedded else "ClickHouse server")
 
-    def new_pipeline(self, stream_id: str, audio: bool) -> LivePipeline:
-        return LivePipeline(stream_id, hls.live_dir(self.settings.media_dir, stream_id), audio=audio)
+    async def new_pipeline(self, stream: Stream, audio: bool) -> LivePipeline:
+        """A publish begins: its recording's row and directory, and the stream's encoder."""
+        video, directory = await self.recordings.begin(stream)
+        pipeline = LivePipeline(stream.stream_id, directory, audio=audio)
+        self.recording_of[pipeline] = video
+        self.live_dirs[stream.stream_id] = directory
+        return pipeline
 
     async def publish_ended(self, session: PublishSession) -> None:
         if self.publishers.get(session.stream_id) is session:
             del self.publishers[session.stream_id]
+        video = self.recording_of.pop(session.pipeline, None) if session.pipeline else None
+        if video is not None:
+            task = asyncio.get_running_loop().create_task(self.recordings.end(video, session.pipeline))
+            self.finishing.add(task)
+            task.add_done_callback(self.finishing.discard)
         self.live.state(session.stream_id).publishing_since = None
         for viewer in [v for v in self.viewers.values() if v.stream_id == session.stream_id]:
             await self.end_viewer(viewer)
@@ -115,6 +136,8 @@ class Edge:
             await self.end_viewer(viewer)
         for session in list(self.publishers.values()):
             await session.end("edge shutting down")
+        if self.finishing:
+            await asyncio.wait(self.finishing, timeout=30)
         if self.consents is not None:
             await self.consents.stop()
         if self.buffer is not None:
@@ -151,7 +174,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
-                        *whip.ROUTES, *whep.ROUTES, *hls.ROUTES],
+                        *whip.ROUTES, *whep.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
+                        *vod_api.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import shutil
 import threading
 import time
 from fractions import Fraction
@@ -44,7 +43,8 @@ INIT = "init.mp4"
 
 
 class LivePipeline:
-    """Encode a stream once: H.264 + AAC into sliding-window fMP4 HLS in `directory`, and
+    """Encode a stream once: H.264 + AAC into sliding-window fMP4 HLS in `directory` (whose
+    segments, all kept, are also the publish's recording), and
     the same H.264 (Annex B) plus Opus to the WHEP viewers' relay.
 
     Create it on the event loop: relayed packets are handed back to that loop."""
@@ -65,9 +65,7 @@ class LivePipeline:
         self._keyframe_wanted = False
         self._last_forced = 0.0
         self._thread = threading.Thread(target=self._run, name=f"pipeline-{stream_id}", daemon=True)
-        if directory.exists():
-            shutil.rmtree(directory)  # a previous publish's segments must not be served
-        directory.mkdir(parents=True)
+        directory.mkdir(parents=True, exist_ok=True)
         LivePipeline.running.add(self)
         self._thread.start()
 
@@ -90,8 +88,10 @@ class LivePipeline:
         self._queue.put(None)
         self.relay.close()
 
-    def join(self, timeout: float | None = None) -> None:
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to finish writing; True if it did."""
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _clock(self) -> float:
         now = time.monotonic()
@@ -205,8 +205,10 @@ class LivePipeline:
                 "hls_segment_type": "fmp4",
                 "hls_fmp4_init_filename": INIT,
                 "hls_segment_filename": str(self.directory / "seg_%05d.m4s"),
-                # temp_file: segments and playlist appear atomically (written, then renamed)
-                "hls_flags": "delete_segments+program_date_time+independent_segments+temp_file",
+                # temp_file: segments and playlist appear atomically (written, then renamed),
+                # so a crash leaves only whole segments. Segments are kept: they are also
+                # the recording (edge/vod/package.py lists them all in vod.m3u8).
+                "hls_flags": "program_date_time+independent_segments+temp_file",
             },
         )
         video = container.add_stream(

@@ -27,7 +27,7 @@ class PublishSession:
         self,
         stream_id: str,
         pc: RTCPeerConnection,
-        pipeline_factory: Callable[[bool], LivePipeline],
+        pipeline_factory: Callable[[bool], Awaitable[LivePipeline]],
         on_end: Callable[["PublishSession"], Awaitable[None]],
         silence_s: float = SILENCE_S,
     ) -> None:
@@ -46,10 +46,10 @@ class PublishSession:
         pc.on("track", self._tracks.append)  # fires inside setRemoteDescription
         pc.on("connectionstatechange", self._state_changed)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Begin consuming media; call after the answer is set."""
         has_audio = any(t.kind == "audio" for t in self._tracks)
-        self.pipeline = self._pipeline_factory(has_audio)
+        self.pipeline = await self._pipeline_factory(has_audio)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._consume(track)) for track in self._tracks]
         self._tasks.append(loop.create_task(self._watchdog()))

@@ -48,7 +48,7 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     if not codecs & (VIDEO_CODECS | AUDIO_CODECS):
         raise BadInput("bad_sdp", "the offer has no usable codec (H.264 or VP8 video, Opus audio)")
     pc = rtc.peer_connection(edge.settings.ice_servers)
-    session = PublishSession(stream.stream_id, pc, lambda audio: edge.new_pipeline(stream.stream_id, audio),
+    session = PublishSession(stream.stream_id, pc, lambda audio: edge.new_pipeline(stream, audio),
                              edge.publish_ended)
     edge.publishers[stream.stream_id] = session  # claim before awaiting: a racing second publisher gets 409
     try:
@@ -57,7 +57,7 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
         del edge.publishers[stream.stream_id]
         await pc.close()
         raise BadInput("bad_sdp", str(exc)) from None
-    session.start()
+    await session.start()
     edge.live.state(stream.stream_id).publishing_since = session.started
     location = f"/whip/{stream.stream_id}/{session.session_id}"
     return Response(answer, status_code=201, media_type="application/sdp",

@@ -1,0 +1,58 @@
+"""Serving HLS files (live and VOD) safely.
+
+File names are matched against the only names the packagers write (`index.m3u8`,
+`init.mp4`, `seg_NNNNN.m4s`) and ids against their own patterns, so no request can name a
+path outside the media directory: there is nothing to normalise or escape. Playlists are
+never cached when live; segments never change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from litestar import Response
+
+from analytics.validation import BadInput
+
+FILE = re.compile(r"^(index\.m3u8|init\.mp4|seg_\d{5,9}\.m4s)$")
+_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".mp4": "video/mp4", ".m4s": "video/iso.segment"}
+SEGMENT_CACHE = "public, max-age=86400, immutable"
+
+
+def not_found(message: str = "no such media or file") -> BadInput:
+    return BadInput("not_found", message, "$.path", status=404)
+
+
+def check_token(private: bool, valid: bool) -> None:
+    if private and not valid:
+        raise BadInput("forbidden", "this media needs a valid playback token (?token=)", "$.query.token", status=403)
+
+
+async def send(path: Path, *, playlist_cache: str, token: str | None) -> Response[bytes]:
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except FileNotFoundError:
+        raise not_found("not there (yet, or any more)") from None
+    suffix = path.suffix
+    if suffix == ".m3u8" and token:
+        data = with_token(data, token)
+    return Response(
+        data,
+        media_type=_TYPES[suffix],
+        headers={"Cache-Control": playlist_cache if suffix == ".m3u8" else SEGMENT_CACHE},
+    )
+
+
+def with_token(playlist: bytes, token: str) -> bytes:
+    """Carry the playback token onto every URI the playlist names (segments, init map)."""
+    suffix = f"?token={token}".encode()
+    lines = []
+    for line in playlist.split(b"\n"):
+        if line and not line.startswith(b"#"):
+            line += suffix
+        elif line.startswith(b'#EXT-X-MAP:URI="'):
+            line = line.replace(b'.mp4"', b".mp4" + suffix + b'"')
+        lines.append(line)
+    return b"\n".join(lines)

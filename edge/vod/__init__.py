@@ -1,0 +1,1 @@
+"""Videos on demand: recordings of publishes and uploads, packaged as HLS."""

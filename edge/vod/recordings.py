@@ -1,0 +1,70 @@
+"""Every publish is recorded: a `recording` video row while live, `ready` when it ends.
+
+The live pipeline's segments are the recording (nothing is written twice). When the
+publish ends, or at the next start after a crash, the segments on disk are listed in a
+VOD playlist and the row gets duration, resolution, codecs and size, or `failed` with
+the reason if not one whole segment exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from analytics.store import Store
+from edge.streaming.pipeline import LivePipeline
+from edge.streaming.registry import Stream
+from edge.vod import package, videos
+
+log = logging.getLogger(__name__)
+
+
+def video_dir(media_dir: Path, video_id: str) -> Path:
+    return media_dir / "videos" / video_id
+
+
+class Recordings:
+    def __init__(self, store: Store, media_dir: Path) -> None:
+        self._store = store
+        self._media_dir = media_dir
+
+    async def begin(self, stream: Stream) -> tuple[videos.Video, Path]:
+        video = videos.Video(
+            video_id=videos.new_video_id(),
+            tenant_id=stream.tenant_id,
+            title=f"{stream.name} {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            source="recording",
+            stream_id=stream.stream_id,
+            playback=stream.playback,
+            status="recording",
+        )
+        await asyncio.to_thread(videos.save, self._store, video)
+        return video, video_dir(self._media_dir, video.video_id)
+
+    async def end(self, video: videos.Video, pipeline: LivePipeline) -> videos.Video:
+        """Wait for the pipeline to write its last segment, then make the video ready."""
+        await asyncio.to_thread(pipeline.join, 30)
+        return await asyncio.to_thread(self.finalize, video)
+
+    def finalize(self, video: videos.Video) -> videos.Video:
+        try:
+            probe = package.finalize(video_dir(self._media_dir, video.video_id))
+        except (ValueError, OSError) as exc:
+            video.status, video.reason = "failed", str(exc)
+        else:
+            video.status, video.progress = "ready", 100.0
+            video.duration_s, video.size_bytes = probe.duration_s, probe.size_bytes
+            video.width, video.height = probe.width, probe.height
+            video.video_codec, video.audio_codec = probe.video_codec, probe.audio_codec
+        videos.save(self._store, video)
+        return video
+
+    def recover(self) -> list[videos.Video]:
+        """Finish recordings a crashed process left open (run before serving)."""
+        done = []
+        for video in videos.in_status(self._store, "recording"):
+            log.info("finishing recording %s left by a previous process", video.video_id)
+            done.append(self.finalize(video))
+        return done

@@ -1,0 +1,32 @@
+"""VOD HLS: `/vod/{video_id}/{file}` for ready recordings and uploads."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from edge import media_files
+from edge.vod import package, videos
+from edge.vod.recordings import video_dir
+
+
+@get("/vod/{video_id:str}/{name:str}")
+async def vod_file(request: Request, state: State, video_id: FromPath[str], name: FromPath[str]) -> Response[bytes]:
+    """A VOD playlist or segment; private videos need `?token=`."""
+    if not videos.VIDEO_ID.match(video_id) or not media_files.FILE.match(name):
+        raise media_files.not_found()
+    video = await asyncio.to_thread(videos.get, state.edge.store, video_id)
+    if video is None or video.status != "ready":
+        raise media_files.not_found("no such video, or not ready")
+    token = request.query_params.get("token")
+    private = video.playback == "private"
+    media_files.check_token(private, state.edge.playback_tokens.valid(video.video_id, token))
+    file = package.VOD_PLAYLIST if name == "index.m3u8" else name
+    path = video_dir(state.edge.settings.media_dir, video.video_id) / file
+    return await media_files.send(path, playlist_cache="public, max-age=60", token=token if private else None)
+
+
+ROUTES = [vod_file]
