@@ -36,6 +36,7 @@ from edge.streaming.publish import PublishSession
 from edge.streaming.registry import LiveRegistry, Stream, StreamCache
 from edge.vod import api as vod_api
 from edge.vod import serve as vod_serve
+from edge.vod import upload as vod_upload
 from edge.vod.recordings import Recordings
 from edge.vod.videos import Video
 from edge.streaming.tokens import PlaybackTokens, load_secret
@@ -87,6 +88,7 @@ class Edge:
         self.auth = AdminAuth(self.store, self.tenants)
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir)
+        self.packaging = asyncio.Semaphore(1)  # one upload packaged at a time
         await asyncio.to_thread(self.recordings.recover)
         rtc.restrict_host_candidates(s.ice_hosts)
         self.collector = Collector(
@@ -175,7 +177,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     return Litestar(
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
                         *whip.ROUTES, *whep.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
-                        *vod_api.ROUTES],
+                        *vod_api.ROUTES, *vod_upload.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, kw_only=True):
     # the addresses offered as host candidates (production: the public address).
     ice_servers: tuple[str, ...] = ()
     ice_hosts: tuple[str, ...] = ()
+    upload_max_bytes: int = 2 * 1024**3
     # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
     secret_key: str | None = None
 
@@ -72,6 +73,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         spool_max_bytes=int(env.get("WAVE_SPOOL_MAX_BYTES") or 512 * 1024 * 1024),
         consent_poll_s=float(env.get("WAVE_CONSENT_POLL_S") or 1.0),
         secret_key=env.get("WAVE_SECRET_KEY") or None,
+        upload_max_bytes=int(env.get("WAVE_UPLOAD_MAX_BYTES") or 2 * 1024**3),
         ice_servers=_words(env.get("WAVE_ICE_SERVERS", "")),
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
     )

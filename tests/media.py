@@ -68,3 +68,52 @@ def decode_fmp4(init: bytes, segment: bytes) -> tuple[list[av.VideoFrame], list[
         codecs = [s.codec_context.name for s in container.streams]
         frames = list(container.decode(video=0))
     return frames, codecs
+
+
+def write_file(path, fmt: str, vcodec: str, acodec: str | None, seconds: float = 3.0,
+               size: tuple[int, int] = (320, 240), fps: int = 25) -> None:
+    """A test-pattern video (with a tone) written by PyAV, e.g. H.264/AAC MP4 or VP9/Opus WebM."""
+    width, height = size
+    with av.open(str(path), "w", format=fmt) as out:
+        video = out.add_stream(vcodec, rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = None
+        if acodec:
+            audio = out.add_stream(acodec, rate=48_000)
+            audio.layout = "stereo"
+        frames = int(seconds * fps)
+        gradient = np.linspace(0, 255, width, dtype=np.uint8)
+        base = np.dstack([np.tile(gradient, (height, 1))] * 3)
+        for i in range(frames):
+            img = base.copy()
+            img[:, (i * 4) % width:(i * 4) % width + 4] = (0, 255, 0)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if audio is not None:
+            fmt_name = audio.codec_context.format.name if audio.codec_context.format else "fltp"
+            per = audio.codec_context.frame_size or 960
+            total = int(seconds * 48_000)
+            for start in range(0, total, per):
+                t = np.arange(start, start + per) / 48_000
+                tone = (np.sin(2 * np.pi * 440 * t) * 0.3).astype(np.float32)
+                frame = av.AudioFrame.from_ndarray(np.vstack([tone, tone]), format="fltp", layout="stereo")
+                frame.sample_rate, frame.pts = 48_000, start
+                if fmt_name != "fltp":
+                    frame = av.AudioResampler(format=fmt_name, layout="stereo", rate=48_000).resample(frame)[0]
+                for packet in audio.encode(frame):
+                    out.mux(packet)
+            for packet in audio.encode(None):
+                out.mux(packet)
+
+
+def video_packet_digests(path_or_bytes) -> list[str]:
+    """SHA-1 of every video packet's payload, in order (equal lists: not re-encoded)."""
+    import hashlib
+
+    source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
+    with av.open(source, "r") as container:
+        return [hashlib.sha1(bytes(p)).hexdigest() for p in container.demux(video=0) if p.size]
