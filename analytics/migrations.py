@@ -188,10 +188,38 @@ def _v3() -> tuple[str, ...]:
     return (videos,)
 
 
+def _v4() -> tuple[str, ...]:
+    # History of successful sessions (publishers and viewers): personal data, so it has a
+    # retention TTL like viewer_events and is in the personal-data registry.
+    sessions = create_table(
+        "sessions",
+        """
+        session_id String,
+        tenant_id LowCardinality(String),
+        kind Enum8('publish' = 1, 'whep' = 2, 'hls' = 3),
+        media_id String,
+        endpoint String,
+        ip IPv6,
+        browser LowCardinality(String),
+        os LowCardinality(String),
+        started_at DateTime64(3, 'UTC'),
+        ended_at DateTime64(3, 'UTC'),
+        bytes_sent UInt64,
+        retention_days UInt16,
+        INDEX idx_ip ip TYPE bloom_filter GRANULARITY 4
+        """,
+        f"ENGINE = {engine('MergeTree')} PARTITION BY toYYYYMM(started_at)"
+        " ORDER BY (tenant_id, started_at, media_id)"
+        " TTL toDateTime(started_at) + toIntervalDay(retention_days)",
+    )
+    return (sessions,)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tenants, keys, consents, viewer events", _v1()),
     Migration(2, "streams", _v2()),
     Migration(3, "videos", _v3()),
+    Migration(4, "session history", _v4()),
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from pathlib import Path
 
 from litestar import Litestar, MediaType, Response, get
@@ -23,11 +24,14 @@ from analytics.enrichment.geo import GeoLocator
 from analytics.metrics import Registry
 from analytics.spool import Spool
 from analytics.auth import AdminAuth
+from analytics.enrichment.ip import client_ip
 from analytics.store import Store, open_store
 from analytics.tenants import TenantDirectory
 from analytics.wire import Health
 from analytics.write_buffer import WriteBuffer
 from edge import http
+from edge.sessions import SessionLog
+from edge.sessions import row as session_row
 from edge.settings import Settings
 from edge.streaming import api as streaming_api
 from edge.streaming import hls, rtc, whep, whip
@@ -66,6 +70,7 @@ class Edge:
         self.recording_of: dict[LivePipeline, Video] = {}
         self.finishing: set[asyncio.Task] = set()
         self.recordings: Recordings | None = None
+        self.sessions: SessionLog | None = None
         self.playback_tokens = PlaybackTokens(load_secret(settings.data_dir, settings.secret_key))
 
     async def start(self) -> None:
@@ -89,6 +94,8 @@ class Edge:
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir)
         self.packaging = asyncio.Semaphore(1)  # one upload packaged at a time
+        self.sessions = SessionLog(self.store)
+        self.sessions.start()
         await asyncio.to_thread(self.recordings.recover)
         rtc.restrict_host_candidates(s.ice_hosts)
         self.collector = Collector(
@@ -112,9 +119,18 @@ class Edge:
         self.live_dirs[stream.stream_id] = directory
         return pipeline
 
+    def client_ip(self, request) -> str | None:
+        client = request.scope.get("client")
+        ip = client_ip(client[0] if client else None, request.headers.get("x-forwarded-for"),
+                       self.settings.trusted_proxies)
+        return str(ip) if ip else None
+
     async def publish_ended(self, session: PublishSession) -> None:
         if self.publishers.get(session.stream_id) is session:
             del self.publishers[session.stream_id]
+        await self.sessions.record(session_row(
+            session.tenant, "publish", session.stream_id, session.session_id, session.client_ip,
+            session.user_agent, session.started, time.time(), 0))
         video = self.recording_of.pop(session.pipeline, None) if session.pipeline else None
         if video is not None:
             task = asyncio.get_running_loop().create_task(self.recordings.end(video, session.pipeline))
@@ -128,6 +144,9 @@ class Edge:
         if self.viewers.pop(session.session_id, None) is None:
             return
         self.live.state(session.stream_id).viewers.discard(session.session_id)
+        await self.sessions.record(session_row(
+            session.tenant, "whep", session.stream_id, session.session_id, session.client_ip,
+            session.user_agent, session.started, time.time(), sum(t.bytes_sent for t in session.tracks)))
         publish = self.publishers.get(session.stream_id)
         if publish is not None and publish.pipeline is not None:
             publish.pipeline.relay.tracks.difference_update(session.tracks)
@@ -140,6 +159,8 @@ class Edge:
             await session.end("edge shutting down")
         if self.finishing:
             await asyncio.wait(self.finishing, timeout=30)
+        if self.sessions is not None:
+            await self.sessions.stop()
         if self.consents is not None:
             await self.consents.stop()
         if self.buffer is not None:

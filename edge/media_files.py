@@ -30,11 +30,14 @@ def check_token(private: bool, valid: bool) -> None:
         raise BadInput("forbidden", "this media needs a valid playback token (?token=)", "$.query.token", status=403)
 
 
-async def send(path: Path, *, playlist_cache: str, token: str | None) -> Response[bytes]:
+async def read(path: Path) -> bytes:
     try:
-        data = await asyncio.to_thread(path.read_bytes)
+        return await asyncio.to_thread(path.read_bytes)
     except FileNotFoundError:
         raise not_found("not there (yet, or any more)") from None
+
+
+def respond(path: Path, data: bytes, *, playlist_cache: str, token: str | None) -> Response[bytes]:
     suffix = path.suffix
     if suffix == ".m3u8" and token:
         data = with_token(data, token)

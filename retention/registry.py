@@ -24,6 +24,7 @@ class PersonalTable:
 REGISTRY: tuple[PersonalTable, ...] = (
     PersonalTable("viewer_events", ("viewer_id", "email", "ip"), "viewer_events"),
     PersonalTable("consents", ("viewer_id", "email", "ip"), "consents"),
+    PersonalTable("sessions", ("ip",), "sessions"),
 )
 
 

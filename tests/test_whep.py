@@ -94,3 +94,33 @@ def test_whep_rejections(server, stream):
         await publisher.close()
 
     asyncio.run(live_but_vp8_only())
+
+
+def test_sessions_are_recorded_in_history(server, stream, store):
+    async def scenario():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        viewer, got, location = await _watch(server.base_url, stream["stream_id"], frames_wanted=5)
+        async with httpx.AsyncClient(base_url=server.base_url, headers={"user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"}) as http:
+            for _ in range(50):
+                if (await http.get(f"/live/{stream['stream_id']}/index.m3u8")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await http.delete(location)).status_code == 200
+            stop = await http.delete(r.headers["location"], headers={"authorization": f"Bearer {stream['publish_token']}"})
+            assert stop.status_code == 200
+        await viewer.close()
+        await publisher.close()
+
+    asyncio.run(scenario())
+    server.stop()  # flushes open HLS sessions
+    rows = store.rows(
+        "SELECT toString(kind), media_id, toString(ip), browser, bytes_sent > 0, ended_at >= started_at"
+        " FROM sessions WHERE media_id = {s:String} ORDER BY kind",
+        {"s": stream["stream_id"]},
+    )
+    kinds = {row[0]: row for row in rows}
+    assert set(kinds) == {"publish", "whep", "hls"}
+    assert kinds["whep"][4] and kinds["hls"][4]
+    assert kinds["hls"][3] == "Firefox"
+    assert all(row[2] == "::ffff:127.0.0.1" and row[5] for row in rows)

@@ -21,7 +21,12 @@ async def live_file(request: Request, state: State, stream_id: FromPath[str], na
     directory = state.edge.live_dirs.get(stream.stream_id)
     if directory is None:
         raise media_files.not_found("not published yet")
-    return await media_files.send(directory / name, playlist_cache="no-cache", token=token if private else None)
+    data = await media_files.read(directory / name)
+    tenant = await state.edge.tenants.get(stream.tenant_id)
+    if tenant is not None:
+        state.edge.sessions.hls_request(tenant, stream.stream_id, state.edge.client_ip(request),
+                                        request.headers.get("user-agent", ""), len(data))
+    return media_files.respond(directory / name, data, playlist_cache="no-cache", token=token if private else None)
 
 
 ROUTES = [live_file]

@@ -15,6 +15,7 @@ from typing import Awaitable, Callable
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from analytics.tenants import Tenant
 from edge.streaming.pipeline import LivePipeline
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,15 @@ class PublishSession:
         pc: RTCPeerConnection,
         pipeline_factory: Callable[[bool], Awaitable[LivePipeline]],
         on_end: Callable[["PublishSession"], Awaitable[None]],
+        *,
+        tenant: Tenant,
+        client_ip: str | None,
+        user_agent: str,
         silence_s: float = SILENCE_S,
     ) -> None:
+        self.tenant = tenant
+        self.client_ip = client_ip
+        self.user_agent = user_agent
         self.session_id = secrets.token_hex(12)
         self.stream_id = stream_id
         self.pc = pc

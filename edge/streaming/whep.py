@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 from litestar import Request, Response, delete, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from analytics.tenants import Tenant
 from analytics.validation import BadInput
 from edge.streaming import rtc, sdp
 from edge.streaming.relay import PacketTrack
@@ -19,11 +21,16 @@ MAX_SDP = 64 * 1024
 
 
 class ViewerSession:
-    def __init__(self, stream_id: str, pc, tracks: list[PacketTrack]) -> None:
+    def __init__(self, stream_id: str, pc, tracks: list[PacketTrack], tenant: Tenant,
+                 client_ip: str | None, user_agent: str) -> None:
         self.session_id = secrets.token_hex(12)
         self.stream_id = stream_id
         self.pc = pc
         self.tracks = tracks
+        self.tenant = tenant
+        self.client_ip = client_ip
+        self.user_agent = user_agent
+        self.started = time.time()
 
 
 @post("/whep/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201)
@@ -60,7 +67,8 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
     for sender in pc.getSenders():
         # aiortc answers a PLI by re-encoding; we have no encoder here, the stream has one
         sender._send_keyframe = pipeline.request_keyframe  # noqa: SLF001 - no public hook
-    session = ViewerSession(stream.stream_id, pc, tracks)
+    session = ViewerSession(stream.stream_id, pc, tracks, publish.tenant, edge.client_ip(request),
+                            request.headers.get("user-agent", ""))
     edge.viewers[session.session_id] = session
     for track in tracks:
         pipeline.relay.tracks.add(track)

@@ -48,8 +48,10 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     if not codecs & (VIDEO_CODECS | AUDIO_CODECS):
         raise BadInput("bad_sdp", "the offer has no usable codec (H.264 or VP8 video, Opus audio)")
     pc = rtc.peer_connection(edge.settings.ice_servers)
+    tenant = await edge.tenants.get(stream.tenant_id)
     session = PublishSession(stream.stream_id, pc, lambda audio: edge.new_pipeline(stream, audio),
-                             edge.publish_ended)
+                             edge.publish_ended, tenant=tenant, client_ip=edge.client_ip(request),
+                             user_agent=request.headers.get("user-agent", ""))
     edge.publishers[stream.stream_id] = session  # claim before awaiting: a racing second publisher gets 409
     try:
         answer = await rtc.answer(pc, offer)

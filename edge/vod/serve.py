@@ -26,7 +26,12 @@ async def vod_file(request: Request, state: State, video_id: FromPath[str], name
     media_files.check_token(private, state.edge.playback_tokens.valid(video.video_id, token))
     file = package.VOD_PLAYLIST if name == "index.m3u8" else name
     path = video_dir(state.edge.settings.media_dir, video.video_id) / file
-    return await media_files.send(path, playlist_cache="public, max-age=60", token=token if private else None)
+    data = await media_files.read(path)
+    tenant = await state.edge.tenants.get(video.tenant_id)
+    if tenant is not None:
+        state.edge.sessions.hls_request(tenant, video.video_id, state.edge.client_ip(request),
+                                        request.headers.get("user-agent", ""), len(data))
+    return media_files.respond(path, data, playlist_cache="public, max-age=60", token=token if private else None)
 
 
 ROUTES = [vod_file]
