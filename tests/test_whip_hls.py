@@ -162,3 +162,30 @@ def test_private_live_playback_needs_a_token(server, tenant_factory):
     token = server.http.post(f"/v1/streams/{sid}/playback-token", json={}, headers=_admin(key)).json()["token"]
     r = server.http.get(f"/live/{sid}/index.m3u8", params={"token": token})
     assert r.status_code == 404  # authorised; simply not live yet
+
+
+def test_ffmpeg_whip_client_publishes(server, stream):
+    """Interop with a publisher nobody here wrote: FFmpeg's WHIP muxer, bundled in PyAV."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("ffmpeg_whip_publish.py")
+    publisher = subprocess.Popen([sys.executable, str(script), stream["whip_url"], stream["publish_token"], "6"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    async def watch():
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            _, segments = await _wait_segments(http, stream["stream_id"], 1, timeout=10)
+            init = (await http.get(f"/live/{stream['stream_id']}/init.mp4")).content
+            seg = (await http.get(f"/live/{stream['stream_id']}/{segments[0]}")).content
+            return decode_fmp4(init, seg)
+
+    try:
+        frames, codecs = asyncio.run(watch())
+        output, _ = publisher.communicate(timeout=60)
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+    assert publisher.returncode == 0, output
+    assert "h264" in codecs and frames and (frames[0].width, frames[0].height) == (640, 360)

@@ -9,8 +9,14 @@ its address discovery, once, at start-up.
 
 from __future__ import annotations
 
-import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+import os
+from pathlib import Path
+
+# Before aiortc (and with it OpenSSL) loads: see openssl-webrtc.cnf for why.
+os.environ.setdefault("OPENSSL_CONF", str(Path(__file__).with_name("openssl-webrtc.cnf")))
+
+import aioice.ice  # noqa: E402
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 
 _discover_hosts = aioice.ice.get_host_addresses
 
