@@ -42,7 +42,7 @@ from edge.vod import api as vod_api
 from edge.vod import serve as vod_serve
 from edge.vod import upload as vod_upload
 from edge.vod.recordings import Recordings
-from edge.vod.videos import Video
+from edge.vod.videos import Video, VideoCache
 from edge.streaming.tokens import PlaybackTokens, load_secret
 
 log = logging.getLogger("edge")
@@ -93,6 +93,7 @@ class Edge:
         self.auth = AdminAuth(self.store, self.tenants)
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir)
+        self.video_cache = VideoCache(self.store)
         self.packaging = asyncio.Semaphore(1)  # one upload packaged at a time
         self.sessions = SessionLog(self.store)
         self.sessions.start()

@@ -67,6 +67,7 @@ async def edit_video(request: Request, state: State, video_id: FromPath[str]) ->
         if value is not UNSET:
             setattr(video, field, value)
     await asyncio.to_thread(videos.save, state.edge.store, video)
+    state.edge.video_cache.forget(video.video_id)
     return info(request, video)
 
 
@@ -78,6 +79,7 @@ async def delete_video(request: Request, state: State, video_id: FromPath[str]) 
     if video.status == "recording":
         raise BadInput("conflict", "the stream is still being recorded; stop the publish first", status=409)
     await asyncio.to_thread(videos.delete, state.edge.store, video)
+    state.edge.video_cache.forget(video.video_id)
     await asyncio.to_thread(shutil.rmtree, video_dir(state.edge.settings.media_dir, video.video_id), True)
 
 

@@ -104,3 +104,33 @@ def _video(row: tuple) -> Video:
 def delete(store: Store, video: Video) -> None:
     """Remove every version of the row (not a tombstone: the data must be gone)."""
     store.command("DELETE FROM videos WHERE video_id = {v:String}", parameters={"v": video.video_id})
+
+
+class VideoCache:
+    """Video lookups for `/vod/` (every segment request of every viewer), cached briefly;
+    this edge's own edits and deletions drop the entry at once."""
+
+    def __init__(self, store: Store, ttl_s: float = 5.0) -> None:
+        self._store = store
+        self._ttl = ttl_s
+        self._cache: dict[str, tuple[float, Video | None]] = {}
+
+    def get(self, video_id: str) -> Video | None:
+        now = time.monotonic()
+        hit = self._cache.get(video_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        video = get(self._store, video_id)
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[video_id] = (now + self._ttl, video)
+        return video
+
+    def cached(self, video_id: str) -> tuple[bool, Video | None]:
+        hit = self._cache.get(video_id)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def forget(self, video_id: str) -> None:
+        self._cache.pop(video_id, None)

@@ -1,0 +1,200 @@
+"""Streaming benchmark: glass-to-glass latencies on loopback and HLS serving vs nginx.
+
+    .venv/bin/python bench/edge.py [--seconds 20] [--width 1280 --height 720]
+
+1. Starts `wave-edge serve` (its own process), creates a tenant and a stream.
+2. Publishes a 30 fps pattern over WHIP from this process; each frame carries its number
+   in the picture (tests/media.py), and its send time is noted.
+3. WHIP->WHEP: a WHEP viewer here decodes frames, reads the number, latency = now - sent.
+4. WHIP->HLS: polls the live playlist every 50 ms; when a segment appears, decodes its first
+   frame's number: latency = now - sent (what a player sees at best, before buffering).
+5. HLS serving: after the publish, `wrk` fetches one recorded segment from the edge and the
+   same file from nginx (both on loopback, same run), as requests/s and their ratio.
+   Needs `apt-get install nginx-light wrk` (not needed by the tests).
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.media import PatternTrack, decode_fmp4, read_counter  # noqa: E402
+
+
+class TimedPattern(PatternTrack):
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__(width, height)
+        self.sent: dict[int, float] = {}
+
+    async def recv(self):
+        frame = await super().recv()
+        self.sent[(self.count - 1) & 0xFFFF] = time.monotonic()
+        return frame
+
+
+async def run(base: str, stream: dict, seconds: float, width: int, height: int) -> dict:
+    track = TimedPattern(width, height)
+    pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pub.addTrack(track)
+    await pub.setLocalDescription(await pub.createOffer())
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        r = await http.post(f"/whip/{stream['stream_id']}", content=pub.localDescription.sdp,
+                            headers={"content-type": "application/sdp",
+                                     "authorization": f"Bearer {stream['publish_token']}"})
+        r.raise_for_status()
+        await pub.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        whip_location = r.headers["location"]
+
+        viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        viewer.addTransceiver("video", direction="recvonly")
+        whep_latencies: list[float] = []
+
+        @viewer.on("track")
+        def on_track(t):
+            async def read():
+                while True:
+                    frame = await t.recv()
+                    sent = track.sent.get(read_counter(frame))
+                    if sent is not None:
+                        whep_latencies.append(time.monotonic() - sent)
+            asyncio.ensure_future(read())
+
+        await viewer.setLocalDescription(await viewer.createOffer())
+        for _ in range(50):  # the publish needs its first frame before WHEP can attach
+            r = await http.post(f"/whep/{stream['stream_id']}", content=viewer.localDescription.sdp,
+                                headers={"content-type": "application/sdp"})
+            if r.status_code == 201:
+                break
+            await asyncio.sleep(0.1)
+        r.raise_for_status()
+        await viewer.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+
+        hls_latencies: list[float] = []
+        seen: set[str] = set()
+        init = b""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            p = await http.get(f"/live/{stream['stream_id']}/index.m3u8")
+            if p.status_code == 200:
+                for name in re.findall(r"^(seg_\d+\.m4s)$", p.text, re.M):
+                    if name in seen:
+                        continue
+                    seen.add(name)
+                    arrived = time.monotonic()
+                    init = init or (await http.get(f"/live/{stream['stream_id']}/init.mp4")).content
+                    frames, _ = decode_fmp4(init, (await http.get(f"/live/{stream['stream_id']}/{name}")).content)
+                    sent = track.sent.get(read_counter(frames[0])) if frames else None
+                    if sent is not None and len(seen) > 1:  # the first one was listed before we looked
+                        hls_latencies.append(arrived - sent)
+            await asyncio.sleep(0.05)
+        await http.delete(whip_location, headers={"authorization": f"Bearer {stream['publish_token']}"})
+        await viewer.close()
+        await pub.close()
+    steady = whep_latencies[len(whep_latencies) // 5:]  # skip the first second or so
+    return {
+        "whep_latency_ms_p50": round(statistics.median(steady) * 1000, 1),
+        "whep_latency_ms_p95": round(sorted(steady)[int(len(steady) * 0.95)] * 1000, 1),
+        "whep_frames": len(whep_latencies),
+        "whep_fps": round(len(whep_latencies) / seconds, 1),
+        "hls_latency_s_p50": round(statistics.median(hls_latencies), 2) if hls_latencies else None,
+        "hls_latency_s_max": round(max(hls_latencies), 2) if hls_latencies else None,
+        "hls_segments": len(seen),
+    }
+
+
+def wrk_rps(url: str) -> float | None:
+    if not shutil.which("wrk"):
+        return None
+    out = subprocess.run(["wrk", "-t2", "-c32", "-d8s", url], capture_output=True, text=True).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(m.group(1)) if m else None
+
+
+def nginx(root: Path, port: int, work: Path) -> subprocess.Popen | None:
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not binary:
+        return None
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off; sendfile on; server {{ listen 127.0.0.1:{port}; root {root}; }} }}
+""")
+    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(work)])
+    time.sleep(0.5)
+    return proc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--height", type=int, default=720)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wave-edge-bench-"))
+    env = dict(os.environ, WAVE_DATA_DIR=str(work / "var"), WAVE_ICE_HOSTS="127.0.0.1")
+    env.pop("WAVE_CLICKHOUSE_URL", None)
+    cli = [sys.executable, "-m", "edge.cli"]
+    key = json.loads(subprocess.run([*cli, "tenant", "create", "bench"], cwd=ROOT, env=env, check=True,
+                                    capture_output=True, text=True).stdout)["admin_key"]
+    port = random.randint(20000, 40000)
+    server = subprocess.Popen([*cli, "serve", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    result: dict = {}
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        stream = httpx.post(f"{base}/v1/streams", json={"name": "bench"},
+                            headers={"authorization": f"Bearer {key}"}).json()
+        result = asyncio.run(run(base, stream, args.seconds, args.width, args.height))
+        time.sleep(3)  # the recording becomes a video
+        videos = httpx.get(f"{base}/v1/videos", headers={"authorization": f"Bearer {key}"}).json()["videos"]
+        video_id = videos[0]["video_id"]
+        segment = sorted((work / "var" / "media" / "videos" / video_id).glob("seg_*.m4s"))[1].name
+        edge_rps = wrk_rps(f"{base}/vod/{video_id}/{segment}")
+        nginx_port = port + 1
+        proc = nginx(work / "var" / "media", nginx_port, work)
+        nginx_rps = wrk_rps(f"http://127.0.0.1:{nginx_port}/videos/{video_id}/{segment}") if proc else None
+        if proc:
+            proc.terminate()
+            proc.wait()
+        result.update({
+            "hls_segment_bytes": (work / "var" / "media" / "videos" / video_id / segment).stat().st_size,
+            "hls_edge_rps": edge_rps, "hls_nginx_rps": nginx_rps,
+            "hls_ratio": round(edge_rps / nginx_rps, 3) if edge_rps and nginx_rps else None,
+            "resolution": f"{args.width}x{args.height}", "seconds": args.seconds,
+        })
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
