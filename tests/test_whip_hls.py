@@ -146,7 +146,9 @@ def test_whip_rejections(server, stream):
 @pytest.mark.parametrize(
     "path",
     ["/live/{sid}/../../secret.key", "/live/{sid}/..%2F..%2Fsecret.key", "/live/{sid}/%2e%2e/secret.key",
-     "/live/..%2Fmedia/index.m3u8", "/live/{sid}/index.m3u8%00", "/live/{sid}/seg_1.m4s"],
+     "/live/..%2Fmedia/index.m3u8", "/live/{sid}/index.m3u8%00", "/live/{sid}/seg_1.m4s",
+     "/vod/vd_0123456789abcdef/..%2F..%2Fsecret.key", "/vod/..%2F..%2Fsecret.key/index.m3u8",
+     "/vod/vd_0123456789abcdef/vod.m3u8", "/vod/vd_0123456789abcdef/hls.m3u8"],
 )
 def test_live_paths_cannot_escape(server, stream, path):
     r = server.http.get(path.format(sid=stream["stream_id"]))
