@@ -1,4 +1,4 @@
-"""The app factory: one `Edge` owns the store, the pipeline and their lifecycle.
+"""The app factory: one `Edge` owns the store, the pipelines and their lifecycle.
 
 Litestar only routes; the objects it routes to are built here, explicitly, at start-up,
 so tests can reach the same objects (`app.state.edge`) that serve traffic.
@@ -18,13 +18,13 @@ from litestar.openapi.config import OpenAPIConfig
 
 from analytics import api as analytics_api
 from analytics import migrations
+from analytics.auth import AdminAuth
 from analytics.collector import Collector
 from analytics.consent import ConsentLedger
 from analytics.enrichment.geo import GeoLocator
+from analytics.enrichment.ip import client_ip
 from analytics.metrics import Registry
 from analytics.spool import Spool
-from analytics.auth import AdminAuth
-from analytics.enrichment.ip import client_ip
 from analytics.store import Store, open_store
 from analytics.tenants import TenantDirectory
 from analytics.wire import Health
@@ -38,12 +38,12 @@ from edge.streaming import hls, rtc, whep, whip
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.publish import PublishSession
 from edge.streaming.registry import LiveRegistry, Stream, StreamCache
+from edge.streaming.tokens import PlaybackTokens, load_secret
 from edge.vod import api as vod_api
 from edge.vod import serve as vod_serve
 from edge.vod import upload as vod_upload
 from edge.vod.recordings import Recordings
 from edge.vod.videos import Video, VideoCache
-from edge.streaming.tokens import PlaybackTokens, load_secret
 
 log = logging.getLogger("edge")
 
@@ -71,6 +71,8 @@ class Edge:
         self.finishing: set[asyncio.Task] = set()
         self.recordings: Recordings | None = None
         self.sessions: SessionLog | None = None
+        self.video_cache: VideoCache | None = None
+        self.packaging: asyncio.Semaphore | None = None
         self.playback_tokens = PlaybackTokens(load_secret(settings.data_dir, settings.secret_key))
 
     async def start(self) -> None:

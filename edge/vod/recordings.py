@@ -54,10 +54,7 @@ class Recordings:
         except (ValueError, OSError) as exc:
             video.status, video.reason = "failed", str(exc)
         else:
-            video.status, video.progress = "ready", 100.0
-            video.duration_s, video.size_bytes = probe.duration_s, probe.size_bytes
-            video.width, video.height = probe.width, probe.height
-            video.video_codec, video.audio_codec = probe.video_codec, probe.audio_codec
+            video.mark_ready(probe)
         videos.save(self._store, video)
         return video
 

@@ -123,11 +123,8 @@ async def _process(edge, video: videos.Video, source: Path) -> None:
             video.status, video.reason = "failed", "internal error while packaging"
             shutil.rmtree(directory, ignore_errors=True)
         else:
-            video.status, video.progress = "ready", 100.0
+            video.mark_ready(probe)
             video.metadata = {**video.metadata, "packaging": how}
-            video.duration_s, video.size_bytes = probe.duration_s, probe.size_bytes
-            video.width, video.height = probe.width, probe.height
-            video.video_codec, video.audio_codec = probe.video_codec, probe.audio_codec
         finally:
             source.unlink(missing_ok=True)
     if await asyncio.to_thread(videos.get, edge.store, video.video_id) is None:

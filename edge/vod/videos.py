@@ -14,6 +14,7 @@ from typing import Literal
 import msgspec
 
 from analytics.store import Store
+from edge.vod.package import Probe
 
 VIDEO_ID = re.compile(r"^vd_[0-9a-f]{16}$")
 Status = Literal["recording", "processing", "ready", "failed"]
@@ -39,6 +40,13 @@ class Video(msgspec.Struct, kw_only=True):
     size_bytes: int = 0
     created_at: float = 0.0
     deleted: bool = False
+
+    def mark_ready(self, probe: "Probe") -> None:
+        """Ready to play, described by what the packaged files really contain."""
+        self.status, self.progress, self.reason = "ready", 100.0, ""
+        self.duration_s, self.size_bytes = probe.duration_s, probe.size_bytes
+        self.width, self.height = probe.width, probe.height
+        self.video_codec, self.audio_codec = probe.video_codec, probe.audio_codec
 
 
 _FIELDS = [f for f in Video.__struct_fields__]
