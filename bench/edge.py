@@ -8,7 +8,9 @@
 3. WHIP->WHEP: a WHEP viewer here decodes frames, reads the number, latency = now - sent.
 4. WHIP->HLS: polls the live playlist every 50 ms; when a segment appears, decodes its first
    frame's number: latency = now - sent (what a player sees at best, before buffering).
-5. HLS serving: after the publish, `wrk` fetches one recorded segment from the edge and the
+5. WHEP capacity: while publishing, steps of N viewers in another process
+   (bench/whep_load.py: frames counted, not decoded) until the slowest drops under 29 fps.
+6. HLS serving: after the publish, `wrk` fetches one recorded segment from the edge and the
    same file from nginx (both on loopback, same run), as requests/s and their ratio.
    Needs `apt-get install nginx-light wrk` (not needed by the tests).
 
@@ -52,7 +54,24 @@ class TimedPattern(PatternTrack):
         return frame
 
 
-async def run(base: str, stream: dict, seconds: float, width: int, height: int) -> dict:
+def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float) -> dict:
+    """Largest step of counting WHEP viewers (another process) whose slowest viewer holds
+    at least 29 fps."""
+    script = Path(__file__).with_name("whep_load.py")
+    held, detail = 0, {}
+    for n in steps:
+        out = subprocess.run([sys.executable, str(script), base, stream_id, str(n), str(seconds)],
+                             capture_output=True, text=True, timeout=300)
+        fps = json.loads(out.stdout.strip().splitlines()[-1])["fps"] if out.returncode == 0 else [0.0]
+        detail[n] = {"min_fps": min(fps), "median_fps": statistics.median(fps)}
+        if min(fps) < 29:
+            break
+        held = n
+    return {"whep_viewers_at_30fps": held, "whep_viewer_steps": detail}
+
+
+async def run(base: str, stream: dict, seconds: float, width: int, height: int,
+              viewer_steps: list[int] | None = None) -> dict:
     track = TimedPattern(width, height)
     pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pub.addTrack(track)
@@ -107,18 +126,23 @@ async def run(base: str, stream: dict, seconds: float, width: int, height: int) 
                     if sent is not None and len(seen) > 1:  # the first one was listed before we looked
                         hls_latencies.append(arrived - sent)
             await asyncio.sleep(0.05)
+        latency_run = list(whep_latencies)  # the latency run ends here
+        capacity = {}
+        if viewer_steps:
+            capacity = await asyncio.to_thread(viewer_capacity, base, stream["stream_id"], viewer_steps, 8.0)
         await http.delete(whip_location, headers={"authorization": f"Bearer {stream['publish_token']}"})
         await viewer.close()
         await pub.close()
-    steady = whep_latencies[len(whep_latencies) // 5:]  # skip the first second or so
+    steady = latency_run[len(latency_run) // 5:]  # skip the first second or so
     return {
         "whep_latency_ms_p50": round(statistics.median(steady) * 1000, 1),
         "whep_latency_ms_p95": round(sorted(steady)[int(len(steady) * 0.95)] * 1000, 1),
-        "whep_frames": len(whep_latencies),
-        "whep_fps": round(len(whep_latencies) / seconds, 1),
+        "whep_frames": len(latency_run),
+        "whep_fps": round(len(latency_run) / seconds, 1),
         "hls_latency_s_p50": round(statistics.median(hls_latencies), 2) if hls_latencies else None,
         "hls_latency_s_max": round(max(hls_latencies), 2) if hls_latencies else None,
         "hls_segments": len(seen),
+        **capacity,
     }
 
 
@@ -150,6 +174,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=720)
+    ap.add_argument("--viewer-steps", default="10,25,50,75", help="WHEP viewer counts to try, in order")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-bench-"))
     env = dict(os.environ, WAVE_DATA_DIR=str(work / "var"), WAVE_ICE_HOSTS="127.0.0.1")
@@ -171,7 +196,8 @@ def main() -> None:
                 time.sleep(0.2)
         stream = httpx.post(f"{base}/v1/streams", json={"name": "bench"},
                             headers={"authorization": f"Bearer {key}"}).json()
-        result = asyncio.run(run(base, stream, args.seconds, args.width, args.height))
+        steps = [int(n) for n in args.viewer_steps.split(",") if n.strip()]
+        result = asyncio.run(run(base, stream, args.seconds, args.width, args.height, steps))
         time.sleep(3)  # the recording becomes a video
         videos = httpx.get(f"{base}/v1/videos", headers={"authorization": f"Bearer {key}"}).json()["videos"]
         video_id = videos[0]["video_id"]
