@@ -35,6 +35,8 @@ class Settings(msgspec.Struct, kw_only=True):
     ice_servers: tuple[str, ...] = ()
     ice_hosts: tuple[str, ...] = ()
     upload_max_bytes: int = 2 * 1024**3
+    # A publish with no media for this long is over (the publisher vanished).
+    publish_silence_s: float = 10.0
     # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
     secret_key: str | None = None
 
@@ -74,6 +76,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         consent_poll_s=float(env.get("WAVE_CONSENT_POLL_S") or 1.0),
         secret_key=env.get("WAVE_SECRET_KEY") or None,
         upload_max_bytes=int(env.get("WAVE_UPLOAD_MAX_BYTES") or 2 * 1024**3),
+        publish_silence_s=float(env.get("WAVE_PUBLISH_SILENCE_S") or 10.0),
         ice_servers=_words(env.get("WAVE_ICE_SERVERS", "")),
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
     )

@@ -191,3 +191,31 @@ def test_ffmpeg_whip_client_publishes(server, stream):
             publisher.kill()
     assert publisher.returncode == 0, output
     assert "h264" in codecs and frames and (frames[0].width, frames[0].height) == (640, 360)
+
+
+def test_a_silent_publisher_is_ended(server_factory, tenant_factory):
+    """Media stops but the peer connection stays up: the publish ends after the silence."""
+    from tests.media import PatternTrack
+
+    class Freezing(PatternTrack):
+        async def recv(self):
+            if self.count >= 30:
+                await asyncio.sleep(3600)  # the camera hangs; ICE and DTLS stay alive
+            return await super().recv()
+
+    srv = server_factory(publish_silence_s=2.0)
+    _, key = tenant_factory()
+    created = srv.http.post("/v1/streams", json={"name": "silent"}, headers=_admin(key)).json()
+
+    async def scenario():
+        pc, r = await _publish(srv.base_url, created, tracks=[Freezing()])
+        assert r.status_code == 201
+        session = srv.edge.publishers[created["stream_id"]]
+        deadline = time.monotonic() + 15
+        while created["stream_id"] in srv.edge.publishers and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert created["stream_id"] not in srv.edge.publishers
+        assert session.end_reason == "no media for 2 s"
+        await pc.close()
+
+    asyncio.run(scenario())

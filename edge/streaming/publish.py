@@ -51,6 +51,7 @@ class PublishSession:
         self._tracks: list[MediaStreamTrack] = []
         self._tasks: list[asyncio.Task] = []
         self._ended = asyncio.Event()
+        self.end_reason: str | None = None
         pc.on("track", self._tracks.append)  # fires inside setRemoteDescription
         pc.on("connectionstatechange", self._state_changed)
 
@@ -66,6 +67,7 @@ class PublishSession:
         if self._ended.is_set():
             return
         self._ended.set()
+        self.end_reason = reason
         log.info("publish of %s ended: %s", self.stream_id, reason)
         current = asyncio.current_task()
         for task in self._tasks:

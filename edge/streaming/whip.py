@@ -51,7 +51,8 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     tenant = await edge.tenants.get(stream.tenant_id)
     session = PublishSession(stream.stream_id, pc, lambda audio: edge.new_pipeline(stream, audio),
                              edge.publish_ended, tenant=tenant, client_ip=edge.client_ip(request),
-                             user_agent=request.headers.get("user-agent", ""))
+                             user_agent=request.headers.get("user-agent", ""),
+                             silence_s=edge.settings.publish_silence_s)
     edge.publishers[stream.stream_id] = session  # claim before awaiting: a racing second publisher gets 409
     try:
         answer = await rtc.answer(pc, offer)
