@@ -99,6 +99,7 @@ class Edge:
         self.packaging = asyncio.Semaphore(1)  # one upload packaged at a time
         self.sessions = SessionLog(self.store)
         self.sessions.start()
+        await vod_upload.resume(self)
         await asyncio.to_thread(self.recordings.recover)
         rtc.restrict_host_candidates(s.ice_hosts)
         self.collector = Collector(

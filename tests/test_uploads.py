@@ -114,3 +114,23 @@ def test_upload_limits_and_bad_requests(server_factory, admin, tmp_path):
     assert r.status_code == 400 and r.json()["detail"]["path"] == "$.form.file"
     r = srv.http.post("/v1/videos", files={"file": ("x.mp4", b"x")})
     assert r.status_code == 401
+
+
+def test_uploads_interrupted_by_a_stop_are_resumed_at_start(server_factory, store, tenant_factory, tmp_path):
+    """A video left `processing` (the edge stopped mid-packaging) is packaged at the next
+    start from the file already received; one whose file never fully arrived fails."""
+    from edge.vod import videos
+
+    tenant, key = tenant_factory()
+    resumable = videos.Video(video_id=videos.new_video_id(), tenant_id=tenant.tenant_id, title="r")
+    lost = videos.Video(video_id=videos.new_video_id(), tenant_id=tenant.tenant_id, title="l")
+    for video in (resumable, lost):
+        videos.save(store, video)
+    uploads = tmp_path / "media" / "uploads"
+    uploads.mkdir(parents=True)
+    write_file(uploads / f"{resumable.video_id}.part", "mp4", "libx264", "aac", seconds=2)
+
+    srv = server_factory(data_dir=tmp_path)
+    assert _wait_done(srv, key, resumable.video_id)["status"] == "ready"
+    failed = srv.http.get(f"/v1/videos/{lost.video_id}", headers=_admin(key)).json()
+    assert failed["status"] == "failed" and "interrupted" in failed["reason"]

@@ -40,9 +40,8 @@ async def upload_video(request: Request, state: State) -> UploadAccepted:
         raise BadInput("body_too_large", f"uploads are limited to {limit} bytes", status=413)
 
     video_id = videos.new_video_id()
-    uploads = edge.settings.media_dir / "uploads"
-    uploads.mkdir(parents=True, exist_ok=True)
-    target = uploads / f"{video_id}.part"
+    target = upload_path(edge.settings.media_dir, video_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
     fields = await _receive(request, options["boundary"], target, limit)
     if "file" not in fields:
         target.unlink(missing_ok=True)
@@ -56,10 +55,32 @@ async def upload_video(request: Request, state: State) -> UploadAccepted:
         status="processing",
     )
     await asyncio.to_thread(videos.save, edge.store, video)
-    task = asyncio.get_running_loop().create_task(_process(edge, video, target))
+    schedule(edge, video, target)
+    return UploadAccepted(video_id=video_id, status=video.status)
+
+
+def upload_path(media_dir: Path, video_id: str) -> Path:
+    return media_dir / "uploads" / f"{video_id}.part"
+
+
+def schedule(edge, video: videos.Video, source: Path) -> None:
+    task = asyncio.get_running_loop().create_task(_process(edge, video, source))
     edge.finishing.add(task)
     task.add_done_callback(edge.finishing.discard)
-    return UploadAccepted(video_id=video_id, status=video.status)
+
+
+async def resume(edge) -> None:
+    """Uploads a stopped or crashed process was still packaging: start them again from the
+    received file, or fail them if it is gone, so none stays `processing` forever."""
+    for video in await asyncio.to_thread(videos.in_status, edge.store, "processing"):
+        source = upload_path(edge.settings.media_dir, video.video_id)
+        if source.exists():
+            shutil.rmtree(video_dir(edge.settings.media_dir, video.video_id), ignore_errors=True)
+            video.progress = 0.0
+            schedule(edge, video, source)
+        else:
+            video.status, video.reason = "failed", "interrupted before the upload was complete"
+            await asyncio.to_thread(videos.save, edge.store, video)
 
 
 async def _receive(request: Request, boundary: str, target: Path, limit: int) -> dict[str, str]:
