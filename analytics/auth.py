@@ -8,11 +8,9 @@ Python) and the answer cached for a couple of seconds so revocations take effect
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from litestar import Request
 
+from analytics.cache import TTLCache
 from analytics.store import Store
 from analytics.tenants import Tenant, TenantDirectory, hash_key, tenant_id_for_key
 from analytics.validation import BadInput
@@ -24,23 +22,15 @@ class AdminAuth:
     def __init__(self, store: Store, tenants: TenantDirectory) -> None:
         self._store = store
         self._tenants = tenants
-        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._keys: TTLCache[str] = TTLCache(_CACHE_S, max_entries=10_000)
 
     async def tenant(self, request: Request) -> Tenant:
         key = bearer(request)
         if key is None:
             raise BadInput("unauthorized", "send the tenant's admin key as 'Authorization: Bearer <key>'",
                            "$.headers.authorization", status=401)
-        now = time.monotonic()
-        digest = hash_key(key)  # cache by hash: no clear key kept in memory
-        hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            tenant_id = hit[1]
-        else:
-            tenant_id = await asyncio.to_thread(tenant_id_for_key, self._store, key)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now + _CACHE_S, tenant_id)
+        # cached by hash: no clear key is kept in memory
+        tenant_id = await self._keys.get(hash_key(key), lambda: tenant_id_for_key(self._store, key))
         tenant = await self._tenants.get(tenant_id) if tenant_id else None
         if tenant is None:
             raise BadInput("unauthorized", "unknown or revoked admin key", "$.headers.authorization", status=401)

@@ -8,15 +8,14 @@ nothing for secrets with that much entropy, and lookups stay one indexed read).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import secrets
-import time
 from typing import Literal
 
 import msgspec
 
+from analytics.cache import TTLCache
 from analytics.store import Store
 
 IpMode = Literal["full", "truncated", "none"]
@@ -118,34 +117,11 @@ def tenant_id_for_key(store: Store, key: str) -> str | None:
 
 
 class TenantDirectory:
-    """Tenant lookups for the hot path, cached briefly so other edges' changes show up.
-
-    A miss is one query however many requests wait on it (no stampede when an entry
-    expires under load).
-    """
+    """Tenant lookups for the hot path, cached briefly so other edges' changes show up."""
 
     def __init__(self, store: Store, ttl_s: float = 10.0, miss_ttl_s: float = 2.0) -> None:
         self._store = store
-        self._ttl = ttl_s
-        self._miss_ttl = miss_ttl_s
-        self._cache: dict[str, tuple[float, Tenant | None]] = {}
-        self._loading: dict[str, asyncio.Task[Tenant | None]] = {}
+        self._cache: TTLCache[Tenant] = TTLCache(ttl_s, miss_ttl_s, max_entries=100_000)
 
     async def get(self, tenant_id: str) -> Tenant | None:
-        hit = self._cache.get(tenant_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        task = self._loading.get(tenant_id)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._load(tenant_id))
-            self._loading[tenant_id] = task
-            task.add_done_callback(lambda _: self._loading.pop(tenant_id, None))
-        return await asyncio.shield(task)
-
-    async def _load(self, tenant_id: str) -> Tenant | None:
-        tenant = await asyncio.to_thread(load_tenant, self._store, tenant_id)
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        ttl = self._ttl if tenant else self._miss_ttl
-        self._cache[tenant_id] = (time.monotonic() + ttl, tenant)
-        return tenant
+        return await self._cache.get(tenant_id, lambda: load_tenant(self._store, tenant_id))

@@ -6,8 +6,6 @@ state (who publishes since when, how many watch) is this edge's own, in memory.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import hmac
 import re
 import secrets
@@ -17,7 +15,9 @@ from typing import Literal
 
 import msgspec
 
+from analytics.cache import TTLCache
 from analytics.store import Store
+from analytics.tenants import hash_key
 
 Playback = Literal["public", "private"]
 STREAM_ID = re.compile(r"^st_[0-9a-f]{16}$")
@@ -37,14 +37,10 @@ class LiveState:
     viewers: set[str] = field(default_factory=set)
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def create_stream(store: Store, tenant_id: str, name: str, playback: str) -> tuple[Stream, str]:
     """A new stream and its publish token (returned once, stored as a hash)."""
     token = "pt_" + secrets.token_urlsafe(32)
-    stream = Stream("st_" + secrets.token_hex(8), tenant_id, name, playback, _hash(token))  # type: ignore[arg-type]
+    stream = Stream("st_" + secrets.token_hex(8), tenant_id, name, playback, hash_key(token))  # type: ignore[arg-type]
     store.command(
         "INSERT INTO streams (stream_id, tenant_id, name, publish_token_hash, playback, created_at, updated_at)"
         " VALUES ({s:String}, {t:String}, {n:String}, {h:String}, {p:String}, now64(6), now64(6))",
@@ -69,7 +65,7 @@ def list_streams(store: Store, tenant_id: str) -> list[Stream]:
 
 
 def token_matches(stream: Stream, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(_hash(token), stream.publish_token_hash)
+    return bool(token) and hmac.compare_digest(hash_key(token), stream.publish_token_hash)
 
 
 class LiveRegistry:
@@ -97,18 +93,9 @@ class StreamCache:
 
     def __init__(self, store: Store, ttl_s: float = 5.0) -> None:
         self._store = store
-        self._ttl = ttl_s
-        self._cache: dict[str, tuple[float, Stream | None]] = {}
+        self._cache: TTLCache[Stream] = TTLCache(ttl_s)
 
     async def get(self, stream_id: str) -> Stream | None:
         if not STREAM_ID.match(stream_id):
             return None
-        now = time.monotonic()
-        hit = self._cache.get(stream_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        stream = await asyncio.to_thread(get_stream, self._store, stream_id)
-        if len(self._cache) > 50_000:
-            self._cache.clear()
-        self._cache[stream_id] = (now + self._ttl, stream)
-        return stream
+        return await self._cache.get(stream_id, lambda: get_stream(self._store, stream_id))

@@ -8,6 +8,7 @@ from litestar import Request, Response, delete, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from analytics.auth import bearer
 from analytics.validation import BadInput
 from edge.streaming import registry, rtc
 from edge.streaming.publish import PublishSession
@@ -27,9 +28,7 @@ async def _stream_for_publisher(request: Request, state: State, stream_id: str) 
     stream = await state.edge.streams.get(stream_id)
     if stream is None:
         raise BadInput("not_found", f"no stream {stream_id!r}", "$.path.stream_id", status=404)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not registry.token_matches(stream, token.strip()):
+    if not registry.token_matches(stream, bearer(request)):
         raise BadInput("unauthorized", "a valid publish token is required (Authorization: Bearer)",
                        "$.headers.authorization", status=401)
     return stream

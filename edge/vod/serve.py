@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath
@@ -18,10 +16,7 @@ async def vod_file(request: Request, state: State, video_id: FromPath[str], name
     """A VOD playlist or segment; private videos need `?token=`."""
     if not videos.VIDEO_ID.match(video_id) or not media_files.FILE.match(name):
         raise media_files.not_found()
-    cache = state.edge.video_cache
-    hit, video = cache.cached(video_id)
-    if not hit:
-        video = await asyncio.to_thread(cache.get, video_id)
+    video = await state.edge.video_cache.get(video_id)
     if video is None or video.status != "ready":
         raise media_files.not_found("no such video, or not ready")
     token = request.query_params.get("token")

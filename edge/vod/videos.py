@@ -13,6 +13,7 @@ from typing import Literal
 
 import msgspec
 
+from analytics.cache import TTLCache
 from analytics.store import Store
 from edge.vod.package import Probe
 
@@ -120,25 +121,10 @@ class VideoCache:
 
     def __init__(self, store: Store, ttl_s: float = 5.0) -> None:
         self._store = store
-        self._ttl = ttl_s
-        self._cache: dict[str, tuple[float, Video | None]] = {}
+        self._cache: TTLCache[Video] = TTLCache(ttl_s)
 
-    def get(self, video_id: str) -> Video | None:
-        now = time.monotonic()
-        hit = self._cache.get(video_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        video = get(self._store, video_id)
-        if len(self._cache) > 50_000:
-            self._cache.clear()
-        self._cache[video_id] = (now + self._ttl, video)
-        return video
-
-    def cached(self, video_id: str) -> tuple[bool, Video | None]:
-        hit = self._cache.get(video_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return True, hit[1]
-        return False, None
+    async def get(self, video_id: str) -> Video | None:
+        return await self._cache.get(video_id, lambda: get(self._store, video_id))
 
     def forget(self, video_id: str) -> None:
-        self._cache.pop(video_id, None)
+        self._cache.forget(video_id)
