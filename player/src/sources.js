@@ -1,0 +1,120 @@
+// Getting pictures into the <video>: HLS (hls.js over MSE, or the browser's own HLS) and,
+// for live streams, WHEP over WebRTC for low latency, falling back to HLS when it fails.
+
+import Hls from "hls.js";
+
+/**
+ * Attach an HLS URL. hls.js wherever MSE exists (it also runs the ABR and reports
+ * renditions); native HLS only where MSE is missing (iPhone Safari), since some browsers
+ * answer "maybe" to canPlayType for HLS without really playing it.
+ * @returns {{destroy: () => void}}
+ */
+export function attachHls(video, url, { live, onRendition, onError }) {
+  if (Hls.isSupported()) {
+    const hls = new Hls({
+      lowLatencyMode: false,
+      liveSyncDurationCount: 3,
+      backBufferLength: live ? 30 : 90,
+    });
+    let recoveries = 0;
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => {
+      const level = hls.levels[data.level];
+      if (level) onRendition({ bitrateKbps: level.bitrate / 1000, width: level.width, height: level.height });
+    });
+    hls.on(Hls.Events.ERROR, (_, data) => {
+      let fatal = data.fatal;
+      if (fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR && recoveries < 2) {
+        recoveries += 1;
+        hls.recoverMediaError();
+        fatal = false;
+      }
+      onError({ code: `hls_${data.details}`, message: data.error ? String(data.error.message || data.error) : data.type, fatal });
+      if (fatal) hls.destroy();
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+    return { destroy: () => hls.destroy() };
+  }
+  if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = url;
+    const resize = () => onRendition({ bitrateKbps: 0, width: video.videoWidth, height: video.videoHeight });
+    video.addEventListener("resize", resize);
+    return {
+      destroy: () => {
+        video.removeEventListener("resize", resize);
+        video.removeAttribute("src");
+        video.load();
+      },
+    };
+  }
+  onError({ code: "hls_unsupported", message: "this browser plays neither MSE nor HLS", fatal: true });
+  return { destroy: () => {} };
+}
+
+function gathered(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState === "complete") resolve();
+    };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, timeoutMs);
+  });
+}
+
+function connected(pc, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("WebRTC did not connect in time")), timeoutMs);
+    const check = () => {
+      if (pc.connectionState === "connected") {
+        clearTimeout(timer);
+        resolve();
+      } else if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+        clearTimeout(timer);
+        reject(new Error(`WebRTC ${pc.connectionState}`));
+      }
+    };
+    pc.addEventListener("connectionstatechange", check);
+    check();
+  });
+}
+
+/**
+ * Play a live stream over WHEP (one offer, one answer; no trickle). Rejects if the edge
+ * refuses or the connection does not come up within `timeoutMs`, so the caller can fall
+ * back to HLS.
+ * @returns {Promise<{destroy: () => void}>}
+ */
+export async function attachWhep(video, url, { timeoutMs = 6_000 } = {}) {
+  if (typeof RTCPeerConnection !== "function") throw new Error("no WebRTC in this browser");
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  let location = null;
+  const destroy = () => {
+    pc.close();
+    if (location) fetch(location, { method: "DELETE", keepalive: true }).catch(() => {});
+    if (video.srcObject) video.srcObject = null;
+  };
+  try {
+    const stream = new MediaStream();
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.addEventListener("track", (e) => stream.addTrack(e.track));
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc, 2_000);
+    const res = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/sdp" },
+      body: pc.localDescription.sdp,
+    });
+    if (res.status !== 201) throw new Error(`WHEP answered ${res.status}`);
+    const loc = res.headers.get("location");
+    if (loc) location = new URL(loc, url).href;
+    await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+    video.srcObject = stream;
+    await connected(pc, timeoutMs);
+    return { destroy };
+  } catch (err) {
+    destroy();
+    throw err;
+  }
+}
