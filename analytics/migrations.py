@@ -35,9 +35,16 @@ def engine(kind: str, *args: str) -> str:
     return f"{kind}({', '.join(args)})"
 
 
+def _on_cluster() -> str:
+    return f" ON CLUSTER {_cluster()}" if _cluster() else ""
+
+
 def create_table(name: str, body: str, tail: str) -> str:
-    on_cluster = f" ON CLUSTER {_cluster()}" if _cluster() else ""
-    return f"CREATE TABLE IF NOT EXISTS {name}{on_cluster} (\n{body}\n) {tail}"
+    return f"CREATE TABLE IF NOT EXISTS {name}{_on_cluster()} (\n{body}\n) {tail}"
+
+
+def alter_table(name: str, clauses: str) -> str:
+    return f"ALTER TABLE {name}{_on_cluster()} {clauses}"
 
 
 def _v1() -> tuple[str, ...]:
@@ -215,11 +222,25 @@ def _v4() -> tuple[str, ...]:
     return (sessions,)
 
 
+def _v5() -> tuple[str, ...]:
+    # What the player's consent prompt shows: the tenant's own words and policy version
+    # (a new version asks every viewer again), and whether viewers are identified by email.
+    return (
+        alter_table(
+            "tenants",
+            "ADD COLUMN IF NOT EXISTS consent_text String DEFAULT '',"
+            " ADD COLUMN IF NOT EXISTS policy_version String DEFAULT '1',"
+            " ADD COLUMN IF NOT EXISTS identified_viewers Bool DEFAULT false",
+        ),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tenants, keys, consents, viewer events", _v1()),
     Migration(2, "streams", _v2()),
     Migration(3, "videos", _v3()),
     Migration(4, "session history", _v4()),
+    Migration(5, "tenants' consent prompt", _v5()),
 )
 
 

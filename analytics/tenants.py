@@ -31,6 +31,9 @@ class Tenant(msgspec.Struct, frozen=True):
     ip_mode: IpMode
     allowed_origins: tuple[str, ...] = ()
     drop_bots: bool = True
+    consent_text: str = ""
+    policy_version: str = "1"
+    identified_viewers: bool = False
 
     def origin_allowed(self, origin: str | None) -> bool:
         """No list means any origin (script embeds work out of the box); else exact match."""
@@ -54,6 +57,9 @@ def create_tenant(
     ip_mode: str = "truncated",
     allowed_origins: tuple[str, ...] = (),
     drop_bots: bool = True,
+    consent_text: str = "",
+    policy_version: str = "1",
+    identified_viewers: bool = False,
 ) -> tuple[Tenant, str]:
     """Create a tenant and its first admin key; the clear key is returned once, never stored."""
     if not name.strip():
@@ -64,6 +70,10 @@ def create_tenant(
         raise TenantError("retention_days must be between 1 and 3650")
     if ip_mode not in IP_MODES:
         raise TenantError(f"ip_mode must be one of {', '.join(IP_MODES)}")
+    if len(consent_text) > 2000:
+        raise TenantError("consent_text must be at most 2000 characters")
+    if not 1 <= len(policy_version) <= 64:
+        raise TenantError("policy_version must be 1-64 characters")
     tenant = Tenant(
         tenant_id="tn_" + secrets.token_hex(8),
         name=name.strip(),
@@ -72,11 +82,16 @@ def create_tenant(
         ip_mode=ip_mode,  # type: ignore[arg-type]
         allowed_origins=tuple(allowed_origins),
         drop_bots=drop_bots,
+        consent_text=consent_text,
+        policy_version=policy_version,
+        identified_viewers=identified_viewers,
     )
     store.command(
         "INSERT INTO tenants (tenant_id, name, region, retention_days, ip_mode, allowed_origins,"
-        " drop_bots, created_at, updated_at) VALUES ({id:String}, {name:String}, {region:String},"
-        " {days:UInt16}, {mode:String}, {origins:Array(String)}, {bots:Bool}, now64(6), now64(6))",
+        " drop_bots, consent_text, policy_version, identified_viewers, created_at, updated_at)"
+        " VALUES ({id:String}, {name:String}, {region:String}, {days:UInt16}, {mode:String},"
+        " {origins:Array(String)}, {bots:Bool}, {text:String}, {policy:String}, {identified:Bool},"
+        " now64(6), now64(6))",
         parameters={
             "id": tenant.tenant_id,
             "name": tenant.name,
@@ -85,6 +100,9 @@ def create_tenant(
             "mode": tenant.ip_mode,
             "origins": list(tenant.allowed_origins),
             "bots": tenant.drop_bots,
+            "text": tenant.consent_text,
+            "policy": tenant.policy_version,
+            "identified": tenant.identified_viewers,
         },
     )
     admin_key = "wk_" + secrets.token_urlsafe(32)
@@ -99,13 +117,14 @@ def create_tenant(
 def load_tenant(store: Store, tenant_id: str) -> Tenant | None:
     rows = store.rows(
         "SELECT tenant_id, name, region, retention_days, toString(ip_mode), allowed_origins,"
-        " drop_bots FROM tenants FINAL WHERE tenant_id = {id:String} AND NOT deleted",
+        " drop_bots, consent_text, policy_version, identified_viewers"
+        " FROM tenants FINAL WHERE tenant_id = {id:String} AND NOT deleted",
         parameters={"id": tenant_id},
     )
     if not rows:
         return None
-    tid, name, region, days, mode, origins, bots = rows[0]
-    return Tenant(tid, name, region, int(days), mode, tuple(origins), bool(bots))
+    tid, name, region, days, mode, origins, bots, text, policy, identified = rows[0]
+    return Tenant(tid, name, region, int(days), mode, tuple(origins), bool(bots), text, policy, bool(identified))
 
 
 def tenant_id_for_key(store: Store, key: str) -> str | None:

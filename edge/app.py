@@ -29,7 +29,9 @@ from analytics.store import Store, open_store
 from analytics.tenants import TenantDirectory
 from analytics.wire import Health
 from analytics.write_buffer import WriteBuffer
+from edge import demo as demo_setup
 from edge import http
+from edge.embed import routes as embed_routes
 from edge.sessions import SessionLog
 from edge.sessions import row as session_row
 from edge.settings import Settings
@@ -74,6 +76,7 @@ class Edge:
         self.video_cache: VideoCache | None = None
         self.packaging: asyncio.Semaphore | None = None
         self.playback_tokens = PlaybackTokens(load_secret(settings.data_dir, settings.secret_key))
+        self.demo: demo_setup.Demo | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -110,6 +113,7 @@ class Edge:
             self.metrics,
             s.trusted_proxies,
         )
+        self.demo = await demo_setup.ensure(self) if s.demo else demo_setup.load(s.data_dir)
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # GC's full collections, which otherwise pause the event loop for tens of ms.
         gc.freeze()
@@ -202,7 +206,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     return Litestar(
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
                         *whip.ROUTES, *whep.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
-                        *vod_api.ROUTES, *vod_upload.ROUTES],
+                        *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

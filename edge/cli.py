@@ -52,6 +52,9 @@ def _tenant_create(args: argparse.Namespace) -> int:
             ip_mode=args.ip_mode,
             allowed_origins=tuple(args.allowed_origin or ()),
             drop_bots=not args.keep_bots,
+            consent_text=args.consent_text,
+            policy_version=args.policy_version,
+            identified_viewers=args.identified_viewers,
         )
     except TenantError as exc:
         print(json.dumps({"error": "invalid_tenant", "detail": str(exc)}), file=sys.stderr)
@@ -79,6 +82,10 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--ip-mode", choices=IP_MODES, default="truncated")
     create.add_argument("--allowed-origin", action="append", help="repeat for each origin")
     create.add_argument("--keep-bots", action="store_true", help="store bot traffic (flagged)")
+    create.add_argument("--consent-text", default="", help="the player's consent prompt (default: the platform's)")
+    create.add_argument("--policy-version", default="1", help="privacy policy version viewers consent to")
+    create.add_argument("--identified-viewers", action="store_true",
+                        help="viewers may be identified by email (passed by the host page)")
     create.set_defaults(run=_tenant_create)
     return p
 

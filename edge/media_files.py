@@ -1,7 +1,7 @@
 """Serving HLS files (live and VOD) safely.
 
 File names are matched against the only names the packagers write (`index.m3u8`,
-`init.mp4`, `seg_NNNNN.m4s`) and ids against their own patterns, so no request can name a
+`init.mp4`, `seg_NNNNN.m4s`, `poster.jpg`) and ids against their own patterns, so no request can name a
 path outside the media directory: there is nothing to normalise or escape. Playlists are
 never cached when live; segments never change.
 """
@@ -16,8 +16,13 @@ from litestar import Response
 
 from analytics.validation import BadInput
 
-FILE = re.compile(r"^(index\.m3u8|init\.mp4|seg_\d{5,9}\.m4s)$")
-_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".mp4": "video/mp4", ".m4s": "video/iso.segment"}
+FILE = re.compile(r"^(index\.m3u8|init\.mp4|seg_\d{5,9}\.m4s|poster\.jpg)$")
+_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".mp4": "video/mp4",
+    ".m4s": "video/iso.segment",
+    ".jpg": "image/jpeg",
+}
 SEGMENT_CACHE = "public, max-age=86400, immutable"
 
 

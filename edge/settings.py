@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_PLAYER_DIR = Path(__file__).resolve().parent.parent / "player" / "dist"
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -39,6 +40,10 @@ class Settings(msgspec.Struct, kw_only=True):
     publish_silence_s: float = 10.0
     # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
     secret_key: str | None = None
+    # The built player (`npm run build` in player/), served under /player/.
+    player_dir: Path = DEFAULT_PLAYER_DIR
+    # Make the demo tenant and video at start if missing (`make run` sets WAVE_DEMO=1).
+    demo: bool = False
 
     @property
     def spool_dir(self) -> Path:
@@ -79,4 +84,6 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         publish_silence_s=float(env.get("WAVE_PUBLISH_SILENCE_S") or 10.0),
         ice_servers=_words(env.get("WAVE_ICE_SERVERS", "")),
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
+        player_dir=Path(env["WAVE_PLAYER_DIR"]).resolve() if env.get("WAVE_PLAYER_DIR") else DEFAULT_PLAYER_DIR,
+        demo=env.get("WAVE_DEMO", "") in ("1", "true", "yes"),
     )

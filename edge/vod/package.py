@@ -18,6 +18,7 @@ import av
 
 INIT = "init.mp4"
 VOD_PLAYLIST = "vod.m3u8"
+POSTER = "poster.jpg"
 _SEGMENT = re.compile(r"^seg_(\d+)\.m4s$")
 
 
@@ -80,6 +81,36 @@ def finalize(directory: Path) -> Probe:
     tmp = directory / (VOD_PLAYLIST + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, directory / VOD_PLAYLIST)
+    write_poster(init + parts[0].read_bytes(), directory / POSTER)
     probe.duration_s = round(sum(durations), 3)
     probe.size_bytes = sum(p.stat().st_size for p in [init_path, *parts])
     return probe
+
+
+def write_poster(media: bytes, path: Path, width: int = 640) -> bool:
+    """The player's poster frame: the first decodable picture as a JPEG at most `width` wide.
+
+    Best effort: a video without a decodable first frame still plays, just without poster.
+    """
+    try:
+        with av.open(io.BytesIO(media), "r") as container:
+            if not container.streams.video:
+                return False
+            frame = next(container.decode(container.streams.video[0]), None)
+        if frame is None:
+            return False
+        w = min(width, frame.width) // 2 * 2
+        h = max(2, round(frame.height * w / frame.width) // 2 * 2)
+        encoder = av.CodecContext.create("mjpeg", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = w, h, "yuvj420p"
+        encoder.time_base = frame.time_base or 1
+        encoder.options = {"q:v": "4"}
+        picture = frame.reformat(width=w, height=h, format="yuvj420p")
+        picture.pts = None
+        data = b"".join(bytes(p) for p in [*encoder.encode(picture), *encoder.encode(None)])
+    except (av.error.FFmpegError, StopIteration, ValueError):
+        return False
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return bool(data)

@@ -26,7 +26,7 @@ async def vod_file(request: Request, state: State, video_id: FromPath[str], name
     path = video_dir(state.edge.settings.media_dir, video.video_id) / file
     data = await media_files.read(path)
     tenant = await state.edge.tenants.get(video.tenant_id)
-    if tenant is not None:
+    if tenant is not None and file != package.POSTER:  # a poster is a page view, not a play
         state.edge.sessions.hls_request(tenant, video.video_id, state.edge.client_ip(request),
                                         request.headers.get("user-agent", ""), len(data))
     return media_files.respond(path, data, playlist_cache="public, max-age=60", token=token if private else None)

@@ -31,6 +31,21 @@ function el(tag, attrs = {}, text = "") {
   return node;
 }
 
+// Inline SVG icons: no icon font, no emoji (not every system has a font for them).
+const ICONS = {
+  play: "M8 5v14l11-7z",
+  pause: "M6 5h4v14H6zM14 5h4v14h-4z",
+  sound: "M3 9v6h4l5 5V4L7 9H3zm13.5 3A4.5 4.5 0 0 0 14 8v8a4.5 4.5 0 0 0 2.5-4z",
+  muted: "M3 9v6h4l5 5V4L7 9H3zm18.6 3-2.3-2.3-1.4 1.4 2.3 2.3-2.3 2.3 1.4 1.4 2.3-2.3 2.3 2.3 1.4-1.4-2.3-2.3 2.3-2.3-1.4-1.4z",
+  full: "M5 5h5v2H7v3H5zm9 0h5v5h-2V7h-3zM5 14h2v3h3v2H5zm12 0h2v5h-5v-2h3z",
+};
+
+function icon(button, name) {
+  if (button.dataset.icon === name) return;
+  button.dataset.icon = name;
+  button.innerHTML = `<svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false"><path fill="currentColor" d="${ICONS[name]}"/></svg>`;
+}
+
 function clock(seconds) {
   if (!Number.isFinite(seconds)) return "live";
   const s = Math.max(0, Math.floor(seconds));
@@ -94,13 +109,16 @@ export class WavePlayer extends HTMLElement {
     for (const track of Array.from(this.querySelectorAll("track"))) video.appendChild(track); // captions
     if (this.hasAttribute("muted")) video.muted = true;
     const bar = el("div", { class: "wave-controls" });
-    this.playButton = el("button", { type: "button", class: "wave-play", "aria-label": "Play" }, "▶");
+    this.playButton = el("button", { type: "button", class: "wave-play", "aria-label": "Play" });
     this.seek = el("input", { type: "range", class: "wave-seek", min: "0", max: "0", step: "0.1", value: "0", "aria-label": "Seek" });
     this.time = el("span", { class: "wave-time", "aria-live": "off" }, "0:00");
-    this.muteButton = el("button", { type: "button", class: "wave-mute", "aria-label": "Mute" }, "🔊");
+    this.muteButton = el("button", { type: "button", class: "wave-mute", "aria-label": "Mute" });
     this.ccButton = el("button", { type: "button", class: "wave-cc", "aria-label": "Captions", hidden: "" }, "CC");
     this.privacyButton = el("button", { type: "button", class: "wave-privacy", "data-consent": "settings", "aria-label": "Privacy choices" }, "Privacy");
-    this.fullButton = el("button", { type: "button", class: "wave-full", "aria-label": "Full screen" }, "⛶");
+    this.fullButton = el("button", { type: "button", class: "wave-full", "aria-label": "Full screen" });
+    icon(this.playButton, "play");
+    icon(this.muteButton, "sound");
+    icon(this.fullButton, "full");
     bar.append(this.playButton, this.seek, this.time, this.muteButton, this.ccButton, this.privacyButton, this.fullButton);
     this.message = el("div", { class: "wave-message", role: "alert", hidden: "" });
     this.panel = el("div", { class: "wave-consent", role: "dialog", "aria-label": "Privacy choice", hidden: "" });
@@ -122,9 +140,9 @@ export class WavePlayer extends HTMLElement {
     this.seek.addEventListener("input", () => { v.currentTime = Number(this.seek.value); });
     const paint = () => {
       const playing = !v.paused && !v.ended;
-      this.playButton.textContent = playing ? "❚❚" : "▶";
+      icon(this.playButton, playing ? "pause" : "play");
       this.playButton.setAttribute("aria-label", playing ? "Pause" : "Play");
-      this.muteButton.textContent = v.muted ? "🔇" : "🔊";
+      icon(this.muteButton, v.muted ? "muted" : "sound");
       this.muteButton.setAttribute("aria-label", v.muted ? "Unmute" : "Mute");
       const live = !Number.isFinite(v.duration);
       this.seek.hidden = live;
