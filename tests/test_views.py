@@ -1,0 +1,76 @@
+"""Per-view QoE fold (analytics.views) on hand-built event sequences, answers derived by hand."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from analytics import events, views
+from tests.conftest import stored_row
+
+
+def _store_view(store, tenant_id, view_id, timeline, video_id="vd_x"):
+    """timeline: (seconds after t0, type, extra fields) -> rows inserted directly."""
+    t0 = time.time() - 3600
+    rows = []
+    for offset, kind, *extra in timeline:
+        fields = extra[0] if extra else {}
+        rows.append(stored_row(tenant_id, viewer_id="viewer-1", view_id=view_id, video_id=video_id,
+                               type=kind, ts=round(t0 + offset, 3), event_id=str(uuid.uuid4()), **fields))
+    events.insert(store, events.encode_rows(rows))
+    return t0
+
+
+def _views(store, tenant_id):
+    return {v.view_id: v for v in views.per_view(store, tenant_id, time.time() - 7200, time.time())}
+
+
+def test_startup_rebuffer_and_playing_time(store, tenant):
+    # 1.2 s startup, 60 s of playing with a 3 s rebuffer in the middle: rebuffer % = 3/63.
+    timeline = [(0, "viewstart"), (1.2, "playing")]
+    timeline += [(1.2 + 10 * k, "heartbeat") for k in (1, 2, 3)]
+    timeline += [(31.2, "rebuffer_start"), (34.2, "rebuffer_end")]
+    timeline += [(34.2 + 10 * k, "heartbeat") for k in (1, 2)]
+    timeline += [(64.2, "ended")]
+    _store_view(store, tenant.tenant_id, "a", timeline)
+    v = _views(store, tenant.tenant_id)["a"]
+    assert v.startup_ms == 1200
+    assert v.playing_ms == 60_000
+    assert v.rebuffer_ms == 3_000 and v.rebuffers == 1
+    assert v.watch_ms == 63_000
+    assert v.started and not v.failed
+
+
+def test_pause_is_not_watch_time_and_a_paused_seek_is_not_either(store, tenant):
+    timeline = [
+        (0, "viewstart"), (0.5, "playing"), (10.5, "pause"),      # 10 s playing
+        (70.5, "seeking"), (70.7, "seeked"),                       # seek while paused
+        (130.5, "playing"), (135.5, "seeking"), (136.0, "seeked"),  # 5 s playing, seek while playing
+        (137.5, "playing"), (147.5, "viewend"),                     # 1.5 s seek stall, 10 s playing
+    ]
+    _store_view(store, tenant.tenant_id, "b", timeline)
+    v = _views(store, tenant.tenant_id)["b"]
+    assert v.playing_ms == 25_000
+    assert v.seeking_ms == 200 + 2_000  # paused seek: only seeking->seeked; playing seek: until playing
+    assert v.rebuffer_ms == 0 and v.rebuffers == 0
+
+
+def test_exit_before_start_failure_and_vanished_viewer(store, tenant):
+    _store_view(store, tenant.tenant_id, "exit", [(0, "viewstart"), (4, "viewend")])
+    _store_view(store, tenant.tenant_id, "fail", [(0, "viewstart"), (2, "error", {"fatal": True, "error_code": "x"})])
+    # A tab killed mid-play: the last heartbeat, then nothing for 10 minutes, then a stray event.
+    _store_view(store, tenant.tenant_id, "gone", [(0, "viewstart"), (1, "playing"), (11, "heartbeat"), (611, "heartbeat")])
+    got = _views(store, tenant.tenant_id)
+    assert not got["exit"].started and got["exit"].startup_ms is None and not got["exit"].failed
+    assert got["fail"].failed and not got["fail"].started
+    assert got["gone"].playing_ms == 10_000 + views.MAX_PLAYING_GAP_MS
+
+
+def test_views_of_other_tenants_and_videos_are_apart(store, tenant_factory):
+    a, _ = tenant_factory()
+    b, _ = tenant_factory()
+    _store_view(store, a.tenant_id, "same-view", [(0, "viewstart"), (1, "playing"), (5, "viewend")], "vd_1")
+    _store_view(store, b.tenant_id, "same-view", [(0, "viewstart"), (2, "playing"), (3, "viewend")], "vd_1")
+    assert _views(store, a.tenant_id)["same-view"].playing_ms == 4_000
+    assert _views(store, b.tenant_id)["same-view"].playing_ms == 1_000
+    assert views.per_view(store, a.tenant_id, time.time() - 7200, time.time(), video_id="vd_2") == []
