@@ -20,7 +20,7 @@ from analytics.validation import BadInput
 log = logging.getLogger("edge.http")
 
 # Paths the player calls from other origins (script embeds on clients' sites).
-PUBLIC_PREFIXES = ("/v1/collect", "/v1/consent", "/healthz", "/whep/", "/vod/", "/live/", "/player/")
+PUBLIC_PREFIXES = ("/v1/collect", "/v1/consent", "/v1/playback/", "/healthz", "/whep/", "/vod/", "/live/", "/player/")
 
 
 def error_response(status: int, error: str, detail: object = None, headers: dict[str, str] | None = None) -> Response:

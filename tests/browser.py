@@ -1,0 +1,63 @@
+"""Headless Debian Chromium driven by Playwright: never a downloaded browser.
+
+Flags: `--no-sandbox` (CI runs as root); the background-networking ones keep Chromium from
+calling Google at start (this machine has no route out); `WebRtcHideLocalIpsWithMdns` off
+so its ICE candidates are plain loopback addresses aiortc can reach, not `.local` names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+from playwright.async_api import async_playwright
+
+CHROMIUM = os.environ.get("WAVE_TEST_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@contextlib.asynccontextmanager
+async def chromium(screen=(1366, 768), viewport=(1000, 700)):
+    """A fresh browser and context; yields (context, console_errors)."""
+    if not Path(CHROMIUM).exists():
+        raise AssertionError(f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run does)")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = await browser.new_context(
+            screen={"width": screen[0], "height": screen[1]},
+            viewport={"width": viewport[0], "height": viewport[1]},
+        )
+        errors: list[str] = []
+
+        def watch(page):
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+
+        context.on("page", watch)
+        try:
+            yield context, errors
+        finally:
+            await browser.close()
+
+
+async def played(page, seconds: float, timeout: float = 30.0) -> float:
+    """Wait until the player's <video> has played past `seconds`; returns currentTime.
+
+    Polled with `evaluate` (DevTools, not page script): `wait_for_function` would need
+    `eval`, which the embed page's Content-Security-Policy rightly forbids.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        t = await page.evaluate("(() => { const v = document.querySelector('wave-player video'); return v ? v.currentTime : -1; })()")
+        if t > seconds:
+            return t
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the video did not play past {seconds} s (at {t})")
+        await asyncio.sleep(0.1)

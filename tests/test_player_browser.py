@@ -1,0 +1,184 @@
+"""The player in headless Chromium: it plays, and consent decides what is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+import time
+
+import pytest
+
+from analytics import views
+from edge.demo import write_demo_video
+from tests.browser import ARTIFACTS, chromium, played
+from tests.conftest import count_events, wait_for
+
+@pytest.fixture
+def video(server, tenant_factory, tmp_path):
+    """A tenant and a ready 12 s H.264/AAC video with a keyframe a second, uploaded for real."""
+    tenant, key = tenant_factory(consent_text="Measure playback quality?", policy_version="2026-11")
+    source = tmp_path / "clip.mp4"
+    write_demo_video(source, seconds=12)
+    with open(source, "rb") as fh:
+        r = server.http.post("/v1/videos", headers={"authorization": f"Bearer {key}"}, files={"file": ("clip.mp4", fh)})
+    assert r.status_code == 202, r.text
+    video_id = r.json()["video_id"]
+
+    def ready():
+        return server.http.get(f"/v1/videos/{video_id}", headers={"authorization": f"Bearer {key}"}).json()["status"] == "ready"
+
+    wait_for(ready, timeout=60, what="the upload to be packaged")
+    return tenant, video_id
+
+
+def _rows(store, tenant_id, columns="type, viewer_id, browser, os, screen_w, screen_h, player_w"):
+    return store.rows(f"SELECT {columns} FROM viewer_events WHERE tenant_id = {{t:String}} ORDER BY ts",
+                      parameters={"t": tenant_id})
+
+
+def _requests_to(log, path):
+    return [r for r in log if path in r]
+
+
+def test_accept_then_watch_stores_the_view_with_its_qoe(server, video, store):
+    tenant, video_id = video
+    requests: list[str] = []
+
+    async def scenario():
+        async with chromium(screen=(1366, 768), viewport=(1000, 700)) as (context, errors):
+            page = await context.new_page()
+            page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
+            await page.goto(f"{server.base_url}/embed/{video_id}")
+            prompt = page.locator('[data-consent="accept"]')
+            await prompt.wait_for()
+            text = await page.locator(".wave-consent-text").inner_text()
+            policy = await page.locator(".wave-consent-policy").inner_text()
+            assert not _requests_to(requests, "/v1/collect"), "nothing may be sent before the answer"
+            assert await page.evaluate("localStorage.length") == 0, "nothing stored before the answer"
+            await prompt.click()
+            await page.click(".wave-play")
+            t = await played(page, 6.0)
+            stored = await page.evaluate("JSON.parse(localStorage.getItem(Object.keys(localStorage)[0]))")
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "player-embed.png"))
+            await page.goto("about:blank")  # pagehide: viewend goes out by sendBeacon
+            await asyncio.sleep(0.5)
+            return t, stored, text, policy, errors
+
+    t, stored, text, policy, errors = asyncio.run(scenario())
+    assert text == "Measure playback quality?" and "2026-11" in policy
+    assert stored["policy_version"] == "2026-11"
+
+    wait_for(lambda: any(r[0] == "viewend" for r in _rows(store, tenant.tenant_id)), what="the viewend beacon")
+    rows = _rows(store, tenant.tenant_id)
+    types = [r[0] for r in rows]
+    assert types[0] == "viewstart" and "playing" in types and types[-1] == "viewend"
+    assert {r[1] for r in rows} == {stored["viewer_id"]}
+    assert {r[2] for r in rows} <= {"Chrome", "HeadlessChrome"}, rows[0]
+    assert {r[3] for r in rows} == {"Linux"}
+    assert {(r[4], r[5]) for r in rows} == {(1366, 768)}
+    assert {r[6] for r in rows} == {1000}
+    [view] = views.per_view(store, tenant.tenant_id, time.time() - 600, time.time() + 60)
+    assert view.started and view.startup_ms is not None and view.startup_ms > 0
+    # Watch time is what was played (the view ended at about the last currentTime seen).
+    assert abs(view.watch_ms / 1000 - t) < 1.5, (view, t)
+    assert not errors, errors
+
+
+def test_decline_sends_nothing_and_stores_nothing(server, video, store):
+    tenant, video_id = video
+    requests: list[str] = []
+
+    async def scenario():
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
+            await page.goto(f"{server.base_url}/embed/{video_id}")
+            await page.click('[data-consent="decline"]')
+            await page.click(".wave-play")
+            await played(page, 3.0)
+            storage = await page.evaluate("[localStorage.length, sessionStorage.length, document.cookie]")
+            cookies = await context.cookies()
+            await page.goto("about:blank")
+            await asyncio.sleep(1.0)
+            return storage, cookies, errors
+
+    storage, cookies, errors = asyncio.run(scenario())
+    assert storage == [0, 0, ""] and cookies == []
+    assert not _requests_to(requests, "/v1/consent") and not _requests_to(requests, "/v1/collect")
+    time.sleep(0.3)  # the edge flushes every 50 ms in tests: anything sent would be stored now
+    assert count_events(store, tenant.tenant_id) == 0
+    assert not errors, errors
+
+
+def test_withdraw_stops_beacons_and_forgets_the_viewer(server, video, store):
+    tenant, video_id = video
+    requests: list[tuple[float, str]] = []
+
+    async def scenario():
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            page.on("request", lambda r: requests.append((time.monotonic(), f"{r.method} {r.url}")))
+            await page.goto(f"{server.base_url}/embed/{video_id}")
+            await page.click('[data-consent="accept"]')
+            await page.click(".wave-play")
+            await played(page, 2.0)
+            await page.click('[data-consent="settings"]')
+            await page.click('[data-consent="withdraw"]')
+            for _ in range(50):
+                if await page.evaluate("localStorage.length") == 0:
+                    break
+                await asyncio.sleep(0.1)
+            storage = await page.evaluate("localStorage.length")
+            withdrawn_at = time.monotonic()
+            await played(page, 5.0)
+            await page.goto("about:blank")
+            await asyncio.sleep(1.0)
+            return storage, withdrawn_at, errors
+
+    storage, withdrawn_at, errors = asyncio.run(scenario())
+    assert storage == 0
+    withdraws = [t for t, r in requests if r.endswith("/v1/consent/withdraw")]
+    assert len(withdraws) == 1
+    assert not [r for t, r in requests if "/v1/collect" in r and t > withdraws[0]], "beacons after withdrawal"
+    time.sleep(0.3)
+    # Events queued before the withdrawal were dropped with it: the view never reached the edge.
+    assert count_events(store, tenant.tenant_id) == 0
+    assert not errors, errors
+
+
+def test_script_embed_on_another_site_with_the_hosts_consent(server, video, store, tmp_path):
+    """`<script src=.../player/wave-player.js>` + `<wave-player>` on a page of another origin,
+    whose own consent manager already asked: CORS, consent from the host, beacons."""
+    tenant, video_id = video
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text(f"""<!doctype html><html><head><meta charset="utf-8">
+<link rel="icon" href="data:,"><script src="{server.base_url}/player/wave-player.js"></script></head><body>
+<h1>A tenant's own site</h1>
+<wave-player video-id="{video_id}" consent="granted" viewer-id="host-viewer-7"></wave-player>
+</body></html>""")
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "site"), **kw)  # noqa: E731
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+
+    async def scenario():
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            await page.goto(f"http://127.0.0.1:{site.server_address[1]}/index.html")
+            assert await page.locator('[data-consent="accept"]').count() == 0, "the host already asked"
+            await page.click(".wave-play")
+            await played(page, 3.0)
+            storage = await page.evaluate("localStorage.length")
+            await page.goto("about:blank")
+            await asyncio.sleep(0.5)
+            return storage, errors
+
+    try:
+        storage, errors = asyncio.run(scenario())
+    finally:
+        site.shutdown()
+    assert storage == 0, "the host manages the viewer id: the player stores nothing"
+    wait_for(lambda: any(r[0] == "viewend" for r in _rows(store, tenant.tenant_id)), what="the viewend beacon")
+    assert {r[1] for r in _rows(store, tenant.tenant_id)} == {"host-viewer-7"}
+    assert not errors, errors
