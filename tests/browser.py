@@ -61,3 +61,11 @@ async def played(page, seconds: float, timeout: float = 30.0) -> float:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"the video did not play past {seconds} s (at {t})")
         await asyncio.sleep(0.1)
+
+
+async def advances(page, by: float, timeout: float = 30.0) -> float:
+    """Wait until the player's playhead has moved `by` seconds from where it first moved
+    (a live stream starts near its edge, not at 0); returns the distance covered."""
+    first = await played(page, 0.0, timeout)
+    await played(page, first + by, timeout)
+    return by
