@@ -10,9 +10,12 @@
    frame's number: latency = now - sent (what a player sees at best, before buffering).
 5. WHEP capacity: while publishing, steps of N viewers in another process
    (bench/whep_load.py: frames counted, not decoded) until the slowest drops under 29 fps.
-6. HLS serving: after the publish, `wrk` fetches one recorded segment from the edge and the
-   same file from nginx (both on loopback, same run), as requests/s and their ratio.
-   Needs `apt-get install nginx-light wrk` (not needed by the tests).
+6. HLS serving: after the publish, `wrk` fetches one recorded segment three ways in the same
+   run: from the edge's Python process directly; through the nginx front as deployed
+   (`wave-edge front-config`: public segments by sendfile from the link tree, each request
+   reported to the edge over the front-log socket); and from a bare nginx serving the same
+   file. The ratio is front / bare nginx; the Python-only ratio is reported beside it.
+   Needs `apt-get install nginx-light wrk` (the tests need nginx-light too, not wrk).
 
 Prints one JSON object.
 """
@@ -154,8 +157,12 @@ def wrk_rps(url: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def _nginx_binary() -> str | None:
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
 def nginx(root: Path, port: int, work: Path) -> subprocess.Popen | None:
-    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    binary = _nginx_binary()
     if not binary:
         return None
     conf = work / "nginx.conf"
@@ -165,6 +172,20 @@ events {{ worker_connections 1024; }}
 http {{ access_log off; sendfile on; server {{ listen 127.0.0.1:{port}; root {root}; }} }}
 """)
     proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(work)])
+    time.sleep(0.5)
+    return proc
+
+
+def front(env: dict, edge_port: int, port: int) -> subprocess.Popen | None:
+    """The nginx front exactly as `wave-edge front-config` writes it (one worker, as bare)."""
+    binary = _nginx_binary()
+    if not binary:
+        return None
+    out = subprocess.run([sys.executable, "-m", "edge.cli", "front-config", "--listen", f"127.0.0.1:{port}",
+                          "--edge", f"127.0.0.1:{edge_port}", "--workers", "1"],
+                         cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+    conf = json.loads(out)["nginx_conf"]
+    proc = subprocess.Popen([binary, "-c", conf, "-p", str(Path(conf).parent), "-g", "daemon off; user root;"])
     time.sleep(0.5)
     return proc
 
@@ -203,6 +224,11 @@ def main() -> None:
         video_id = videos[0]["video_id"]
         segment = sorted((work / "var" / "media" / "videos" / video_id).glob("seg_*.m4s"))[1].name
         edge_rps = wrk_rps(f"{base}/vod/{video_id}/{segment}")
+        front_proc = front(env, port, port + 2)
+        front_rps = wrk_rps(f"http://127.0.0.1:{port + 2}/vod/{video_id}/{segment}") if front_proc else None
+        if front_proc:
+            front_proc.terminate()
+            front_proc.wait()
         nginx_port = port + 1
         proc = nginx(work / "var" / "media", nginx_port, work)
         nginx_rps = wrk_rps(f"http://127.0.0.1:{nginx_port}/videos/{video_id}/{segment}") if proc else None
@@ -211,8 +237,9 @@ def main() -> None:
             proc.wait()
         result.update({
             "hls_segment_bytes": (work / "var" / "media" / "videos" / video_id / segment).stat().st_size,
-            "hls_edge_rps": edge_rps, "hls_nginx_rps": nginx_rps,
-            "hls_ratio": round(edge_rps / nginx_rps, 3) if edge_rps and nginx_rps else None,
+            "hls_front_rps": front_rps, "hls_python_rps": edge_rps, "hls_nginx_rps": nginx_rps,
+            "hls_ratio": round(front_rps / nginx_rps, 3) if front_rps and nginx_rps else None,
+            "hls_python_ratio": round(edge_rps / nginx_rps, 3) if edge_rps and nginx_rps else None,
             "resolution": f"{args.width}x{args.height}", "seconds": args.seconds,
         })
     finally:

@@ -32,6 +32,8 @@ from analytics.write_buffer import WriteBuffer
 from edge import demo as demo_setup
 from edge import http
 from edge.embed import routes as embed_routes
+from edge.front_log import FrontLog
+from edge.public_media import PublicLinks
 from edge.sessions import SessionLog
 from edge.sessions import row as session_row
 from edge.settings import Settings
@@ -44,7 +46,8 @@ from edge.streaming.tokens import PlaybackTokens, load_secret
 from edge.vod import api as vod_api
 from edge.vod import serve as vod_serve
 from edge.vod import upload as vod_upload
-from edge.vod.recordings import Recordings
+from edge.vod import videos
+from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
 
 log = logging.getLogger("edge")
@@ -77,6 +80,8 @@ class Edge:
         self.packaging: asyncio.Semaphore | None = None
         self.playback_tokens = PlaybackTokens(load_secret(settings.data_dir, settings.secret_key))
         self.demo: demo_setup.Demo | None = None
+        self.public_links = PublicLinks(settings.media_dir)
+        self.front_log = FrontLog(self, settings.front_log_path)
 
     async def start(self) -> None:
         s = self.settings
@@ -97,13 +102,15 @@ class Edge:
         self.tenants = TenantDirectory(self.store)
         self.auth = AdminAuth(self.store, self.tenants)
         self.streams = StreamCache(self.store)
-        self.recordings = Recordings(self.store, s.media_dir)
+        self.recordings = Recordings(self.store, s.media_dir, self.public_links)
         self.video_cache = VideoCache(self.store)
         self.packaging = asyncio.Semaphore(1)  # one upload packaged at a time
         self.sessions = SessionLog(self.store)
         self.sessions.start()
         await vod_upload.resume(self)
         await asyncio.to_thread(self.recordings.recover)
+        await asyncio.to_thread(self._sync_public_links)
+        await self.front_log.start()
         rtc.restrict_host_candidates(s.ice_hosts)
         self.collector = Collector(
             self.tenants,
@@ -119,10 +126,18 @@ class Edge:
         gc.freeze()
         log.info("edge ready (store %s)", "embedded chDB" if self.store.embedded else "ClickHouse server")
 
+    def _sync_public_links(self) -> None:
+        ready = videos.in_status(self.store, "ready")
+        media = self.settings.media_dir
+        self.public_links.sync_videos((v.video_id, video_dir(media, v.video_id)) for v in ready if v.playback == "public")
+
     async def new_pipeline(self, stream: Stream, audio: bool) -> LivePipeline:
         """A publish begins: its recording's row and directory, and the stream's encoder."""
         video, directory = await self.recordings.begin(stream)
         pipeline = LivePipeline(stream.stream_id, directory, audio=audio)
+        if stream.playback == "public":
+            directory.mkdir(parents=True, exist_ok=True)
+            self.public_links.link("live", stream.stream_id, directory)
         self.recording_of[pipeline] = video
         self.live_dirs[stream.stream_id] = directory
         return pipeline
@@ -165,6 +180,7 @@ class Edge:
             await self.end_viewer(viewer)
         for session in list(self.publishers.values()):
             await session.end("edge shutting down")
+        self.front_log.stop()
         if self.finishing:
             await asyncio.wait(self.finishing, timeout=30)
         if self.sessions is not None:

@@ -65,6 +65,16 @@ def _tenant_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _front_config(args: argparse.Namespace) -> int:
+    from edge import front_config
+
+    settings = from_env()
+    path = front_config.write(settings, listen=args.listen, edge=args.edge, workers=args.workers)
+    print(json.dumps({"nginx_conf": path, "run": f"nginx -c {path}",
+                      "edge_env": {"WAVE_TRUSTED_PROXIES": args.edge.rsplit(":", 1)[0] + "/32"}}))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wave-edge", description="Privacy-first streaming edge")
     sub = p.add_subparsers(dest="command", required=True)
@@ -87,6 +97,12 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--identified-viewers", action="store_true",
                         help="viewers may be identified by email (passed by the host page)")
     create.set_defaults(run=_tenant_create)
+
+    front = sub.add_parser("front-config", help="write the nginx front's configuration under $WAVE_DATA_DIR/run")
+    front.add_argument("--listen", default="0.0.0.0:80", help="where nginx listens")
+    front.add_argument("--edge", default="127.0.0.1:8080", help="where the edge listens")
+    front.add_argument("--workers", default="auto")
+    front.set_defaults(run=_front_config)
     return p
 
 

@@ -78,6 +78,7 @@ async def delete_video(request: Request, state: State, video_id: FromPath[str]) 
     video = await own_video(state, tenant, video_id)
     if video.status == "recording":
         raise BadInput("conflict", "the stream is still being recorded; stop the publish first", status=409)
+    state.edge.public_links.unlink("vod", video.video_id)  # the front stops serving it first
     await asyncio.to_thread(videos.delete, state.edge.store, video)
     state.edge.video_cache.forget(video.video_id)
     await asyncio.to_thread(shutil.rmtree, video_dir(state.edge.settings.media_dir, video.video_id), True)

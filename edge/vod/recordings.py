@@ -16,6 +16,7 @@ from pathlib import Path
 from analytics.store import Store
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.registry import Stream
+from edge.public_media import PublicLinks
 from edge.vod import package, videos
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,10 @@ def video_dir(media_dir: Path, video_id: str) -> Path:
 
 
 class Recordings:
-    def __init__(self, store: Store, media_dir: Path) -> None:
+    def __init__(self, store: Store, media_dir: Path, links: PublicLinks) -> None:
         self._store = store
         self._media_dir = media_dir
+        self._links = links
 
     async def begin(self, stream: Stream) -> tuple[videos.Video, Path]:
         video = videos.Video(
@@ -56,6 +58,8 @@ class Recordings:
         else:
             video.mark_ready(probe)
         videos.save(self._store, video)
+        if video.status == "ready" and video.playback == "public":
+            self._links.link("vod", video.video_id, video_dir(self._media_dir, video.video_id))
         return video
 
     def recover(self) -> list[videos.Video]:

@@ -46,12 +46,17 @@ async def upload_video(request: Request, state: State) -> UploadAccepted:
     if "file" not in fields:
         target.unlink(missing_ok=True)
         raise BadInput("invalid_field", "the form has no 'file' field", "$.form.file")
+    playback = fields.get("playback") or "public"
+    if playback not in ("public", "private"):
+        target.unlink(missing_ok=True)
+        raise BadInput("invalid_field", "playback must be 'public' or 'private'", "$.form.playback")
     video = videos.Video(
         video_id=video_id,
         tenant_id=tenant.tenant_id,
         title=(fields.get("title") or fields["file"] or "untitled")[:300],
         tags=[t.strip() for t in (fields.get("tags") or "").split(",") if t.strip()][:50],
         source="upload",
+        playback=playback,  # type: ignore[arg-type]
         status="processing",
     )
     await asyncio.to_thread(videos.save, edge.store, video)
@@ -152,6 +157,8 @@ async def _process(edge, video: videos.Video, source: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)  # deleted while it was being packaged
         return
     await asyncio.to_thread(videos.save, edge.store, video)
+    if video.status == "ready" and video.playback == "public":
+        edge.public_links.link("vod", video.video_id, directory)
 
 
 ROUTES = [upload_video]

@@ -82,7 +82,9 @@ export class WavePlayer extends HTMLElement {
     this.mediaId = this.getAttribute("video-id") || this.getAttribute("stream-id") || this.dataset.videoId || "";
     this.edge = (this.getAttribute("edge") || SCRIPT_ORIGIN).replace(/\/$/, "");
     this.build();
-    this.start().catch((err) => this.showMessage(`This video cannot be played: ${err.message}`));
+    // Controls exist before the config arrives: a click that early waits for it.
+    this.ready = this.start();
+    this.ready.catch((err) => this.showMessage(`This video cannot be played: ${err.message}`));
   }
 
   disconnectedCallback() {
@@ -186,12 +188,15 @@ export class WavePlayer extends HTMLElement {
 
   /** Play intent: the view starts now (startup time is measured from here). */
   play() {
-    if (this.tracker) this.tracker.loadIntent();
-    this.ensureSource()
+    this.ready
+      .then(() => {
+        this.tracker.loadIntent();
+        return this.ensureSource();
+      })
       .then(() => this.video.play())
       .catch((err) => {
-        if (err && err.name === "NotAllowedError") return; // autoplay refused: wait for a click
-        if (this.tracker) this.tracker.error({ code: "play_failed", message: err && err.message, fatal: false });
+        if (!this.tracker || (err && err.name === "NotAllowedError")) return; // no config, or autoplay refused
+        this.tracker.error({ code: "play_failed", message: err && err.message, fatal: false });
       });
   }
 
@@ -242,7 +247,7 @@ export class WavePlayer extends HTMLElement {
     this.setUpConsent();
     this.listenToVideo();
     if (!config.live) await this.ensureSource(); // VOD: first frame ready before the click
-    if (this.hasAttribute("autoplay")) this.play();
+    if (this.hasAttribute("autoplay")) setTimeout(() => this.play(), 0); // after `ready` settles
   }
 
   ensureSource() {

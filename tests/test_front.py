@@ -1,0 +1,112 @@
+"""The nginx front (`wave-edge front-config`): public segments from disk, the rest through
+the edge, and the segments nginx served itself still in the session history."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge import front_config
+from edge.demo import write_demo_video
+from tests.conftest import free_port, wait_for
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def _admin(key):
+    return {"authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def front(server_factory, tmp_path):
+    """An edge and an nginx front before it, configured by the edge's own command."""
+    if not Path(NGINX).exists():
+        raise AssertionError("nginx is missing: `apt-get install nginx-light` (.ci/run does)")
+    server = server_factory(front_log_socket=Path(f"/tmp/wave-front-{uuid.uuid4().hex[:8]}.sock"))
+    port = free_port()
+    conf = front_config.write(server.edge.settings, listen=f"127.0.0.1:{port}",
+                              edge=server.base_url.removeprefix("http://"), workers="1")
+    # As root, nginx's workers would run as `nobody`, who cannot read pytest's 0700 dirs.
+    proc = subprocess.Popen([NGINX, "-c", conf, "-p", str(Path(conf).parent), "-g", "daemon off; user root;"],
+                            stderr=subprocess.PIPE)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    wait_for(lambda: _up(client), timeout=10, what="nginx")
+    yield server, client
+    client.close()
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _up(client) -> bool:
+    try:
+        return client.get("/healthz").status_code == 200
+    except Exception:
+        return False
+
+
+def _upload(server, key, path, **form):
+    with open(path, "rb") as fh:
+        r = server.http.post("/v1/videos", headers=_admin(key), files={"file": (path.name, fh)}, data=form)
+    assert r.status_code == 202, r.text
+    video_id = r.json()["video_id"]
+    wait_for(lambda: server.http.get(f"/v1/videos/{video_id}", headers=_admin(key)).json()["status"] == "ready",
+             timeout=60, what="packaging")
+    return video_id
+
+
+def test_front_serves_public_segments_from_disk_and_passes_the_rest(front, tenant_factory, tmp_path, store):
+    server, client = front
+    _, key = tenant_factory()
+    source = tmp_path / "clip.mp4"
+    write_demo_video(source, seconds=4)
+    public = _upload(server, key, source)
+    private = _upload(server, key, source, playback="private")
+    media = server.edge.settings.media_dir / "videos"
+    ua = {"user-agent": f"front-test/{uuid.uuid4().hex[:6]}"}
+
+    playlist = client.get(f"/vod/{public}/index.m3u8", headers=ua)
+    assert playlist.status_code == 200 and "x-wave-front" not in playlist.headers  # the edge wrote it
+    assert playlist.headers["content-type"] == "application/vnd.apple.mpegurl"
+    names = ["init.mp4", *[line for line in playlist.text.splitlines() if line.startswith("seg_")]]
+    sent = 0
+    for name in names:
+        r = client.get(f"/vod/{public}/{name}", headers=ua)
+        assert r.status_code == 200 and r.headers["x-wave-front"] == "file", name
+        assert r.content == (media / public / name).read_bytes()
+        assert r.headers["content-type"] == ("video/mp4" if name.endswith(".mp4") else "video/iso.segment")
+        assert "immutable" in r.headers["cache-control"]
+        sent += len(r.content)
+
+    # Private media is never in the link tree: the edge checks its token.
+    denied = client.get(f"/vod/{private}/seg_00000.m4s")
+    assert denied.status_code == 403 and denied.json()["error"] == "forbidden"
+    token, _ = server.edge.playback_tokens.sign(private, 600)
+    allowed = client.get(f"/vod/{private}/seg_00000.m4s", params={"token": token})
+    assert allowed.status_code == 200 and "x-wave-front" not in allowed.headers
+    assert client.get("/vod/vd_0000000000000000/seg_00000.m4s").status_code == 404
+
+    # Segments nginx sent itself reached the session history over the front-log socket.
+    wait_for(lambda: any(r.bytes_sent >= sent for r in server.edge.sessions._hls.values() if r.media_id == public),
+             timeout=10, what="front log accounting")
+    server.stop()  # flushes open HLS sessions
+    rows = store.rows("SELECT bytes_sent FROM sessions WHERE media_id = {m:String} AND kind = 'hls'",
+                      parameters={"m": public})
+    assert len(rows) == 1 and rows[0][0] >= sent + len(playlist.content)
+
+
+def test_deleting_a_video_takes_it_off_the_front_at_once(front, tenant_factory, tmp_path):
+    server, client = front
+    _, key = tenant_factory()
+    source = tmp_path / "clip.mp4"
+    write_demo_video(source, seconds=3)
+    video_id = _upload(server, key, source)
+    assert client.get(f"/vod/{video_id}/init.mp4").headers.get("x-wave-front") == "file"
+    assert server.http.delete(f"/v1/videos/{video_id}", headers=_admin(key)).status_code == 200
+    assert client.get(f"/vod/{video_id}/init.mp4").status_code == 404
+    assert not (server.edge.settings.media_dir / "public" / "vod" / video_id).is_symlink()
