@@ -10,8 +10,8 @@
    frame's number: latency = now - sent (what a player sees at best, before buffering).
 5. WHEP capacity: while publishing, steps of N viewers in another process
    (bench/whep_load.py: frames counted, not decoded) until the slowest drops under 29 fps.
-6. HLS serving: after the publish, `wrk` fetches one recorded segment three ways in the same
-   run: from the edge's Python process directly; through the nginx front as deployed
+6. HLS serving: after the publish, `wrk` fetches one recorded segment three ways, in
+   alternation for three rounds (medians compared): from the edge's Python process directly; through the nginx front as deployed
    (`wave-edge front-config`: public segments by sendfile from the link tree, each request
    reported to the edge over the front-log socket); and from a bare nginx serving the same
    file. The ratio is front / bare nginx; the Python-only ratio is reported beside it.
@@ -149,10 +149,10 @@ async def run(base: str, stream: dict, seconds: float, width: int, height: int,
     }
 
 
-def wrk_rps(url: str) -> float | None:
+def wrk_rps(url: str, seconds: int = 8) -> float | None:
     if not shutil.which("wrk"):
         return None
-    out = subprocess.run(["wrk", "-t2", "-c32", "-d8s", url], capture_output=True, text=True).stdout
+    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", url], capture_output=True, text=True).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     return float(m.group(1)) if m else None
 
@@ -223,23 +223,33 @@ def main() -> None:
         videos = httpx.get(f"{base}/v1/videos", headers={"authorization": f"Bearer {key}"}).json()["videos"]
         video_id = videos[0]["video_id"]
         segment = sorted((work / "var" / "media" / "videos" / video_id).glob("seg_*.m4s"))[1].name
-        edge_rps = wrk_rps(f"{base}/vod/{video_id}/{segment}")
+        # The machine's speed drifts by 2x between runs of a few seconds: measure the three
+        # servers in alternation, three rounds, and compare medians.
         front_proc = front(env, port, port + 2)
-        front_rps = wrk_rps(f"http://127.0.0.1:{port + 2}/vod/{video_id}/{segment}") if front_proc else None
-        if front_proc:
-            front_proc.terminate()
-            front_proc.wait()
-        nginx_port = port + 1
-        proc = nginx(work / "var" / "media", nginx_port, work)
-        nginx_rps = wrk_rps(f"http://127.0.0.1:{nginx_port}/videos/{video_id}/{segment}") if proc else None
-        if proc:
-            proc.terminate()
-            proc.wait()
+        nginx_proc = nginx(work / "var" / "media", port + 1, work)
+        urls = {
+            "python": f"{base}/vod/{video_id}/{segment}",
+            "front": f"http://127.0.0.1:{port + 2}/vod/{video_id}/{segment}" if front_proc else None,
+            "nginx": f"http://127.0.0.1:{port + 1}/videos/{video_id}/{segment}" if nginx_proc else None,
+        }
+        rounds: dict[str, list[float]] = {name: [] for name in urls}
+        for _ in range(3):
+            for name, url in urls.items():
+                rps = wrk_rps(url, seconds=5) if url else None
+                if rps:
+                    rounds[name].append(rps)
+        for proc in (front_proc, nginx_proc):
+            if proc:
+                proc.terminate()
+                proc.wait()
+        edge_rps, front_rps, nginx_rps = (statistics.median(rounds[n]) if rounds[n] else None
+                                          for n in ("python", "front", "nginx"))
         result.update({
             "hls_segment_bytes": (work / "var" / "media" / "videos" / video_id / segment).stat().st_size,
             "hls_front_rps": front_rps, "hls_python_rps": edge_rps, "hls_nginx_rps": nginx_rps,
             "hls_ratio": round(front_rps / nginx_rps, 3) if front_rps and nginx_rps else None,
             "hls_python_ratio": round(edge_rps / nginx_rps, 3) if edge_rps and nginx_rps else None,
+            "hls_rounds_rps": {n: [round(x) for x in v] for n, v in rounds.items()},
             "resolution": f"{args.width}x{args.height}", "seconds": args.seconds,
         })
     finally:

@@ -110,7 +110,7 @@ class Edge:
         await vod_upload.resume(self)
         await asyncio.to_thread(self.recordings.recover)
         await asyncio.to_thread(self._sync_public_links)
-        await self.front_log.start()
+        self.front_log.start()
         rtc.restrict_host_candidates(s.ice_hosts)
         self.collector = Collector(
             self.tenants,
@@ -180,7 +180,7 @@ class Edge:
             await self.end_viewer(viewer)
         for session in list(self.publishers.values()):
             await session.end("edge shutting down")
-        self.front_log.stop()
+        await self.front_log.stop()
         if self.finishing:
             await asyncio.wait(self.finishing, timeout=30)
         if self.sessions is not None:

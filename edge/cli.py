@@ -71,7 +71,7 @@ def _front_config(args: argparse.Namespace) -> int:
     settings = from_env()
     path = front_config.write(settings, listen=args.listen, edge=args.edge, workers=args.workers)
     print(json.dumps({"nginx_conf": path, "run": f"nginx -c {path}",
-                      "edge_env": {"WAVE_TRUSTED_PROXIES": args.edge.rsplit(":", 1)[0] + "/32"}}))
+                      "edge_env": {"WAVE_TRUSTED_PROXIES": front_config.trusted_hint(args.edge)}}))
     return 0
 
 

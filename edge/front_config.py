@@ -3,11 +3,14 @@
 nginx serves what needs no decision (public media's `init.mp4` and segments, from the
 link tree `public_media` keeps) with `sendfile`, and passes everything else to the edge,
 which stays the only place that checks tokens, writes playlists, takes beacons and runs
-WebRTC. Requests nginx served itself are reported to the edge over a unix socket
-(`front_log`), so the session history stays complete without an access log file.
+WebRTC. Requests nginx served itself are handed to the edge in per-second files it
+consumes and deletes (`front_log`), so the session history stays complete without an
+access log.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from edge.settings import Settings
 
@@ -28,7 +31,10 @@ http {{
     types {{ video/mp4 mp4; video/iso.segment m4s; application/vnd.apple.mpegurl m3u8; }}
     default_type application/octet-stream;
     log_format wave_hls escape=json
-        '{{"uri":"$uri","bytes":$body_bytes_sent,"addr":"$remote_addr","ua":"$http_user_agent","status":$status}}';
+        '{{"uri":"$uri","bytes":$body_bytes_sent,"addr":"$remote_addr","at":$msec,"ua":"$http_user_agent","status":$status}}';
+    # One hand-off file per second for the edge (edge/front_log.py), which deletes it.
+    map $msec $wave_second {{ "~^(?<s>[0-9]+)\." $s; }}
+    open_log_file_cache max=16 inactive=5s valid=2s;
 
     upstream wave_edge {{
         server {edge};
@@ -46,7 +52,7 @@ http {{
             add_header Cache-Control "public, max-age=86400, immutable";
             add_header Access-Control-Allow-Origin "*";
             add_header X-Wave-Front "file";
-            access_log syslog:server=unix:{log_socket},nohostname,tag=wave wave_hls;
+            access_log {front_log}/$wave_second.jsonl wave_hls;
         }}
 
         location / {{
@@ -73,6 +79,19 @@ proxy_read_timeout 120s;
 """
 
 
+def trusted_hint(edge: str) -> str:
+    """What the edge's WAVE_TRUSTED_PROXIES should hold: the front's address. Known only
+    when the edge is on loopback (the front then connects from loopback too)."""
+    host = edge.rsplit(":", 1)[0].strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and address.is_loopback:
+        return f"{address}/{address.max_prefixlen}"
+    return "the front's address or network (CIDR)"
+
+
 def render(settings: Settings, *, listen: str, edge: str, workers: str = "auto") -> dict[str, str]:
     """The files of a front configuration: name -> content (`nginx.conf` includes the other)."""
     run = settings.data_dir / "run"
@@ -83,9 +102,9 @@ def render(settings: Settings, *, listen: str, edge: str, workers: str = "auto")
         listen=listen,
         edge=edge,
         media=settings.media_dir,
-        log_socket=settings.front_log_path,
+        front_log=settings.front_log_path,
         proxy_params=run / "front-proxy.conf",
-        trusted=edge.rsplit(":", 1)[0] + "/32",
+        trusted=trusted_hint(edge),
     )
     return {"nginx.conf": conf, "front-proxy.conf": PROXY_PARAMS}
 

@@ -75,13 +75,16 @@ class SessionLog:
         except StoreUnavailable as exc:
             log.warning("session history row not written: %s", exc)
 
-    def hls_request(self, tenant: Tenant, media_id: str, ip: str | None, user_agent: str, size: int) -> None:
+    def hls_request(self, tenant: Tenant, media_id: str, ip: str | None, user_agent: str, size: int,
+                    at: float | None = None) -> None:
+        """One request (or a front's sum of them, `at` the last one's time) for `media_id`."""
         key = (media_id, hashlib.sha256(f"{ip}|{user_agent}".encode()).hexdigest())
-        now = time.time()
+        now = time.time() if at is None else at
         run = self._hls.get(key)
         if run is None:
             run = self._hls[key] = _HlsRun(tenant, media_id, ip, user_agent, now, now)
-        run.last_seen = now
+        run.started = min(run.started, now)
+        run.last_seen = max(run.last_seen, now)
         run.bytes_sent += size
 
     def start(self) -> None:

@@ -44,8 +44,8 @@ class Settings(msgspec.Struct, kw_only=True):
     player_dir: Path = DEFAULT_PLAYER_DIR
     # Make the demo tenant and video at start if missing (`make run` sets WAVE_DEMO=1).
     demo: bool = False
-    # Where an nginx front reports the segments it served itself (see edge/front_log.py).
-    front_log_socket: Path | None = None
+    # Where an nginx front writes the segments it served itself (see edge/front_log.py).
+    front_log_dir: Path | None = None
 
     @property
     def spool_dir(self) -> Path:
@@ -57,7 +57,7 @@ class Settings(msgspec.Struct, kw_only=True):
 
     @property
     def front_log_path(self) -> Path:
-        return self.front_log_socket or self.data_dir / "run" / "front-log.sock"
+        return self.front_log_dir or self.data_dir / "run" / "front-log"
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:
@@ -92,5 +92,5 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
         player_dir=Path(env["WAVE_PLAYER_DIR"]).resolve() if env.get("WAVE_PLAYER_DIR") else DEFAULT_PLAYER_DIR,
         demo=env.get("WAVE_DEMO", "") in ("1", "true", "yes"),
-        front_log_socket=Path(env["WAVE_FRONT_LOG_SOCKET"]) if env.get("WAVE_FRONT_LOG_SOCKET") else None,
+        front_log_dir=Path(env["WAVE_FRONT_LOG_DIR"]).resolve() if env.get("WAVE_FRONT_LOG_DIR") else None,
     )

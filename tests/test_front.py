@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge import front_config
+from edge import front_config, front_log
 from edge.demo import write_demo_video
 from tests.conftest import free_port, wait_for
 
@@ -28,7 +28,7 @@ def front(server_factory, tmp_path):
     """An edge and an nginx front before it, configured by the edge's own command."""
     if not Path(NGINX).exists():
         raise AssertionError("nginx is missing: `apt-get install nginx-light` (.ci/run does)")
-    server = server_factory(front_log_socket=Path(f"/tmp/wave-front-{uuid.uuid4().hex[:8]}.sock"))
+    server = server_factory()
     port = free_port()
     conf = front_config.write(server.edge.settings, listen=f"127.0.0.1:{port}",
                               edge=server.base_url.removeprefix("http://"), workers="1")
@@ -86,15 +86,19 @@ def test_front_serves_public_segments_from_disk_and_passes_the_rest(front, tenan
     # Private media is never in the link tree: the edge checks its token.
     denied = client.get(f"/vod/{private}/seg_00000.m4s")
     assert denied.status_code == 403 and denied.json()["error"] == "forbidden"
-    token, _ = server.edge.playback_tokens.sign(private, 600)
+    minted = server.http.post(f"/v1/videos/{private}/playback-token", json={"ttl_s": 600}, headers=_admin(key))
+    assert minted.status_code == 201
+    token = minted.json()["token"]
     allowed = client.get(f"/vod/{private}/seg_00000.m4s", params={"token": token})
     assert allowed.status_code == 200 and "x-wave-front" not in allowed.headers
     assert client.get("/vod/vd_0000000000000000/seg_00000.m4s").status_code == 404
 
-    # Segments nginx sent itself reached the session history over the front-log socket.
+    # Segments nginx sent itself reached the session history through the front-log files,
+    # which the edge deleted once read.
     wait_for(lambda: any(r.bytes_sent >= sent for r in server.edge.sessions._hls.values() if r.media_id == public),
              timeout=10, what="front log accounting")
-    server.stop()  # flushes open HLS sessions
+    server.stop()  # flushes open HLS sessions and takes the front's last files
+    assert not list(server.edge.settings.front_log_path.glob("*.jsonl")), "hand-off files are deleted"
     rows = store.rows("SELECT bytes_sent FROM sessions WHERE media_id = {m:String} AND kind = 'hls'",
                       parameters={"m": public})
     assert len(rows) == 1 and rows[0][0] >= sent + len(playlist.content)
@@ -110,3 +114,20 @@ def test_deleting_a_video_takes_it_off_the_front_at_once(front, tenant_factory, 
     assert server.http.delete(f"/v1/videos/{video_id}", headers=_admin(key)).status_code == 200
     assert client.get(f"/vod/{video_id}/init.mp4").status_code == 404
     assert not (server.edge.settings.media_dir / "public" / "vod" / video_id).is_symlink()
+
+
+def test_front_log_files_are_summed_per_client_and_deleted(tmp_path):
+    now = 1_764_230_410
+    line = '{{"uri":"/vod/vd_00000000000000aa/{name}","bytes":{n},"addr":"203.0.113.9","at":{at},"ua":"UA","status":{st}}}'
+    (tmp_path / f"{now - 5}.jsonl").write_text("\n".join([
+        line.format(name="init.mp4", n=700, at=now - 5.2, st=200),
+        line.format(name="seg_00001.m4s", n=90_000, at=now - 4.1, st=200),
+        line.format(name="seg_00002.m4s", n=1, at=now - 4.0, st=404),  # not served: not counted
+        "not json at all",
+        '{"uri": "/etc/passwd", "bytes": 5, "addr": "x"}',  # not media: ignored
+    ]) + "\n")
+    (tmp_path / f"{now}.jsonl").write_text(line.format(name="init.mp4", n=1, at=now, st=200))  # still open
+    sums, bad = front_log.take_finished(tmp_path, now + 0.5)
+    assert sums == {("vod", "vd_00000000000000aa", "203.0.113.9", "UA"): (90_700, now - 4.1)}
+    assert bad == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{now}.jsonl"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from litestar import Request, delete, get, patch
+from litestar import Request, delete, get, patch, post
 from msgspec import UNSET
 from litestar.datastructures import State
 from litestar.params import FromPath
@@ -16,6 +16,7 @@ from litestar.params import FromPath
 from analytics import validation
 from analytics.tenants import Tenant
 from analytics.validation import BadInput
+from edge.streaming.wire import PlaybackToken, TokenRequest
 from edge.vod import videos
 from edge.vod.recordings import video_dir
 from edge.vod.wire import VideoInfo, VideoList, VideoPatch
@@ -84,4 +85,15 @@ async def delete_video(request: Request, state: State, video_id: FromPath[str]) 
     await asyncio.to_thread(shutil.rmtree, video_dir(state.edge.settings.media_dir, video.video_id), True)
 
 
-ROUTES = [list_videos, show_video, edit_video, delete_video]
+@post("/v1/videos/{video_id:str}/playback-token", status_code=201, request_max_body_size=4096)
+async def video_playback_token(request: Request, state: State, video_id: FromPath[str]) -> PlaybackToken:
+    """A signed, expiring token for a private video's playback URLs (`?token=`)."""
+    tenant = await state.edge.auth.tenant(request)
+    video = await own_video(state, tenant, video_id)
+    raw = await request.body()
+    body = validation.decode(raw, TokenRequest) if raw.strip() else TokenRequest()
+    token, expires = state.edge.playback_tokens.sign(video.video_id, body.ttl_s)
+    return PlaybackToken(token=token, expires_at=expires)
+
+
+ROUTES = [list_videos, show_video, edit_video, delete_video, video_playback_token]
