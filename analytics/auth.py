@@ -1,40 +1,35 @@
-"""Admin authentication: `Authorization: Bearer <admin_key>` decides the tenant.
+"""Admin authentication: the tenant's admin key decides the tenant.
 
-Every admin route calls `admin_tenant()`; there is no other way to learn which tenant a
-request acts for, so one tenant's key can never reach another tenant's data. The key's
-hash is looked up (constant-time by construction: no comparison of secrets happens in
-Python) and the answer cached for a couple of seconds so revocations take effect quickly.
+Two ways to present it: `Authorization: Bearer <admin_key>` (API clients), or the
+dashboard's session cookie, which the key is exchanged for once (`POST /admin/session`)
+so the key itself never sits in the browser's storage. The cookie is HttpOnly and
+SameSite=Strict (other sites' pages cannot make the browser send it), signed with the
+edge's secret, and names the *hash* of the key it came from: every request re-checks that
+this key is still valid, so revoking a key ends its dashboard sessions too.
+
+Every admin route calls `tenant()`; there is no other way to learn which tenant a request
+acts for, so one tenant's key can never reach another tenant's data. Keys are looked up
+by hash (no comparison of secrets in Python) and cached for a couple of seconds so
+revocations take effect quickly.
 """
 
 from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
 
 from litestar import Request
 
 from analytics.cache import TTLCache
 from analytics.store import Store
-from analytics.tenants import Tenant, TenantDirectory, hash_key, tenant_id_for_key
+from analytics.tenants import Tenant, TenantDirectory, hash_key, tenant_id_for_key_hash
 from analytics.validation import BadInput
 
 _CACHE_S = 2.0
-
-
-class AdminAuth:
-    def __init__(self, store: Store, tenants: TenantDirectory) -> None:
-        self._store = store
-        self._tenants = tenants
-        self._keys: TTLCache[str] = TTLCache(_CACHE_S, max_entries=10_000)
-
-    async def tenant(self, request: Request) -> Tenant:
-        key = bearer(request)
-        if key is None:
-            raise BadInput("unauthorized", "send the tenant's admin key as 'Authorization: Bearer <key>'",
-                           "$.headers.authorization", status=401)
-        # cached by hash: no clear key is kept in memory
-        tenant_id = await self._keys.get(hash_key(key), lambda: tenant_id_for_key(self._store, key))
-        tenant = await self._tenants.get(tenant_id) if tenant_id else None
-        if tenant is None:
-            raise BadInput("unauthorized", "unknown or revoked admin key", "$.headers.authorization", status=401)
-        return tenant
+COOKIE = "wave_admin"
+SESSION_S = 8 * 3600
 
 
 def bearer(request: Request) -> str | None:
@@ -44,3 +39,59 @@ def bearer(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token or len(token) > 512:
         return None
     return token
+
+
+class AdminAuth:
+    def __init__(self, store: Store, tenants: TenantDirectory, secret: bytes) -> None:
+        self._store = store
+        self._tenants = tenants
+        self._keys: TTLCache[str] = TTLCache(_CACHE_S, max_entries=10_000)
+        # A key of its own, so a session cookie can never pass for a playback token.
+        self._signing = hmac.new(secret, b"wave-edge admin session", hashlib.sha256).digest()
+
+    async def tenant(self, request: Request) -> Tenant:
+        key = bearer(request)
+        if key is not None:
+            tenant = await self._tenant_for_hash(hash_key(key))
+            if tenant is None:
+                raise BadInput("unauthorized", "unknown or revoked admin key", "$.headers.authorization", status=401)
+            return tenant
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            key_hash = self._verify(cookie)
+            tenant = await self._tenant_for_hash(key_hash) if key_hash else None
+            if tenant is None:
+                raise BadInput("unauthorized", "the dashboard session ended; sign in again", "$.cookies.wave_admin",
+                               status=401)
+            return tenant
+        raise BadInput("unauthorized", "send the tenant's admin key as 'Authorization: Bearer <key>'",
+                       "$.headers.authorization", status=401)
+
+    async def sign_in(self, key: str) -> tuple[Tenant, str]:
+        """Check a key and make the session cookie's value for it."""
+        key_hash = hash_key(key)
+        tenant = await self._tenant_for_hash(key_hash)
+        if tenant is None:
+            raise BadInput("unauthorized", "unknown or revoked admin key", "$.admin_key", status=401)
+        expires = int(time.time()) + SESSION_S
+        payload = f"{key_hash}.{expires}"
+        return tenant, f"{payload}.{self._mac(payload)}"
+
+    def _mac(self, payload: str) -> str:
+        digest = hmac.new(self._signing, payload.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def _verify(self, value: str) -> str | None:
+        """The key hash a valid, unexpired cookie names, else None."""
+        parts = value.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        key_hash, expires, mac = parts
+        if not hmac.compare_digest(mac, self._mac(f"{key_hash}.{expires}")) or int(expires) < time.time():
+            return None
+        return key_hash
+
+    async def _tenant_for_hash(self, key_hash: str) -> Tenant | None:
+        # cached by hash: no clear key is kept in memory
+        tenant_id = await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash))
+        return await self._tenants.get(tenant_id) if tenant_id else None

@@ -127,10 +127,10 @@ def load_tenant(store: Store, tenant_id: str) -> Tenant | None:
     return Tenant(tid, name, region, int(days), mode, tuple(origins), bool(bots), text, policy, bool(identified))
 
 
-def tenant_id_for_key(store: Store, key: str) -> str | None:
+def tenant_id_for_key_hash(store: Store, key_hash: str) -> str | None:
     rows = store.rows(
         "SELECT tenant_id FROM api_keys FINAL WHERE key_hash = {h:String} AND NOT revoked",
-        parameters={"h": hash_key(key)},
+        parameters={"h": key_hash},
     )
     return rows[0][0] if rows else None
 

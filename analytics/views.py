@@ -25,7 +25,8 @@ MAX_PLAYING_GAP_MS = 20_000
 MAX_SPAN_MS = 60 * 60 * 1000
 
 _STATES = """
-    SELECT view_id, viewer_id, video_id, type, fatal, ts,
+    SELECT tenant_id, view_id, viewer_id, video_id, type, fatal, ts,
+        country, region, city, os, browser, device, screen_w, screen_h, retention_days,
         anyLast(multiIf(
             type IN ('playing', 'heartbeat', 'rebuffer_end'), 'playing',
             type = 'rebuffer_start', 'rebuffering',
@@ -35,12 +36,11 @@ _STATES = """
             type IN ('pause', 'ended', 'viewend') OR (type = 'error' AND fatal), 'stopped',
             NULL)) OVER w AS carried,
         anyLast(multiIf(type IN ('playing', 'heartbeat', 'rebuffer_end'), 0, type = 'pause', 1, NULL)) OVER w AS paused,
-        dateDiff('millisecond', ts, leadInFrame(ts, 1, ts) OVER (PARTITION BY view_id ORDER BY ts
+        dateDiff('millisecond', ts, leadInFrame(ts, 1, ts) OVER (PARTITION BY tenant_id, view_id ORDER BY ts
             ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING)) AS gap
     FROM viewer_events
-    WHERE tenant_id = {tenant:String} AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}
-        {extra}
-    WINDOW w AS (PARTITION BY view_id ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+    WHERE {where}
+    WINDOW w AS (PARTITION BY tenant_id, view_id ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 """
 
 _SPANS = f"""
@@ -50,19 +50,47 @@ _SPANS = f"""
     FROM ({_STATES})
 """
 
-PER_VIEW_SQL = f"""
-    SELECT view_id, any(viewer_id), any(video_id),
+# One row per view, in the column order of the `views` table (but `folded_at`).
+FOLD_COLUMNS = (
+    "tenant_id", "day", "video_id", "view_id", "viewer_id", "started_at", "last_event_at", "startup_ms",
+    "playing_ms", "rebuffer_ms", "seeking_ms", "rebuffers", "played", "failed", "country", "region",
+    "city", "os", "browser", "device", "screen_w", "screen_h", "active_minutes", "retention_days",
+)
+FOLD_SQL = f"""
+    SELECT tenant_id,
+        toDate(min(ts)) AS day,
+        argMin(video_id, ts) AS video_id,
+        view_id,
+        argMin(viewer_id, ts) AS viewer_id,
+        min(ts) AS started_at,
+        max(ts) AS last_event_at,
         if(countIf(type = 'viewstart') > 0 AND countIf(type = 'playing') > 0,
-           dateDiff('millisecond', minIf(ts, type = 'viewstart'), minIf(ts, type = 'playing')), NULL) AS startup_ms,
-        sumIf(span, state = 'playing') AS playing_ms,
-        sumIf(span, state = 'rebuffering') AS rebuffer_ms,
-        sumIf(span, state = 'seeking') AS seeking_ms,
-        countIf(type = 'rebuffer_start') AS rebuffers,
-        countIf(type = 'playing') > 0 AS started,
-        max(type = 'error' AND fatal) AS failed
+           toUInt32(greatest(0, dateDiff('millisecond', minIf(ts, type = 'viewstart'), minIf(ts, type = 'playing')))),
+           NULL) AS startup_ms,
+        toUInt64(sumIf(span, state = 'playing')) AS playing_ms,
+        toUInt64(sumIf(span, state = 'rebuffering')) AS rebuffer_ms,
+        toUInt64(sumIf(span, state = 'seeking')) AS seeking_ms,
+        toUInt32(countIf(type = 'rebuffer_start')) AS rebuffers,
+        countIf(type = 'playing') > 0 AS played,
+        max(type = 'error' AND fatal) AS failed,
+        argMin(country, ts) AS country,
+        argMin(region, ts) AS region,
+        argMin(city, ts) AS city,
+        argMin(os, ts) AS os,
+        argMin(browser, ts) AS browser,
+        argMin(device, ts) AS device,
+        ifNull(argMinIf(screen_w, ts, screen_w IS NOT NULL), 0) AS screen_w,
+        ifNull(argMinIf(screen_h, ts, screen_h IS NOT NULL), 0) AS screen_h,
+        arraySort(groupUniqArray(toStartOfMinute(ts))) AS active_minutes,
+        max(retention_days) AS retention_days
     FROM ({_SPANS})
-    GROUP BY view_id
+    GROUP BY tenant_id, view_id
 """
+
+
+def fold_sql(where: str) -> str:
+    """The per-view fold over the beacons `where` selects (a condition on viewer_events)."""
+    return FOLD_SQL.replace("{where}", where)
 
 
 @dataclass(frozen=True)
@@ -85,10 +113,14 @@ class View:
 
 
 def per_view(store: Store, tenant_id: str, start: float, end: float, video_id: str | None = None) -> list[View]:
-    """Every view of a tenant with events in [start, end) (epoch seconds)."""
-    extra = "AND video_id = {video:String}" if video_id else ""
+    """Every view of a tenant with events in [start, end) (epoch seconds), folded from the
+    raw beacons at query time (the `views` rollup holds the same rows, precomputed)."""
+    where = "tenant_id = {tenant:String} AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}"
+    if video_id:
+        where += " AND video_id = {video:String}"
     rows = store.rows(
-        PER_VIEW_SQL.replace("{extra}", extra),
+        "SELECT view_id, viewer_id, video_id, startup_ms, playing_ms, rebuffer_ms, seeking_ms, rebuffers,"
+        f" played, failed FROM ({fold_sql(where)})",
         parameters={"tenant": tenant_id, "start": start, "end": end, "video": video_id or ""},
     )
     return [

@@ -100,3 +100,66 @@ class ErrorBody(Struct):
 
     error: str
     detail: ErrorDetail | str | None = None
+
+
+# ---- admin analytics (analytics/dashboard_api.py) ----------------------------------------
+
+
+class Summary(Struct):
+    """DESIGN.md §4 figures; ratios are null where their denominator is zero."""
+
+    views: int
+    unique_viewers: int
+    playing_time_s: float
+    watch_time_s: float
+    startup_time_ms_p50: int | None
+    startup_time_ms_p95: int | None
+    rebuffer_pct: float | None
+    rebuffer_frequency_per_min: float | None
+    playback_failure_pct: float | None
+    exits_before_start_pct: float | None
+
+
+class BreakdownRow(Summary):
+    value: str = ""
+
+
+class Breakdown(Struct):
+    dimension: str
+    rows: list[BreakdownRow]
+
+
+class SeriesPoint(Struct):
+    t: str
+    value: float | int | None
+
+
+class Series(Struct):
+    metric: str
+    interval: str
+    points: list[SeriesPoint]
+
+
+class MinuteViewers(Struct):
+    t: str
+    viewers: int
+
+
+class VideoViewers(Struct):
+    video_id: str
+    viewers: int
+
+
+class Realtime(Struct):
+    viewers_now: int
+    per_minute: list[MinuteViewers]
+    top_videos: list[VideoViewers]
+
+
+class SignIn(Struct, forbid_unknown_fields=True):
+    admin_key: Annotated[str, Meta(min_length=1, max_length=512)]
+
+
+class SignedIn(Struct):
+    tenant_id: str
+    name: str

@@ -17,6 +17,7 @@ from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 
 from analytics import api as analytics_api
+from analytics import dashboard_api
 from analytics import migrations
 from analytics.auth import AdminAuth
 from analytics.collector import Collector
@@ -24,6 +25,7 @@ from analytics.consent import ConsentLedger
 from analytics.enrichment.geo import GeoLocator
 from analytics.enrichment.ip import client_ip
 from analytics.metrics import Registry
+from analytics.rollup import ViewRollup
 from analytics.spool import Spool
 from analytics.store import Store, open_store
 from analytics.tenants import TenantDirectory
@@ -78,8 +80,10 @@ class Edge:
         self.sessions: SessionLog | None = None
         self.video_cache: VideoCache | None = None
         self.packaging: asyncio.Semaphore | None = None
-        self.playback_tokens = PlaybackTokens(load_secret(settings.data_dir, settings.secret_key))
+        self.secret = load_secret(settings.data_dir, settings.secret_key)
+        self.playback_tokens = PlaybackTokens(self.secret)
         self.demo: demo_setup.Demo | None = None
+        self.rollup: ViewRollup | None = None
         self.public_links = PublicLinks(settings.media_dir)
         self.front_log = FrontLog(self, settings.front_log_path)
 
@@ -100,7 +104,7 @@ class Edge:
         self.consents = ConsentLedger(self.store, s.consent_poll_s)
         self.consents.start()
         self.tenants = TenantDirectory(self.store)
-        self.auth = AdminAuth(self.store, self.tenants)
+        self.auth = AdminAuth(self.store, self.tenants, self.secret)
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir, self.public_links)
         self.video_cache = VideoCache(self.store)
@@ -111,6 +115,9 @@ class Edge:
         await asyncio.to_thread(self.recordings.recover)
         await asyncio.to_thread(self._sync_public_links)
         self.front_log.start()
+        self.rollup = ViewRollup(self.store, s.rollup_s)
+        if s.rollup_s > 0:
+            self.rollup.start()
         rtc.restrict_host_candidates(s.ice_hosts)
         self.collector = Collector(
             self.tenants,
@@ -181,6 +188,8 @@ class Edge:
         for session in list(self.publishers.values()):
             await session.end("edge shutting down")
         await self.front_log.stop()
+        if self.rollup is not None:
+            await self.rollup.stop()
         if self.finishing:
             await asyncio.wait(self.finishing, timeout=30)
         if self.sessions is not None:
@@ -222,7 +231,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     return Litestar(
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
                         *whip.ROUTES, *whep.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
-                        *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES],
+                        *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES, *dashboard_api.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

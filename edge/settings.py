@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, kw_only=True):
     player_dir: Path = DEFAULT_PLAYER_DIR
     # Make the demo tenant and video at start if missing (`make run` sets WAVE_DEMO=1).
     demo: bool = False
+    # How often beacons are folded into the per-view rollup the dashboards read; 0: never
+    # (another edge does it).
+    rollup_s: float = 10.0
     # Where an nginx front writes the segments it served itself (see edge/front_log.py).
     front_log_dir: Path | None = None
 
@@ -92,5 +95,6 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
         player_dir=Path(env["WAVE_PLAYER_DIR"]).resolve() if env.get("WAVE_PLAYER_DIR") else DEFAULT_PLAYER_DIR,
         demo=env.get("WAVE_DEMO", "") in ("1", "true", "yes"),
+        rollup_s=float(env.get("WAVE_ROLLUP_S") or 10.0),
         front_log_dir=Path(env["WAVE_FRONT_LOG_DIR"]).resolve() if env.get("WAVE_FRONT_LOG_DIR") else None,
     )

@@ -25,6 +25,8 @@ REGISTRY: tuple[PersonalTable, ...] = (
     PersonalTable("viewer_events", ("viewer_id", "email", "ip"), "viewer_events"),
     PersonalTable("consents", ("viewer_id", "email", "ip"), "consents"),
     PersonalTable("sessions", ("ip",), "sessions"),
+    # The per-view rollup (analytics/rollup.py): a viewer's views, by viewer id.
+    PersonalTable("views", ("viewer_id",), "viewer_events"),
 )
 
 

@@ -156,6 +156,21 @@ def stored_row(tenant_id: str, **fields) -> tuple:
     return tuple(values.get(column) for column in events.COLUMNS)
 
 
+def store_view(store: Store, tenant_id: str, view_id: str, timeline, video_id: str = "vd_x",
+               t0: float | None = None, **common) -> float:
+    """Insert one view's beacons directly. timeline: (seconds after t0, type[, fields])."""
+    from analytics import events
+
+    t0 = time.time() - 3600 if t0 is None else t0
+    rows = []
+    for offset, kind, *extra in timeline:
+        fields = {"viewer_id": "viewer-1", **common, **(extra[0] if extra else {})}
+        rows.append(stored_row(tenant_id, view_id=view_id, video_id=video_id, type=kind,
+                               ts=round(t0 + offset, 3), event_id=str(uuid.uuid4()), **fields))
+    events.insert(store, events.encode_rows(rows))
+    return t0
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

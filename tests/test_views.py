@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import time
-import uuid
 
-from analytics import events, views
-from tests.conftest import stored_row
-
-
-def _store_view(store, tenant_id, view_id, timeline, video_id="vd_x"):
-    """timeline: (seconds after t0, type, extra fields) -> rows inserted directly."""
-    t0 = time.time() - 3600
-    rows = []
-    for offset, kind, *extra in timeline:
-        fields = extra[0] if extra else {}
-        rows.append(stored_row(tenant_id, viewer_id="viewer-1", view_id=view_id, video_id=video_id,
-                               type=kind, ts=round(t0 + offset, 3), event_id=str(uuid.uuid4()), **fields))
-    events.insert(store, events.encode_rows(rows))
-    return t0
+from analytics import views
+from tests.conftest import store_view as _store_view
 
 
 def _views(store, tenant_id):

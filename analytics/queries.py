@@ -1,0 +1,199 @@
+"""The dashboard's figures, from the `views` rollup (DESIGN.md §4 definitions).
+
+Every query is scoped by tenant first (the rollup's ORDER BY starts with it) and by the
+views' start time (`day` prunes partitions and granules; a view belongs to the period it
+started in, as Mux and Conviva count them). Aggregates are summed in SQL; the ratios are
+derived from them in one place, `figures`, so summary, breakdown rows and series points
+mean exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from analytics.store import Store
+
+SUMMARY_FIELDS = (
+    "views", "unique_viewers", "playing_time_s", "watch_time_s", "startup_time_ms_p50",
+    "startup_time_ms_p95", "rebuffer_pct", "rebuffer_frequency_per_min", "playback_failure_pct",
+    "exits_before_start_pct",
+)
+METRICS = (*SUMMARY_FIELDS, "concurrent_viewers")
+INTERVALS = {"minute": 60, "hour": 3600, "day": 86400}
+# Most points a series may have: minutes over 2 days, hours over 100 days, days over 400.
+MAX_POINTS = 4000
+
+_SCREEN = (
+    "multiIf(greatest(screen_w, screen_h) = 0, 'unknown',"
+    " greatest(screen_w, screen_h) < 1024, '<1024',"
+    " greatest(screen_w, screen_h) < 1366, '1024-1365',"
+    " greatest(screen_w, screen_h) < 1920, '1366-1919',"
+    " greatest(screen_w, screen_h) < 2560, '1920-2559',"
+    " greatest(screen_w, screen_h) < 3840, '2560-3839', '3840+')"
+)
+DIMENSIONS = {
+    "country": "if(country = '', 'unknown', country)",
+    "region": "if(region = '', 'unknown', concat(country, ': ', region))",
+    "city": "if(city = '', 'unknown', concat(country, ': ', city))",
+    "os": "if(os = '', 'unknown', os)",
+    "browser": "if(browser = '', 'unknown', browser)",
+    "device": "if(device = '', 'unknown', device)",
+    "screen": _SCREEN,
+    "video": "video_id",
+}
+
+# The sums every figure is derived from, in this order.
+_AGGREGATES = """
+    count() AS n_views,
+    uniqExact(viewer_id) AS n_viewers,
+    sum(playing_ms) AS s_playing,
+    sum(playing_ms + rebuffer_ms + seeking_ms) AS s_watch,
+    sum(rebuffer_ms) AS s_rebuffer,
+    sum(rebuffers) AS n_rebuffers,
+    countIf(failed) AS n_failed,
+    countIf(NOT played AND NOT failed) AS n_exits,
+    count(startup_ms) AS n_startups,
+    quantileExactIf(0.5)(startup_ms, startup_ms IS NOT NULL) AS startup_p50,
+    quantileExactIf(0.95)(startup_ms, startup_ms IS NOT NULL) AS startup_p95
+"""
+_N_AGGREGATES = 11
+
+
+@dataclass(frozen=True)
+class Scope:
+    tenant_id: str
+    start: float  # epoch seconds, inclusive
+    end: float  # exclusive
+    video_id: str | None = None
+
+    def where(self) -> str:
+        clause = (
+            "tenant_id = {tenant:String} AND day >= toDate({start:DateTime64(3)}) AND day <= toDate({end:DateTime64(3)})"
+            " AND started_at >= {start:DateTime64(3)} AND started_at < {end:DateTime64(3)}"
+        )
+        if self.video_id:
+            clause += " AND video_id = {video:String}"
+        return clause
+
+    def parameters(self) -> dict:
+        return {"tenant": self.tenant_id, "start": self.start, "end": self.end, "video": self.video_id or ""}
+
+
+def _pct(part: float, whole: float) -> float | None:
+    return round(100.0 * part / whole, 3) if whole else None
+
+
+def figures(row) -> dict:
+    """The contract's summary fields from one row of `_AGGREGATES`."""
+    views, uniques, playing, watch, rebuffer, rebuffers, failed, exits, startups, p50, p95 = row
+    return {
+        "views": int(views),
+        "unique_viewers": int(uniques),
+        "playing_time_s": round(playing / 1000, 3),
+        "watch_time_s": round(watch / 1000, 3),
+        "startup_time_ms_p50": int(p50) if startups else None,
+        "startup_time_ms_p95": int(p95) if startups else None,
+        "rebuffer_pct": _pct(rebuffer, watch),
+        "rebuffer_frequency_per_min": round(rebuffers / (watch / 60_000), 3) if watch else None,
+        "playback_failure_pct": _pct(failed, views),
+        "exits_before_start_pct": _pct(exits, views),
+    }
+
+
+def summary(store: Store, scope: Scope) -> dict:
+    rows = store.rows(f"SELECT {_AGGREGATES} FROM views FINAL WHERE {scope.where()}", scope.parameters())
+    return figures(rows[0])
+
+
+def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20) -> list[dict]:
+    """Rows by `dimension`, most views first; past `limit`, one "other" row for the rest."""
+    expr = DIMENSIONS[dimension]
+    sql = (
+        f"SELECT {expr} AS value, {_AGGREGATES} FROM views FINAL WHERE {scope.where()}"
+        " GROUP BY value ORDER BY n_views DESC, value LIMIT {limit:UInt32}"
+    )
+    top = store.rows(sql, {**scope.parameters(), "limit": limit + 1})
+    rows = [{"value": str(r[0]), **figures(r[1:])} for r in top[:limit]]
+    if len(top) > limit:
+        other = store.rows(
+            f"SELECT {_AGGREGATES} FROM views FINAL WHERE {scope.where()} AND {expr} NOT IN {{top:Array(String)}}",
+            {**scope.parameters(), "top": [r["value"] for r in rows]},
+        )
+        rows.append({"value": "other", **figures(other[0])})
+    return rows
+
+
+def _buckets(scope: Scope, step: int) -> list[int]:
+    first = int(scope.start) // step * step
+    return list(range(first, int(math.ceil(scope.end)), step))
+
+
+def points(scope: Scope, interval: str) -> int:
+    step = INTERVALS[interval]
+    return len(_buckets(scope, step))
+
+
+def timeseries(store: Store, scope: Scope, metric: str, interval: str) -> list[dict]:
+    """`metric` per `interval` bucket, every bucket present (None or 0 where no views)."""
+    step = INTERVALS[interval]
+    buckets = _buckets(scope, step)
+    if metric == "concurrent_viewers":
+        values = _concurrent(store, scope, step)
+        return [{"t": _iso(t), "value": values.get(t, 0)} for t in buckets]
+    rows = store.rows(
+        f"SELECT intDiv(toUInt32(toUnixTimestamp(started_at)), {step}) * {step} AS t, {_AGGREGATES}"
+        f" FROM views FINAL WHERE {scope.where()} GROUP BY t",
+        scope.parameters(),
+    )
+    by_t = {int(r[0]): figures(r[1:])[metric] for r in rows}
+    empty = figures((0,) * _N_AGGREGATES)[metric]
+    return [{"t": _iso(t), "value": by_t.get(t, empty)} for t in buckets]
+
+
+def _concurrent(store: Store, scope: Scope, step: int) -> dict[int, int]:
+    """Views active (any event) in each minute; per hour or day, the peak minute."""
+    where = (
+        "tenant_id = {tenant:String} AND day >= toDate({start:DateTime64(3)}) - 1 AND day <= toDate({end:DateTime64(3)})"
+        " AND last_event_at >= {start:DateTime64(3)} AND started_at < {end:DateTime64(3)}"
+    )
+    if scope.video_id:
+        where += " AND video_id = {video:String}"
+    rows = store.rows(
+        "SELECT intDiv(m, {step:UInt32}) * {step:UInt32} AS t, max(n) FROM ("
+        "  SELECT toUInt32(arrayJoin(active_minutes)) AS m, count() AS n FROM views FINAL"
+        f"  WHERE {where} GROUP BY m"
+        "  HAVING m >= toUnixTimestamp({start:DateTime64(3)}) AND m < toUnixTimestamp({end:DateTime64(3)})"
+        ") GROUP BY t",
+        {**scope.parameters(), "step": step},
+    )
+    return {int(t): int(n) for t, n in rows}
+
+
+def realtime(store: Store, tenant_id: str, now: float | None = None) -> dict:
+    """The last five minutes from the raw beacons (the rollup lags by a pass): viewers per
+    minute, viewers in the current minute, and the videos they watch."""
+    now = time.time() if now is None else now
+    start = (int(now) // 60 - 4) * 60
+    params = {"tenant": tenant_id, "start": float(start), "now": now}
+    where = ("tenant_id = {tenant:String} AND toDate(ts) >= toDate({start:DateTime64(3)})"
+             " AND ts >= {start:DateTime64(3)} AND ts <= {now:DateTime64(3)}")
+    per_minute = dict(store.rows(
+        f"SELECT toUInt32(toUnixTimestamp(toStartOfMinute(ts))) AS m, uniqExact(view_id) FROM viewer_events"
+        f" WHERE {where} GROUP BY m", params))
+    current = int(now) // 60 * 60
+    top = store.rows(
+        f"SELECT video_id, uniqExact(view_id) AS n FROM viewer_events WHERE {where}"
+        " AND ts >= {current:DateTime64(3)} GROUP BY video_id ORDER BY n DESC, video_id LIMIT 10",
+        {**params, "current": float(current)})
+    return {
+        "viewers_now": int(per_minute.get(current, 0)),
+        "per_minute": [{"t": _iso(m), "viewers": int(per_minute.get(m, 0))} for m in range(start, current + 60, 60)],
+        "top_videos": [{"video_id": v, "viewers": int(n)} for v, n in top],
+    }
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
