@@ -25,7 +25,7 @@ player/node_modules/.installed: player/package.json player/package-lock.json
 	cd player && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(PLAYER): player/node_modules/.installed player/build.mjs $(wildcard player/src/*.js)
+$(PLAYER): player/node_modules/.installed player/build.mjs $(wildcard player/src/*.js player/src/*/*.js)
 	cd player && node build.mjs
 
 run: setup

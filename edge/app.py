@@ -17,7 +17,7 @@ from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 
 from analytics import api as analytics_api
-from analytics import dashboard_api
+from analytics import dashboard, dashboard_api
 from analytics import migrations
 from analytics.auth import AdminAuth
 from analytics.collector import Collector
@@ -231,7 +231,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     return Litestar(
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
                         *whip.ROUTES, *whep.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
-                        *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES, *dashboard_api.ROUTES],
+                        *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES, *dashboard_api.ROUTES,
+                        *dashboard.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

@@ -1,9 +1,8 @@
-// Bundles the player into dist/ (one IIFE script, served by the edge under /player/).
+// Bundles the player and the admin dashboard into dist/ (IIFE scripts the edge serves
+// under /player/).
 import { build } from "esbuild";
 
-await build({
-  entryPoints: ["src/index.js"],
-  outfile: "dist/wave-player.js",
+const common = {
   bundle: true,
   format: "iife",
   target: ["es2020"],
@@ -11,4 +10,9 @@ await build({
   sourcemap: true,
   legalComments: "linked",
   logLevel: "warning",
-});
+};
+
+await Promise.all([
+  build({ ...common, entryPoints: ["src/index.js"], outfile: "dist/wave-player.js" }),
+  build({ ...common, entryPoints: ["src/dashboard/index.js"], outfile: "dist/dashboard.js" }),
+]);
