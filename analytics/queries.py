@@ -103,27 +103,52 @@ def figures(row) -> dict:
     }
 
 
-def summary(store: Store, scope: Scope) -> dict:
-    rows = store.rows(f"SELECT {_AGGREGATES} FROM views FINAL WHERE {scope.where()}", scope.parameters())
+ROLLUP = "views FINAL"
+# A view's versions share a partition (its day is in the partition and the sort key), so
+# FINAL need not merge across partitions, which lets it run partition by partition.
+SETTINGS = "SETTINGS do_not_merge_across_partitions_select_final = 1"
+
+
+def summary(store: Store, scope: Scope, source: str = ROLLUP) -> dict:
+    """`source` is the rollup; the benchmark passes the raw fold to check both agree."""
+    rows = store.rows(f"SELECT {_AGGREGATES} FROM {source} WHERE {scope.where()} {SETTINGS}", scope.parameters())
     return figures(rows[0])
 
 
-def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20) -> list[dict]:
-    """Rows by `dimension`, most views first; past `limit`, one "other" row for the rest."""
+def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20, source: str = ROLLUP) -> list[dict]:
+    """Rows by `dimension`, most views first; past `limit`, one "other" row for the rest.
+
+    One pass: each value's aggregates are kept as states (uniqExact and the quantiles are
+    not additive), ranked, and the states past the limit merged into "other".
+    """
     expr = DIMENSIONS[dimension]
-    sql = (
-        f"SELECT {expr} AS value, {_AGGREGATES} FROM views FINAL WHERE {scope.where()}"
-        " GROUP BY value ORDER BY n_views DESC, value LIMIT {limit:UInt32}"
-    )
-    top = store.rows(sql, {**scope.parameters(), "limit": limit + 1})
-    rows = [{"value": str(r[0]), **figures(r[1:])} for r in top[:limit]]
-    if len(top) > limit:
-        other = store.rows(
-            f"SELECT {_AGGREGATES} FROM views FINAL WHERE {scope.where()} AND {expr} NOT IN {{top:Array(String)}}",
-            {**scope.parameters(), "top": [r["value"] for r in rows]},
+    sql = f"""
+        SELECT if(rank <= {{limit:UInt32}}, value, 'other') AS bucket,
+            sum(n_views), uniqExactMerge(s_viewers), sum(s_playing), sum(s_watch), sum(s_rebuffer),
+            sum(n_rebuffers), sum(n_failed), sum(n_exits), sum(n_startups),
+            quantileExactMerge(0.5)(s_p50), quantileExactMerge(0.95)(s_p95), min(rank) AS first
+        FROM (
+            SELECT {expr} AS value,
+                count() AS n_views,
+                uniqExactState(viewer_id) AS s_viewers,
+                sum(playing_ms) AS s_playing,
+                sum(playing_ms + rebuffer_ms + seeking_ms) AS s_watch,
+                sum(rebuffer_ms) AS s_rebuffer,
+                sum(rebuffers) AS n_rebuffers,
+                countIf(failed) AS n_failed,
+                countIf(NOT played AND NOT failed) AS n_exits,
+                count(startup_ms) AS n_startups,
+                quantileExactState(0.5)(startup_ms) AS s_p50,
+                quantileExactState(0.95)(startup_ms) AS s_p95,
+                row_number() OVER (ORDER BY count() DESC, value) AS rank
+            FROM {source} WHERE {scope.where()}
+            GROUP BY value
         )
-        rows.append({"value": "other", **figures(other[0])})
-    return rows
+        GROUP BY bucket ORDER BY first
+        {SETTINGS}
+    """
+    rows = store.rows(sql, {**scope.parameters(), "limit": limit})
+    return [{"value": str(r[0]), **figures(r[1:12])} for r in rows]
 
 
 def _buckets(scope: Scope, step: int) -> list[int]:
@@ -136,16 +161,16 @@ def points(scope: Scope, interval: str) -> int:
     return len(_buckets(scope, step))
 
 
-def timeseries(store: Store, scope: Scope, metric: str, interval: str) -> list[dict]:
+def timeseries(store: Store, scope: Scope, metric: str, interval: str, source: str = ROLLUP) -> list[dict]:
     """`metric` per `interval` bucket, every bucket present (None or 0 where no views)."""
     step = INTERVALS[interval]
     buckets = _buckets(scope, step)
     if metric == "concurrent_viewers":
-        values = _concurrent(store, scope, step)
+        values = _concurrent(store, scope, step, source)
         return [{"t": _iso(t), "value": values.get(t, 0)} for t in buckets]
     rows = store.rows(
         f"SELECT intDiv(toUInt32(toUnixTimestamp(started_at)), {step}) * {step} AS t, {_AGGREGATES}"
-        f" FROM views FINAL WHERE {scope.where()} GROUP BY t",
+        f" FROM {source} WHERE {scope.where()} GROUP BY t {SETTINGS}",
         scope.parameters(),
     )
     by_t = {int(r[0]): figures(r[1:])[metric] for r in rows}
@@ -153,7 +178,7 @@ def timeseries(store: Store, scope: Scope, metric: str, interval: str) -> list[d
     return [{"t": _iso(t), "value": by_t.get(t, empty)} for t in buckets]
 
 
-def _concurrent(store: Store, scope: Scope, step: int) -> dict[int, int]:
+def _concurrent(store: Store, scope: Scope, step: int, source: str) -> dict[int, int]:
     """Views active (any event) in each minute; per hour or day, the peak minute."""
     where = (
         "tenant_id = {tenant:String} AND day >= toDate({start:DateTime64(3)}) - 1 AND day <= toDate({end:DateTime64(3)})"
@@ -163,10 +188,10 @@ def _concurrent(store: Store, scope: Scope, step: int) -> dict[int, int]:
         where += " AND video_id = {video:String}"
     rows = store.rows(
         "SELECT intDiv(m, {step:UInt32}) * {step:UInt32} AS t, max(n) FROM ("
-        "  SELECT toUInt32(arrayJoin(active_minutes)) AS m, count() AS n FROM views FINAL"
+        f"  SELECT toUInt32(arrayJoin(active_minutes)) AS m, count() AS n FROM {source}"
         f"  WHERE {where} GROUP BY m"
         "  HAVING m >= toUnixTimestamp({start:DateTime64(3)}) AND m < toUnixTimestamp({end:DateTime64(3)})"
-        ") GROUP BY t",
+        f") GROUP BY t {SETTINGS}",
         {**scope.parameters(), "step": step},
     )
     return {int(t): int(n) for t, n in rows}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from analytics import views
+from analytics import rollup, views
 from edge.demo import write_demo_video
 from tests.browser import ARTIFACTS, chromium, played
 from tests.conftest import count_events, wait_for
@@ -29,7 +29,7 @@ def video(server, tenant_factory, tmp_path):
         return server.http.get(f"/v1/videos/{video_id}", headers={"authorization": f"Bearer {key}"}).json()["status"] == "ready"
 
     wait_for(ready, timeout=60, what="the upload to be packaged")
-    return tenant, video_id
+    return tenant, video_id, key
 
 
 def _rows(store, tenant_id, columns="type, viewer_id, browser, os, screen_w, screen_h, player_w"):
@@ -42,7 +42,7 @@ def _requests_to(log, path):
 
 
 def test_accept_then_watch_stores_the_view_with_its_qoe(server, video, store):
-    tenant, video_id = video
+    tenant, video_id, key = video
     requests: list[str] = []
 
     async def scenario():
@@ -83,11 +83,17 @@ def test_accept_then_watch_stores_the_view_with_its_qoe(server, video, store):
     assert view.started and view.startup_ms is not None and view.startup_ms > 0
     # Watch time is what was played (the view ended at about the last currentTime seen).
     assert abs(view.watch_ms / 1000 - t) < 1.5, (view, t)
+    # ...and the admin's analytics show it, once the rollup has folded it.
+    rollup.fold_touched(store, time.time() - 120)
+    summary = server.http.get("/v1/analytics/summary", headers={"authorization": f"Bearer {key}"}).json()
+    assert summary["views"] == 1 and summary["unique_viewers"] == 1
+    assert summary["startup_time_ms_p50"] == view.startup_ms
+    assert abs(summary["watch_time_s"] - t) < 1.5
     assert not errors, errors
 
 
 def test_decline_sends_nothing_and_stores_nothing(server, video, store):
-    tenant, video_id = video
+    tenant, video_id, _ = video
     requests: list[str] = []
 
     async def scenario():
@@ -113,7 +119,7 @@ def test_decline_sends_nothing_and_stores_nothing(server, video, store):
 
 
 def test_withdraw_stops_beacons_and_forgets_the_viewer(server, video, store):
-    tenant, video_id = video
+    tenant, video_id, _ = video
     requests: list[tuple[float, str]] = []
 
     async def scenario():
@@ -151,7 +157,7 @@ def test_withdraw_stops_beacons_and_forgets_the_viewer(server, video, store):
 def test_script_embed_on_another_site_with_the_hosts_consent(server, video, store, tmp_path):
     """`<script src=.../player/wave-player.js>` + `<wave-player>` on a page of another origin,
     whose own consent manager already asked: CORS, consent from the host, beacons."""
-    tenant, video_id = video
+    tenant, video_id, _ = video
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "index.html").write_text(f"""<!doctype html><html><head><meta charset="utf-8">
 <link rel="icon" href="data:,"><script src="{server.base_url}/player/wave-player.js"></script></head><body>
