@@ -41,6 +41,11 @@ def bearer(request: Request) -> str | None:
     return token
 
 
+def _actor(request: Request, tenant: Tenant, key_hash: str, kind: str) -> None:
+    """Who acts, for the audit log (edge/http.py writes it after the response)."""
+    request.scope.setdefault("state", {})["wave_actor"] = (tenant.tenant_id, "key:" + key_hash[:12], kind)
+
+
 class AdminAuth:
     def __init__(self, store: Store, tenants: TenantDirectory, secret: bytes) -> None:
         self._store = store
@@ -55,6 +60,7 @@ class AdminAuth:
             tenant = await self._tenant_for_hash(hash_key(key))
             if tenant is None:
                 raise BadInput("unauthorized", "unknown or revoked admin key", "$.headers.authorization", status=401)
+            _actor(request, tenant, hash_key(key), "admin")
             return tenant
         cookie = request.cookies.get(COOKIE)
         if cookie:
@@ -63,16 +69,18 @@ class AdminAuth:
             if tenant is None:
                 raise BadInput("unauthorized", "the dashboard session ended; sign in again", "$.cookies.wave_admin",
                                status=401)
+            _actor(request, tenant, key_hash, "admin-dashboard")
             return tenant
         raise BadInput("unauthorized", "send the tenant's admin key as 'Authorization: Bearer <key>'",
                        "$.headers.authorization", status=401)
 
-    async def sign_in(self, key: str) -> tuple[Tenant, str]:
+    async def sign_in(self, request: Request, key: str) -> tuple[Tenant, str]:
         """Check a key and make the session cookie's value for it."""
         key_hash = hash_key(key)
         tenant = await self._tenant_for_hash(key_hash)
         if tenant is None:
             raise BadInput("unauthorized", "unknown or revoked admin key", "$.admin_key", status=401)
+        _actor(request, tenant, key_hash, "admin-dashboard")
         expires = int(time.time()) + SESSION_S
         payload = f"{key_hash}.{expires}"
         return tenant, f"{payload}.{self._mac(payload)}"

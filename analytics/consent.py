@@ -118,6 +118,10 @@ class ConsentLedger:
         finally:
             del self._lookups[key]
 
+    def forget(self, tenant_id: str, viewer_id: str) -> None:
+        """The viewer's consent rows were erased: no grant stands (a later one will)."""
+        self._cache[(tenant_id, viewer_id)] = _Entry(int(time.time() * 1e6), False, time.monotonic())
+
     # -- following the table -----------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="consent-follow")

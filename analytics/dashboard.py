@@ -123,7 +123,7 @@ async def admin_page() -> Response[str]:
 async def sign_in(request: Request, state: State) -> Response[SignedIn]:
     """Exchange an admin key for the dashboard's session cookie."""
     body = validation.decode(await request.body(), SignIn)
-    tenant, value = await state.edge.auth.sign_in(body.admin_key)
+    tenant, value = await state.edge.auth.sign_in(request, body.admin_key)
     cookie = Cookie(key=COOKIE, value=value, max_age=SESSION_S, path="/", httponly=True, samesite="strict",
                     secure=request.url.scheme == "https")
     return Response(SignedIn(tenant.tenant_id, tenant.name), status_code=201, cookies=[cookie],

@@ -186,6 +186,24 @@ class Spool:
         # round's thread. Should we crash first, replay finds its rows stored and skips them.
         self._unlink.append(segment.path)
 
+    async def unlink_drained(self) -> None:
+        """Delete drained segments now rather than at the next fsync round (a purge must
+        not leave a subject's rows in a file that only waits for the next beacon)."""
+        paths, self._unlink = self._unlink, []
+        await asyncio.to_thread(lambda: [p.unlink(missing_ok=True) for p in paths])
+
+    def files_containing(self, needles: list[bytes]) -> list[Path]:
+        """Segment files holding any of `needles` (run off the loop: reads every segment)."""
+        found = []
+        for path in sorted(self.directory.glob("*" + _SUFFIX)):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            if any(n in data for n in needles):
+                found.append(path)
+        return found
+
     def close(self) -> None:
         """Flush and close files; segments still holding records stay for the next start."""
         fds = [s.fd for s in self._segments.values() if s.fd is not None]

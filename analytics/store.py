@@ -44,6 +44,11 @@ class Store:
         self._check(self.faults.queries_fail)
         return self._call(self.client.command, sql, parameters=parameters)
 
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """The whole result (column names and types too), for exports."""
+        self._check(self.faults.queries_fail)
+        return self._call(self.client.query, sql, parameters=parameters)
+
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
         self._check(self.faults.queries_fail)
         return self._call(self.client.query, sql, parameters=parameters).result_rows

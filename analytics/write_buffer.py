@@ -96,6 +96,18 @@ class WriteBuffer:
             self._task = None
         self.spool.close()
 
+    async def drain(self, timeout_s: float = 10.0) -> bool:
+        """Insert everything accepted so far and delete the drained spool files; False if
+        ClickHouse did not take it all in time (the rows stay spooled)."""
+        deadline = time.monotonic() + timeout_s
+        while self._pending or self._inflight:
+            if time.monotonic() > deadline:
+                return False
+            self._wake.set()
+            await asyncio.sleep(0.01)
+        await self.spool.unlink_drained()
+        return True
+
     # -- flusher ----------------------------------------------------------------------
     async def _run(self) -> None:
         delay = 0.05

@@ -51,6 +51,7 @@ from edge.vod import upload as vod_upload
 from edge.vod import videos
 from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
+from retention import api as retention_api
 
 log = logging.getLogger("edge")
 
@@ -232,12 +233,12 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
                         *whip.ROUTES, *whep.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
                         *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES, *dashboard_api.ROUTES,
-                        *dashboard.ROUTES],
+                        *dashboard.ROUTES, *retention_api.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=http.EXCEPTION_HANDLERS,
-        middleware=[http.request_metrics(edge.metrics), http.cors_middleware],
+        middleware=[http.request_metrics(edge.metrics), http.cors_middleware, http.audit_middleware(edge)],
         openapi_config=OpenAPIConfig(title="wave-edge", version="0.1.0", path="/schema"),
         debug=False,
     )

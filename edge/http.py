@@ -152,3 +152,52 @@ def request_metrics(metrics: Registry):
         return middleware
 
     return factory
+
+
+# Admin surfaces whose every call is audited (the player's public calls are not admin acts).
+AUDITED_PREFIXES = ("/v1/", "/admin/session")
+NOT_AUDITED = ("/v1/collect", "/v1/consent", "/v1/playback/")
+SUBJECT_PARAMS = ("viewer_id", "email", "ip")
+
+
+def audit_middleware(edge):
+    """Writes one audit record per admin request, after its response: who (set on the
+    scope by the auth check), route, parameters (privacy subjects hashed), outcome."""
+    from retention import audit, subjects
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            path = scope.get("path", "")
+            if scope["type"] != "http" or not path.startswith(AUDITED_PREFIXES) or path.startswith(NOT_AUDITED):
+                await app(scope, receive, send)
+                return
+            status = 500
+
+            async def capture(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, capture)
+            finally:
+                state = scope.get("state") or {}
+                tenant_id, actor, kind = state.get("wave_actor", ("", "anonymous", "unknown"))
+                request = Request(scope)
+                params = dict(request.query_params)
+                for name in SUBJECT_PARAMS:
+                    if name in params:
+                        params[name] = "sha256:" + subjects.hash_value(edge.secret, name, params[name])
+                change = state.get("wave_audit", {})
+                record = audit.row(
+                    tenant_id, actor, kind, f"{scope['method']} {scope.get('path_template') or path}",
+                    params={**params, **change.get("params", {})}, before=change.get("before"),
+                    after=change.get("after"), ip=edge.client_ip(request), status=status,
+                    retention_days=audit.DEFAULT_RETENTION_DAYS)
+                if edge.store is not None:
+                    await audit.write_async(edge.store, record)
+
+        return middleware
+
+    return factory

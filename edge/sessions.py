@@ -51,6 +51,10 @@ class _HlsRun:
     bytes_sent: int = 0
 
 
+def _same_ip(a: str, b: str) -> bool:
+    return parse_ip(a) == parse_ip(b)
+
+
 def row(tenant: Tenant, kind: str, media_id: str, endpoint: str, ip: str | None, user_agent: str,
         started: float, ended: float, bytes_sent: int) -> SessionRow:
     agent = parse_user_agent(user_agent)
@@ -86,6 +90,13 @@ class SessionLog:
         run.started = min(run.started, now)
         run.last_seen = max(run.last_seen, now)
         run.bytes_sent += size
+
+    def forget_ip(self, ip: str) -> int:
+        """Drop open HLS runs from this address (a purge by IP), before they are written."""
+        gone = [k for k, run in self._hls.items() if run.ip and _same_ip(run.ip, ip)]
+        for key in gone:
+            del self._hls[key]
+        return len(gone)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._sweep_forever())

@@ -27,6 +27,8 @@ REGISTRY: tuple[PersonalTable, ...] = (
     PersonalTable("sessions", ("ip",), "sessions"),
     # The per-view rollup (analytics/rollup.py): a viewer's views, by viewer id.
     PersonalTable("views", ("viewer_id",), "viewer_events"),
+    # Admins' and operators' addresses in the audit log.
+    PersonalTable("audit_log", ("ip",), "audit_log"),
 )
 
 

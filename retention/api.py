@@ -1,0 +1,113 @@
+"""Privacy routes: purge (erasure), export (access), and the audit log, for a tenant's admin.
+
+A purge first drains the write buffer (beacons accepted but not yet in ClickHouse are
+inserted, then the drained spool files are deleted) and holds the rollup still, so no row
+of the subject is on its way in while the tables are cleaned; then it checks that no spool
+file names the subject. If ClickHouse cannot take the spooled rows now, the purge answers
+503 and erases nothing: better a retry than a report of success with rows still queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+
+from analytics import validation
+from analytics.dashboard_api import csv_response, scope, wants_csv
+from analytics.validation import BadInput
+from retention import audit, export, purge, subjects
+from retention.subjects import Subject
+
+
+class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    viewer_id: str | None = None
+    email: str | None = None
+    ip: str | None = None
+
+
+class PurgeDone(msgspec.Struct):
+    purge_id: str
+    status: str
+    rows_deleted: dict[str, int]
+
+
+async def purge_subject(edge, tenant_id: str, subject: Subject, requested_by: str) -> purge.PurgeResult:
+    """Drain, erase everywhere, verify, record; and forget the subject in memory too."""
+    if not await edge.buffer.drain(timeout_s=10):
+        raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry the purge shortly", status=503)
+    lock = edge.rollup._lock if edge.rollup is not None else contextlib.nullcontext()
+    async with lock:  # no fold pass writes a view of the subject back meanwhile
+        linked = await asyncio.to_thread(subjects.with_links, edge.store, tenant_id, subject)
+        needles = [linked.value.encode(), *(v.encode() for v in linked.linked_viewer_ids)]
+        if subject.kind == "ip":
+            needles = [subject.value.removeprefix("::ffff:").encode()]
+        if await asyncio.to_thread(edge.buffer.spool.files_containing, needles):
+            raise BadInput("unavailable", "the subject's beacons are still spooled; retry shortly", status=503)
+        result = await asyncio.to_thread(purge.purge, edge.store, tenant_id, linked, edge.secret, requested_by)
+    for viewer_id in ([subject.value] if subject.kind == "viewer_id" else list(linked.linked_viewer_ids)):
+        edge.consents.forget(tenant_id, viewer_id)
+    if subject.kind == "ip":
+        edge.sessions.forget_ip(subject.value)
+    return result
+
+
+def _audit_change(request: Request, **change) -> None:
+    request.scope.setdefault("state", {})["wave_audit"] = change
+
+
+@post("/v1/privacy/purge", status_code=200, request_max_body_size=4096)
+async def purge_route(request: Request, state: State) -> PurgeDone:
+    """Erase one data subject (exactly one of viewer_id, email, ip) from every table of the
+    tenant; answers with the rows deleted per table, after verifying none is left."""
+    tenant = await state.edge.auth.tenant(request)
+    body = validation.decode(await request.body(), PurgeRequest)
+    subject = subjects.one_of(msgspec.structs.asdict(body))
+    actor = request.scope["state"]["wave_actor"][1]
+    try:
+        result = await purge_subject(state.edge, tenant.tenant_id, subject, actor)
+    except purge.PurgeIncomplete as exc:
+        raise BadInput("purge_incomplete", str(exc), status=503) from None
+    _audit_change(request, params={subject.kind: "sha256:" + subjects.hash_value(state.edge.secret, subject.kind,
+                                                                              subject.value)},
+                  after={"purge_id": result.purge_id, "rows_deleted": result.rows_deleted})
+    return PurgeDone(result.purge_id, result.status, result.rows_deleted)
+
+
+@get("/v1/privacy/export")
+async def export_route(request: Request, state: State) -> Response:
+    """Every row about one subject (`viewer_id`, `email` or `ip`), by table: JSON, or
+    `format=zip` for one CSV per table with a README of the columns."""
+    tenant = await state.edge.auth.tenant(request)
+    q = request.query_params
+    subject = subjects.one_of({k: q.get(k) for k in subjects.KINDS})
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "zip"):
+        raise BadInput("invalid_parameter", "format must be one of: json, zip", "$.query.format")
+    linked = await asyncio.to_thread(subjects.with_links, state.edge.store, tenant.tenant_id, subject)
+    data = await asyncio.to_thread(export.collect, state.edge.store, tenant.tenant_id, linked)
+    if fmt == "zip":
+        body = await asyncio.to_thread(export.as_zip, data, linked)
+        return Response(body, media_type="application/zip",
+                        headers={"Content-Disposition": 'attachment; filename="export.zip"', "Cache-Control": "no-store"})
+    return Response(export.as_json(data, linked), headers={"Cache-Control": "no-store"})
+
+
+@get("/v1/audit")
+async def audit_route(request: Request, state: State) -> Response:
+    """The tenant's audit records in [from, to) (default: the last 7 days); CSV on request."""
+    tenant = await state.edge.auth.tenant(request)
+    where = scope(request, tenant.tenant_id)
+    as_csv = wants_csv(request)
+    rows = await asyncio.to_thread(audit.query, state.edge.store, tenant.tenant_id, where.start, where.end)
+    if as_csv:
+        return csv_response(rows, ["ts", "actor", "actor_kind", "action", "params", "before", "after", "ip", "status"],
+                            "audit.csv")
+    return Response({"records": rows, "from": where.start, "to": where.end, "generated_at": time.time()})
+
+
+ROUTES = [purge_route, export_route, audit_route]

@@ -1,0 +1,114 @@
+"""Erasure: every row about a subject, in every registered table of a tenant, gone for good.
+
+For each table of the registry: count the subject's rows, delete them (a lightweight
+DELETE, which hides them at once), then `APPLY DELETED MASK`, which rewrites the parts that
+held them, so the rows are physically gone; then count again with the mask off
+(`apply_deleted_mask = 0`): a purge that finds anything left fails loudly instead of
+reporting success. Other rows are never touched: the same parts are rewritten without the
+subject's rows.
+
+The purge ledger keeps the outcome with the subject as salted hashes only; `replay`
+erases again, from a restored backup, every subject purged after that backup was taken.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from analytics.store import Store
+from retention import subjects
+from retention.registry import REGISTRY, PersonalTable
+from retention.subjects import Subject
+
+
+class PurgeIncomplete(RuntimeError):
+    """Rows of the subject were still found after deleting them."""
+
+
+@dataclass
+class PurgeResult:
+    purge_id: str
+    status: str
+    rows_deleted: dict[str, int]
+    requested_at: float
+
+
+def _count(store: Store, table: PersonalTable, tenant_id: str, subject: Subject, physical: bool = False) -> int:
+    cond = subject.condition(table)
+    if cond is None:
+        return 0
+    sql, params = cond
+    settings = " SETTINGS apply_deleted_mask = 0" if physical else ""
+    return int(store.command(
+        f"SELECT count() FROM {table.table} WHERE {table.tenant_column} = {{tenant:String}} AND {sql}{settings}",
+        parameters={"tenant": tenant_id, **params},
+    ))
+
+
+def erase(store: Store, tenant_id: str, subject: Subject) -> dict[str, int]:
+    """Delete the subject's rows from every registered table; verify none is left."""
+    deleted: dict[str, int] = {}
+    for table in REGISTRY:
+        found = _count(store, table, tenant_id, subject)
+        deleted[table.table] = found
+        if found:
+            sql, params = subject.condition(table)  # type: ignore[misc]
+            store.command(
+                f"DELETE FROM {table.table} WHERE {table.tenant_column} = {{tenant:String}} AND {sql}"
+                " SETTINGS lightweight_deletes_sync = 2",
+                parameters={"tenant": tenant_id, **params},
+            )
+            store.command(f"ALTER TABLE {table.table} APPLY DELETED MASK SETTINGS mutations_sync = 2")
+    left = {t.table: n for t in REGISTRY if (n := _count(store, t, tenant_id, subject, physical=True))}
+    if left:
+        raise PurgeIncomplete(f"rows still present after the purge: {left}")
+    return deleted
+
+
+def record(store: Store, tenant_id: str, subject: Subject, secret: bytes, requested_by: str,
+           deleted: dict[str, int], requested_at: float) -> str:
+    purge_id = "pg_" + secrets.token_hex(8)
+    store.insert_json_lines("purges", json.dumps({
+        "purge_id": purge_id, "tenant_id": tenant_id, "kind": subject.kind,
+        "subject_hashes": subjects.hashes(subject, secret), "requested_by": requested_by,
+        "requested_at": requested_at, "rows_deleted": json.dumps(deleted), "status": "completed",
+    }).encode() + b"\n")
+    return purge_id
+
+
+def purge(store: Store, tenant_id: str, subject: Subject, secret: bytes, requested_by: str) -> PurgeResult:
+    """Erase, verify, and write the ledger (in that order: the ledger states a fact)."""
+    requested_at = time.time()
+    subject = subjects.with_links(store, tenant_id, subject)
+    deleted = erase(store, tenant_id, subject)
+    purge_id = record(store, tenant_id, subject, secret, requested_by, deleted, requested_at)
+    return PurgeResult(purge_id, "completed", deleted, requested_at)
+
+
+def replay(store: Store, secret: bytes, since: float) -> dict[str, int]:
+    """After a restore: erase again every subject purged at or after `since` (the backup's
+    time), matching the ledger's salted hashes against each subject column."""
+    rows = store.rows(
+        "SELECT tenant_id, subject_hashes FROM purges WHERE requested_at >= {since:DateTime64(3)}",
+        {"since": float(since)},  # an int would be bound as "0", which DateTime64 refuses
+    )
+    by_tenant: dict[str, set[str]] = {}
+    for tenant_id, hashes in rows:
+        by_tenant.setdefault(tenant_id, set()).update(hashes)
+    erased: dict[str, int] = {}
+    salt = subjects.salt(secret)
+    for tenant_id, hashes in by_tenant.items():
+        for table in REGISTRY:
+            cond = " OR ".join(f"{subjects.hash_sql(c)} IN {{hashes:Array(String)}}" for c in table.subject_columns)
+            params = {"tenant": tenant_id, "hashes": sorted(hashes), "salt": salt}
+            where = f"{table.tenant_column} = {{tenant:String}} AND ({cond})"
+            found = int(store.command(f"SELECT count() FROM {table.table} WHERE {where}", parameters=params))
+            if found:
+                store.command(f"DELETE FROM {table.table} WHERE {where} SETTINGS lightweight_deletes_sync = 2",
+                              parameters=params)
+                store.command(f"ALTER TABLE {table.table} APPLY DELETED MASK SETTINGS mutations_sync = 2")
+            erased[table.table] = erased.get(table.table, 0) + found
+    return erased

@@ -1,0 +1,190 @@
+"""Erasure, access and the audit log against real chDB, several tenants at once."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+import zipfile
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analytics import events, rollup
+from retention import purge, subjects
+from retention.registry import REGISTRY
+from tests.conftest import collect, consent, stored_row, wait_for
+
+
+def _admin(key):
+    return {"authorization": f"Bearer {key}"}
+
+
+def _count_everywhere(store, tenant_id: str, subject) -> dict[str, int]:
+    """Rows of the subject in every registered table, the deleted-rows mask off."""
+    out = {}
+    for table in REGISTRY:
+        cond = subject.condition(table)
+        if cond is None:
+            continue
+        sql, params = cond
+        out[table.table] = int(store.command(
+            f"SELECT count() FROM {table.table} WHERE tenant_id = {{tenant:String}} AND {sql}"
+            " SETTINGS apply_deleted_mask = 0", parameters={"tenant": tenant_id, **params}))
+    return out
+
+
+def _total(store, tenant_id):
+    return sum(int(store.command(f"SELECT count() FROM {t.table} WHERE tenant_id = {{t:String}}",
+                                 parameters={"t": tenant_id})) for t in REGISTRY)
+
+
+@pytest.fixture
+def people(server, tenant_factory, store):
+    """Tenant A: alice (identified by email, two viewer ids), bob; tenant B: alice's ids again."""
+    a, key_a = tenant_factory(identified_viewers=True)
+    b, key_b = tenant_factory()
+    http = server.http
+    for tenant, viewer, email in ((a, "alice-1", "alice@example.org"), (a, "alice-2", "alice@example.org"),
+                                  (a, "bob", None), (b, "alice-1", None)):
+        extra = {"viewer_email": email} if email else {}
+        assert consent(http, tenant.tenant_id, viewer, **extra).status_code == 201
+        evs = [{"type": "viewstart", "ts": int(time.time() * 1000), "view_id": f"{viewer}-v", "video_id": "vd_1"},
+               {"type": "playing", "ts": int(time.time() * 1000) + 900, "view_id": f"{viewer}-v", "video_id": "vd_1"}]
+        addr = {"alice-1": "203.0.113.7", "alice-2": "203.0.113.7", "bob": "198.51.100.9"}[viewer]
+        r = collect(http, tenant.tenant_id, viewer, evs, headers={"x-forwarded-for": addr}, **extra)
+        assert r.status_code == 202, r.text
+    wait_for(lambda: server.edge.buffer.pending_rows == 0)
+    rollup.fold_touched(store, time.time() - 60)
+    return server, a, key_a, b, key_b
+
+
+def test_purge_by_email_erases_every_linked_row_physically_and_nothing_else(people, store):
+    server, a, key_a, b, key_b = people
+    before_b = _total(store, b.tenant_id)
+    bob = subjects.parse("viewer_id", "bob")
+    bob_before = _count_everywhere(store, a.tenant_id, bob)
+    r = server.http.post("/v1/privacy/purge", json={"email": "alice@example.org"}, headers=_admin(key_a))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "completed" and body["purge_id"].startswith("pg_")
+    # 2 beacons x 2 viewer ids, 2 consents, 2 views.
+    assert body["rows_deleted"]["viewer_events"] == 4 and body["rows_deleted"]["consents"] == 2
+    assert body["rows_deleted"]["views"] == 2
+    alice = subjects.Subject("email", "alice@example.org", ("alice-1", "alice-2"))
+    assert set(_count_everywhere(store, a.tenant_id, alice).values()) == {0}
+    assert _count_everywhere(store, a.tenant_id, bob) == bob_before, "bob untouched"
+    assert _total(store, b.tenant_id) == before_b, "tenant B's alice-1 untouched"
+    # The ledger names nobody in clear; the audit log neither.
+    ledger = store.rows("SELECT kind, subject_hashes, rows_deleted FROM purges WHERE purge_id = {p:String}",
+                        {"p": body["purge_id"]})
+    assert ledger[0][0] == "email" and len(ledger[0][1]) == 3
+    dump = json.dumps(store.rows("SELECT * FROM audit_log WHERE tenant_id = {t:String}", {"t": a.tenant_id}),
+                      default=str)
+    assert "alice" not in dump and "POST /v1/privacy/purge" in dump
+    # A purged viewer's consent is gone: her next beacon is refused, not stored.
+    late = collect(server.http, a.tenant_id, "alice-1",
+                   [{"type": "heartbeat", "ts": int(time.time() * 1000), "view_id": "x", "video_id": "vd_1"}])
+    assert late.status_code == 403
+
+
+def test_purge_by_ip_and_by_viewer_id(people, store):
+    server, a, key_a, b, _ = people
+    r = server.http.post("/v1/privacy/purge", json={"ip": "198.51.100.9"}, headers=_admin(key_a))
+    assert r.status_code == 200 and r.json()["rows_deleted"]["viewer_events"] == 2
+    assert _count_everywhere(store, a.tenant_id, subjects.parse("ip", "198.51.100.9"))["viewer_events"] == 0
+    r = server.http.post("/v1/privacy/purge", json={"viewer_id": "alice-2"}, headers=_admin(key_a))
+    assert r.json()["rows_deleted"]["viewer_events"] == 2
+    assert _count_everywhere(store, a.tenant_id, subjects.parse("viewer_id", "alice-1"))["viewer_events"] == 2
+
+
+def test_purge_requests_are_validated(server, tenant_factory):
+    _, key = tenant_factory()
+    for body, path in (({}, "$"), ({"viewer_id": "a", "ip": "1.2.3.4"}, "$"), ({"ip": "not-an-ip"}, "$.ip"),
+                       ({"email": "nope"}, "$.email"), ({"name": "x"}, "$")):
+        r = server.http.post("/v1/privacy/purge", json=body, headers=_admin(key))
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["detail"]["path"] == path
+    assert server.http.post("/v1/privacy/purge", json={"viewer_id": "a"}).status_code == 401
+
+
+def test_export_holds_every_row_as_json_and_zip(people, store):
+    server, a, key_a, *_ = people
+    r = server.http.get("/v1/privacy/export", params={"email": "alice@example.org"}, headers=_admin(key_a))
+    assert r.status_code == 200
+    data = r.json()
+    assert data["subject"] == {"kind": "email", "linked_viewer_ids": ["alice-1", "alice-2"]}
+    assert set(data["tables"]) == {t.table for t in REGISTRY}
+    assert len(data["tables"]["viewer_events"]) == 4 and len(data["tables"]["consents"]) == 2
+    assert {row["viewer_id"] for row in data["tables"]["views"]} == {"alice-1", "alice-2"}
+    z = server.http.get("/v1/privacy/export", params={"viewer_id": "bob", "format": "zip"}, headers=_admin(key_a))
+    assert z.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(z.content))
+    assert set(archive.namelist()) == {"README.md", *(f"{t.table}.csv" for t in REGISTRY)}
+    events_csv = archive.read("viewer_events.csv").decode().splitlines()
+    assert len(events_csv) == 3 and "bob" in events_csv[1]
+    readme = archive.read("README.md").decode()
+    assert "`viewer_id`: a random identifier" in readme and "viewer_events.csv (2 rows)" in readme
+
+
+def test_restore_replays_the_ledger(people, store):
+    """A backup taken before a purge, restored: the replay erases the subject again."""
+    server, a, key_a, *_ = people
+    kept = store.rows("SELECT * FROM viewer_events WHERE tenant_id = {t:String} AND viewer_id = 'bob'",
+                      {"t": a.tenant_id})
+    taken = time.time()
+    assert server.http.post("/v1/privacy/purge", json={"viewer_id": "bob"}, headers=_admin(key_a)).status_code == 200
+    # "Restore": the backup's rows come back.
+    store.insert_rows("viewer_events", kept, [c for c, in store.rows("SELECT name FROM system.columns WHERE"
+                                                                     " table = 'viewer_events' AND database = currentDatabase()"
+                                                                     " ORDER BY position")])
+    assert _count_everywhere(store, a.tenant_id, subjects.parse("viewer_id", "bob"))["viewer_events"] == 2
+    erased = purge.replay(store, server.edge.secret, taken - 1)
+    assert erased["viewer_events"] == 2
+    assert _count_everywhere(store, a.tenant_id, subjects.parse("viewer_id", "bob"))["viewer_events"] == 0
+
+
+def test_audit_log_records_admin_calls_without_keys(server, tenant_factory, store):
+    _, key = tenant_factory()
+    server.http.post("/v1/streams", json={"name": "audited"}, headers=_admin(key))
+    server.http.get("/v1/analytics/summary", headers=_admin(key))
+
+    def actions():  # records are written just after each response
+        return [rec["action"] for rec in server.http.get("/v1/audit", headers=_admin(key)).json()["records"]]
+
+    wait_for(lambda: {"POST /v1/streams", "GET /v1/analytics/summary"} <= set(actions()), what="audit records")
+    r = server.http.get("/v1/audit", headers=_admin(key))
+    assert all(rec["actor"].startswith("key:") and key not in json.dumps(rec) for rec in r.json()["records"])
+    assert {rec["status"] for rec in r.json()["records"] if rec["action"] == "POST /v1/streams"} == {201}
+    csv_text = server.http.get("/v1/audit", params={"format": "csv"}, headers=_admin(key)).text
+    assert csv_text.startswith("ts,actor,actor_kind,action")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["v1", "v2", "v3", "v4"]),
+                          st.sampled_from(["10.0.0.1", "10.0.0.2", "2001:db8::5"]),
+                          st.sampled_from(["", "p@x.io", "q@x.io"])), min_size=1, max_size=30),
+       st.sampled_from([("viewer_id", "v1"), ("viewer_id", "v3"), ("ip", "10.0.0.2"), ("ip", "2001:db8::5"),
+                        ("email", "p@x.io")]))
+def test_purge_removes_exactly_the_subjects_rows(store, rows, target):
+    """Property: after a purge, the subject has no row anywhere; every other row remains."""
+    tenant = "tn_prop_" + uuid.uuid4().hex[:8]
+    stored = [stored_row(tenant, viewer_id=v, ip=f"::ffff:{ip}" if "." in ip else ip, email=e,
+                         event_id=str(uuid.uuid4())) for v, ip, e in rows]
+    events.insert(store, events.encode_rows(stored))
+    subject = subjects.with_links(store, tenant, subjects.parse(*target))
+
+    def matches(v, ip, e):
+        if subject.kind == "viewer_id":
+            return v == subject.value
+        if subject.kind == "ip":
+            return subjects.parse("ip", ip).value == subject.value
+        return e == subject.value or v in subject.linked_viewer_ids
+
+    expected_left = sum(1 for r in rows if not matches(*r))
+    result = purge.purge(store, tenant, subject, b"k", "test")
+    assert result.rows_deleted["viewer_events"] == len(rows) - expected_left
+    assert int(store.command("SELECT count() FROM viewer_events WHERE tenant_id = {t:String}"
+                             " SETTINGS apply_deleted_mask = 0", parameters={"t": tenant})) == expected_left
