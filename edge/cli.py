@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from analytics import migrations
 from analytics.store import open_store
@@ -65,6 +66,68 @@ def _tenant_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drain_spool(settings, store) -> None:
+    """Beacons a stopped edge left in the spool go into ClickHouse first: a purge or an
+    export must see them (and the purge then finds the spool empty)."""
+    import asyncio
+
+    from analytics.metrics import Registry
+    from analytics.spool import Spool
+    from analytics.write_buffer import WriteBuffer
+
+    async def drain() -> None:
+        buffer = WriteBuffer(store, Spool(settings.spool_dir, settings.spool_max_bytes), Registry())
+        await buffer.start()
+        ok = await buffer.drain(timeout_s=30)
+        await buffer.stop()
+        if not ok:
+            raise RuntimeError("spooled beacons could not be inserted; is ClickHouse reachable?")
+
+    asyncio.run(drain())
+
+
+def _subject_of(args: argparse.Namespace):
+    from retention import subjects
+
+    return subjects.one_of({"viewer_id": args.viewer_id, "email": args.email, "ip": args.ip})
+
+
+def _privacy(args: argparse.Namespace) -> int:
+    """`privacy purge|export`: the same work as the API, for an operator, audited as `cli`."""
+    from analytics.validation import BadInput
+    from edge.streaming.tokens import load_secret
+    from retention import audit, export, purge, subjects
+
+    settings = from_env()
+    try:
+        subject = _subject_of(args)
+    except BadInput as exc:
+        print(json.dumps({"error": exc.error, "detail": exc.detail()}), file=sys.stderr)
+        return 2
+    store = open_store(settings.clickhouse_url)
+    try:
+        migrations.apply(store)
+        _drain_spool(settings, store)
+        secret = load_secret(settings.data_dir, settings.secret_key)
+        hashed = {subject.kind: "sha256:" + subjects.hash_value(secret, subject.kind, subject.value)}
+        if args.action == "purge":
+            result = purge.purge(store, args.tenant, subject, secret, "cli")
+            out = {"purge_id": result.purge_id, "status": result.status, "rows_deleted": result.rows_deleted}
+            audit.write(store, audit.row(args.tenant, "cli", "operator", "privacy purge", params=hashed, after=out))
+        else:
+            linked = subjects.with_links(store, args.tenant, subject)
+            data = export.collect(store, args.tenant, linked)
+            out = export.as_json(data, linked)
+            if args.zip:
+                Path(args.zip).write_bytes(export.as_zip(data, linked))
+                out = {"zip": args.zip, "rows": {t: len(rows) for t, rows in out["tables"].items()}}
+            audit.write(store, audit.row(args.tenant, "cli", "operator", "privacy export", params=hashed))
+    finally:
+        store.close()
+    print(json.dumps(out, default=str))
+    return 0
+
+
 def _front_config(args: argparse.Namespace) -> int:
     from edge import front_config
 
@@ -97,6 +160,18 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--identified-viewers", action="store_true",
                         help="viewers may be identified by email (passed by the host page)")
     create.set_defaults(run=_tenant_create)
+
+    privacy = sub.add_parser("privacy", help="data-subject requests (server stopped, with embedded chDB)")
+    actions = privacy.add_subparsers(dest="action", required=True)
+    for action, text in (("purge", "erase a subject from every table"), ("export", "every row about a subject")):
+        p_action = actions.add_parser(action, help=text)
+        p_action.add_argument("--tenant", required=True)
+        p_action.add_argument("--viewer-id")
+        p_action.add_argument("--email")
+        p_action.add_argument("--ip")
+        if action == "export":
+            p_action.add_argument("--zip", help="also write the ZIP (a CSV per table and a README) here")
+        p_action.set_defaults(run=_privacy)
 
     front = sub.add_parser("front-config", help="write the nginx front's configuration under $WAVE_DATA_DIR/run")
     front.add_argument("--listen", default="0.0.0.0:80", help="where nginx listens")

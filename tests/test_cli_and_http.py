@@ -83,3 +83,29 @@ def test_cors_preflight_and_tenant_allowed_origins(server, tenant_factory):
 def test_openapi_schema_lists_the_public_routes(server):
     paths = server.http.get("/schema/openapi.json").json()["paths"]
     assert {"/healthz", "/metrics", "/v1/collect", "/v1/consent", "/v1/consent/withdraw"} <= set(paths)
+
+
+def test_privacy_cli_exports_and_purges_with_the_server_stopped(tmp_path):
+    data = tmp_path / "var"
+    tenant = json.loads(_cli(data, "tenant", "create", "t").stdout)["tenant_id"]
+    chdb_dir = data / "clickhouse"
+    # Beacons as the collector stores them, for two viewers (query_path runs any SQL).
+    for viewer, n in (("carol", 3), ("dave", 2)):
+        query_path(chdb_dir, "INSERT INTO viewer_events (tenant_id, event_id, received_at, ts, type, viewer_id,"
+                             " view_id, video_id, ip, country, region, region_code, city, os, os_version, browser,"
+                             " browser_version, device, is_bot, retention_days) SELECT"
+                             f" '{tenant}', generateUUIDv4(), now64(3), now64(3), 'heartbeat', '{viewer}', 'w', 'x',"
+                             f" toIPv6('192.0.2.1'), '', '', '', '', '', '', '', '', 'desktop', false, 30 FROM numbers({n})")
+    out = _cli(data, "privacy", "export", "--tenant", tenant, "--viewer-id", "carol", "--zip", str(tmp_path / "c.zip"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["rows"]["viewer_events"] == 3 and (tmp_path / "c.zip").stat().st_size > 0
+    out = _cli(data, "privacy", "purge", "--tenant", tenant, "--viewer-id", "carol")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["rows_deleted"]["viewer_events"] == 3
+    left = query_path(chdb_dir, "SELECT viewer_id, count() FROM viewer_events GROUP BY viewer_id"
+                                " SETTINGS apply_deleted_mask = 0")
+    assert left == [["dave", 2]]
+    logged = query_path(chdb_dir, "SELECT actor, action FROM audit_log ORDER BY ts")
+    assert logged == [["cli", "privacy export"], ["cli", "privacy purge"]]
+    bad = _cli(data, "privacy", "purge", "--tenant", tenant, "--viewer-id", "a", "--ip", "192.0.2.1")
+    assert bad.returncode == 2 and "exactly one" in bad.stderr
