@@ -103,7 +103,10 @@ def open_store(url: str) -> Store:
     path = chdb_path(url)
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
-        client = clickhouse_connect.get_client(dsn=url)
+        # BACKUP ... TO File() writes only under this start-up setting (retention/backups.py).
+        backups = path.parent / "backups"
+        backups.mkdir(parents=True, exist_ok=True)
+        client = clickhouse_connect.get_client(dsn=url, chdb_options={"backups.allowed_path": f"{backups}/"})
     else:
         # No auto session id: a session forbids the concurrent queries the edge makes.
         client = clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False)

@@ -52,6 +52,7 @@ from edge.vod import videos
 from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
 from retention import api as retention_api
+from retention import backups
 
 log = logging.getLogger("edge")
 
@@ -77,6 +78,7 @@ class Edge:
         self.live_dirs: dict[str, Path] = {}  # stream id -> directory of its newest publish
         self.recording_of: dict[LivePipeline, Video] = {}
         self.finishing: set[asyncio.Task] = set()
+        self._backup_task: asyncio.Task | None = None
         self.recordings: Recordings | None = None
         self.sessions: SessionLog | None = None
         self.video_cache: VideoCache | None = None
@@ -119,6 +121,7 @@ class Edge:
         self.rollup = ViewRollup(self.store, s.rollup_s)
         if s.rollup_s > 0:
             self.rollup.start()
+        self._backup_task = asyncio.get_running_loop().create_task(self._backups_forever())
         rtc.restrict_host_candidates(s.ice_hosts)
         self.collector = Collector(
             self.tenants,
@@ -133,6 +136,25 @@ class Edge:
         # GC's full collections, which otherwise pause the event loop for tens of ms.
         gc.freeze()
         log.info("edge ready (store %s)", "embedded chDB" if self.store.embedded else "ClickHouse server")
+
+    async def _backups_forever(self) -> None:
+        """Prune expired backups every hour; take one when due (the embedded store belongs
+        to this process, so scheduled backups of it can only be taken here)."""
+        directory = backups.backups_dir(self.settings.data_dir, self.settings.clickhouse_url)
+        while True:
+            try:
+                pruned = await asyncio.to_thread(backups.prune, directory)
+                if pruned:
+                    log.info("pruned expired backups: %s", ", ".join(pruned))
+                every = self.settings.backup_every_s
+                if every > 0 and await asyncio.to_thread(backups.due, directory, every, time.time()):
+                    if await self.buffer.drain(timeout_s=30):
+                        manifest = await asyncio.to_thread(backups.create, self.store, directory,
+                                                           self.settings.media_dir)
+                        log.info("backup %s (%s) taken", manifest.backup_id, manifest.tier)
+            except Exception:
+                log.exception("scheduled backup work failed")
+            await asyncio.sleep(3600)
 
     def _sync_public_links(self) -> None:
         ready = videos.in_status(self.store, "ready")
@@ -189,6 +211,8 @@ class Edge:
         for session in list(self.publishers.values()):
             await session.end("edge shutting down")
         await self.front_log.stop()
+        if self._backup_task is not None:
+            self._backup_task.cancel()
         if self.rollup is not None:
             await self.rollup.stop()
         if self.finishing:

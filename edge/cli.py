@@ -128,6 +128,41 @@ def _privacy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    """`backup create|list|prune|restore`: the embedded store must not be in use."""
+    import time
+
+    from edge.streaming.tokens import load_secret
+    from retention import audit, backups
+
+    settings = from_env()
+    directory = backups.backups_dir(settings.data_dir, settings.clickhouse_url)
+    if args.action in ("list", "prune"):
+        out = ({"backups": [m.public(time.time()) for m in backups.list_backups(directory)]}
+               if args.action == "list" else {"pruned": backups.prune(directory)})
+        print(json.dumps(out))
+        return 0
+    store = open_store(settings.clickhouse_url)
+    try:
+        migrations.apply(store)
+        if args.action == "create":
+            _drain_spool(settings, store)
+            manifest = backups.create(store, directory, settings.media_dir, tier=args.tier)
+            out = {k: v for k, v in manifest.public(time.time()).items() if k in ("backup_id", "tier", "expires_at")}
+        else:
+            try:
+                out = backups.restore(store, directory, args.backup_id,
+                                      load_secret(settings.data_dir, settings.secret_key))
+            except LookupError as exc:
+                print(json.dumps({"error": "not_found", "detail": str(exc)}), file=sys.stderr)
+                return 2
+        audit.write(store, audit.row("", "cli", "operator", f"backup {args.action}", after=out))
+    finally:
+        store.close()
+    print(json.dumps(out))
+    return 0
+
+
 def _front_config(args: argparse.Namespace) -> int:
     from edge import front_config
 
@@ -172,6 +207,17 @@ def parser() -> argparse.ArgumentParser:
         if action == "export":
             p_action.add_argument("--zip", help="also write the ZIP (a CSV per table and a README) here")
         p_action.set_defaults(run=_privacy)
+
+    backup = sub.add_parser("backup", help="backups in tiers (daily 24 h, weekly 7 d, monthly 30 d)")
+    b_actions = backup.add_subparsers(dest="action", required=True)
+    b_create = b_actions.add_parser("create", help="back up the database now")
+    b_create.add_argument("--tier", choices=("daily", "weekly", "monthly"),
+                          help="default: monthly if none this month, weekly if none this week, else daily")
+    b_actions.add_parser("list", help="each backup's tier, age and expiry")
+    b_actions.add_parser("prune", help="delete expired backups")
+    b_restore = b_actions.add_parser("restore", help="restore a backup, then erase again everyone purged since")
+    b_restore.add_argument("backup_id")
+    backup.set_defaults(run=_backup)
 
     front = sub.add_parser("front-config", help="write the nginx front's configuration under $WAVE_DATA_DIR/run")
     front.add_argument("--listen", default="0.0.0.0:80", help="where nginx listens")

@@ -47,6 +47,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # How often beacons are folded into the per-view rollup the dashboards read; 0: never
     # (another edge does it).
     rollup_s: float = 10.0
+    # A backup when none is younger than this (tier chosen by age, see retention/backups);
+    # expired backups are pruned every hour. 0: no scheduled backups (`wave-edge backup`).
+    backup_every_s: float = 0.0
     # Where an nginx front writes the segments it served itself (see edge/front_log.py).
     front_log_dir: Path | None = None
 
@@ -96,5 +99,6 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         player_dir=Path(env["WAVE_PLAYER_DIR"]).resolve() if env.get("WAVE_PLAYER_DIR") else DEFAULT_PLAYER_DIR,
         demo=env.get("WAVE_DEMO", "") in ("1", "true", "yes"),
         rollup_s=float(env.get("WAVE_ROLLUP_S") or 10.0),
+        backup_every_s=float(env.get("WAVE_BACKUP_EVERY_H") or 24) * 3600,
         front_log_dir=Path(env["WAVE_FRONT_LOG_DIR"]).resolve() if env.get("WAVE_FRONT_LOG_DIR") else None,
     )

@@ -1,0 +1,147 @@
+"""Backups in tiers, and restores that never bring an erased subject back.
+
+`create` makes a consistent copy with ClickHouse's own `BACKUP DATABASE ... TO File(...)`
+(chDB gets `backups.allowed_path` as a start-up option, see `analytics.store`), plus a
+manifest: its tier, when it was taken and when it expires, and the media index (which
+videos' files existed). Tiers follow the promise: a daily backup is kept 24 hours, a
+weekly one 7 days, a monthly one 1 month (30 days). A new backup is monthly if no monthly
+backup is younger than a month, else weekly if none is younger than a week, else daily.
+`prune` deletes expired ones (the CLI, and the server every hour); `restore` refuses an
+expired or missing backup, so nothing older than the oldest monthly can come back.
+
+`restore` replaces every table but the purge ledger and the audit log (both must stay
+complete: they record what happened after the backup too), then replays the ledger:
+every subject purged since the backup was taken is erased again before anything is served.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from analytics.store import Store, chdb_path
+from retention import purge
+
+TIERS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
+KEEP_CURRENT = ("purges", "audit_log")  # never rolled back by a restore
+REPLAY_MARGIN_S = 600
+
+
+@dataclass
+class Manifest:
+    backup_id: str
+    tier: str
+    created_at: float
+    expires_at: float
+    tables: list[str] = field(default_factory=list)
+    media: list[str] = field(default_factory=list)
+
+    def public(self, now: float) -> dict:
+        return {"backup_id": self.backup_id, "tier": self.tier, "created_at": _iso(self.created_at),
+                "expires_at": _iso(self.expires_at), "age_s": round(now - self.created_at),
+                "expired": self.expires_at <= now}
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def backups_dir(data_dir: Path, clickhouse_url: str) -> Path:
+    """Beside the embedded store (where chDB is allowed to write backups); for a server,
+    under the data dir (which the server's `backups.allowed_path` must name)."""
+    path = chdb_path(clickhouse_url)
+    return path.parent / "backups" if path is not None else data_dir / "backups"
+
+
+def due(directory: Path, every_s: float, now: float) -> bool:
+    """Is a scheduled backup due (none taken in the last `every_s`)?"""
+    latest = max((m.created_at for m in list_backups(directory)), default=0.0)
+    return now - latest >= every_s
+
+
+def list_backups(directory: Path) -> list[Manifest]:
+    out = []
+    for path in sorted(directory.glob("*/manifest.json")):
+        try:
+            out.append(Manifest(**json.loads(path.read_text())))
+        except (ValueError, TypeError):
+            continue  # a half-written backup (crash during create): not a backup
+    return sorted(out, key=lambda m: m.created_at)
+
+
+def choose_tier(existing: list[Manifest], now: float) -> str:
+    def has(tier: str, within: float) -> bool:
+        return any(m.tier == tier and now - m.created_at < within for m in existing)
+
+    if not has("monthly", TIERS["monthly"]):
+        return "monthly"
+    if not has("weekly", TIERS["weekly"]):
+        return "weekly"
+    return "daily"
+
+
+def create(store: Store, directory: Path, media_dir: Path, tier: str | None = None,
+           now: float | None = None) -> Manifest:
+    now = time.time() if now is None else now
+    directory.mkdir(parents=True, exist_ok=True)
+    tier = tier or choose_tier(list_backups(directory), now)
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of: {', '.join(TIERS)}")
+    backup_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(3)
+    target = directory / backup_id
+    target.mkdir()
+    store.command(f"BACKUP DATABASE {_db(store)} TO File('{target / 'db'}')")
+    tables = [r[0] for r in store.rows("SELECT name FROM system.tables WHERE database = currentDatabase()"
+                                       " AND NOT is_temporary ORDER BY name")]
+    videos = media_dir / "videos"
+    media = sorted(p.name for p in videos.iterdir()) if videos.is_dir() else []
+    manifest = Manifest(backup_id, tier, now, now + TIERS[tier], tables, media)
+    tmp = target / "manifest.json.tmp"
+    tmp.write_text(json.dumps(asdict(manifest)))
+    tmp.replace(target / "manifest.json")  # the manifest's presence means "complete"
+    return manifest
+
+
+def prune(directory: Path, now: float | None = None) -> list[str]:
+    """Delete every backup past its expiry (and half-written ones); returns their ids."""
+    now = time.time() if now is None else now
+    gone = []
+    if not directory.is_dir():
+        return gone
+    complete = {m.backup_id: m for m in list_backups(directory)}
+    for path in directory.iterdir():
+        manifest = complete.get(path.name)
+        stale_partial = manifest is None and path.is_dir() and now - path.stat().st_mtime > 3600
+        if (manifest is not None and manifest.expires_at <= now) or stale_partial:
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path.name)
+    return gone
+
+
+def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: float | None = None) -> dict:
+    """Replace the data with the backup's, then erase again every subject purged since."""
+    now = time.time() if now is None else now
+    manifest = next((m for m in list_backups(directory) if m.backup_id == backup_id), None)
+    if manifest is None:
+        raise LookupError(f"no backup {backup_id!r} (expired backups are deleted)")
+    if manifest.expires_at <= now:
+        raise LookupError(f"backup {backup_id} expired at {_iso(manifest.expires_at)}")
+    db = _db(store)
+    source = f"File('{directory / backup_id / 'db'}')"
+    for table in manifest.tables:
+        if table in KEEP_CURRENT or table.startswith(".inner"):
+            continue
+        store.command(f"TRUNCATE TABLE IF EXISTS {db}.{table}")
+        store.command(f"RESTORE TABLE {db}.{table} FROM {source} SETTINGS allow_non_empty_tables = true")
+    # A purge that started shortly before the backup may have finished after it: replaying
+    # a few minutes more than strictly needed costs nothing and misses nobody.
+    erased = purge.replay(store, secret, manifest.created_at - REPLAY_MARGIN_S)
+    return {"backup_id": backup_id, "restored_from": _iso(manifest.created_at), "replayed_purges": erased}
+
+
+def _db(store: Store) -> str:
+    return str(store.command("SELECT currentDatabase()"))
