@@ -324,6 +324,20 @@ def _v7() -> tuple[str, ...]:
     return (purges, audit_log)
 
 
+def _v8() -> tuple[str, ...]:
+    # Retention per kind of data (retention/policy.py); `retention_days` stays the viewer
+    # events' (and the per-view rollup's).
+    return (
+        alter_table(
+            "tenants",
+            "ADD COLUMN IF NOT EXISTS sessions_days UInt16 DEFAULT 395,"
+            " ADD COLUMN IF NOT EXISTS consents_days UInt16 DEFAULT 425,"
+            " ADD COLUMN IF NOT EXISTS audit_days UInt16 DEFAULT 400,"
+            " ADD COLUMN IF NOT EXISTS server_logs_days UInt16 DEFAULT 30",
+        ),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tenants, keys, consents, viewer events", _v1()),
     Migration(2, "streams", _v2()),
@@ -332,6 +346,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "tenants' consent prompt", _v5()),
     Migration(6, "per-view rollup", _v6()),
     Migration(7, "purge ledger and audit log", _v7()),
+    Migration(8, "retention per kind of data", _v8()),
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from typing import Literal
 
 import msgspec
@@ -34,6 +35,10 @@ class Tenant(msgspec.Struct, frozen=True):
     consent_text: str = ""
     policy_version: str = "1"
     identified_viewers: bool = False
+    sessions_days: int = 395
+    consents_days: int = 425
+    audit_days: int = 400
+    server_logs_days: int = 30
 
     def origin_allowed(self, origin: str | None) -> bool:
         """No list means any origin (script embeds work out of the box); else exact match."""
@@ -117,14 +122,29 @@ def create_tenant(
 def load_tenant(store: Store, tenant_id: str) -> Tenant | None:
     rows = store.rows(
         "SELECT tenant_id, name, region, retention_days, toString(ip_mode), allowed_origins,"
-        " drop_bots, consent_text, policy_version, identified_viewers"
-        " FROM tenants FINAL WHERE tenant_id = {id:String} AND NOT deleted",
+        " drop_bots, consent_text, policy_version, identified_viewers, sessions_days, consents_days,"
+        " audit_days, server_logs_days FROM tenants FINAL WHERE tenant_id = {id:String} AND NOT deleted",
         parameters={"id": tenant_id},
     )
     if not rows:
         return None
-    tid, name, region, days, mode, origins, bots, text, policy, identified = rows[0]
-    return Tenant(tid, name, region, int(days), mode, tuple(origins), bool(bots), text, policy, bool(identified))
+    tid, name, region, days, mode, origins, bots, text, policy, identified, *kinds = rows[0]
+    return Tenant(tid, name, region, int(days), mode, tuple(origins), bool(bots), text, policy, bool(identified),
+                  *(int(k) for k in kinds))
+
+
+def all_tenant_ids(store: Store) -> list[str]:
+    return [r[0] for r in store.rows("SELECT tenant_id FROM tenants FINAL WHERE NOT deleted ORDER BY tenant_id")]
+
+
+def save_tenant(store: Store, tenant: Tenant, deleted: bool = False) -> None:
+    """Write the tenant's whole row as its newest version (ReplacingMergeTree)."""
+    row = msgspec.structs.asdict(tenant) | {"deleted": deleted, "updated_at": time.time(),
+                                            "allowed_origins": list(tenant.allowed_origins)}
+    created = store.rows("SELECT toUnixTimestamp64Micro(created_at) / 1e6 FROM tenants FINAL"
+                         " WHERE tenant_id = {id:String}", {"id": tenant.tenant_id})
+    row["created_at"] = created[0][0] if created else time.time()
+    store.insert_json_lines("tenants", msgspec.json.encode(row) + b"\n")
 
 
 def tenant_id_for_key_hash(store: Store, key_hash: str) -> str | None:
@@ -144,3 +164,7 @@ class TenantDirectory:
 
     async def get(self, tenant_id: str) -> Tenant | None:
         return await self._cache.get(tenant_id, lambda: load_tenant(self._store, tenant_id))
+
+    def forget(self, tenant_id: str) -> None:
+        """This edge changed the tenant: read it afresh (other edges within the TTL)."""
+        self._cache.forget(tenant_id)

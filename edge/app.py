@@ -52,7 +52,7 @@ from edge.vod import videos
 from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
 from retention import api as retention_api
-from retention import backups
+from retention import backups, policy
 
 log = logging.getLogger("edge")
 
@@ -141,6 +141,7 @@ class Edge:
         """Prune expired backups every hour; take one when due (the embedded store belongs
         to this process, so scheduled backups of it can only be taken here)."""
         directory = backups.backups_dir(self.settings.data_dir, self.settings.clickhouse_url)
+        await asyncio.sleep(300)  # not in the start-up rush
         while True:
             try:
                 pruned = await asyncio.to_thread(backups.prune, directory)
@@ -154,6 +155,12 @@ class Edge:
                         log.info("backup %s (%s) taken", manifest.backup_id, manifest.tier)
             except Exception:
                 log.exception("scheduled backup work failed")
+            try:
+                deleted = await asyncio.to_thread(policy.enforce, self.store)
+                if any(deleted.values()):
+                    log.info("retention: expired rows deleted %s", deleted)
+            except Exception:
+                log.exception("retention enforcement failed")
             await asyncio.sleep(3600)
 
     def _sync_public_links(self) -> None:

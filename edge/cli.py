@@ -163,6 +163,39 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retention(args: argparse.Namespace) -> int:
+    """`retention show|set|enforce`."""
+    from analytics.tenants import load_tenant
+    from retention import audit, policy
+
+    settings = from_env()
+    store = open_store(settings.clickhouse_url)
+    try:
+        migrations.apply(store)
+        if args.action == "enforce":
+            out = {"rows_deleted": policy.enforce(store)}
+            audit.write(store, audit.row("", "cli", "operator", "retention enforce", after=out))
+        else:
+            tenant = load_tenant(store, args.tenant)
+            if tenant is None:
+                print(json.dumps({"error": "not_found", "detail": f"no tenant {args.tenant!r}"}), file=sys.stderr)
+                return 2
+            if args.action == "show":
+                out = policy.settings_of(tenant)
+            else:
+                changes = {k: v for k in (*policy.KINDS, "ip_mode") if (v := getattr(args, k)) is not None}
+                if any(not 1 <= v <= 3650 for k, v in changes.items() if k != "ip_mode"):
+                    print(json.dumps({"error": "invalid_field", "detail": "days must be 1-3650"}), file=sys.stderr)
+                    return 2
+                before, out = policy.apply(store, tenant, changes)
+                audit.write(store, audit.row(tenant.tenant_id, "cli", "operator", "retention set",
+                                             before=before, after=out))
+    finally:
+        store.close()
+    print(json.dumps(out))
+    return 0
+
+
 def _front_config(args: argparse.Namespace) -> int:
     from edge import front_config
 
@@ -218,6 +251,18 @@ def parser() -> argparse.ArgumentParser:
     b_restore = b_actions.add_parser("restore", help="restore a backup, then erase again everyone purged since")
     b_restore.add_argument("backup_id")
     backup.set_defaults(run=_backup)
+
+    retention = sub.add_parser("retention", help="how long data is kept; delete what expired")
+    r_actions = retention.add_subparsers(dest="action", required=True)
+    r_show = r_actions.add_parser("show", help="a tenant's retention settings")
+    r_show.add_argument("--tenant", required=True)
+    r_set = r_actions.add_parser("set", help="change them (stored rows follow)")
+    r_set.add_argument("--tenant", required=True)
+    for kind in ("viewer_events_days", "sessions_days", "consents_days", "audit_days", "server_logs_days"):
+        r_set.add_argument("--" + kind.replace("_", "-"), dest=kind, type=int)
+    r_set.add_argument("--ip-mode", dest="ip_mode", choices=IP_MODES)
+    r_actions.add_parser("enforce", help="delete every row past its period, now")
+    retention.set_defaults(run=_retention)
 
     front = sub.add_parser("front-config", help="write the nginx front's configuration under $WAVE_DATA_DIR/run")
     front.add_argument("--listen", default="0.0.0.0:80", help="where nginx listens")

@@ -62,7 +62,7 @@ def row(tenant: Tenant, kind: str, media_id: str, endpoint: str, ip: str | None,
         session_id=hashlib.sha256(f"{kind}:{endpoint}:{started}".encode()).hexdigest()[:24],
         tenant_id=tenant.tenant_id, kind=kind, media_id=media_id, endpoint=endpoint,
         ip=stored_ip(parse_ip(ip), tenant.ip_mode), browser=agent.browser, os=agent.os,
-        started_at=started, ended_at=ended, bytes_sent=bytes_sent, retention_days=tenant.retention_days,
+        started_at=started, ended_at=ended, bytes_sent=bytes_sent, retention_days=tenant.sessions_days,
     )
 
 

@@ -12,16 +12,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Annotated, Literal
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, get, post, put
 from litestar.datastructures import State
 
 from analytics import validation
 from analytics.dashboard_api import csv_response, scope, wants_csv
 from analytics.validation import BadInput
-from retention import audit, export, purge, subjects
+from retention import audit, export, policy, purge, subjects
 from retention.subjects import Subject
+
+
+Days = Annotated[int, msgspec.Meta(ge=1, le=3650)]
+
+
+class RetentionSettings(msgspec.Struct):
+    viewer_events_days: int
+    sessions_days: int
+    consents_days: int
+    audit_days: int
+    server_logs_days: int
+    ip_mode: str
+
+
+class RetentionChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Any subset of the settings; days from 1 to 3650."""
+
+    viewer_events_days: Days | None = None
+    sessions_days: Days | None = None
+    consents_days: Days | None = None
+    audit_days: Days | None = None
+    server_logs_days: Days | None = None
+    ip_mode: Literal["full", "truncated", "none"] | None = None
 
 
 class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -110,4 +134,23 @@ async def audit_route(request: Request, state: State) -> Response:
     return Response({"records": rows, "from": where.start, "to": where.end, "generated_at": time.time()})
 
 
-ROUTES = [purge_route, export_route, audit_route]
+@get("/v1/retention")
+async def retention_show(request: Request, state: State) -> RetentionSettings:
+    """How long each kind of the tenant's data is kept, and how much of an IP is stored."""
+    tenant = await state.edge.auth.tenant(request)
+    return RetentionSettings(**policy.settings_of(tenant))
+
+
+@put("/v1/retention", request_max_body_size=4096)
+async def retention_set(request: Request, state: State) -> RetentionSettings:
+    """Change any of the settings; stored rows take the new periods too."""
+    tenant = await state.edge.auth.tenant(request)
+    change = validation.decode(await request.body(), RetentionChange)
+    changes = {k: v for k, v in msgspec.structs.asdict(change).items() if v is not None}
+    before, after = await asyncio.to_thread(policy.apply, state.edge.store, tenant, changes)
+    state.edge.tenants.forget(tenant.tenant_id)
+    _audit_change(request, before=before, after=after)
+    return RetentionSettings(**after)
+
+
+ROUTES = [purge_route, export_route, audit_route, retention_show, retention_set]

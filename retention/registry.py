@@ -18,15 +18,16 @@ class PersonalTable:
     table: str
     subject_columns: tuple[str, ...]
     retention_kind: str  # which of the tenant's retention settings governs its rows
+    time_column: str = "ts"  # the age of a row, for retention
     tenant_column: str = "tenant_id"
 
 
 REGISTRY: tuple[PersonalTable, ...] = (
     PersonalTable("viewer_events", ("viewer_id", "email", "ip"), "viewer_events"),
     PersonalTable("consents", ("viewer_id", "email", "ip"), "consents"),
-    PersonalTable("sessions", ("ip",), "sessions"),
+    PersonalTable("sessions", ("ip",), "sessions", "started_at"),
     # The per-view rollup (analytics/rollup.py): a viewer's views, by viewer id.
-    PersonalTable("views", ("viewer_id",), "viewer_events"),
+    PersonalTable("views", ("viewer_id",), "viewer_events", "started_at"),
     # Admins' and operators' addresses in the audit log.
     PersonalTable("audit_log", ("ip",), "audit_log"),
 )

@@ -1,0 +1,92 @@
+"""Retention per tenant and kind of data, applied to rows already stored, and enforced.
+
+Each table with personal data carries a per-row `retention_days` and a ClickHouse TTL on
+it (`ts + retention_days`), so expiry needs no job to run. Changing a tenant's setting
+rewrites that column for its stored rows (`ALTER TABLE ... UPDATE`, a mutation), so the
+new period applies to old rows too, longer or shorter; a TTL only drops rows at a merge,
+so the enforcer (`wave-edge retention enforce`, and hourly in the server) deletes what is
+past its period explicitly and applies the deleted-rows mask: expired means gone, not
+"gone at some merge".
+
+Consents are kept as long as they prove the consent behind stored data, and no longer: a
+consent record older than `consents_days` is deleted unless it is the viewer's latest and
+the viewer still has beacons within that period (then it is the proof still in use).
+Audit records follow `audit_days`. `server_logs_days` is stored for the operator's log
+shipping: the edge itself writes no log lines holding personal data (no access log; the
+front's hand-off files are consumed and deleted within seconds), so it has none to expire.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from analytics.store import Store
+from analytics.tenants import Tenant, all_tenant_ids, load_tenant, save_tenant
+from retention.registry import REGISTRY
+
+# Setting name -> (tenant field, the tables it governs).
+KINDS = {
+    "viewer_events_days": ("retention_days", ("viewer_events", "views")),
+    "sessions_days": ("sessions_days", ("sessions",)),
+    "consents_days": ("consents_days", ("consents",)),
+    "audit_days": ("audit_days", ("audit_log",)),
+    "server_logs_days": ("server_logs_days", ()),
+}
+_TTL_TABLES = {"viewer_events", "views", "sessions", "audit_log"}  # those with `retention_days`
+
+
+def settings_of(tenant: Tenant) -> dict:
+    return {name: getattr(tenant, field) for name, (field, _) in KINDS.items()} | {"ip_mode": tenant.ip_mode}
+
+
+def apply(store: Store, tenant: Tenant, changes: dict) -> tuple[dict, dict]:
+    """Store new settings and rewrite stored rows' retention; returns (before, after)."""
+    before = settings_of(tenant)
+    fields = {KINDS[name][0]: value for name, value in changes.items() if name in KINDS}
+    if "ip_mode" in changes:
+        fields["ip_mode"] = changes["ip_mode"]
+    updated = msgspec.structs.replace(tenant, **fields)
+    save_tenant(store, updated)
+    for name, (field, tables) in KINDS.items():
+        if getattr(updated, field) == getattr(tenant, field):
+            continue
+        for table in tables:
+            if table in _TTL_TABLES:
+                store.command(
+                    f"ALTER TABLE {table} UPDATE retention_days = {{days:UInt16}}"
+                    " WHERE tenant_id = {t:String} AND retention_days != {days:UInt16}",
+                    parameters={"days": getattr(updated, field), "t": tenant.tenant_id},
+                )
+    return before, settings_of(updated)
+
+
+def enforce(store: Store, now: float | None = None) -> dict[str, int]:
+    """Delete every row past its tenant's period, physically; returns rows deleted per table."""
+    now = time.time() if now is None else now
+    deleted: dict[str, int] = {}
+    touched: set[str] = set()
+    for tenant_id in all_tenant_ids(store):
+        tenant = load_tenant(store, tenant_id)
+        if tenant is None:
+            continue
+        for entry in REGISTRY:
+            field, _ = next(v for v in KINDS.values() if entry.table in v[1])
+            cutoff = now - getattr(tenant, field) * 86400
+            where = f"tenant_id = {{t:String}} AND {entry.time_column} < {{cutoff:DateTime64(3)}}"
+            if entry.table == "consents":
+                where += (" AND NOT ((viewer_id, ts) IN (SELECT viewer_id, max(ts) FROM consents"
+                          " WHERE tenant_id = {t:String} GROUP BY viewer_id)"
+                          " AND viewer_id IN (SELECT DISTINCT viewer_id FROM viewer_events"
+                          " WHERE tenant_id = {t:String} AND ts >= {cutoff:DateTime64(3)}))")
+            params = {"t": tenant_id, "cutoff": float(cutoff)}
+            n = int(store.command(f"SELECT count() FROM {entry.table} WHERE {where}", parameters=params))
+            if n:
+                store.command(f"DELETE FROM {entry.table} WHERE {where} SETTINGS lightweight_deletes_sync = 2",
+                              parameters=params)
+                touched.add(entry.table)
+            deleted[entry.table] = deleted.get(entry.table, 0) + n
+    for table in touched:
+        store.command(f"ALTER TABLE {table} APPLY DELETED MASK SETTINGS mutations_sync = 2")
+    return deleted
