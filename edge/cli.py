@@ -196,6 +196,25 @@ def _retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant_delete(args: argparse.Namespace) -> int:
+    """Offboard a tenant: every row and media file, verified; the server must be stopped."""
+    from retention import offboard
+
+    settings = from_env()
+    store = open_store(settings.clickhouse_url)
+    try:
+        migrations.apply(store)
+        if not store.rows("SELECT 1 FROM tenants WHERE tenant_id = {t:String} LIMIT 1", {"t": args.tenant_id}):
+            print(json.dumps({"error": "not_found", "detail": f"no tenant {args.tenant_id!r}"}), file=sys.stderr)
+            return 2
+        _drain_spool(settings, store)
+        out = offboard.delete_tenant(store, args.tenant_id, settings.media_dir, "cli")
+    finally:
+        store.close()
+    print(json.dumps(out))
+    return 0
+
+
 def _front_config(args: argparse.Namespace) -> int:
     from edge import front_config
 
@@ -228,6 +247,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--identified-viewers", action="store_true",
                         help="viewers may be identified by email (passed by the host page)")
     create.set_defaults(run=_tenant_create)
+    delete = tenant.add_parser("delete", help="offboard: delete every row and media file of the tenant")
+    delete.add_argument("tenant_id")
+    delete.set_defaults(run=_tenant_delete)
 
     privacy = sub.add_parser("privacy", help="data-subject requests (server stopped, with embedded chDB)")
     actions = privacy.add_subparsers(dest="action", required=True)

@@ -15,13 +15,13 @@ import time
 from typing import Annotated, Literal
 
 import msgspec
-from litestar import Request, Response, get, post, put
+from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
 
 from analytics import validation
 from analytics.dashboard_api import csv_response, scope, wants_csv
 from analytics.validation import BadInput
-from retention import audit, export, policy, purge, subjects
+from retention import audit, export, offboard, policy, purge, subjects
 from retention.subjects import Subject
 
 
@@ -153,4 +153,23 @@ async def retention_set(request: Request, state: State) -> RetentionSettings:
     return RetentionSettings(**after)
 
 
-ROUTES = [purge_route, export_route, audit_route, retention_show, retention_set]
+@delete("/v1/tenant", status_code=200)
+async def tenant_delete(request: Request, state: State) -> Response:
+    """Offboard this tenant: every row and media file, verified. `?confirm=<tenant_id>`
+    guards against a slip; the key stops working with the tenant."""
+    tenant = await state.edge.auth.tenant(request)
+    if request.query_params.get("confirm") != tenant.tenant_id:
+        raise BadInput("invalid_parameter", "confirm with ?confirm=<your tenant id>", "$.query.confirm")
+    edge = state.edge
+    for session in [s for s in edge.publishers.values() if s.tenant.tenant_id == tenant.tenant_id]:
+        await session.end("tenant deleted")
+    if not await edge.buffer.drain(timeout_s=10):
+        raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry shortly", status=503)
+    actor = request.scope["state"]["wave_actor"][1]
+    summary = await asyncio.to_thread(offboard.delete_tenant, edge.store, tenant.tenant_id,
+                                      edge.settings.media_dir, actor)
+    edge.tenants.forget(tenant.tenant_id)
+    return Response(summary)
+
+
+ROUTES = [purge_route, export_route, audit_route, retention_show, retention_set, tenant_delete]

@@ -91,14 +91,22 @@ def purge(store: Store, tenant_id: str, subject: Subject, secret: bytes, request
 def replay(store: Store, secret: bytes, since: float) -> dict[str, int]:
     """After a restore: erase again every subject purged at or after `since` (the backup's
     time), matching the ledger's salted hashes against each subject column."""
+    from retention import offboard
+
     rows = store.rows(
-        "SELECT tenant_id, subject_hashes FROM purges WHERE requested_at >= {since:DateTime64(3)}",
+        "SELECT tenant_id, kind, subject_hashes FROM purges WHERE requested_at >= {since:DateTime64(3)}",
         {"since": float(since)},  # an int would be bound as "0", which DateTime64 refuses
     )
     by_tenant: dict[str, set[str]] = {}
-    for tenant_id, hashes in rows:
-        by_tenant.setdefault(tenant_id, set()).update(hashes)
     erased: dict[str, int] = {}
+    gone_tenants = {tenant_id for tenant_id, kind, _ in rows if kind == "tenant"}
+    tables = [t for t in offboard.tenant_tables(store) if t not in offboard.KEEP]
+    for tenant_id in gone_tenants:  # offboarded since the backup: all of it, again
+        for table, n in offboard.erase_rows(store, tenant_id, tables).items():
+            erased[table] = erased.get(table, 0) + n
+    for tenant_id, kind, hashes in rows:
+        if tenant_id not in gone_tenants:
+            by_tenant.setdefault(tenant_id, set()).update(hashes)
     salt = subjects.salt(secret)
     for tenant_id, hashes in by_tenant.items():
         for table in REGISTRY:

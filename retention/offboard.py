@@ -1,0 +1,71 @@
+"""Tenant offboarding: when a contract ends, every row and every media file of the tenant go.
+
+Every table with a `tenant_id` column is found in ClickHouse's own catalogue (not a list
+kept by hand, so a new table cannot be forgotten) and cleared of the tenant, physically;
+its videos' directories and public links are deleted. Two records stay, by design: one
+audit record saying the tenant existed and was deleted (its earlier audit rows go), and a
+purge-ledger row of kind `tenant`, so restoring an older backup deletes the tenant again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from analytics.store import Store
+from retention import audit
+
+KEEP = ("audit_log", "purges")
+
+
+def tenant_tables(store: Store) -> list[str]:
+    return [r[0] for r in store.rows(
+        "SELECT table FROM system.columns WHERE database = currentDatabase() AND name = 'tenant_id'"
+        " AND table NOT LIKE '.inner%' ORDER BY table")]
+
+
+def _rows(store: Store, table: str, tenant_id: str) -> int:
+    return int(store.command(f"SELECT count() FROM {table} WHERE tenant_id = {{t:String}}"
+                             " SETTINGS apply_deleted_mask = 0", parameters={"t": tenant_id}))
+
+
+def erase_rows(store: Store, tenant_id: str, tables: list[str]) -> dict[str, int]:
+    deleted = {}
+    for table in tables:
+        n = _rows(store, table, tenant_id)
+        if n:
+            store.command(f"DELETE FROM {table} WHERE tenant_id = {{t:String}} SETTINGS lightweight_deletes_sync = 2",
+                          parameters={"t": tenant_id})
+            store.command(f"ALTER TABLE {table} APPLY DELETED MASK SETTINGS mutations_sync = 2")
+        deleted[table] = n
+    return deleted
+
+
+def delete_tenant(store: Store, tenant_id: str, media_dir: Path, actor: str) -> dict:
+    """Erase the tenant everywhere, verify, and leave the two records that must stay."""
+    videos = [r[0] for r in store.rows("SELECT DISTINCT video_id FROM videos WHERE tenant_id = {t:String}",
+                                       {"t": tenant_id})]
+    tables = tenant_tables(store)
+    deleted = erase_rows(store, tenant_id, tables)
+    for video_id in videos:
+        (media_dir / "public" / "vod" / video_id).unlink(missing_ok=True)
+        shutil.rmtree(media_dir / "videos" / video_id, ignore_errors=True)
+    streams = {p.name for p in (media_dir / "public" / "live").glob("st_*")} if (media_dir / "public").exists() else set()
+    for name in streams:
+        link = media_dir / "public" / "live" / name
+        if not link.exists():  # pointed into a deleted recording
+            link.unlink(missing_ok=True)
+    left = {t: n for t in tables if (n := _rows(store, t, tenant_id))}
+    files_left = [v for v in videos if (media_dir / "videos" / v).exists()]
+    if left or files_left:
+        raise RuntimeError(f"tenant data still present: rows {left}, media {files_left}")
+    now = time.time()
+    store.insert_json_lines("purges", json.dumps({
+        "purge_id": f"tenant-{tenant_id}", "tenant_id": tenant_id, "kind": "tenant", "subject_hashes": [],
+        "requested_by": actor, "requested_at": now, "rows_deleted": json.dumps(deleted), "status": "completed",
+    }).encode() + b"\n")
+    summary = {"tenant_id": tenant_id, "rows_deleted": deleted, "videos_deleted": len(videos)}
+    audit.write(store, audit.row(tenant_id, actor, "operator", "tenant deleted", after={"deleted": True}, ts=now))
+    return summary
