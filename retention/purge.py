@@ -1,11 +1,11 @@
 """Erasure: every row about a subject, in every registered table of a tenant, gone for good.
 
-For each table of the registry: count the subject's rows, delete them (a lightweight
-DELETE, which hides them at once), then `APPLY DELETED MASK`, which rewrites the parts that
-held them, so the rows are physically gone; then count again with the mask off
-(`apply_deleted_mask = 0`): a purge that finds anything left fails loudly instead of
-reporting success. Other rows are never touched: the same parts are rewritten without the
-subject's rows.
+For each table of the registry: count the subject's rows, then delete them with a
+synchronous mutation (`ALTER TABLE ... DELETE ... mutations_sync = 2`), which rewrites the
+parts that held them, so the rows are physically gone, not merely hidden; then count
+again with the deleted-rows mask off (`apply_deleted_mask = 0`): a purge that finds
+anything left fails loudly instead of reporting success. Other rows are never touched:
+the same parts are rewritten without the subject's rows.
 
 The purge ledger keeps the outcome with the subject as salted hashes only; `replay`
 erases again, from a restored backup, every subject purged after that backup was taken.
@@ -56,12 +56,13 @@ def erase(store: Store, tenant_id: str, subject: Subject) -> dict[str, int]:
         deleted[table.table] = found
         if found:
             sql, params = subject.condition(table)  # type: ignore[misc]
+            # One synchronous mutation: the parts that held the rows are rewritten without
+            # them (a lightweight DELETE then APPLY DELETED MASK rewrote them twice).
             store.command(
-                f"DELETE FROM {table.table} WHERE {table.tenant_column} = {{tenant:String}} AND {sql}"
-                " SETTINGS lightweight_deletes_sync = 2",
+                f"ALTER TABLE {table.table} DELETE WHERE {table.tenant_column} = {{tenant:String}} AND {sql}"
+                " SETTINGS mutations_sync = 2",
                 parameters={"tenant": tenant_id, **params},
             )
-            store.command(f"ALTER TABLE {table.table} APPLY DELETED MASK SETTINGS mutations_sync = 2")
     left = {t.table: n for t in REGISTRY if (n := _count(store, t, tenant_id, subject, physical=True))}
     if left:
         raise PurgeIncomplete(f"rows still present after the purge: {left}")

@@ -1,0 +1,90 @@
+"""One data subject's export and purge in 10 M beacons, against a full-table scan.
+
+    .venv/bin/python bench/privacy.py [--events 10000000]
+
+1. A fresh embedded store with the beacons of bench/queries.py (100k viewers, 30 days),
+   folded into the per-view rollup, plus a consent row per viewer of the subject.
+2. Export of one viewer (every registered table, as the API does): time, and the rows
+   ClickHouse reads for it (`EXPLAIN ESTIMATE` of the beacons query: the bloom-filter
+   index on viewer_id skips the granules without the subject).
+3. The baseline: the same count over viewer_events with skip indexes off (a full scan).
+4. Purge of the same viewer (delete, apply the deleted-rows mask, verify zero with the
+   mask off, ledger): time; then the rows left for everyone else are counted.
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from analytics import migrations, rollup  # noqa: E402
+from analytics.store import open_store  # noqa: E402
+from bench.queries import AVG_EVENTS_PER_VIEW, GENERATE, TENANT  # noqa: E402
+from retention import export, purge, subjects  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=10_000_000)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wave-edge-privacy-"))
+    store = open_store(f"chdb://{work / 'ch'}")
+    migrations.apply(store)
+    store.command(GENERATE.format(tenant=TENANT, now_ms=int(time.time() * 1000), days=30,
+                                  views=int(args.events / AVG_EVENTS_PER_VIEW)))
+    rollup.fold_touched(store, 0.0)
+    # A typical subject: a viewer with the median number of views.
+    viewer = store.rows("SELECT viewer_id FROM (SELECT viewer_id, count() AS n FROM views GROUP BY viewer_id)"
+                        " WHERE n = (SELECT median(n) FROM (SELECT count() AS n FROM views GROUP BY viewer_id))"
+                        " ORDER BY viewer_id LIMIT 1")[0][0]
+    store.command(
+        "INSERT INTO consents (consent_id, tenant_id, viewer_id, email, action, purposes, policy_version, ts, ip)"
+        f" SELECT generateUUIDv4(), '{TENANT}', '{viewer}', '', 'grant', ['analytics'], '1', now64(6),"
+        " toIPv6('10.0.16.146')")
+    total = int(store.command("SELECT count() FROM viewer_events"))
+    subject = subjects.parse("viewer_id", viewer)
+
+    t = time.perf_counter()
+    data = export.collect(store, TENANT, subject)
+    export_s = time.perf_counter() - t
+    exported = {name: len(table["rows"]) for name, table in data.items()}
+    t = time.perf_counter()
+    zipped = export.as_zip(data, subject)
+    zip_s = time.perf_counter() - t
+    estimate = store.rows(
+        f"EXPLAIN ESTIMATE SELECT * FROM viewer_events WHERE tenant_id = '{TENANT}' AND viewer_id = '{viewer}'")
+    read_rows = sum(int(r[3]) for r in estimate)
+
+    t = time.perf_counter()
+    scanned = int(store.command(
+        f"SELECT count() FROM viewer_events WHERE viewer_id = '{viewer}' SETTINGS use_skip_indexes = 0"))
+    scan_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    result = purge.purge(store, TENANT, subject, b"bench-secret", "bench")
+    purge_s = time.perf_counter() - t
+    others_left = int(store.command("SELECT count() FROM viewer_events SETTINGS apply_deleted_mask = 0"))
+
+    print(json.dumps({
+        "events": total, "subject_rows": exported, "export_s": round(export_s, 3), "zip_s": round(zip_s, 3),
+        "zip_bytes": len(zipped), "export_rows_read_estimate": read_rows,
+        "full_scan_s": round(scan_s, 3), "full_scan_rows": total, "full_scan_matches": scanned,
+        "export_vs_full_scan": round(export_s / scan_s, 2),
+        "purge_s": round(purge_s, 3), "purge_rows_deleted": result.rows_deleted,
+        "purge_vs_full_scan": round(purge_s / scan_s, 2),
+        "others_intact": others_left == total - exported["viewer_events"],
+    }))
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
