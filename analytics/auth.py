@@ -15,6 +15,7 @@ revocations take effect quickly.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -41,6 +42,13 @@ def bearer(request: Request) -> str | None:
     return token
 
 
+def support_granted(store: Store, tenant_id: str) -> bool:
+    """Has the tenant a live grant of support access (retention/support.py makes them)?"""
+    return bool(store.rows(
+        "SELECT 1 FROM support_grants FINAL WHERE tenant_id = {t:String} AND NOT revoked"
+        " AND expires_at > now64(3) LIMIT 1", {"t": tenant_id}))
+
+
 def _actor(request: Request, tenant: Tenant, key_hash: str, kind: str) -> None:
     """Who acts, for the audit log (edge/http.py writes it after the response)."""
     request.scope.setdefault("state", {})["wave_actor"] = (tenant.tenant_id, "key:" + key_hash[:12], kind)
@@ -57,7 +65,10 @@ class AdminAuth:
     async def tenant(self, request: Request) -> Tenant:
         key = bearer(request)
         if key is not None:
-            tenant = await self._tenant_for_hash(hash_key(key))
+            key_hash = hash_key(key)
+            if await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash)) == "support:":
+                return await self._support(request, key_hash)
+            tenant = await self._tenant_for_hash(key_hash)
             if tenant is None:
                 raise BadInput("unauthorized", "unknown or revoked admin key", "$.headers.authorization", status=401)
             _actor(request, tenant, hash_key(key), "admin")
@@ -73,6 +84,22 @@ class AdminAuth:
             return tenant
         raise BadInput("unauthorized", "send the tenant's admin key as 'Authorization: Bearer <key>'",
                        "$.headers.authorization", status=401)
+
+    async def _support(self, request: Request, key_hash: str) -> Tenant:
+        """An operator's support key: reads only, of the tenant named in X-Wave-Tenant,
+        and only while that tenant's grant is live (checked on every request)."""
+        tenant_id = request.headers.get("x-wave-tenant", "")
+        tenant = await self._tenants.get(tenant_id) if tenant_id else None
+        if tenant is None:
+            raise BadInput("forbidden", "support keys name the tenant in X-Wave-Tenant", "$.headers.x-wave-tenant",
+                           status=403)
+        _actor(request, tenant, key_hash, "support")
+        if request.method not in ("GET", "HEAD"):
+            raise BadInput("forbidden", "support access is read-only", "$.method", status=403)
+        if not await asyncio.to_thread(support_granted, self._store, tenant.tenant_id):
+            raise BadInput("forbidden", "this tenant has not granted support access (or it expired)",
+                           "$.headers.x-wave-tenant", status=403)
+        return tenant
 
     async def sign_in(self, request: Request, key: str) -> tuple[Tenant, str]:
         """Check a key and make the session cookie's value for it."""
@@ -102,4 +129,6 @@ class AdminAuth:
     async def _tenant_for_hash(self, key_hash: str) -> Tenant | None:
         # cached by hash: no clear key is kept in memory
         tenant_id = await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash))
+        if tenant_id == "support:":  # not an admin key (no dashboard session for support)
+            return None
         return await self._tenants.get(tenant_id) if tenant_id else None

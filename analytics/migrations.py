@@ -338,6 +338,24 @@ def _v8() -> tuple[str, ...]:
     )
 
 
+def _v9() -> tuple[str, ...]:
+    # A tenant's grants of read access to the operator's support staff (retention/support.py).
+    grants = create_table(
+        "support_grants",
+        """
+        grant_id String,
+        tenant_id String,
+        granted_by String,
+        created_at DateTime64(3, 'UTC'),
+        expires_at DateTime64(3, 'UTC'),
+        revoked Bool DEFAULT false,
+        updated_at DateTime64(3, 'UTC')
+        """,
+        f"ENGINE = {engine('ReplacingMergeTree', 'updated_at')} ORDER BY (tenant_id, grant_id)",
+    )
+    return (grants,)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tenants, keys, consents, viewer events", _v1()),
     Migration(2, "streams", _v2()),
@@ -347,6 +365,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "per-view rollup", _v6()),
     Migration(7, "purge ledger and audit log", _v7()),
     Migration(8, "retention per kind of data", _v8()),
+    Migration(9, "support grants", _v9()),
 )
 
 

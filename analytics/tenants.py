@@ -148,11 +148,26 @@ def save_tenant(store: Store, tenant: Tenant, deleted: bool = False) -> None:
 
 
 def tenant_id_for_key_hash(store: Store, key_hash: str) -> str | None:
+    """The tenant an admin key acts for ("support:" for an operator's support key)."""
     rows = store.rows(
-        "SELECT tenant_id FROM api_keys FINAL WHERE key_hash = {h:String} AND NOT revoked",
+        "SELECT tenant_id, role FROM api_keys FINAL WHERE key_hash = {h:String} AND NOT revoked",
         parameters={"h": key_hash},
     )
-    return rows[0][0] if rows else None
+    if not rows:
+        return None
+    tenant_id, role = rows[0]
+    return "support:" if role == "support" else tenant_id
+
+
+def create_support_key(store: Store, name: str) -> str:
+    """An operator's support key: reads a tenant's data only under that tenant's grant."""
+    key = "sk_" + secrets.token_urlsafe(32)
+    store.command(
+        "INSERT INTO api_keys (key_hash, tenant_id, role, created_at, updated_at)"
+        " VALUES ({h:String}, {name:String}, 'support', now64(6), now64(6))",
+        parameters={"h": hash_key(key), "name": f"support:{name}"},
+    )
+    return key
 
 
 class TenantDirectory:

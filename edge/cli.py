@@ -215,6 +215,22 @@ def _tenant_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _support_key(args: argparse.Namespace) -> int:
+    from analytics.tenants import create_support_key
+    from retention import audit
+
+    settings = from_env()
+    store = open_store(settings.clickhouse_url)
+    try:
+        migrations.apply(store)
+        key = create_support_key(store, args.name)
+        audit.write(store, audit.row("", "cli", "operator", "support key-create", params={"name": args.name}))
+    finally:
+        store.close()
+    print(json.dumps({"support_key": key, "name": args.name}))
+    return 0
+
+
 def _front_config(args: argparse.Namespace) -> int:
     from edge import front_config
 
@@ -285,6 +301,12 @@ def parser() -> argparse.ArgumentParser:
     r_set.add_argument("--ip-mode", dest="ip_mode", choices=IP_MODES)
     r_actions.add_parser("enforce", help="delete every row past its period, now")
     retention.set_defaults(run=_retention)
+
+    support = sub.add_parser("support", help="operator support keys (tenants grant them access)")
+    s_actions = support.add_subparsers(dest="action", required=True)
+    s_create = s_actions.add_parser("key-create", help="a support key; prints it once")
+    s_create.add_argument("name")
+    s_create.set_defaults(run=_support_key)
 
     front = sub.add_parser("front-config", help="write the nginx front's configuration under $WAVE_DATA_DIR/run")
     front.add_argument("--listen", default="0.0.0.0:80", help="where nginx listens")

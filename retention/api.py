@@ -17,11 +17,12 @@ from typing import Annotated, Literal
 import msgspec
 from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
+from litestar.params import FromPath
 
 from analytics import validation
 from analytics.dashboard_api import csv_response, scope, wants_csv
 from analytics.validation import BadInput
-from retention import audit, export, offboard, policy, purge, subjects
+from retention import audit, export, offboard, policy, purge, subjects, support
 from retention.subjects import Subject
 
 
@@ -172,4 +173,38 @@ async def tenant_delete(request: Request, state: State) -> Response:
     return Response(summary)
 
 
-ROUTES = [purge_route, export_route, audit_route, retention_show, retention_set, tenant_delete]
+class GrantRequest(msgspec.Struct, forbid_unknown_fields=True):
+    duration_s: Annotated[int, msgspec.Meta(ge=60, le=support.MAX_GRANT_S)] = 86400
+
+
+@post("/v1/support-grants", status_code=201, request_max_body_size=4096)
+async def grant_support(request: Request, state: State) -> Response:
+    """Let the operator's support staff read this tenant's data for `duration_s` seconds."""
+    tenant = await state.edge.auth.tenant(request)
+    if request.scope["state"]["wave_actor"][2] == "support":
+        raise BadInput("forbidden", "support keys cannot grant themselves access", status=403)
+    raw = await request.body()
+    body = validation.decode(raw, GrantRequest) if raw.strip() else GrantRequest()
+    actor = request.scope["state"]["wave_actor"][1]
+    out = await asyncio.to_thread(support.grant, state.edge.store, tenant.tenant_id, actor, body.duration_s)
+    _audit_change(request, after=out)
+    return Response(out, status_code=201)
+
+
+@get("/v1/support-grants")
+async def list_support_grants(request: Request, state: State) -> Response:
+    tenant = await state.edge.auth.tenant(request)
+    return Response({"grants": await asyncio.to_thread(support.grants, state.edge.store, tenant.tenant_id)})
+
+
+@delete("/v1/support-grants/{grant_id:str}", status_code=200)
+async def revoke_support(request: Request, state: State, grant_id: FromPath[str]) -> Response:
+    """Revoke at once: the next support request is refused."""
+    tenant = await state.edge.auth.tenant(request)
+    if not await asyncio.to_thread(support.revoke, state.edge.store, tenant.tenant_id, grant_id):
+        raise BadInput("not_found", f"no live grant {grant_id!r}", "$.path.grant_id", status=404)
+    return Response({"grant_id": grant_id, "revoked": True})
+
+
+ROUTES = [purge_route, export_route, audit_route, retention_show, retention_set, tenant_delete,
+          grant_support, list_support_grants, revoke_support]

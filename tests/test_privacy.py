@@ -188,3 +188,35 @@ def test_purge_removes_exactly_the_subjects_rows(store, rows, target):
     assert result.rows_deleted["viewer_events"] == len(rows) - expected_left
     assert int(store.command("SELECT count() FROM viewer_events WHERE tenant_id = {t:String}"
                              " SETTINGS apply_deleted_mask = 0", parameters={"t": tenant})) == expected_left
+
+
+def test_support_reads_only_under_a_live_grant_and_is_audited(server, tenant_factory, store):
+    from analytics.tenants import create_support_key
+
+    tenant, key = tenant_factory()
+    other, _ = tenant_factory()
+    support_key = create_support_key(store, "alex")
+    as_support = {"authorization": f"Bearer {support_key}", "x-wave-tenant": tenant.tenant_id}
+    assert server.http.get("/v1/analytics/summary", headers=as_support).status_code == 403
+    assert server.http.get("/v1/streams", headers=_admin(support_key)).status_code == 403  # no tenant named
+    r = server.http.post("/v1/support-grants", json={"duration_s": 600}, headers=_admin(key))
+    assert r.status_code == 201, r.text
+    grant_id = r.json()["grant_id"]
+    assert server.http.get("/v1/analytics/summary", headers=as_support).status_code == 200
+    assert server.http.post("/v1/streams", json={"name": "x"}, headers=as_support).status_code == 403  # read-only
+    assert server.http.post("/v1/support-grants", json={}, headers=as_support).status_code == 403
+    # The grant is for this tenant only.
+    assert server.http.get("/v1/analytics/summary", headers={**as_support, "x-wave-tenant": other.tenant_id}
+                           ).status_code == 403
+    assert server.http.delete(f"/v1/support-grants/{grant_id}", headers=_admin(key)).status_code == 200
+    assert server.http.get("/v1/analytics/summary", headers=as_support).status_code == 403
+    grants = server.http.get("/v1/support-grants", headers=_admin(key)).json()["grants"]
+    assert [(g["grant_id"], g["revoked"], g["active"]) for g in grants] == [(grant_id, True, False)]
+
+    def support_records():
+        recs = server.http.get("/v1/audit", headers=_admin(key)).json()["records"]
+        return [(r["actor_kind"], r["action"], r["status"]) for r in recs if r["actor_kind"] == "support"]
+
+    wait_for(lambda: len(support_records()) >= 5, what="support calls in the tenant's audit log")
+    assert ("support", "GET /v1/analytics/summary", 200) in support_records()
+    assert ("support", "GET /v1/analytics/summary", 403) in support_records()
