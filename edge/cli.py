@@ -57,6 +57,10 @@ def _tenant_create(args: argparse.Namespace) -> int:
             policy_version=args.policy_version,
             identified_viewers=args.identified_viewers,
         )
+        from retention import audit
+
+        audit.write(store, audit.row(tenant.tenant_id, "cli", "operator", "tenant create",
+                                     after={"name": tenant.name, "region": tenant.region}))
     except TenantError as exc:
         print(json.dumps({"error": "invalid_tenant", "detail": str(exc)}), file=sys.stderr)
         return 2

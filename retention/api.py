@@ -124,11 +124,15 @@ async def export_route(request: Request, state: State) -> Response:
 
 @get("/v1/audit")
 async def audit_route(request: Request, state: State) -> Response:
-    """The tenant's audit records in [from, to) (default: the last 7 days); CSV on request."""
+    """The tenant's audit records in [from, to) (default: the last 7 days), optionally by
+    `actor` (a key id), `actor_kind` (admin, admin-dashboard, support, operator) or
+    `action` (a substring such as `privacy`); CSV on request."""
     tenant = await state.edge.auth.tenant(request)
     where = scope(request, tenant.tenant_id)
     as_csv = wants_csv(request)
-    rows = await asyncio.to_thread(audit.query, state.edge.store, tenant.tenant_id, where.start, where.end)
+    q = request.query_params
+    rows = await asyncio.to_thread(audit.query, state.edge.store, tenant.tenant_id, where.start, where.end,
+                                   actor=q.get("actor"), action=q.get("action"), actor_kind=q.get("actor_kind"))
     if as_csv:
         return csv_response(rows, ["ts", "actor", "actor_kind", "action", "params", "before", "after", "ip", "status"],
                             "audit.csv")

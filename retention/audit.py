@@ -47,12 +47,21 @@ async def write_async(store: Store, data: bytes) -> None:
         log.error("audit record not written: %s", exc)
 
 
-def query(store: Store, tenant_id: str, start: float, end: float, limit: int = 10_000) -> list[dict]:
+def query(store: Store, tenant_id: str, start: float, end: float, limit: int = 10_000,
+          actor: str | None = None, action: str | None = None, actor_kind: str | None = None) -> list[dict]:
+    """Records in [start, end); `actor`/`actor_kind` exact, `action` a substring."""
+    where = "tenant_id = {t:String} AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}"
+    if actor:
+        where += " AND actor = {actor:String}"
+    if actor_kind:
+        where += " AND actor_kind = {kind:String}"
+    if action:
+        where += " AND position(action, {action:String}) > 0"
     rows = store.rows(
         "SELECT toUnixTimestamp64Milli(ts) / 1000, actor, actor_kind, action, params, before, after,"
-        " toString(ip), status FROM audit_log WHERE tenant_id = {t:String}"
-        " AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)} ORDER BY ts LIMIT {limit:UInt32}",
-        {"t": tenant_id, "start": start, "end": end, "limit": limit},
+        f" toString(ip), status FROM audit_log WHERE {where} ORDER BY ts LIMIT {{limit:UInt32}}",
+        {"t": tenant_id, "start": start, "end": end, "limit": limit, "actor": actor or "", "kind": actor_kind or "",
+         "action": action or ""},
     )
     keys = ("ts", "actor", "actor_kind", "action", "params", "before", "after", "ip", "status")
     return [dict(zip(keys, r)) for r in rows]

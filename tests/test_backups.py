@@ -64,7 +64,7 @@ def test_backup_purge_restore_keeps_the_subject_erased(tmp_path):
     # The ledger and the audit log were not rolled back.
     assert query_path(ch, "SELECT count() FROM purges") == [[1]]
     actions = [a for a, in query_path(ch, "SELECT action FROM audit_log ORDER BY ts")]
-    assert actions == ["backup create", "privacy purge", "backup restore"]
+    assert actions == ["tenant create", "backup create", "privacy purge", "backup restore"]
     listed = json.loads(_cli(data, "backup", "list").stdout)["backups"]
     assert [b["backup_id"] for b in listed] == [backup["backup_id"]] and not listed[0]["expired"]
     # An expired backup cannot be restored.

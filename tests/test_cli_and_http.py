@@ -106,6 +106,6 @@ def test_privacy_cli_exports_and_purges_with_the_server_stopped(tmp_path):
                                 " SETTINGS apply_deleted_mask = 0")
     assert left == [["dave", 2]]
     logged = query_path(chdb_dir, "SELECT actor, action FROM audit_log ORDER BY ts")
-    assert logged == [["cli", "privacy export"], ["cli", "privacy purge"]]
+    assert logged == [["cli", "tenant create"], ["cli", "privacy export"], ["cli", "privacy purge"]]
     bad = _cli(data, "privacy", "purge", "--tenant", tenant, "--viewer-id", "a", "--ip", "192.0.2.1")
     assert bad.returncode == 2 and "exactly one" in bad.stderr

@@ -160,6 +160,8 @@ def test_audit_log_records_admin_calls_without_keys(server, tenant_factory, stor
     assert {rec["status"] for rec in r.json()["records"] if rec["action"] == "POST /v1/streams"} == {201}
     csv_text = server.http.get("/v1/audit", params={"format": "csv"}, headers=_admin(key)).text
     assert csv_text.startswith("ts,actor,actor_kind,action")
+    only = server.http.get("/v1/audit", params={"action": "streams"}, headers=_admin(key)).json()["records"]
+    assert {rec["action"] for rec in only} == {"POST /v1/streams"}
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
