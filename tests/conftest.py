@@ -7,9 +7,7 @@ in a subprocess and read its store from another subprocess.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -184,6 +182,15 @@ def count_events(store: Store, tenant_id: str) -> int:
     return int(store.command(
         "SELECT count() FROM viewer_events WHERE tenant_id = {t:String}", parameters={"t": tenant_id}
     ))
+
+
+def insert_beacons_at(chdb_dir: Path, tenant_id: str, viewer_id: str, n: int) -> None:
+    """`n` beacons of one viewer, as the collector stores them, into another chDB path."""
+    query_path(chdb_dir, "INSERT INTO viewer_events (tenant_id, event_id, received_at, ts, type, viewer_id, view_id,"
+                         " video_id, ip, country, region, region_code, city, os, os_version, browser, browser_version,"
+                         f" device, is_bot, retention_days) SELECT '{tenant_id}', generateUUIDv4(), now64(3), now64(3),"
+                         f" 'heartbeat', '{viewer_id}', 'w', 'x', toIPv6('192.0.2.1'), '', '', '', '', '', '', '', '',"
+                         f" 'desktop', false, 30 FROM numbers({n})")
 
 
 def query_path(chdb_dir: Path, sql: str) -> list:

@@ -131,10 +131,12 @@ def test_timeseries_fill_empty_buckets_and_count_concurrent_viewers(data):
 
 def test_realtime_counts_the_last_minutes_from_raw_beacons(server, tenant_factory, store):
     tenant, key = tenant_factory()
-    now = time.time()
+    if time.time() % 60 < 2:  # both views' beacons must fall in the current minute
+        time.sleep(2)
+    t0 = time.time() - 1
     store_view(store, tenant.tenant_id, "live-1", [(0, "viewstart"), (0.5, "playing")], "st_0123456789abcdef",
-               t0=now - 1, viewer_id="a")
-    store_view(store, tenant.tenant_id, "live-2", [(0, "viewstart")], "st_0123456789abcdef", t0=now - 1, viewer_id="b")
+               t0=t0, viewer_id="a")
+    store_view(store, tenant.tenant_id, "live-2", [(0, "viewstart")], "st_0123456789abcdef", t0=t0, viewer_id="b")
     data = _get(server, key, "/v1/analytics/realtime")
     assert data["viewers_now"] == 2 and len(data["per_minute"]) == 5
     assert data["top_videos"] == [{"video_id": "st_0123456789abcdef", "viewers": 2}]

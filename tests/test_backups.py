@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from retention import backups
-from tests.conftest import query_path
+from tests.conftest import insert_beacons_at, query_path
 from tests.test_cli_and_http import _cli
 
 DAY = 86400
@@ -45,11 +45,7 @@ def test_backup_purge_restore_keeps_the_subject_erased(tmp_path):
     tenant = json.loads(_cli(data, "tenant", "create", "t").stdout)["tenant_id"]
     ch = data / "clickhouse"
     for viewer, n in (("erin", 4), ("frank", 3)):
-        query_path(ch, "INSERT INTO viewer_events (tenant_id, event_id, received_at, ts, type, viewer_id, view_id,"
-                       " video_id, ip, country, region, region_code, city, os, os_version, browser, browser_version,"
-                       f" device, is_bot, retention_days) SELECT '{tenant}', generateUUIDv4(), now64(3), now64(3),"
-                       f" 'heartbeat', '{viewer}', 'w', 'x', toIPv6('192.0.2.1'), '', '', '', '', '', '', '', '',"
-                       f" 'desktop', false, 30 FROM numbers({n})")
+        insert_beacons_at(ch, tenant, viewer, n)
     made = _cli(data, "backup", "create")
     assert made.returncode == 0, made.stderr
     backup = json.loads(made.stdout)

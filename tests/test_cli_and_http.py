@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, collect, consent, event, query_path
+from tests.conftest import ROOT, collect, consent, event, insert_beacons_at, query_path
 
 
 def _cli(data_dir, *args):
@@ -91,11 +91,7 @@ def test_privacy_cli_exports_and_purges_with_the_server_stopped(tmp_path):
     chdb_dir = data / "clickhouse"
     # Beacons as the collector stores them, for two viewers (query_path runs any SQL).
     for viewer, n in (("carol", 3), ("dave", 2)):
-        query_path(chdb_dir, "INSERT INTO viewer_events (tenant_id, event_id, received_at, ts, type, viewer_id,"
-                             " view_id, video_id, ip, country, region, region_code, city, os, os_version, browser,"
-                             " browser_version, device, is_bot, retention_days) SELECT"
-                             f" '{tenant}', generateUUIDv4(), now64(3), now64(3), 'heartbeat', '{viewer}', 'w', 'x',"
-                             f" toIPv6('192.0.2.1'), '', '', '', '', '', '', '', '', 'desktop', false, 30 FROM numbers({n})")
+        insert_beacons_at(chdb_dir, tenant, viewer, n)
     out = _cli(data, "privacy", "export", "--tenant", tenant, "--viewer-id", "carol", "--zip", str(tmp_path / "c.zip"))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["rows"]["viewer_events"] == 3 and (tmp_path / "c.zip").stat().st_size > 0

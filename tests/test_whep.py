@@ -1,7 +1,6 @@
 """WHEP playback from the shared encoder: decodable frames, H.264 forced, no second encoder."""
 
 import asyncio
-import re
 import time
 
 import httpx

@@ -15,8 +15,6 @@ from analytics.metrics import Registry
 from analytics.spool import Spool, _HEADER
 from analytics.write_buffer import WriteBuffer
 from tests.conftest import (
-    CHROME_WIN,
-    PUBLIC_IP,
     ROOT,
     collect,
     consent,

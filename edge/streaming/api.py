@@ -15,14 +15,13 @@ from litestar.params import FromPath
 from analytics import validation
 from analytics.tenants import Tenant
 from analytics.validation import BadInput
-from edge.streaming import registry
+from edge.streaming import registry, tokens
 from edge.streaming.wire import (
     PlaybackToken,
     StreamCreate,
     StreamCreated,
     StreamInfo,
     StreamList,
-    TokenRequest,
 )
 
 
@@ -85,10 +84,7 @@ async def playback_token(request: Request, state: State, stream_id: FromPath[str
     """A signed, expiring token for a private stream's playback URLs (`?token=`)."""
     tenant = await state.edge.auth.tenant(request)
     stream = await _own_stream(state, tenant, stream_id)
-    raw = await request.body()
-    body = validation.decode(raw, TokenRequest) if raw.strip() else TokenRequest()
-    token, expires = state.edge.playback_tokens.sign(stream.stream_id, body.ttl_s)
-    return PlaybackToken(token=token, expires_at=expires)
+    return await tokens.mint(request, state.edge.playback_tokens, stream.stream_id)
 
 
 ROUTES = [create_stream, list_streams, show_stream, playback_token]

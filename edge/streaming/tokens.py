@@ -28,6 +28,17 @@ def load_secret(data_dir: Path, configured: str | None) -> bytes:
     return path.read_text().strip().encode()
 
 
+async def mint(request, tokens: "PlaybackTokens", media_id: str):
+    """`POST .../playback-token` for a stream or a video: optional `{"ttl_s"}` body."""
+    from analytics import validation
+    from edge.streaming.wire import PlaybackToken, TokenRequest
+
+    raw = await request.body()
+    body = validation.decode(raw, TokenRequest) if raw.strip() else TokenRequest()
+    token, expires = tokens.sign(media_id, body.ttl_s)
+    return PlaybackToken(token=token, expires_at=expires)
+
+
 class PlaybackTokens:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret

@@ -16,7 +16,8 @@ from litestar.params import FromPath
 from analytics import validation
 from analytics.tenants import Tenant
 from analytics.validation import BadInput
-from edge.streaming.wire import PlaybackToken, TokenRequest
+from edge.streaming import tokens
+from edge.streaming.wire import PlaybackToken
 from edge.vod import videos
 from edge.vod.recordings import video_dir
 from edge.vod.wire import VideoInfo, VideoList, VideoPatch
@@ -90,10 +91,7 @@ async def video_playback_token(request: Request, state: State, video_id: FromPat
     """A signed, expiring token for a private video's playback URLs (`?token=`)."""
     tenant = await state.edge.auth.tenant(request)
     video = await own_video(state, tenant, video_id)
-    raw = await request.body()
-    body = validation.decode(raw, TokenRequest) if raw.strip() else TokenRequest()
-    token, expires = state.edge.playback_tokens.sign(video.video_id, body.ttl_s)
-    return PlaybackToken(token=token, expires_at=expires)
+    return await tokens.mint(request, state.edge.playback_tokens, video.video_id)
 
 
 ROUTES = [list_videos, show_video, edit_video, delete_video, video_playback_token]
