@@ -74,7 +74,7 @@ class ViewRollup:
         self._every_s = every_s
         self._cursor: float | None = None
         self._task: asyncio.Task | None = None
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # held by a purge: no fold writes a view back meanwhile
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -86,7 +86,7 @@ class ViewRollup:
 
     async def fold_now(self) -> None:
         """One pass now (the dashboard's "refresh", and tests)."""
-        async with self._lock:
+        async with self.lock:
             if self._cursor is None:
                 self._cursor = await asyncio.to_thread(resume_cursor, self._store)
             started = await asyncio.to_thread(fold_touched, self._store, max(0.0, self._cursor - MARGIN_S))

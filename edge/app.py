@@ -78,7 +78,7 @@ class Edge:
         self.live_dirs: dict[str, Path] = {}  # stream id -> directory of its newest publish
         self.recording_of: dict[LivePipeline, Video] = {}
         self.finishing: set[asyncio.Task] = set()
-        self._backup_task: asyncio.Task | None = None
+        self._housekeeping_task: asyncio.Task | None = None
         self.recordings: Recordings | None = None
         self.sessions: SessionLog | None = None
         self.video_cache: VideoCache | None = None
@@ -121,7 +121,7 @@ class Edge:
         self.rollup = ViewRollup(self.store, s.rollup_s)
         if s.rollup_s > 0:
             self.rollup.start()
-        self._backup_task = asyncio.get_running_loop().create_task(self._backups_forever())
+        self._housekeeping_task = asyncio.get_running_loop().create_task(self._housekeeping())
         rtc.restrict_host_candidates(s.ice_hosts)
         self.collector = Collector(
             self.tenants,
@@ -137,9 +137,10 @@ class Edge:
         gc.freeze()
         log.info("edge ready (store %s)", "embedded chDB" if self.store.embedded else "ClickHouse server")
 
-    async def _backups_forever(self) -> None:
-        """Prune expired backups every hour; take one when due (the embedded store belongs
-        to this process, so scheduled backups of it can only be taken here)."""
+    async def _housekeeping(self) -> None:
+        """Hourly: prune expired backups, take one when due (the embedded store belongs to
+        this process, so scheduled backups of it can only be taken here), and delete rows
+        past their retention period."""
         directory = backups.backups_dir(self.settings.data_dir, self.settings.clickhouse_url)
         await asyncio.sleep(300)  # not in the start-up rush
         while True:
@@ -218,8 +219,8 @@ class Edge:
         for session in list(self.publishers.values()):
             await session.end("edge shutting down")
         await self.front_log.stop()
-        if self._backup_task is not None:
-            self._backup_task.cancel()
+        if self._housekeeping_task is not None:
+            self._housekeeping_task.cancel()
         if self.rollup is not None:
             await self.rollup.stop()
         if self.finishing:

@@ -190,11 +190,12 @@ def audit_middleware(edge):
                     if name in params:
                         params[name] = "sha256:" + subjects.hash_value(edge.secret, name, params[name])
                 change = state.get("wave_audit", {})
+                tenant = await edge.tenants.get(tenant_id) if tenant_id and edge.tenants is not None else None
                 record = audit.row(
                     tenant_id, actor, kind, f"{scope['method']} {scope.get('path_template') or path}",
                     params={**params, **change.get("params", {})}, before=change.get("before"),
                     after=change.get("after"), ip=edge.client_ip(request), status=status,
-                    retention_days=audit.DEFAULT_RETENTION_DAYS)
+                    retention_days=tenant.audit_days if tenant else audit.DEFAULT_RETENTION_DAYS)
                 if edge.store is not None:
                     await audit.write_async(edge.store, record)
 

@@ -65,7 +65,7 @@ async def purge_subject(edge, tenant_id: str, subject: Subject, requested_by: st
     """Drain, erase everywhere, verify, record; and forget the subject in memory too."""
     if not await edge.buffer.drain(timeout_s=10):
         raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry the purge shortly", status=503)
-    lock = edge.rollup._lock if edge.rollup is not None else contextlib.nullcontext()
+    lock = edge.rollup.lock if edge.rollup is not None else contextlib.nullcontext()
     async with lock:  # no fold pass writes a view of the subject back meanwhile
         linked = await asyncio.to_thread(subjects.with_links, edge.store, tenant_id, subject)
         needles = [linked.value.encode(), *(v.encode() for v in linked.linked_viewer_ids)]
