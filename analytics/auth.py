@@ -101,6 +101,17 @@ class AdminAuth:
                            "$.headers.x-wave-tenant", status=403)
         return tenant
 
+    async def operator(self, request: Request) -> str:
+        """An operator key (offboarding only); returns its key id for the audit log."""
+        key = bearer(request)
+        key_hash = hash_key(key) if key else ""
+        if not key or await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash)) != "operator:":
+            raise BadInput("unauthorized", "send an operator key as 'Authorization: Bearer <key>'",
+                           "$.headers.authorization", status=401)
+        actor = "key:" + key_hash[:12]
+        request.scope.setdefault("state", {})["wave_actor"] = ("", actor, "operator")
+        return actor
+
     async def sign_in(self, request: Request, key: str) -> tuple[Tenant, str]:
         """Check a key and make the session cookie's value for it."""
         key_hash = hash_key(key)
@@ -129,6 +140,6 @@ class AdminAuth:
     async def _tenant_for_hash(self, key_hash: str) -> Tenant | None:
         # cached by hash: no clear key is kept in memory
         tenant_id = await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash))
-        if tenant_id == "support:":  # not an admin key (no dashboard session for support)
+        if tenant_id in ("support:", "operator:"):  # not admin keys (and no dashboard sessions)
             return None
         return await self._tenants.get(tenant_id) if tenant_id else None

@@ -148,7 +148,7 @@ def save_tenant(store: Store, tenant: Tenant, deleted: bool = False) -> None:
 
 
 def tenant_id_for_key_hash(store: Store, key_hash: str) -> str | None:
-    """The tenant an admin key acts for ("support:" for an operator's support key)."""
+    """The tenant an admin key acts for ("support:" / "operator:" for the operator's keys)."""
     rows = store.rows(
         "SELECT tenant_id, role FROM api_keys FINAL WHERE key_hash = {h:String} AND NOT revoked",
         parameters={"h": key_hash},
@@ -156,16 +156,19 @@ def tenant_id_for_key_hash(store: Store, key_hash: str) -> str | None:
     if not rows:
         return None
     tenant_id, role = rows[0]
-    return "support:" if role == "support" else tenant_id
+    return f"{role}:" if role in ("support", "operator") else tenant_id
 
 
-def create_support_key(store: Store, name: str) -> str:
-    """An operator's support key: reads a tenant's data only under that tenant's grant."""
-    key = "sk_" + secrets.token_urlsafe(32)
+def create_support_key(store: Store, name: str, role: str = "support") -> str:
+    """A key of the operator's staff: `support` reads a tenant's data only under that
+    tenant's grant; `operator` may only offboard tenants (no data access at all)."""
+    if role not in ("support", "operator"):
+        raise TenantError("role must be support or operator")
+    key = ("sk_" if role == "support" else "ok_") + secrets.token_urlsafe(32)
     store.command(
         "INSERT INTO api_keys (key_hash, tenant_id, role, created_at, updated_at)"
-        " VALUES ({h:String}, {name:String}, 'support', now64(6), now64(6))",
-        parameters={"h": hash_key(key), "name": f"support:{name}"},
+        " VALUES ({h:String}, {name:String}, {role:String}, now64(6), now64(6))",
+        parameters={"h": hash_key(key), "name": f"{role}:{name}", "role": role},
     )
     return key
 

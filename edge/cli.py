@@ -227,11 +227,12 @@ def _support_key(args: argparse.Namespace) -> int:
     store = open_store(settings.clickhouse_url)
     try:
         migrations.apply(store)
-        key = create_support_key(store, args.name)
-        audit.write(store, audit.row("", "cli", "operator", "support key-create", params={"name": args.name}))
+        key = create_support_key(store, args.name, role=args.role)
+        audit.write(store, audit.row("", "cli", "operator", "support key-create",
+                                     params={"name": args.name, "role": args.role}))
     finally:
         store.close()
-    print(json.dumps({"support_key": key, "name": args.name}))
+    print(json.dumps({f"{args.role}_key": key, "name": args.name}))
     return 0
 
 
@@ -310,6 +311,8 @@ def parser() -> argparse.ArgumentParser:
     s_actions = support.add_subparsers(dest="action", required=True)
     s_create = s_actions.add_parser("key-create", help="a support key; prints it once")
     s_create.add_argument("name")
+    s_create.add_argument("--role", choices=("support", "operator"), default="support",
+                          help="support: reads under a tenant's grant; operator: offboards tenants")
     s_create.set_defaults(run=_support_key)
 
     front = sub.add_parser("front-config", help="write the nginx front's configuration under $WAVE_DATA_DIR/run")

@@ -165,16 +165,7 @@ async def tenant_delete(request: Request, state: State) -> Response:
     tenant = await state.edge.auth.tenant(request)
     if request.query_params.get("confirm") != tenant.tenant_id:
         raise BadInput("invalid_parameter", "confirm with ?confirm=<your tenant id>", "$.query.confirm")
-    edge = state.edge
-    for session in [s for s in edge.publishers.values() if s.tenant.tenant_id == tenant.tenant_id]:
-        await session.end("tenant deleted")
-    if not await edge.buffer.drain(timeout_s=10):
-        raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry shortly", status=503)
-    actor = request.scope["state"]["wave_actor"][1]
-    summary = await asyncio.to_thread(offboard.delete_tenant, edge.store, tenant.tenant_id,
-                                      edge.settings.media_dir, actor)
-    edge.tenants.forget(tenant.tenant_id)
-    return Response(summary)
+    return await _offboard(state.edge, tenant, request.scope["state"]["wave_actor"][1])
 
 
 class GrantRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -210,5 +201,26 @@ async def revoke_support(request: Request, state: State, grant_id: FromPath[str]
     return Response({"grant_id": grant_id, "revoked": True})
 
 
-ROUTES = [purge_route, export_route, audit_route, retention_show, retention_set, tenant_delete,
+@delete("/v1/tenants/{tenant_id:str}", status_code=200)
+async def operator_tenant_delete(request: Request, state: State, tenant_id: FromPath[str]) -> Response:
+    """The operator offboards a tenant whose contract ended (operator key)."""
+    actor = await state.edge.auth.operator(request)
+    tenant = await state.edge.tenants.get(tenant_id)
+    if tenant is None:
+        raise BadInput("not_found", f"no tenant {tenant_id!r}", "$.path.tenant_id", status=404)
+    return await _offboard(state.edge, tenant, actor)
+
+
+async def _offboard(edge, tenant, actor: str) -> Response:
+    for session in [s for s in edge.publishers.values() if s.tenant.tenant_id == tenant.tenant_id]:
+        await session.end("tenant deleted")
+    if not await edge.buffer.drain(timeout_s=10):
+        raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry shortly", status=503)
+    summary = await asyncio.to_thread(offboard.delete_tenant, edge.store, tenant.tenant_id,
+                                      edge.settings.media_dir, actor)
+    edge.tenants.forget(tenant.tenant_id)
+    return Response(summary)
+
+
+ROUTES = [purge_route, export_route, audit_route, retention_show, retention_set, tenant_delete, operator_tenant_delete,
           grant_support, list_support_grants, revoke_support]

@@ -55,3 +55,18 @@ def test_deleting_a_tenant_leaves_no_row_and_no_media(server, tenant_factory, st
     erased = purge.replay(store, server.edge.secret, time.time() - 60)
     assert erased["viewer_events"] == 1
     assert offboard._rows(store, "viewer_events", a.tenant_id) == 0
+
+
+def test_operator_key_offboards_other_tenants_and_nothing_else(server, tenant_factory, store):
+    from analytics.tenants import create_support_key
+
+    tenant, key = tenant_factory()
+    operator = {"authorization": f"Bearer {create_support_key(store, 'ops', role='operator')}"}
+    assert server.http.get("/v1/analytics/summary", headers=operator).status_code == 401, "no data access"
+    assert server.http.delete(f"/v1/tenants/{tenant.tenant_id}", headers=_admin(key)).status_code == 401
+    assert server.http.delete("/v1/tenants/tn_0000000000000000", headers=operator).status_code == 404
+    r = server.http.delete(f"/v1/tenants/{tenant.tenant_id}", headers=operator)
+    assert r.status_code == 200, r.text
+    assert offboard._rows(store, "api_keys", tenant.tenant_id) == 0
+    actors = store.rows("SELECT actor_kind, action FROM audit_log WHERE tenant_id = {t:String}", {"t": tenant.tenant_id})
+    assert ("operator", "tenant deleted") in actors
