@@ -62,22 +62,25 @@ class PurgeDone(msgspec.Struct):
 
 
 async def purge_subject(edge, tenant_id: str, subject: Subject, requested_by: str) -> purge.PurgeResult:
-    """Drain, erase everywhere, verify, record; and forget the subject in memory too."""
+    """Stop accepting the subject's beacons, drain, erase everywhere, verify, record.
+
+    The consent cache forgets the subject first, so no beacon of theirs is accepted
+    between the drain and the delete (their consent rows are about to go anyway)."""
+    linked = await asyncio.to_thread(subjects.with_links, edge.store, tenant_id, subject)
+    for viewer_id in ([subject.value] if subject.kind == "viewer_id" else list(linked.linked_viewer_ids)):
+        edge.consents.forget(tenant_id, viewer_id)
+    if subject.kind == "ip":
+        edge.sessions.forget_ip(subject.value)
     if not await edge.buffer.drain(timeout_s=10):
         raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry the purge shortly", status=503)
     lock = edge.rollup.lock if edge.rollup is not None else contextlib.nullcontext()
     async with lock:  # no fold pass writes a view of the subject back meanwhile
-        linked = await asyncio.to_thread(subjects.with_links, edge.store, tenant_id, subject)
         needles = [linked.value.encode(), *(v.encode() for v in linked.linked_viewer_ids)]
         if subject.kind == "ip":
             needles = [subject.value.removeprefix("::ffff:").encode()]
         if await asyncio.to_thread(edge.buffer.spool.files_containing, needles):
             raise BadInput("unavailable", "the subject's beacons are still spooled; retry shortly", status=503)
-        result = await asyncio.to_thread(purge.purge, edge.store, tenant_id, linked, edge.secret, requested_by)
-    for viewer_id in ([subject.value] if subject.kind == "viewer_id" else list(linked.linked_viewer_ids)):
-        edge.consents.forget(tenant_id, viewer_id)
-    if subject.kind == "ip":
-        edge.sessions.forget_ip(subject.value)
+        result = await asyncio.to_thread(purge.purge, edge.store, tenant_id, subject, edge.secret, requested_by)
     return result
 
 
