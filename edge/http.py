@@ -121,6 +121,21 @@ def cors_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+class _Status:
+    """Passes messages on and notes the response status (500 if none was sent)."""
+
+    __slots__ = ("_send", "code")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.code = 500
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.code = message["status"]
+        await self._send(message)
+
+
 def request_metrics(metrics: Registry):
     """Counts requests by route template and status, and times them."""
     requests = metrics.counter("wave_http_requests_total", "HTTP requests by route and status")
@@ -134,19 +149,12 @@ def request_metrics(metrics: Registry):
                 await app(scope, receive, send)
                 return
             started = time.perf_counter()
-            status = 500
-
-            async def capture(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
+            status = _Status(send)
             try:
-                await app(scope, receive, capture)
+                await app(scope, receive, status.send)
             finally:
                 route = scope.get("path_template") or "unmatched"
-                requests.inc(route=route, method=scope["method"], status=str(status))
+                requests.inc(route=route, method=scope["method"], status=str(status.code))
                 seconds.observe(time.perf_counter() - started)
 
         return middleware
@@ -171,16 +179,9 @@ def audit_middleware(edge):
             if scope["type"] != "http" or not path.startswith(AUDITED_PREFIXES) or path.startswith(NOT_AUDITED):
                 await app(scope, receive, send)
                 return
-            status = 500
-
-            async def capture(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
+            status = _Status(send)
             try:
-                await app(scope, receive, capture)
+                await app(scope, receive, status.send)
             finally:
                 state = scope.get("state") or {}
                 tenant_id, actor, kind = state.get("wave_actor", ("", "anonymous", "unknown"))
@@ -194,7 +195,7 @@ def audit_middleware(edge):
                 record = audit.row(
                     tenant_id, actor, kind, f"{scope['method']} {scope.get('path_template') or path}",
                     params={**params, **change.get("params", {})}, before=change.get("before"),
-                    after=change.get("after"), ip=edge.client_ip(request), status=status,
+                    after=change.get("after"), ip=edge.client_ip(request), status=status.code,
                     retention_days=tenant.audit_days if tenant else audit.DEFAULT_RETENTION_DAYS)
                 if edge.store is not None:
                     await audit.write_async(edge.store, record)
