@@ -16,6 +16,7 @@ from pathlib import Path
 
 from analytics.store import Store
 from retention import audit
+from retention.deletion import delete_where
 
 KEEP = ("audit_log", "purges")
 
@@ -32,15 +33,7 @@ def _rows(store: Store, table: str, tenant_id: str) -> int:
 
 
 def erase_rows(store: Store, tenant_id: str, tables: list[str]) -> dict[str, int]:
-    deleted = {}
-    for table in tables:
-        n = _rows(store, table, tenant_id)
-        if n:
-            store.command(f"DELETE FROM {table} WHERE tenant_id = {{t:String}} SETTINGS lightweight_deletes_sync = 2",
-                          parameters={"t": tenant_id})
-            store.command(f"ALTER TABLE {table} APPLY DELETED MASK SETTINGS mutations_sync = 2")
-        deleted[table] = n
-    return deleted
+    return {table: delete_where(store, table, "tenant_id = {t:String}", {"t": tenant_id}) for table in tables}
 
 
 def delete_tenant(store: Store, tenant_id: str, media_dir: Path, actor: str) -> dict:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from analytics.store import Store
 from retention import subjects
+from retention.deletion import delete_where
 from retention.registry import REGISTRY, PersonalTable
 from retention.subjects import Subject
 
@@ -52,17 +53,13 @@ def erase(store: Store, tenant_id: str, subject: Subject) -> dict[str, int]:
     """Delete the subject's rows from every registered table; verify none is left."""
     deleted: dict[str, int] = {}
     for table in REGISTRY:
-        found = _count(store, table, tenant_id, subject)
-        deleted[table.table] = found
-        if found:
-            sql, params = subject.condition(table)  # type: ignore[misc]
-            # One synchronous mutation: the parts that held the rows are rewritten without
-            # them (a lightweight DELETE then APPLY DELETED MASK rewrote them twice).
-            store.command(
-                f"ALTER TABLE {table.table} DELETE WHERE {table.tenant_column} = {{tenant:String}} AND {sql}"
-                " SETTINGS mutations_sync = 2",
-                parameters={"tenant": tenant_id, **params},
-            )
+        cond = subject.condition(table)
+        if cond is None:
+            deleted[table.table] = 0
+            continue
+        sql, params = cond
+        deleted[table.table] = delete_where(store, table.table, f"{table.tenant_column} = {{tenant:String}} AND {sql}",
+                                            {"tenant": tenant_id, **params})
     left = {t.table: n for t in REGISTRY if (n := _count(store, t, tenant_id, subject, physical=True))}
     if left:
         raise PurgeIncomplete(f"rows still present after the purge: {left}")
@@ -114,10 +111,5 @@ def replay(store: Store, secret: bytes, since: float) -> dict[str, int]:
             cond = " OR ".join(f"{subjects.hash_sql(c)} IN {{hashes:Array(String)}}" for c in table.subject_columns)
             params = {"tenant": tenant_id, "hashes": sorted(hashes), "salt": salt}
             where = f"{table.tenant_column} = {{tenant:String}} AND ({cond})"
-            found = int(store.command(f"SELECT count() FROM {table.table} WHERE {where}", parameters=params))
-            if found:
-                store.command(f"DELETE FROM {table.table} WHERE {where} SETTINGS lightweight_deletes_sync = 2",
-                              parameters=params)
-                store.command(f"ALTER TABLE {table.table} APPLY DELETED MASK SETTINGS mutations_sync = 2")
-            erased[table.table] = erased.get(table.table, 0) + found
+            erased[table.table] = erased.get(table.table, 0) + delete_where(store, table.table, where, params)
     return erased
