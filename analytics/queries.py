@@ -45,21 +45,28 @@ DIMENSIONS = {
     "video": "video_id",
 }
 
-# The sums every figure is derived from, in this order.
-_AGGREGATES = """
-    count() AS n_views,
-    uniqExact(viewer_id) AS n_viewers,
-    sum(playing_ms) AS s_playing,
-    sum(playing_ms + rebuffer_ms + seeking_ms) AS s_watch,
-    sum(rebuffer_ms) AS s_rebuffer,
-    sum(rebuffers) AS n_rebuffers,
-    countIf(failed) AS n_failed,
-    countIf(NOT played AND NOT failed) AS n_exits,
-    count(startup_ms) AS n_startups,
-    quantileExactIf(0.5)(startup_ms, startup_ms IS NOT NULL) AS startup_p50,
-    quantileExactIf(0.95)(startup_ms, startup_ms IS NOT NULL) AS startup_p95
-"""
-_N_AGGREGATES = 11
+# The aggregates every figure is derived from, in `figures`' order: (alias, over views,
+# kept as a state for later merging, the merge of that state). Summaries and series use
+# the plain form; breakdowns keep states per value so the tail merges into "other"
+# (unique viewers and quantiles are not additive). Aggregates skip NULL startups.
+_MEASURES = (
+    ("n_views", "count()", "count()", "sum"),
+    ("n_viewers", "uniqExact(viewer_id)", "uniqExactState(viewer_id)", "uniqExactMerge"),
+    ("s_playing", "sum(playing_ms)", "sum(playing_ms)", "sum"),
+    ("s_watch", "sum(playing_ms + rebuffer_ms + seeking_ms)", "sum(playing_ms + rebuffer_ms + seeking_ms)", "sum"),
+    ("s_rebuffer", "sum(rebuffer_ms)", "sum(rebuffer_ms)", "sum"),
+    ("n_rebuffers", "sum(rebuffers)", "sum(rebuffers)", "sum"),
+    ("n_failed", "countIf(failed)", "countIf(failed)", "sum"),
+    ("n_exits", "countIf(NOT played AND NOT failed)", "countIf(NOT played AND NOT failed)", "sum"),
+    ("n_startups", "count(startup_ms)", "count(startup_ms)", "sum"),
+    # Both levels from one sort of each group's values (two quantileExact sorted twice).
+    ("startup_q", "quantilesExact(0.5, 0.95)(startup_ms)", "quantilesExactState(0.5, 0.95)(startup_ms)",
+     "quantilesExactMerge(0.5, 0.95)"),
+)
+_AGGREGATES = ", ".join(f"{plain} AS {alias}" for alias, plain, _, _ in _MEASURES)
+_STATES = ", ".join(f"{state} AS {alias}" for alias, _, state, _ in _MEASURES)
+_MERGED = ", ".join(f"{merge}({alias})" for alias, _, _, merge in _MEASURES)
+_N_AGGREGATES = len(_MEASURES)
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,8 @@ def _pct(part: float, whole: float) -> float | None:
 
 def figures(row) -> dict:
     """The contract's summary fields from one row of `_AGGREGATES`."""
-    views, uniques, playing, watch, rebuffer, rebuffers, failed, exits, startups, p50, p95 = row
+    views, uniques, playing, watch, rebuffer, rebuffers, failed, exits, startups, quantiles = row
+    p50, p95 = quantiles if startups else (0, 0)
     return {
         "views": int(views),
         "unique_viewers": int(uniques),
@@ -123,24 +131,9 @@ def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20, sourc
     """
     expr = DIMENSIONS[dimension]
     sql = f"""
-        SELECT if(rank <= {{limit:UInt32}}, value, 'other') AS bucket,
-            sum(n_views), uniqExactMerge(s_viewers), sum(s_playing), sum(s_watch), sum(s_rebuffer),
-            sum(n_rebuffers), sum(n_failed), sum(n_exits), sum(n_startups),
-            quantileExactMerge(0.5)(s_p50), quantileExactMerge(0.95)(s_p95), min(rank) AS first
+        SELECT if(rank <= {{limit:UInt32}}, value, 'other') AS bucket, {_MERGED}, min(rank) AS first
         FROM (
-            SELECT {expr} AS value,
-                count() AS n_views,
-                uniqExactState(viewer_id) AS s_viewers,
-                sum(playing_ms) AS s_playing,
-                sum(playing_ms + rebuffer_ms + seeking_ms) AS s_watch,
-                sum(rebuffer_ms) AS s_rebuffer,
-                sum(rebuffers) AS n_rebuffers,
-                countIf(failed) AS n_failed,
-                countIf(NOT played AND NOT failed) AS n_exits,
-                count(startup_ms) AS n_startups,
-                quantileExactState(0.5)(startup_ms) AS s_p50,
-                quantileExactState(0.95)(startup_ms) AS s_p95,
-                row_number() OVER (ORDER BY count() DESC, value) AS rank
+            SELECT {expr} AS value, {_STATES}, row_number() OVER (ORDER BY count() DESC, value) AS rank
             FROM {source} WHERE {scope.where()}
             GROUP BY value
         )
@@ -148,7 +141,7 @@ def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20, sourc
         {SETTINGS}
     """
     rows = store.rows(sql, {**scope.parameters(), "limit": limit})
-    return [{"value": str(r[0]), **figures(r[1:12])} for r in rows]
+    return [{"value": str(r[0]), **figures(r[1:1 + _N_AGGREGATES])} for r in rows]
 
 
 def _buckets(scope: Scope, step: int) -> list[int]:
