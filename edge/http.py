@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics.metrics import Registry
+from analytics.store import StoreUnavailable
 from analytics.validation import BadInput
 
 log = logging.getLogger("edge.http")
@@ -67,7 +68,15 @@ def on_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", "the server failed; the event was logged")
 
 
-EXCEPTION_HANDLERS = {BadInput: on_bad_input, HTTPException: on_http_exception, Exception: on_unexpected}
+def on_store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
+    """ClickHouse is away: a clear 503 to retry, not a 500 (beacons are spooled, not here)."""
+    log.warning("store unavailable on %s %s", request.method, request.url.path)
+    return error_response(503, "unavailable", {"path": "$", "message": "the database is unavailable; retry shortly"},
+                          {"Retry-After": "5"})
+
+
+EXCEPTION_HANDLERS = {BadInput: on_bad_input, HTTPException: on_http_exception, StoreUnavailable: on_store_unavailable,
+                      Exception: on_unexpected}
 
 
 def cors_middleware(app: ASGIApp) -> ASGIApp:

@@ -165,3 +165,15 @@ def test_bad_parameters_answer_400_with_the_allowed_values(server, tenant_factor
 def test_analytics_need_an_admin_key(server):
     assert server.http.get("/v1/analytics/summary").status_code == 401
     assert server.http.get("/v1/analytics/summary", headers=_admin("wk_nope")).status_code == 401
+
+
+def test_a_database_outage_answers_503_to_admins(server, tenant_factory, store):
+    _, key = tenant_factory()
+    store.faults.queries_fail = True
+    try:
+        r = server.http.get("/v1/analytics/summary", headers=_admin(key))
+    finally:
+        store.faults.queries_fail = False
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.json() == {"error": "unavailable",
+                        "detail": {"path": "$", "message": "the database is unavailable; retry shortly"}}
