@@ -9,15 +9,25 @@ from __future__ import annotations
 
 from litestar import Request, Response, post
 from litestar.datastructures import State
-from litestar.openapi import ResponseSpec
 
 from analytics.collector import Collector, RequestInfo
+from analytics.openapi import body, errors
 from analytics.spool import SpoolFull
 from analytics.validation import BadInput
-from analytics.wire import CollectAccepted, ConsentRecorded, ErrorBody, ErrorDetail, Withdrawn
+from analytics.wire import (
+    CollectAccepted,
+    CollectBatch,
+    ConsentGrant,
+    ConsentRecorded,
+    ConsentWithdraw,
+    ErrorBody,
+    ErrorDetail,
+    Withdrawn,
+)
 
 MAX_BODY = 256 * 1024
 _BODY_TYPES = ("application/json", "text/plain", "")
+BODY_TYPES = ("application/json", "text/plain")
 RETRY_AFTER_S = "5"
 
 
@@ -52,24 +62,12 @@ def _unavailable() -> Response:
     )
 
 
-def _errors(*statuses: int) -> dict[int, ResponseSpec]:
-    return {code: ResponseSpec(data_container=ErrorBody, description=_WHY[code]) for code in statuses}
-
-
-_WHY = {
-    400: "malformed body, bad field (detail.path names it) or unknown tenant",
-    403: "no active consent for analytics, or an origin the tenant does not allow",
-    413: "body over the endpoint's limit",
-    415: "content type other than application/json or text/plain",
-    503: "events cannot be stored durably right now; retry after Retry-After seconds",
-}
-
-
 def _collector(state: State) -> Collector:
     return state.collector
 
 
-@post("/v1/collect", status_code=202, request_max_body_size=MAX_BODY, responses=_errors(400, 403, 413, 415, 503))
+@post("/v1/collect", status_code=202, request_max_body_size=MAX_BODY, responses=errors(400, 403, 413, 415, 429, 503),
+      opt=body(CollectBatch, *BODY_TYPES))
 async def collect(request: Request, state: State) -> CollectAccepted:
     """Store a batch of a consenting viewer's playback events (202 once durable)."""
     body = await _body(request)
@@ -80,14 +78,16 @@ async def collect(request: Request, state: State) -> CollectAccepted:
     return CollectAccepted(accepted=accepted)
 
 
-@post("/v1/consent", status_code=201, request_max_body_size=16 * 1024, responses=_errors(400, 403, 413, 415))
+@post("/v1/consent", status_code=201, request_max_body_size=16 * 1024, responses=errors(400, 403, 413, 415, 429, 503),
+      opt=body(ConsentGrant, *BODY_TYPES))
 async def consent(request: Request, state: State) -> ConsentRecorded:
     """Record a viewer's consent (purposes and policy version) in the ledger."""
     body = await _body(request)
     return ConsentRecorded(consent_id=await _collector(state).grant(body, request_info(request)))
 
 
-@post("/v1/consent/withdraw", status_code=200, request_max_body_size=16 * 1024, responses=_errors(400, 403, 413, 415))
+@post("/v1/consent/withdraw", status_code=200, request_max_body_size=16 * 1024,
+      responses=errors(400, 403, 413, 415, 429, 503), opt=body(ConsentWithdraw, *BODY_TYPES))
 async def withdraw(request: Request, state: State) -> Withdrawn:
     """Withdraw a viewer's consent; beacons are refused from the next one on."""
     body = await _body(request)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import Cookie, State
+from litestar.openapi import ResponseSpec
 
 from analytics import validation
 from analytics.auth import COOKIE, SESSION_S
+from analytics.openapi import body, errors
 from analytics.wire import SignedIn, SignIn
 
 CSP = (
@@ -119,7 +121,8 @@ async def admin_page() -> Response[str]:
     return Response(PAGE, media_type="text/html; charset=utf-8", headers=HEADERS)
 
 
-@post("/admin/session", status_code=201, request_max_body_size=4096)
+@post("/admin/session", status_code=201, request_max_body_size=4096, responses=errors(400, 401, 413, 429, 503),
+      opt=body(SignIn))
 async def sign_in(request: Request, state: State) -> Response[SignedIn]:
     """Exchange an admin key for the dashboard's session cookie."""
     body = validation.decode(await request.body(), SignIn)
@@ -130,7 +133,7 @@ async def sign_in(request: Request, state: State) -> Response[SignedIn]:
                     headers={"Cache-Control": "no-store"})
 
 
-@get("/admin/session")
+@get("/admin/session", responses={204: ResponseSpec(None, description="not signed in"), **errors(401, 503)})
 async def who_am_i(request: Request, state: State) -> Response[SignedIn | None]:
     """The tenant the session acts for; 204 when signed out (the page's first question,
     which is not an error), 401 only for a cookie that is no longer valid."""

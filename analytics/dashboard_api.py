@@ -20,6 +20,7 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 
 from analytics import queries
+from analytics.openapi import ADMIN, errors
 from analytics.validation import BadInput
 from analytics.wire import Breakdown, BreakdownRow, Realtime, Series, SeriesPoint, Summary
 
@@ -82,7 +83,7 @@ def csv_response(rows: list[dict], columns: list[str], filename: str) -> Respons
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-@get("/v1/analytics/summary")
+@get("/v1/analytics/summary", responses=errors(*ADMIN))
 async def summary(request: Request, state: State) -> Summary:
     """Views, unique viewers, playing and watch time, startup p50/p95, rebuffering,
     failures and exits before start for the range (views that started in it)."""
@@ -91,7 +92,7 @@ async def summary(request: Request, state: State) -> Summary:
     return Summary(**figures)
 
 
-@get("/v1/analytics/breakdown")
+@get("/v1/analytics/breakdown", responses=errors(*ADMIN))
 async def breakdown(request: Request, state: State) -> Breakdown | Response[str]:
     """Figures by country, region, city, os, browser, device, screen or video; most views
     first, `limit` rows (default 20) and an "other" row for the rest."""
@@ -108,7 +109,7 @@ async def breakdown(request: Request, state: State) -> Breakdown | Response[str]
     return Breakdown(dimension=dimension, rows=[BreakdownRow(**row) for row in rows])
 
 
-@get("/v1/analytics/timeseries")
+@get("/v1/analytics/timeseries", responses=errors(*ADMIN))
 async def timeseries(request: Request, state: State) -> Series | Response[str]:
     """One metric per minute, hour or day, every bucket present; `concurrent_viewers` is
     views active in each minute (the peak minute per hour or day)."""
@@ -126,7 +127,7 @@ async def timeseries(request: Request, state: State) -> Series | Response[str]:
     return Series(metric=metric, interval=interval, points=[SeriesPoint(**p) for p in points])
 
 
-@get("/v1/analytics/realtime")
+@get("/v1/analytics/realtime", responses=errors(*ADMIN))
 async def realtime(request: Request, state: State) -> Realtime:
     """The last 5 minutes: viewers now, viewers per minute, the most watched media."""
     tenant = await state.edge.auth.tenant(request)

@@ -99,7 +99,7 @@ class ErrorBody(Struct):
     """Every 4xx/5xx body: a stable code, and where and what for field errors."""
 
     error: str
-    detail: ErrorDetail | str | None = None
+    detail: ErrorDetail
 
 
 # ---- admin analytics (analytics/dashboard_api.py) ----------------------------------------

@@ -18,7 +18,7 @@ from litestar.openapi.config import OpenAPIConfig
 
 from analytics import api as analytics_api
 from analytics import dashboard, dashboard_api
-from analytics import migrations
+from analytics import migrations, openapi
 from analytics.auth import AdminAuth
 from analytics.collector import Collector
 from analytics.consent import ConsentLedger
@@ -261,7 +261,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     async def on_shutdown(app: Litestar) -> None:
         await edge.stop()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
                         *whip.ROUTES, *whep.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
                         *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES, *dashboard_api.ROUTES,
@@ -274,3 +274,5 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(title="wave-edge", version="0.1.0", path="/schema"),
         debug=False,
     )
+    openapi.complete(app)
+    return app

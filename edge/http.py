@@ -37,6 +37,7 @@ def on_bad_input(_: Request, exc: BadInput) -> Response:
     return error_response(exc.status, exc.error, exc.detail())
 
 
+_FAILED = {"path": "$", "message": "the server failed; the event was logged"}
 _HTTP_NAMES = {
     400: "bad_request",
     401: "unauthorized",
@@ -55,17 +56,19 @@ def on_http_exception(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     if status >= 500:
         log.error("HTTP %s on %s %s: %s", status, request.method, request.url.path, exc.detail)
-        return error_response(status, "internal_error", "the server failed; the event was logged")
-    detail = exc.detail
+        return error_response(status, "internal_error", _FAILED)
+    message = exc.detail or _HTTP_NAMES.get(status, "client error").replace("_", " ")
     if status == 413:
-        detail = {"path": "$", "message": "request body exceeds the limit for this endpoint"}
-    extra = getattr(exc, "extra", None)
-    return error_response(status, _HTTP_NAMES.get(status, "client_error"), detail or extra, exc.headers)
+        message = "request body exceeds the limit for this endpoint"
+    elif status == 405:
+        message = f"{request.method} is not allowed here"
+    return error_response(status, _HTTP_NAMES.get(status, "client_error"), {"path": "$", "message": message},
+                          exc.headers)
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "the server failed; the event was logged")
+    return error_response(500, "internal_error", _FAILED)
 
 
 def on_store_unavailable(request: Request, exc: StoreUnavailable) -> Response:

@@ -21,10 +21,10 @@ from litestar.params import FromPath
 
 from analytics import validation
 from analytics.dashboard_api import csv_response, scope, wants_csv
+from analytics.openapi import ADMIN, body, errors
 from analytics.validation import BadInput
 from retention import audit, export, offboard, policy, purge, subjects, support
 from retention.subjects import Subject
-
 
 Days = Annotated[int, msgspec.Meta(ge=1, le=3650)]
 
@@ -88,7 +88,7 @@ def _audit_change(request: Request, **change) -> None:
     request.scope.setdefault("state", {})["wave_audit"] = change
 
 
-@post("/v1/privacy/purge", status_code=200, request_max_body_size=4096)
+@post("/v1/privacy/purge", status_code=200, request_max_body_size=4096, responses=errors(*ADMIN), opt=body(PurgeRequest))
 async def purge_route(request: Request, state: State) -> PurgeDone:
     """Erase one data subject (exactly one of viewer_id, email, ip) from every table of the
     tenant; answers with the rows deleted per table, after verifying none is left."""
@@ -106,7 +106,7 @@ async def purge_route(request: Request, state: State) -> PurgeDone:
     return PurgeDone(result.purge_id, result.status, result.rows_deleted)
 
 
-@get("/v1/privacy/export")
+@get("/v1/privacy/export", responses=errors(*ADMIN))
 async def export_route(request: Request, state: State) -> Response:
     """Every row about one subject (`viewer_id`, `email` or `ip`), by table: JSON, or
     `format=zip` for one CSV per table with a README of the columns."""
@@ -125,7 +125,7 @@ async def export_route(request: Request, state: State) -> Response:
     return Response(export.as_json(data, linked), headers={"Cache-Control": "no-store"})
 
 
-@get("/v1/audit")
+@get("/v1/audit", responses=errors(*ADMIN))
 async def audit_route(request: Request, state: State) -> Response:
     """The tenant's audit records in [from, to) (default: the last 7 days), optionally by
     `actor` (a key id), `actor_kind` (admin, admin-dashboard, support, operator) or
@@ -142,14 +142,14 @@ async def audit_route(request: Request, state: State) -> Response:
     return Response({"records": rows, "from": where.start, "to": where.end, "generated_at": time.time()})
 
 
-@get("/v1/retention")
+@get("/v1/retention", responses=errors(*ADMIN))
 async def retention_show(request: Request, state: State) -> RetentionSettings:
     """How long each kind of the tenant's data is kept, and how much of an IP is stored."""
     tenant = await state.edge.auth.tenant(request)
     return RetentionSettings(**policy.settings_of(tenant))
 
 
-@put("/v1/retention", request_max_body_size=4096)
+@put("/v1/retention", request_max_body_size=4096, responses=errors(*ADMIN), opt=body(RetentionChange))
 async def retention_set(request: Request, state: State) -> RetentionSettings:
     """Change any of the settings; stored rows take the new periods too."""
     tenant = await state.edge.auth.tenant(request)
@@ -161,7 +161,7 @@ async def retention_set(request: Request, state: State) -> RetentionSettings:
     return RetentionSettings(**after)
 
 
-@delete("/v1/tenant", status_code=200)
+@delete("/v1/tenant", status_code=200, responses=errors(*ADMIN))
 async def tenant_delete(request: Request, state: State) -> Response:
     """Offboard this tenant: every row and media file, verified. `?confirm=<tenant_id>`
     guards against a slip; the key stops working with the tenant."""
@@ -175,7 +175,8 @@ class GrantRequest(msgspec.Struct, forbid_unknown_fields=True):
     duration_s: Annotated[int, msgspec.Meta(ge=60, le=support.MAX_GRANT_S)] = 86400
 
 
-@post("/v1/support-grants", status_code=201, request_max_body_size=4096)
+@post("/v1/support-grants", status_code=201, request_max_body_size=4096, responses=errors(*ADMIN),
+      opt=body(GrantRequest, required=False))
 async def grant_support(request: Request, state: State) -> Response:
     """Let the operator's support staff read this tenant's data for `duration_s` seconds."""
     tenant = await state.edge.auth.tenant(request)
@@ -189,13 +190,13 @@ async def grant_support(request: Request, state: State) -> Response:
     return Response(out, status_code=201)
 
 
-@get("/v1/support-grants")
+@get("/v1/support-grants", responses=errors(*ADMIN))
 async def list_support_grants(request: Request, state: State) -> Response:
     tenant = await state.edge.auth.tenant(request)
     return Response({"grants": await asyncio.to_thread(support.grants, state.edge.store, tenant.tenant_id)})
 
 
-@delete("/v1/support-grants/{grant_id:str}", status_code=200)
+@delete("/v1/support-grants/{grant_id:str}", status_code=200, responses=errors(*ADMIN))
 async def revoke_support(request: Request, state: State, grant_id: FromPath[str]) -> Response:
     """Revoke at once: the next support request is refused."""
     tenant = await state.edge.auth.tenant(request)
@@ -204,7 +205,7 @@ async def revoke_support(request: Request, state: State, grant_id: FromPath[str]
     return Response({"grant_id": grant_id, "revoked": True})
 
 
-@delete("/v1/tenants/{tenant_id:str}", status_code=200)
+@delete("/v1/tenants/{tenant_id:str}", status_code=200, responses=errors(*ADMIN))
 async def operator_tenant_delete(request: Request, state: State, tenant_id: FromPath[str]) -> Response:
     """The operator offboards a tenant whose contract ended (operator key)."""
     actor = await state.edge.auth.operator(request)

@@ -14,6 +14,7 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from analytics.openapi import errors
 from analytics.validation import BadInput
 from edge import media_files
 from edge.embed import pages
@@ -72,13 +73,13 @@ async def playback_config(state: State, media_id: str, token: str | None) -> Pla
     )
 
 
-@get("/v1/playback/{media_id:str}")
+@get("/v1/playback/{media_id:str}", responses=errors(400, 404))
 async def playback(request: Request, state: State, media_id: FromPath[str]) -> PlaybackConfig:
     """What the player needs for a video or stream: URLs, poster, tenant, consent prompt."""
     return await playback_config(state, media_id, request.query_params.get("token"))
 
 
-@get("/embed/{media_id:str}", media_type="text/html")
+@get("/embed/{media_id:str}", media_type="text/html", responses=errors(400, 404))
 async def embed(request: Request, state: State, media_id: FromPath[str]) -> Response[str]:
     """The iframe embed: a full-window player. Query: token, autoplay, muted, transport,
     consent (granted|declined, from the host page's consent manager), viewer-id."""
@@ -105,7 +106,7 @@ async def home(state: State) -> Response[str]:
     )
 
 
-@get("/player/{name:str}")
+@get("/player/{name:str}", responses=errors(400, 404))
 async def player_file(state: State, name: FromPath[str]) -> Response[bytes]:
     """The built player (`make` builds it into player/dist)."""
     if not _PLAYER_FILE.match(name):

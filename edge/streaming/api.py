@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from analytics import validation
+from analytics.openapi import ADMIN, body, errors
 from analytics.tenants import Tenant
 from analytics.validation import BadInput
 from edge.streaming import registry, tokens
@@ -22,6 +23,7 @@ from edge.streaming.wire import (
     StreamCreated,
     StreamInfo,
     StreamList,
+    TokenRequest,
 )
 
 
@@ -52,7 +54,7 @@ def _info(request: Request, state: State, stream: registry.Stream) -> StreamInfo
     )
 
 
-@post("/v1/streams", status_code=201, request_max_body_size=16 * 1024)
+@post("/v1/streams", status_code=201, request_max_body_size=16 * 1024, responses=errors(*ADMIN), opt=body(StreamCreate))
 async def create_stream(request: Request, state: State) -> StreamCreated:
     """Create a live stream; the publish token is shown once."""
     tenant = await state.edge.auth.tenant(request)
@@ -64,7 +66,7 @@ async def create_stream(request: Request, state: State) -> StreamCreated:
                          **_urls(request, stream.stream_id))
 
 
-@get("/v1/streams")
+@get("/v1/streams", responses=errors(*ADMIN))
 async def list_streams(request: Request, state: State) -> StreamList:
     """The tenant's streams with their live state on this edge."""
     tenant = await state.edge.auth.tenant(request)
@@ -72,14 +74,15 @@ async def list_streams(request: Request, state: State) -> StreamList:
     return StreamList([_info(request, state, s) for s in streams])
 
 
-@get("/v1/streams/{stream_id:str}")
+@get("/v1/streams/{stream_id:str}", responses=errors(*ADMIN))
 async def show_stream(request: Request, state: State, stream_id: FromPath[str]) -> StreamInfo:
     """One stream: publishing or not, since when, current viewers."""
     tenant = await state.edge.auth.tenant(request)
     return _info(request, state, await _own_stream(state, tenant, stream_id))
 
 
-@post("/v1/streams/{stream_id:str}/playback-token", status_code=201, request_max_body_size=4096)
+@post("/v1/streams/{stream_id:str}/playback-token", status_code=201, request_max_body_size=4096, responses=errors(*ADMIN),
+      opt=body(TokenRequest, required=False))
 async def playback_token(request: Request, state: State, stream_id: FromPath[str]) -> PlaybackToken:
     """A signed, expiring token for a private stream's playback URLs (`?token=`)."""
     tenant = await state.edge.auth.tenant(request)

@@ -6,10 +6,11 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from analytics.openapi import errors
 from edge import media_files
 
 
-@get("/live/{stream_id:str}/{name:str}")
+@get("/live/{stream_id:str}/{name:str}", responses=errors(400, 401, 404))
 async def live_file(request: Request, state: State, stream_id: FromPath[str], name: FromPath[str]) -> Response[bytes]:
     """A live playlist or segment; private streams need `?token=`."""
     stream = await state.edge.streams.get(stream_id)

@@ -11,6 +11,7 @@ from litestar import Request, Response, delete, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from analytics.openapi import SDP, body, errors
 from analytics.tenants import Tenant
 from analytics.validation import BadInput
 from edge.streaming import rtc, sdp
@@ -33,7 +34,8 @@ class ViewerSession:
         self.started = time.time()
 
 
-@post("/whep/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201)
+@post("/whep/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201,
+      responses=errors(400, 401, 404, 413, 415, 429, 503), opt=body(SDP, SDP))
 async def whep_play(request: Request, state: State, stream_id: FromPath[str]) -> Response[str]:
     """Watch a live stream over WebRTC: recvonly SDP offer in, SDP answer out."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -85,7 +87,7 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
                     headers={"Location": location, "ETag": f'"{session.session_id}"'})
 
 
-@delete("/whep/{stream_id:str}/{session_id:str}", status_code=200)
+@delete("/whep/{stream_id:str}/{session_id:str}", status_code=200, responses=errors(404))
 async def whep_stop(state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
     """Stop watching."""
     session = state.edge.viewers.get(session_id)

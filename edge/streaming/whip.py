@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from analytics.auth import bearer
+from analytics.openapi import SDP, body, errors
 from analytics.validation import BadInput
 from edge.streaming import registry, rtc
 from edge.streaming.publish import PublishSession
@@ -34,7 +35,8 @@ async def _stream_for_publisher(request: Request, state: State, stream_id: str) 
     return stream
 
 
-@post("/whip/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201)
+@post("/whip/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201,
+      responses=errors(400, 401, 404, 409, 413, 415), opt=body(SDP, SDP))
 async def whip_publish(request: Request, state: State, stream_id: FromPath[str]) -> Response[str]:
     """Start publishing: SDP offer in, SDP answer (with all candidates) out."""
     _sdp_body_required(request)
@@ -66,7 +68,7 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
                     headers={"Location": location, "ETag": f'"{session.session_id}"'})
 
 
-@delete("/whip/{stream_id:str}/{session_id:str}", status_code=200)
+@delete("/whip/{stream_id:str}/{session_id:str}", status_code=200, responses=errors(401, 404))
 async def whip_stop(request: Request, state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
     """End the publish; the live playlist is closed with #EXT-X-ENDLIST."""
     stream = await _stream_for_publisher(request, state, stream_id)

@@ -9,15 +9,16 @@ import asyncio
 import shutil
 
 from litestar import Request, delete, get, patch, post
-from msgspec import UNSET
 from litestar.datastructures import State
 from litestar.params import FromPath
+from msgspec import UNSET
 
 from analytics import validation
+from analytics.openapi import ADMIN, body, errors
 from analytics.tenants import Tenant
 from analytics.validation import BadInput
 from edge.streaming import tokens
-from edge.streaming.wire import PlaybackToken
+from edge.streaming.wire import PlaybackToken, TokenRequest
 from edge.vod import videos
 from edge.vod.recordings import video_dir
 from edge.vod.wire import VideoInfo, VideoList, VideoPatch
@@ -42,7 +43,7 @@ async def own_video(state: State, tenant: Tenant, video_id: str) -> videos.Video
     return video
 
 
-@get("/v1/videos")
+@get("/v1/videos", responses=errors(*ADMIN))
 async def list_videos(request: Request, state: State) -> VideoList:
     """The tenant's videos, newest first; `?tag=` keeps those with that tag."""
     tenant = await state.edge.auth.tenant(request)
@@ -51,14 +52,14 @@ async def list_videos(request: Request, state: State) -> VideoList:
     return VideoList([info(request, v) for v in found])
 
 
-@get("/v1/videos/{video_id:str}")
+@get("/v1/videos/{video_id:str}", responses=errors(*ADMIN))
 async def show_video(request: Request, state: State, video_id: FromPath[str]) -> VideoInfo:
     """One video with its processing status and progress."""
     tenant = await state.edge.auth.tenant(request)
     return info(request, await own_video(state, tenant, video_id))
 
 
-@patch("/v1/videos/{video_id:str}", request_max_body_size=128 * 1024)
+@patch("/v1/videos/{video_id:str}", request_max_body_size=128 * 1024, responses=errors(*ADMIN), opt=body(VideoPatch))
 async def edit_video(request: Request, state: State, video_id: FromPath[str]) -> VideoInfo:
     """Edit title, tags and free key/value metadata (fields left out stay as they are)."""
     tenant = await state.edge.auth.tenant(request)
@@ -73,7 +74,7 @@ async def edit_video(request: Request, state: State, video_id: FromPath[str]) ->
     return info(request, video)
 
 
-@delete("/v1/videos/{video_id:str}", status_code=200)
+@delete("/v1/videos/{video_id:str}", status_code=200, responses=errors(*ADMIN))
 async def delete_video(request: Request, state: State, video_id: FromPath[str]) -> None:
     """Delete the video's rows and every media file."""
     tenant = await state.edge.auth.tenant(request)
@@ -86,7 +87,8 @@ async def delete_video(request: Request, state: State, video_id: FromPath[str]) 
     await asyncio.to_thread(shutil.rmtree, video_dir(state.edge.settings.media_dir, video.video_id), True)
 
 
-@post("/v1/videos/{video_id:str}/playback-token", status_code=201, request_max_body_size=4096)
+@post("/v1/videos/{video_id:str}/playback-token", status_code=201, request_max_body_size=4096, responses=errors(*ADMIN),
+      opt=body(TokenRequest, required=False))
 async def video_playback_token(request: Request, state: State, video_id: FromPath[str]) -> PlaybackToken:
     """A signed, expiring token for a private video's playback URLs (`?token=`)."""
     tenant = await state.edge.auth.tenant(request)

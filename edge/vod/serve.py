@@ -6,12 +6,13 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from analytics.openapi import errors
 from edge import media_files
 from edge.vod import package, videos
 from edge.vod.recordings import video_dir
 
 
-@get("/vod/{video_id:str}/{name:str}")
+@get("/vod/{video_id:str}/{name:str}", responses=errors(400, 401, 404))
 async def vod_file(request: Request, state: State, video_id: FromPath[str], name: FromPath[str]) -> Response[bytes]:
     """A VOD playlist or segment; private videos need `?token=`."""
     if not videos.VIDEO_ID.match(video_id) or not media_files.FILE.match(name):

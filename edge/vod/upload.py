@@ -17,6 +17,7 @@ from litestar import Request, post
 from litestar.datastructures import State
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
+from analytics.openapi import ADMIN, MULTIPART, body, errors
 from analytics.validation import BadInput
 from edge.vod import package, packager, videos
 from edge.vod.recordings import video_dir
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 FIELD_MAX = 4096
 
 
-@post("/v1/videos", status_code=202, request_max_body_size=None)
+@post("/v1/videos", status_code=202, request_max_body_size=None, responses=errors(*ADMIN, 415),
+      opt=body(MULTIPART, MULTIPART))
 async def upload_video(request: Request, state: State) -> UploadAccepted:
     """Upload a video (multipart/form-data, field `file`); it is packaged as HLS."""
     edge = state.edge
