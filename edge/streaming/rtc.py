@@ -64,6 +64,6 @@ async def answer(pc: RTCPeerConnection, offer_sdp: str, send: list | None = None
         for track in send or ():
             pc.addTrack(track)
         await pc.setLocalDescription(await pc.createAnswer())
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise BadOffer(f"SDP offer rejected: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - aiortc's parser fails in many ways (asserts, None attributes)
+        raise BadOffer(f"SDP offer rejected: {type(exc).__name__} {exc}".strip()) from exc
     return pc.localDescription.sdp

@@ -57,10 +57,12 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     edge.publishers[stream.stream_id] = session  # claim before awaiting: a racing second publisher gets 409
     try:
         answer = await rtc.answer(pc, offer)
-    except rtc.BadOffer as exc:
+    except BaseException as exc:  # whatever failed, the claim goes: a stale one would 409 the next publisher
         del edge.publishers[stream.stream_id]
         await pc.close()
-        raise BadInput("bad_sdp", str(exc)) from None
+        if isinstance(exc, rtc.BadOffer):
+            raise BadInput("bad_sdp", str(exc)) from None
+        raise
     await session.start()
     edge.live.state(stream.stream_id).publishing_since = session.started
     location = f"/whip/{stream.stream_id}/{session.session_id}"
