@@ -65,6 +65,10 @@ class Spool:
         self._unlink: list[Path] = []  # drained segments, deleted off the event loop
         self.bytes_on_disk = 0
         directory.mkdir(parents=True, exist_ok=True)
+        # Numbers only grow: a drained segment's file is unlinked at the next fsync round,
+        # so reusing its number would reopen that file and the unlink would take the new
+        # (acknowledged) records with it.
+        self._last_number = max((int(p.stem) for p in directory.glob("*" + _SUFFIX)), default=0)
 
     # -- start-up ---------------------------------------------------------------------
     def recover(self) -> list[Record]:
@@ -97,7 +101,10 @@ class Spool:
         """Write one record (not yet durable: await `sync()`); returns its segment number."""
         if self.full:
             raise SpoolFull(f"spool holds {self.bytes_on_disk} bytes, cap {self.max_bytes}")
-        segment = self._writable()
+        try:
+            segment = self._writable()
+        except OSError as exc:  # e.g. ENOSPC or EMFILE creating a segment file
+            raise SpoolFull(f"spool segment cannot be created: {exc.strerror or exc}") from exc
         frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         try:
             written = os.write(segment.fd, frame)
@@ -159,9 +166,10 @@ class Spool:
     # -- internals --------------------------------------------------------------------
     def _writable(self) -> _Segment:
         if self._current is None or self._current.sealed:
-            number = max(self._segments, default=0) + 1
+            number = max(self._last_number, *self._segments, 0) + 1
+            self._last_number = number  # even if the open fails: a retry takes the next one
             path = self.directory / f"{number:016d}{_SUFFIX}"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             self._current = self._segments[number] = _Segment(number, path, fd=fd)
             self._sync.dir_dirty = True
         return self._current

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from analytics import events
 from analytics.metrics import Registry
-from analytics.spool import Record, Spool
+from analytics.spool import Record, Spool, SpoolFull
 from analytics.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,13 @@ class WriteBuffer:
     async def submit(self, data: bytes, rows: int) -> None:
         """Make `rows` JSON lines durable; raises SpoolFull when they cannot be."""
         segment = self.spool.append(data)
-        await self.spool.sync()
+        try:
+            await self.spool.sync()
+        except SpoolFull:
+            # The client is told 503 and will send again: these rows must never be
+            # inserted, so the record counts as done and its segment can go.
+            self.spool.release(segment)
+            raise
         self._pending.append(_Pending(segment, data, rows))
         self.pending_rows += rows
         if self.pending_rows >= self.flush_rows:
