@@ -142,7 +142,8 @@ def _backup(args: argparse.Namespace) -> int:
     settings = from_env()
     directory = backups.backups_dir(settings.data_dir, settings.clickhouse_url)
     if args.action in ("list", "prune"):
-        out = ({"backups": [m.public(time.time()) for m in backups.list_backups(directory)]}
+        out = ({"backups": [m.public(time.time()) for m in backups.list_backups(directory)],
+                "incomplete": backups.incomplete(directory)}
                if args.action == "list" else {"pruned": backups.prune(directory)})
         print(json.dumps(out))
         return 0
@@ -158,7 +159,8 @@ def _backup(args: argparse.Namespace) -> int:
                 out = backups.restore(store, directory, args.backup_id,
                                       load_secret(settings.data_dir, settings.secret_key))
             except LookupError as exc:
-                print(json.dumps({"error": "not_found", "detail": str(exc)}), file=sys.stderr)
+                error = "incomplete" if isinstance(exc, backups.Incomplete) else "not_found"
+                print(json.dumps({"error": error, "detail": str(exc)}), file=sys.stderr)
                 return 2
         audit.write(store, audit.row("", "cli", "operator", f"backup {args.action}", after=out))
     finally:

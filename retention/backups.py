@@ -9,6 +9,11 @@ backup is younger than a month, else weekly if none is younger than a week, else
 `prune` deletes expired ones (the CLI, and the server every hour); `restore` refuses an
 expired or missing backup, so nothing older than the oldest monthly can come back.
 
+A backup is complete once its manifest is there, written last (fsync'd, renamed into
+place). `create` holds a lock on `backups/.lock` throughout, so a directory without a
+manifest while nobody holds the lock is what a killed `create` left: `list` names it
+incomplete, `restore` refuses it and `prune` deletes it.
+
 `restore` replaces every table but the purge ledger and the audit log (both must stay
 complete: they record what happened after the backup too), then replays the ledger:
 every subject purged since the backup was taken is erased again before anything is served.
@@ -16,10 +21,13 @@ every subject purged since the backup was taken is erased again before anything 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import secrets
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +37,11 @@ from retention import purge
 TIERS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
 KEEP_CURRENT = ("purges", "audit_log")  # never rolled back by a restore
 REPLAY_MARGIN_S = 600
+_LOCK = ".lock"
+
+
+class Incomplete(LookupError):
+    """The backup's creation never finished: there is nothing consistent to restore."""
 
 
 @dataclass
@@ -73,6 +86,30 @@ def list_backups(directory: Path) -> list[Manifest]:
     return sorted(out, key=lambda m: m.created_at)
 
 
+def incomplete(directory: Path) -> list[str]:
+    """Backup directories without a readable manifest: being created, or left by a crash."""
+    if not directory.is_dir():
+        return []
+    complete = {m.backup_id for m in list_backups(directory)}
+    return sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name not in complete)
+
+
+@contextmanager
+def _create_lock(directory: Path, wait: bool = True):
+    """Held by `create` from its first write to its manifest; yields False (without
+    waiting) when another process holds it, i.e. a backup is being made right now."""
+    fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock (so does the kernel if we are killed)
+
+
 def choose_tier(existing: list[Manifest], now: float) -> str:
     def has(tier: str, within: float) -> bool:
         return any(m.tier == tier and now - m.created_at < within for m in existing)
@@ -93,39 +130,70 @@ def create(store: Store, directory: Path, media_dir: Path, tier: str | None = No
         raise ValueError(f"tier must be one of: {', '.join(TIERS)}")
     backup_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(3)
     target = directory / backup_id
-    target.mkdir()
-    store.command(f"BACKUP DATABASE {_db(store)} TO File('{target / 'db'}')")
-    tables = [r[0] for r in store.rows("SELECT name FROM system.tables WHERE database = currentDatabase()"
-                                       " AND NOT is_temporary ORDER BY name")]
-    videos = media_dir / "videos"
-    media = sorted(p.name for p in videos.iterdir()) if videos.is_dir() else []
-    manifest = Manifest(backup_id, tier, now, now + TIERS[tier], tables, media)
-    tmp = target / "manifest.json.tmp"
-    tmp.write_text(json.dumps(asdict(manifest)))
-    tmp.replace(target / "manifest.json")  # the manifest's presence means "complete"
+    with _create_lock(directory):
+        target.mkdir()
+        store.command(f"BACKUP DATABASE {_db(store)} TO File('{target / 'db'}')")
+        tables = [r[0] for r in store.rows("SELECT name FROM system.tables WHERE database = currentDatabase()"
+                                           " AND NOT is_temporary ORDER BY name")]
+        videos = media_dir / "videos"
+        media = sorted(p.name for p in videos.iterdir()) if videos.is_dir() else []
+        manifest = Manifest(backup_id, tier, now, now + TIERS[tier], tables, media)
+        if store.embedded:  # we wrote those files (a server fsyncs its own, or not ours to read)
+            _fsync_tree(target / "db")  # a manifest must never outlive the data it vouches for
+        tmp = target / "manifest.json.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(asdict(manifest)))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(target / "manifest.json")  # the manifest's presence means "complete"
+        _fsync_dir(target)
     return manifest
 
 
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def prune(directory: Path, now: float | None = None) -> list[str]:
-    """Delete every backup past its expiry (and half-written ones); returns their ids."""
+    """Delete every backup past its expiry, and the incomplete ones a killed `create`
+    left (while a `create` runs, incomplete ones are kept: one of them is its own)."""
     now = time.time() if now is None else now
-    gone = []
+    gone: list[str] = []
     if not directory.is_dir():
         return gone
-    complete = {m.backup_id: m for m in list_backups(directory)}
-    for path in directory.iterdir():
-        manifest = complete.get(path.name)
-        stale_partial = manifest is None and path.is_dir() and now - path.stat().st_mtime > 3600
-        if (manifest is not None and manifest.expires_at <= now) or stale_partial:
-            shutil.rmtree(path, ignore_errors=True)
-            gone.append(path.name)
-    return gone
+    with _create_lock(directory, wait=False) as nobody_creating:
+        complete = {m.backup_id: m for m in list_backups(directory)}
+        for path in directory.iterdir():
+            manifest = complete.get(path.name)
+            dead_partial = manifest is None and path.is_dir() and nobody_creating
+            if (manifest is not None and manifest.expires_at <= now) or dead_partial:
+                shutil.rmtree(path, ignore_errors=True)
+                gone.append(path.name)
+    return sorted(gone)
 
 
 def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: float | None = None) -> dict:
     """Replace the data with the backup's, then erase again every subject purged since."""
     now = time.time() if now is None else now
     manifest = next((m for m in list_backups(directory) if m.backup_id == backup_id), None)
+    if manifest is None and backup_id in incomplete(directory):
+        raise Incomplete(f"backup {backup_id} is incomplete (its creation did not finish): nothing was restored;"
+                         " `wave-edge backup prune` deletes it")
     if manifest is None:
         raise LookupError(f"no backup {backup_id!r} (expired backups are deleted)")
     if manifest.expires_at <= now:
