@@ -85,6 +85,10 @@ class AdminAuth:
         raise BadInput("unauthorized", "send the tenant's admin key as 'Authorization: Bearer <key>'",
                        "$.headers.authorization", status=401)
 
+    def forget(self, key_hash: str) -> None:
+        """A revoked key stops working on this edge now, not when its cache entry expires."""
+        self._keys.forget(key_hash)
+
     async def _support(self, request: Request, key_hash: str) -> Tenant:
         """An operator's support key: reads only, of the tenant named in X-Wave-Tenant,
         and only while that tenant's grant is live (checked on every request)."""

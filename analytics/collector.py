@@ -18,6 +18,7 @@ from analytics.enrichment.geo import GeoLocator
 from analytics.enrichment.ip import Network, client_ip, stored_ip
 from analytics.enrichment.useragent import parse_user_agent
 from analytics.events import EventIds, encode_batch
+from analytics.limits import Limits
 from analytics.metrics import Registry
 from analytics.tenants import Tenant, TenantDirectory
 from analytics.validation import BadInput
@@ -46,12 +47,14 @@ class Collector:
         buffer: WriteBuffer,
         metrics: Registry,
         trusted_proxies: tuple[Network, ...] = (),
+        limits: Limits | None = None,
     ) -> None:
         self.tenants = tenants
         self.consents = consents
         self.geo = geo
         self.buffer = buffer
         self.trusted_proxies = trusted_proxies
+        self.limits = limits
         self._ids = EventIds()
         self.accepted = metrics.counter("wave_events_accepted_total", "Events accepted and spooled")
         self.rejected = metrics.counter("wave_events_rejected_total", "Events refused, by reason")
@@ -76,6 +79,8 @@ class Collector:
                 "$.viewer_id",
                 status=403,
             )
+        if self.limits is not None:  # after consent: refused junk does not spend the tenant's budget
+            self.limits.tenant_events.check(tenant.tenant_id, "events for this tenant", len(batch.events))
         agent = parse_user_agent(request.user_agent)
         if agent.is_bot and tenant.drop_bots:
             self.dropped.inc(len(batch.events), reason="bot")
@@ -123,6 +128,8 @@ class Collector:
     ) -> str:
         """Append a grant or withdrawal, with the address as the tenant's IP mode allows."""
         tenant = await self._tenant(tenant_id, request.origin)
+        if self.limits is not None:
+            self.limits.tenant_consents.check(tenant.tenant_id, "consent calls for this tenant")
         ip = client_ip(request.peer, request.forwarded_for, self.trusted_proxies)
         return await self.consents.record(
             tenant_id=tenant.tenant_id,

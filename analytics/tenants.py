@@ -110,13 +110,39 @@ def create_tenant(
             "identified": tenant.identified_viewers,
         },
     )
+    return tenant, create_admin_key(store, tenant.tenant_id)
+
+
+# ---- a tenant's admin keys: rotation is "create a new one, then revoke the old one" ----
+KEY_ID_CHARS = 12  # a key's public name: the start of its hash (audit actors use the same)
+
+
+def create_admin_key(store: Store, tenant_id: str) -> str:
+    """A new admin key for the tenant; only its hash is stored, the key is shown once."""
     admin_key = "wk_" + secrets.token_urlsafe(32)
     store.command(
         "INSERT INTO api_keys (key_hash, tenant_id, role, created_at, updated_at)"
         " VALUES ({h:String}, {id:String}, 'admin', now64(6), now64(6))",
-        parameters={"h": hash_key(admin_key), "id": tenant.tenant_id},
+        parameters={"h": hash_key(admin_key), "id": tenant_id},
     )
-    return tenant, admin_key
+    return admin_key
+
+
+def admin_keys(store: Store, tenant_id: str) -> list[tuple[str, float, bool]]:
+    """(key hash, created at, revoked) of every admin key the tenant ever had."""
+    return [(h, float(c), bool(r)) for h, c, r in store.rows(
+        "SELECT key_hash, toUnixTimestamp64Micro(created_at) / 1e6, revoked FROM api_keys FINAL"
+        " WHERE tenant_id = {t:String} AND role = 'admin' ORDER BY created_at", {"t": tenant_id})]
+
+
+def revoke_admin_key(store: Store, tenant_id: str, key_hash: str) -> None:
+    """The key stops working (on this edge at once; others within their key cache's TTL)."""
+    store.command(
+        "INSERT INTO api_keys (key_hash, tenant_id, role, created_at, revoked, updated_at)"
+        " SELECT key_hash, tenant_id, role, created_at, true, now64(6) FROM api_keys FINAL"
+        " WHERE key_hash = {h:String} AND tenant_id = {t:String} AND role = 'admin'",
+        parameters={"h": key_hash, "t": tenant_id},
+    )
 
 
 def load_tenant(store: Store, tenant_id: str) -> Tenant | None:

@@ -163,3 +163,21 @@ class SignIn(Struct, forbid_unknown_fields=True):
 class SignedIn(Struct):
     tenant_id: str
     name: str
+
+
+# ---- a tenant's admin keys (analytics/keys_api.py) -----------------------------------------
+class AdminKey(Struct):
+    key_id: str  # the start of the key's hash; never the key
+    created_at: str
+    revoked: bool
+    current: bool  # the key this request was made with
+
+
+class AdminKeyList(Struct):
+    keys: list[AdminKey]
+
+
+class AdminKeyCreated(Struct):
+    key_id: str
+    admin_key: str  # shown this once; only its hash is stored
+    created_at: str

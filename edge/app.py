@@ -17,13 +17,13 @@ from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 
 from analytics import api as analytics_api
-from analytics import dashboard, dashboard_api
-from analytics import migrations, openapi
+from analytics import dashboard, dashboard_api, keys_api, migrations, openapi
 from analytics.auth import AdminAuth
 from analytics.collector import Collector
 from analytics.consent import ConsentLedger
 from analytics.enrichment.geo import GeoLocator
 from analytics.enrichment.ip import client_ip
+from analytics.limits import Limits
 from analytics.metrics import Registry
 from analytics.rollup import ViewRollup
 from analytics.spool import Spool
@@ -89,6 +89,8 @@ class Edge:
         self.rollup: ViewRollup | None = None
         self.public_links = PublicLinks(settings.media_dir)
         self.front_log = FrontLog(self, settings.front_log_path)
+        self.limits = Limits(settings.limit_ip, settings.limit_tenant_events, settings.limit_tenant_consents,
+                             settings.limit_whep_ip, settings.limit_whep_tenant)
 
     async def start(self) -> None:
         s = self.settings
@@ -130,6 +132,7 @@ class Edge:
             self.buffer,
             self.metrics,
             s.trusted_proxies,
+            self.limits,
         )
         self.demo = await demo_setup.ensure(self) if s.demo else demo_setup.load(s.data_dir)
         # Everything built so far lives as long as the process: keep it out of the cyclic
@@ -265,12 +268,13 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
                         *whip.ROUTES, *whep.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
                         *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES, *dashboard_api.ROUTES,
-                        *dashboard.ROUTES, *retention_api.ROUTES],
+                        *dashboard.ROUTES, *retention_api.ROUTES, *keys_api.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=http.EXCEPTION_HANDLERS,
-        middleware=[http.request_metrics(edge.metrics), http.cors_middleware, http.audit_middleware(edge)],
+        middleware=[http.request_metrics(edge.metrics), http.cors_middleware, http.rate_limit_middleware(edge),
+                    http.audit_middleware(edge)],
         openapi_config=OpenAPIConfig(title="wave-edge", version="0.1.0", path="/schema"),
         debug=False,
     )

@@ -22,21 +22,14 @@ from edge.settings import from_env
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from edge import serving
     from edge.app import create_app
 
     settings = from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or settings.host
     port = args.port or settings.port
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,  # access logs would hold viewers' IPs; metrics count requests
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=15,
-    )
+    uvicorn.Server(serving.config(create_app(settings), settings, host, port)).run()
     return 0
 
 
@@ -238,6 +231,38 @@ def _support_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant_key(args: argparse.Namespace) -> int:
+    """An operator's way back in for a tenant that lost its keys, and out for a leaked one."""
+    from analytics import tenants
+    from retention import audit
+
+    settings = from_env()
+    store = open_store(settings.clickhouse_url)
+    try:
+        migrations.apply(store)
+        if tenants.load_tenant(store, args.tenant_id) is None:
+            print(json.dumps({"error": "not_found", "detail": f"no tenant {args.tenant_id!r}"}), file=sys.stderr)
+            return 2
+        if args.action == "key-create":
+            key = tenants.create_admin_key(store, args.tenant_id)
+            out = {"tenant_id": args.tenant_id, "key_id": tenants.hash_key(key)[: tenants.KEY_ID_CHARS],
+                   "admin_key": key}
+        else:
+            match = [h for h, _, revoked in tenants.admin_keys(store, args.tenant_id)
+                     if h.startswith(args.key_id) and not revoked and len(args.key_id) >= 8]
+            if len(match) != 1:
+                print(json.dumps({"error": "not_found", "detail": f"no live key {args.key_id!r}"}), file=sys.stderr)
+                return 2
+            tenants.revoke_admin_key(store, args.tenant_id, match[0])
+            out = {"tenant_id": args.tenant_id, "key_id": args.key_id, "revoked": True}
+        audit.write(store, audit.row(args.tenant_id, "cli", "operator", f"tenant {args.action}",
+                                     params={"key_id": out["key_id"]}))
+    finally:
+        store.close()
+    print(json.dumps(out))
+    return 0
+
+
 def _front_config(args: argparse.Namespace) -> int:
     from edge import front_config
 
@@ -308,6 +333,14 @@ def parser() -> argparse.ArgumentParser:
     r_set.add_argument("--ip-mode", dest="ip_mode", choices=IP_MODES)
     r_actions.add_parser("enforce", help="delete every row past its period, now")
     retention.set_defaults(run=_retention)
+
+    k_create = tenant.add_parser("key-create", help="a new admin key for a tenant; prints it once")
+    k_create.add_argument("tenant_id")
+    k_create.set_defaults(run=_tenant_key)
+    k_revoke = tenant.add_parser("key-revoke", help="revoke one of a tenant's admin keys (by key id)")
+    k_revoke.add_argument("tenant_id")
+    k_revoke.add_argument("key_id")
+    k_revoke.set_defaults(run=_tenant_key)
 
     support = sub.add_parser("support", help="operator support keys (tenants grant them access)")
     s_actions = support.add_subparsers(dest="action", required=True)

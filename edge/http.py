@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import time
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from analytics.enrichment.ip import client_ip
+from analytics.limits import RateLimited
 from analytics.metrics import Registry
 from analytics.store import StoreUnavailable
 from analytics.validation import BadInput
@@ -34,7 +37,9 @@ def error_response(status: int, error: str, detail: object = None, headers: dict
 
 
 def on_bad_input(_: Request, exc: BadInput) -> Response:
-    return error_response(exc.status, exc.error, exc.detail())
+    retry_after = getattr(exc, "retry_after", None)
+    return error_response(exc.status, exc.error, exc.detail(),
+                          {"Retry-After": str(retry_after)} if retry_after else None)
 
 
 _FAILED = {"path": "$", "message": "the server failed; the event was logged"}
@@ -131,6 +136,44 @@ def cors_middleware(app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send_with_cors)
 
     return middleware
+
+
+# The player's endpoints that anyone may call, and what each costs its caller's address.
+_LIMITED = (("/v1/collect", "per_ip"), ("/v1/consent", "per_ip"), ("/admin/session", "per_ip"),
+            ("/whep/", "whep_per_ip"))
+
+
+def rate_limit_middleware(edge):
+    """Per-address limits on the public POST endpoints, checked before the body is read,
+    so a flood costs the edge a dictionary lookup per request (analytics/limits.py)."""
+    limited = edge.metrics.counter("wave_rate_limited_total", "Requests refused with 429, by limit")
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["method"] == "POST":
+                path = scope["path"]
+                for prefix, name in _LIMITED:
+                    if path.startswith(prefix):
+                        client = scope.get("client")
+                        forwarded = next((v for k, v in scope["headers"] if k == b"x-forwarded-for"), None)
+                        ip = client_ip(client[0] if client else None, forwarded.decode("latin-1") if forwarded else None,
+                                       edge.settings.trusted_proxies)
+                        wait = getattr(edge.limits, name).take(str(ip))
+                        if wait:
+                            limited.inc(limit=name)
+                            exc = RateLimited("requests from this address", wait)
+                            body = msgspec.json.encode({"error": exc.error, "detail": exc.detail()})
+                            await send({"type": "http.response.start", "status": 429, "headers": [
+                                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"retry-after", str(exc.retry_after).encode())]})
+                            await send({"type": "http.response.body", "body": body})
+                            return
+                        break
+            await app(scope, receive, send)
+
+        return middleware
+
+    return factory
 
 
 class _Status:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import msgspec
 
+from analytics.limits import Limit
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_PLAYER_DIR = Path(__file__).resolve().parent.parent / "player" / "dist"
 
@@ -52,6 +54,19 @@ class Settings(msgspec.Struct, kw_only=True):
     backup_every_s: float = 0.0
     # Where an nginx front writes the segments it served itself (see edge/front_log.py).
     front_log_dir: Path | None = None
+    # Abuse limits (analytics/limits.py), RATE/BURST: requests per client address on the
+    # player's endpoints; a tenant's events and consent calls; WHEP sessions opened per
+    # address and per tenant. Far above legitimate use: one viewer sends a batch per 10 s.
+    limit_ip: Limit = Limit(50, 300)
+    limit_tenant_events: Limit = Limit(100_000, 200_000)
+    limit_tenant_consents: Limit = Limit(2_000, 10_000)
+    limit_whep_ip: Limit = Limit(2, 20)
+    limit_whep_tenant: Limit = Limit(100, 500)
+    # Slow or bloated requests (edge/serving.py): seconds for a request's line and headers,
+    # seconds without a body chunk, bytes of request line and headers.
+    head_timeout_s: float = 10.0
+    body_idle_s: float = 15.0
+    max_head_bytes: int = 32 * 1024
 
     @property
     def spool_dir(self) -> Path:
@@ -101,4 +116,13 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         rollup_s=float(env.get("WAVE_ROLLUP_S") or 10.0),
         backup_every_s=float(env.get("WAVE_BACKUP_EVERY_H") or 24) * 3600,
         front_log_dir=Path(env["WAVE_FRONT_LOG_DIR"]).resolve() if env.get("WAVE_FRONT_LOG_DIR") else None,
+        head_timeout_s=float(env.get("WAVE_HEAD_TIMEOUT_S") or 10.0),
+        body_idle_s=float(env.get("WAVE_BODY_IDLE_S") or 15.0),
+        max_head_bytes=int(env.get("WAVE_MAX_HEAD_BYTES") or 32 * 1024),
+        **{name: Limit.parse(env[var]) for name, var in _LIMITS.items() if var in env},
     )
+
+
+_LIMITS = {"limit_ip": "WAVE_LIMIT_IP", "limit_tenant_events": "WAVE_LIMIT_TENANT_EVENTS",
+           "limit_tenant_consents": "WAVE_LIMIT_TENANT_CONSENTS", "limit_whep_ip": "WAVE_LIMIT_WHEP_IP",
+           "limit_whep_tenant": "WAVE_LIMIT_WHEP_TENANT"}

@@ -24,6 +24,7 @@ import uvicorn
 from analytics import migrations
 from analytics.store import Store, open_store
 from analytics.tenants import Tenant, create_tenant
+from edge import serving
 from edge.app import Edge, create_app
 from edge.settings import Settings, parse_networks
 
@@ -65,9 +66,10 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, base_url: str, edge: Edge, server: uvicorn.Server, thread: threading.Thread):
+    def __init__(self, base_url: str, edge: Edge, server: uvicorn.Server, thread: threading.Thread, app=None):
         self.base_url = base_url
         self.edge = edge
+        self.app = app
         self._server = server
         self._thread = thread
         self.http = httpx.Client(base_url=base_url, timeout=30)
@@ -94,7 +96,7 @@ def server_factory(store, tmp_path) -> Iterator[Callable[..., RunningServer]]:
             setattr(settings, key, value)
         app = create_app(settings, store=store)
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(serving.config(app, settings, "127.0.0.1", port, timeout_graceful_shutdown=None))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 30
@@ -102,7 +104,7 @@ def server_factory(store, tmp_path) -> Iterator[Callable[..., RunningServer]]:
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("test server did not start")
             time.sleep(0.02)
-        running = RunningServer(f"http://127.0.0.1:{port}", app.state.edge, server, thread)
+        running = RunningServer(f"http://127.0.0.1:{port}", app.state.edge, server, thread, app)
         started.append(running)
         return running
 

@@ -20,6 +20,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from analytics.limits import Limit
+
 # SDP bodies for WHIP/WHEP: schemathesis has no generator for application/sdp.
 _OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 H264/90000\r\n"
 schemathesis.openapi.media_type("application/sdp", st.one_of(
@@ -52,7 +54,9 @@ def _modes(operation) -> tuple[GenerationMode, ...]:
     return (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
-def test_every_operation_with_and_without_a_key(server, tenant_factory):
+def test_every_operation_with_and_without_a_key(server_factory, tenant_factory):
+    # Rate limits off, or most of the examples would be 429s (tests/test_limits.py covers them).
+    server = server_factory(limit_ip=Limit(0, 0), limit_whep_ip=Limit(0, 0))
     _, key = tenant_factory()
     schema = schemathesis.openapi.from_url(server.base_url + "/schema/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]

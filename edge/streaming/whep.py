@@ -50,6 +50,7 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
     publish = edge.publishers.get(stream.stream_id)
     if publish is None or publish.pipeline is None:
         raise BadInput("not_live", "the stream is not being published", "$.path.stream_id", status=404)
+    edge.limits.whep_per_tenant.check(stream.tenant_id, "WebRTC viewers joining this tenant's streams")
     pipeline = publish.pipeline
     offer = (await request.body()).decode("utf-8", "replace")
     try:

@@ -1,0 +1,78 @@
+"""A tenant's admin keys: list, create, revoke. Rotation is create-then-revoke, so a
+client never holds a moment without a working key.
+
+Revocation takes effect at once on this edge (its key cache forgets the key) and within
+the cache's couple of seconds on other edges. The last live key cannot be revoked: a
+tenant that locks itself out needs the operator (`wave-edge tenant key-create`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+
+from litestar import Request, delete, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from analytics import tenants
+from analytics.openapi import ADMIN, errors
+from analytics.validation import BadInput
+from analytics.wire import AdminKey, AdminKeyCreated, AdminKeyList
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _current(request: Request) -> str:
+    """The key id this request was made with (the auth check notes it for the audit log)."""
+    _, actor, _ = request.scope.get("state", {}).get("wave_actor", ("", "", ""))
+    return actor.removeprefix("key:")
+
+
+def _key(key_hash: str, created: float, revoked: bool, current: str) -> AdminKey:
+    key_id = key_hash[: tenants.KEY_ID_CHARS]
+    return AdminKey(key_id=key_id, created_at=_iso(created), revoked=revoked, current=key_id == current)
+
+
+@get("/v1/keys", responses=errors(*ADMIN))
+async def list_keys(request: Request, state: State) -> AdminKeyList:
+    """The tenant's admin keys, by id (never the keys themselves)."""
+    tenant = await state.edge.auth.tenant(request)
+    rows = await asyncio.to_thread(tenants.admin_keys, state.edge.store, tenant.tenant_id)
+    current = _current(request)
+    return AdminKeyList(keys=[_key(h, c, r, current) for h, c, r in rows])
+
+
+@post("/v1/keys", status_code=201, request_max_body_size=1024, responses=errors(*ADMIN))
+async def create_key(request: Request, state: State) -> AdminKeyCreated:
+    """A new admin key for the tenant (shown once); revoke the old one after switching."""
+    tenant = await state.edge.auth.tenant(request)
+    key = await asyncio.to_thread(tenants.create_admin_key, state.edge.store, tenant.tenant_id)
+    key_id = tenants.hash_key(key)[: tenants.KEY_ID_CHARS]
+    request.scope.setdefault("state", {})["wave_audit"] = {"after": {"key_id": key_id}}
+    return AdminKeyCreated(key_id=key_id, admin_key=key, created_at=_iso(time.time()))
+
+
+@delete("/v1/keys/{key_id:str}", status_code=200, responses=errors(*ADMIN, 409))
+async def revoke_key(request: Request, state: State, key_id: FromPath[str]) -> AdminKey:
+    """Revoke one of the tenant's keys, with immediate effect (the current key too)."""
+    edge = state.edge
+    tenant = await edge.auth.tenant(request)
+    rows = await asyncio.to_thread(tenants.admin_keys, edge.store, tenant.tenant_id)
+    matches = [row for row in rows if row[0].startswith(key_id)] if len(key_id) >= 8 else []
+    if len(matches) != 1 or matches[0][2]:
+        raise BadInput("not_found", f"no live key {key_id!r} for this tenant", "$.path.key_id", status=404)
+    key_hash, created, _ = matches[0]
+    if not any(not revoked and h != key_hash for h, _, revoked in rows):
+        raise BadInput("conflict", "this is the tenant's last live key: create another first", "$.path.key_id",
+                       status=409)
+    await asyncio.to_thread(tenants.revoke_admin_key, edge.store, tenant.tenant_id, key_hash)
+    edge.auth.forget(key_hash)
+    request.scope.setdefault("state", {})["wave_audit"] = {"before": {"revoked": False}, "after": {"revoked": True}}
+    return _key(key_hash, created, True, _current(request))
+
+
+ROUTES = [list_keys, create_key, revoke_key]
