@@ -176,6 +176,33 @@ def rate_limit_middleware(edge):
     return factory
 
 
+_BASELINE = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
+
+
+def security_headers(app: ASGIApp) -> ASGIApp:
+    """Headers every response carries unless its route set its own: no MIME sniffing (a
+    segment or beacon answer is never run as script) and no referrer leaking media ids.
+    Pages add their CSP and frame-ancestors themselves (embed: any site may frame it;
+    dashboard: none)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in _BASELINE if h[0] not in present)
+                message["headers"] = headers
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return middleware
+
+
 class _Status:
     """Passes messages on and notes the response status (500 if none was sent)."""
 

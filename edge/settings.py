@@ -62,6 +62,9 @@ class Settings(msgspec.Struct, kw_only=True):
     limit_tenant_consents: Limit = Limit(2_000, 10_000)
     limit_whep_ip: Limit = Limit(2, 20)
     limit_whep_tenant: Limit = Limit(100, 500)
+    # Publishes (one encoder each) this edge runs at once, and one tenant may run at once.
+    max_publishes: int = 8
+    max_publishes_per_tenant: int = 4
     # Slow or bloated requests (edge/serving.py): seconds for a request's line and headers,
     # seconds without a body chunk, bytes of request line and headers.
     head_timeout_s: float = 10.0
@@ -116,6 +119,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         rollup_s=float(env.get("WAVE_ROLLUP_S") or 10.0),
         backup_every_s=float(env.get("WAVE_BACKUP_EVERY_H") or 24) * 3600,
         front_log_dir=Path(env["WAVE_FRONT_LOG_DIR"]).resolve() if env.get("WAVE_FRONT_LOG_DIR") else None,
+        max_publishes=int(env.get("WAVE_MAX_PUBLISHES") or 8),
+        max_publishes_per_tenant=int(env.get("WAVE_MAX_PUBLISHES_PER_TENANT") or 4),
         head_timeout_s=float(env.get("WAVE_HEAD_TIMEOUT_S") or 10.0),
         body_idle_s=float(env.get("WAVE_BODY_IDLE_S") or 15.0),
         max_head_bytes=int(env.get("WAVE_MAX_HEAD_BYTES") or 32 * 1024),

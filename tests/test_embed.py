@@ -96,3 +96,21 @@ def test_demo_is_made_once_with_a_poster_and_shown_on_the_home_page(server_facto
     # A second start finds it: no second tenant, same video.
     again = asyncio.run(demo.ensure(server.edge))
     assert json.loads((data_dir / "demo.json").read_text())["video_id"] == again.video_id == made.video_id
+
+
+def test_every_surface_carries_its_security_headers(server, tenant_factory):
+    """The embed may be framed by any site, the dashboard and home page by none other; no
+    response may be MIME-sniffed or leak its URL as a referrer."""
+    _, key = tenant_factory()
+    sid = server.http.post("/v1/streams", json={"name": "s"}, headers=_admin(key)).json()["stream_id"]
+    pages = {f"/embed/{sid}": "frame-ancestors *", "/admin": "frame-ancestors 'none'", "/": "frame-ancestors 'self'"}
+    for path, ancestors in pages.items():
+        r = server.http.get(path)
+        assert r.status_code == 200 and ancestors in r.headers["content-security-policy"], path
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert server.http.get("/admin").headers["x-frame-options"] == "DENY"
+    for r in (server.http.get("/player/wave-player.js"), server.http.get("/healthz"), server.http.get("/admin"),
+              server.http.get(f"/v1/playback/{sid}"), server.http.get("/v1/streams", headers=_admin(key)),
+              server.http.post("/v1/collect", content=b"{}"), server.http.get(f"/live/{sid}/index.m3u8")):
+        assert r.headers["x-content-type-options"] == "nosniff", r.url
+        assert r.headers["referrer-policy"] in ("no-referrer", "same-origin"), r.url

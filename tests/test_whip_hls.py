@@ -219,3 +219,31 @@ def test_a_silent_publisher_is_ended(server_factory, tenant_factory):
         await pc.close()
 
     asyncio.run(scenario())
+
+
+def test_concurrent_publishes_are_capped_per_tenant_and_per_edge(server_factory, tenant_factory):
+    server = server_factory(max_publishes=2, max_publishes_per_tenant=1)
+
+    def streams(n):
+        _, key = tenant_factory()
+        return [server.http.post("/v1/streams", json={"name": f"s{i}"}, headers=_admin(key)).json() for i in range(n)]
+
+    first, second = streams(2)
+    (third,) = streams(1)
+
+    async def scenario():
+        pcs = []
+        for s, expected in ((first, 201), (second, 429), (third, 201)):
+            pc, r = await _publish(server.base_url, s)
+            pcs.append(pc)
+            assert r.status_code == expected, r.text
+        _, other = tenant_factory()
+        fifth = server.http.post("/v1/streams", json={"name": "x"}, headers=_admin(other)).json()
+        pc, r = await _publish(server.base_url, fifth)
+        pcs.append(pc)
+        assert r.status_code == 503 and r.json()["error"] == "at_capacity" and r.headers["retry-after"] == "30"
+        assert set(server.edge.publishers) == {first["stream_id"], third["stream_id"]}
+        for pc in pcs:
+            await pc.close()
+
+    asyncio.run(scenario())

@@ -10,6 +10,7 @@ from litestar.params import FromPath
 
 from analytics.auth import bearer
 from analytics.openapi import SDP, body, errors
+from analytics.limits import RateLimited
 from analytics.validation import BadInput
 from edge.streaming import registry, rtc
 from edge.streaming.publish import PublishSession
@@ -25,6 +26,20 @@ def _sdp_body_required(request: Request) -> None:
         raise BadInput("unsupported_media_type", "send the SDP offer as application/sdp", status=415)
 
 
+def _check_capacity(edge, tenant_id: str) -> None:
+    """Each publish runs an encoder: the edge takes `max_publishes` at once (503 past it,
+    for a load balancer to send the publisher elsewhere), a tenant `max_publishes_per_tenant`
+    (429: one tenant cannot take every encoder)."""
+    settings = edge.settings
+    if len(edge.publishers) >= settings.max_publishes:
+        exc = BadInput("at_capacity", "this edge runs as many publishes as it can; retry later or elsewhere",
+                       "$.path.stream_id", status=503)
+        exc.retry_after = 30
+        raise exc
+    if sum(1 for p in edge.publishers.values() if p.tenant.tenant_id == tenant_id) >= settings.max_publishes_per_tenant:
+        raise RateLimited("concurrent publishes for this tenant", 30)
+
+
 async def _stream_for_publisher(request: Request, state: State, stream_id: str) -> registry.Stream:
     stream = await state.edge.streams.get(stream_id)
     if stream is None:
@@ -36,7 +51,7 @@ async def _stream_for_publisher(request: Request, state: State, stream_id: str) 
 
 
 @post("/whip/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201,
-      responses=errors(400, 401, 404, 409, 413, 415), opt=body(SDP, SDP))
+      responses=errors(400, 401, 404, 409, 413, 415, 429, 503), opt=body(SDP, SDP))
 async def whip_publish(request: Request, state: State, stream_id: FromPath[str]) -> Response[str]:
     """Start publishing: SDP offer in, SDP answer (with all candidates) out."""
     _sdp_body_required(request)
@@ -44,6 +59,7 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     edge = state.edge
     if stream.stream_id in edge.publishers:
         raise BadInput("conflict", "this stream already has a publisher", status=409)
+    _check_capacity(edge, stream.tenant_id)
     offer = (await request.body()).decode("utf-8", "replace")
     codecs = rtc.offered_codecs(offer)
     if not codecs & (VIDEO_CODECS | AUDIO_CODECS):
