@@ -91,9 +91,11 @@ class SessionLog:
         run.last_seen = max(run.last_seen, now)
         run.bytes_sent += size
 
-    def forget_ip(self, ip: str) -> int:
-        """Drop open HLS runs from this address (a purge by IP), before they are written."""
-        gone = [k for k, run in self._hls.items() if run.ip and _same_ip(run.ip, ip)]
+    def forget_ip(self, ip: str, tenant_id: str) -> int:
+        """Drop the tenant's open HLS runs from this address (a purge by IP), before they
+        are written."""
+        gone = [k for k, run in self._hls.items()
+                if run.ip and run.tenant.tenant_id == tenant_id and _same_ip(run.ip, ip)]
         for key in gone:
             del self._hls[key]
         return len(gone)

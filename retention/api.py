@@ -70,7 +70,8 @@ async def purge_subject(edge, tenant_id: str, subject: Subject, requested_by: st
     for viewer_id in ([subject.value] if subject.kind == "viewer_id" else list(linked.linked_viewer_ids)):
         edge.consents.forget(tenant_id, viewer_id)
     if subject.kind == "ip":
-        edge.sessions.forget_ip(subject.value)
+        await edge.front_log.collect(time.time() + 2)  # the nginx front's unread hand-off files, too
+        edge.sessions.forget_ip(subject.value, tenant_id)
     if not await edge.buffer.drain(timeout_s=10):
         raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry the purge shortly", status=503)
     lock = edge.rollup.lock if edge.rollup is not None else contextlib.nullcontext()

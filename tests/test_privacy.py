@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics import events, rollup
+from edge.vod import videos
 from retention import purge, subjects
 from retention.registry import REGISTRY
 from tests.conftest import collect, consent, stored_row, wait_for
@@ -222,3 +223,23 @@ def test_support_reads_only_under_a_live_grant_and_is_audited(server, tenant_fac
     wait_for(lambda: len(support_records()) >= 5, what="support calls in the tenant's audit log")
     assert ("support", "GET /v1/analytics/summary", 200) in support_records()
     assert ("support", "GET /v1/analytics/summary", 403) in support_records()
+
+
+def test_purge_by_ip_reaches_the_fronts_unread_files_and_open_hls_sessions(people, store):
+    """The nginx front hands the edge one file per second of the segments it served; a
+    purge by IP must not leave the subject's requests there (or in the open HLS session
+    they would have become), while another address's session stays."""
+    server, a, key_a, _, _ = people
+    video = videos.Video(video_id=videos.new_video_id(), tenant_id=a.tenant_id, status="ready", created_at=time.time())
+    videos.save(store, video)
+    directory = server.edge.front_log.directory
+    second = int(time.time())
+    line = '{{"uri":"/vod/{vid}/seg_00001.m4s","bytes":900,"addr":"{ip}","at":{at},"ua":"UA","status":200}}\n'
+    (directory / f"{second}.jsonl").write_text(line.format(vid=video.video_id, ip="198.51.100.9", at=second)
+                                               + line.format(vid=video.video_id, ip="203.0.113.7", at=second))
+    r = server.http.post("/v1/privacy/purge", json={"ip": "198.51.100.9"}, headers=_admin(key_a))
+    assert r.status_code == 200
+    left = " ".join(p.read_text() for p in directory.iterdir())
+    assert "198.51.100.9" not in left
+    open_runs = {run.ip for run in server.edge.sessions._hls.values() if run.media_id == video.video_id}
+    assert open_runs == {"203.0.113.7"}
