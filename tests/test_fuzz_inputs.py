@@ -143,7 +143,7 @@ def test_sdp_answering_on_mangled_offers(offer):
         except rtc.BadOffer:
             pass
         finally:
-            await pc.close()
+            await rtc.close(pc)
 
     asyncio.run(attempt())
 

@@ -9,6 +9,7 @@ its address discovery, once, at start-up.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import aioice.ice  # noqa: E402
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 
 _discover_hosts = aioice.ice.get_host_addresses
+
+log = logging.getLogger(__name__)
 
 
 def restrict_host_candidates(addresses: tuple[str, ...]) -> None:
@@ -51,6 +54,15 @@ def offered_codecs(sdp: str) -> set[str]:
             except IndexError:
                 continue
     return codecs
+
+
+async def close(pc: RTCPeerConnection) -> None:
+    """Close a peer connection whatever state a failed offer left it in (aiortc's close
+    raises on a half-applied description: transceivers without a transport)."""
+    try:
+        await pc.close()
+    except Exception:  # noqa: BLE001 - it is being thrown away either way
+        log.debug("closing a failed peer connection raised", exc_info=True)
 
 
 async def answer(pc: RTCPeerConnection, offer_sdp: str, send: list | None = None) -> str:

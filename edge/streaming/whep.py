@@ -65,7 +65,7 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
     try:
         answer = await rtc.answer(pc, offer, send=tracks)
     except rtc.BadOffer as exc:
-        await pc.close()
+        await rtc.close(pc)
         raise BadInput("bad_sdp", str(exc)) from None
     for sender in pc.getSenders():
         # aiortc answers a PLI by re-encoding; we have no encoder here, the stream has one

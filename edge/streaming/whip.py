@@ -75,7 +75,7 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
         answer = await rtc.answer(pc, offer)
     except BaseException as exc:  # whatever failed, the claim goes: a stale one would 409 the next publisher
         del edge.publishers[stream.stream_id]
-        await pc.close()
+        await rtc.close(pc)
         if isinstance(exc, rtc.BadOffer):
             raise BadInput("bad_sdp", str(exc)) from None
         raise
