@@ -150,30 +150,41 @@ def rate_limit_middleware(edge):
 
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http" and scope["method"] == "POST":
-                path = scope["path"]
-                for prefix, name in _LIMITED:
-                    if path.startswith(prefix):
-                        client = scope.get("client")
-                        forwarded = next((v for k, v in scope["headers"] if k == b"x-forwarded-for"), None)
-                        ip = client_ip(client[0] if client else None, forwarded.decode("latin-1") if forwarded else None,
-                                       edge.settings.trusted_proxies)
-                        wait = getattr(edge.limits, name).take(str(ip))
-                        if wait:
-                            limited.inc(limit=name)
-                            exc = RateLimited("requests from this address", wait)
-                            body = msgspec.json.encode({"error": exc.error, "detail": exc.detail()})
-                            await send({"type": "http.response.start", "status": 429, "headers": [
-                                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"retry-after", str(exc.retry_after).encode())]})
-                            await send({"type": "http.response.body", "body": body})
-                            return
-                        break
+            name = _limit_for(scope)
+            if name is not None:
+                wait = getattr(edge.limits, name).take(_address(scope, edge.settings.trusted_proxies))
+                if wait:
+                    limited.inc(limit=name)
+                    exc = RateLimited("requests from this address", wait)
+                    await _send_json(send, 429, {"error": exc.error, "detail": exc.detail()},
+                                     (b"retry-after", str(exc.retry_after).encode()))
+                    return
             await app(scope, receive, send)
 
         return middleware
 
     return factory
+
+
+def _limit_for(scope: Scope) -> str | None:
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    return next((name for prefix, name in _LIMITED if scope["path"].startswith(prefix)), None)
+
+
+def _address(scope: Scope, trusted) -> str:
+    """The client address as WAVE_TRUSTED_PROXIES vouches for it (the same rule as the
+    collector's), from the raw ASGI scope."""
+    client = scope.get("client")
+    forwarded = next((v for k, v in scope["headers"] if k == b"x-forwarded-for"), None)
+    return str(client_ip(client[0] if client else None, forwarded.decode("latin-1") if forwarded else None, trusted))
+
+
+async def _send_json(send: Send, status: int, content: dict, *headers: tuple[bytes, bytes]) -> None:
+    body = msgspec.json.encode(content)
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 _BASELINE = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
