@@ -90,6 +90,16 @@ def test_whep_rejections(server, stream):
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             bad = await http.post(f"/whep/{sid}", content=offer, headers=sdp)
             assert bad.status_code == 400 and "H.264" in bad.json()["detail"]["message"]
+            viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            viewer.addTransceiver("video", direction="recvonly")
+            await viewer.setLocalDescription(await viewer.createOffer())
+            real = viewer.localDescription.sdp
+            await viewer.close()
+            for body in ("", "v=0", real[: len(real) // 3], real[: len(real) * 2 // 3], real.replace("m=video", "m=vid"),
+                         "\x00garbage\r\nm=\r\n", real + "a=x\r\n" * 10_000):
+                r = await http.post(f"/whep/{sid}", content=body, headers=sdp)
+                assert r.status_code in (400, 413), (body[:60], r.status_code, r.text)
+        assert server.edge.viewers == {}  # nothing half-made was kept
         await publisher.close()
 
     asyncio.run(live_but_vp8_only())
