@@ -3,12 +3,15 @@ the clear anywhere the edge writes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
 
 from tests.conftest import ROOT, wait_for
+from tests.test_whip_hls import _publish
 
 
 def _admin(key: str) -> dict:
@@ -68,3 +71,30 @@ def test_operator_cli_issues_and_revokes_keys(tmp_path):
     assert code == 2 and out["error"] == "not_found"
     code, out = cli("tenant", "key-create", "tn_nobody")
     assert code == 2
+
+
+def test_no_key_or_token_reaches_the_logs(server, tenant_factory, caplog):
+    caplog.set_level(logging.DEBUG)
+    _, key = tenant_factory()
+    http = server.http
+    stream = http.post("/v1/streams", json={"name": "s"}, headers=_admin(key)).json()
+    new = http.post("/v1/keys", headers=_admin(key)).json()["admin_key"]
+    token = http.post(f"/v1/streams/{stream['stream_id']}/playback-token", headers=_admin(new)).json()["token"]
+    http.post("/admin/session", json={"admin_key": new})
+    http.get("/v1/streams", headers=_admin("wk_" + "x" * 43))  # a wrong key: refused, not logged either
+    http.post(f"/whip/{stream['stream_id']}", content="v=0", headers={
+        "content-type": "application/sdp", "authorization": f"Bearer {stream['publish_token']}"})
+
+    async def publish_and_stop() -> None:  # the edge logs the publish's end
+        pc, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        http.delete(r.headers["location"], headers={"authorization": f"Bearer {stream['publish_token']}"})
+        await pc.close()
+
+    asyncio.run(publish_and_stop())
+    http.get(f"/live/{stream['stream_id']}/index.m3u8", params={"token": token})
+    server_side = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records
+                             if not r.name.startswith(("httpx", "httpcore")))  # the test's own client logs URLs
+    assert "publish of" in server_side, "the server logged nothing: the check would prove nothing"
+    for secret in (key, new, token, stream["publish_token"], "x" * 43):
+        assert secret not in server_side
