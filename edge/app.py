@@ -273,7 +273,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=http.EXCEPTION_HANDLERS,
-        middleware=[http.request_metrics(edge.metrics), http.security_headers, http.cors_middleware,
+        middleware=[http.request_metrics(edge.metrics), http.security_headers, http.cors_middleware(edge),
                     http.rate_limit_middleware(edge),
                     http.audit_middleware(edge)],
         openapi_config=OpenAPIConfig(title="wave-edge", version="0.1.0", path="/schema"),

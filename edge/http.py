@@ -8,6 +8,7 @@ limits, or an unexpected bug.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import msgspec
@@ -87,55 +88,73 @@ EXCEPTION_HANDLERS = {BadInput: on_bad_input, HTTPException: on_http_exception, 
                       Exception: on_unexpected}
 
 
-def cors_middleware(app: ASGIApp) -> ASGIApp:
-    """CORS for the player's endpoints only.
+def cors_middleware(edge):
+    """CORS for the player's endpoints only, and only for origins the tenant allows.
 
-    The tenant is named in the body, unknown at preflight time, so preflights are allowed
-    for any origin and the tenant's allowed origins are enforced on the request itself
-    (403, nothing stored) — stronger than CORS, which only stops a browser from reading.
-    Responses refused for origin or consent (403) carry no Allow-Origin.
+    Media (`/v1/playback/ID`, `/vod/ID/...`, `/live/ID/...`, `/whep/ID`) names its tenant in
+    the path: an origin the tenant does not list gets no Allow-Origin, so a browser on
+    another site cannot read its playlists or start WebRTC with it. Beacons name the tenant
+    in the body, unknown at preflight time, so their preflights are allowed for any origin
+    and the tenant's origins are enforced on the request itself (403, nothing stored):
+    stronger than CORS, which only stops a browser from reading. Responses refused for
+    origin or consent (403) carry no Allow-Origin. An empty list allows every origin.
     """
 
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PREFIXES):
-            await app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        origin = headers.get(b"origin")
-        if origin is None:
-            await app(scope, receive, send)
-            return
-        if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 204,
-                    "headers": [
-                        (b"access-control-allow-origin", origin),
-                        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
-                        (b"access-control-allow-headers", b"content-type, authorization"),
-                        (b"access-control-expose-headers", b"location, etag, retry-after"),
-                        (b"access-control-max-age", b"600"),
-                        (b"vary", b"Origin"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-            return
-
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] != 403:
-                message["headers"] = [
-                    *message.get("headers", []),
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PREFIXES):
+                await app(scope, receive, send)
+                return
+            headers = dict(scope["headers"])
+            origin = headers.get(b"origin")
+            if origin is None or not await _origin_allowed(edge, scope["path"], origin):
+                await app(scope, receive, send)
+                return
+            if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+                await send({"type": "http.response.start", "status": 204, "headers": [
                     (b"access-control-allow-origin", origin),
+                    (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+                    (b"access-control-allow-headers", b"content-type, authorization"),
                     (b"access-control-expose-headers", b"location, etag, retry-after"),
+                    (b"access-control-max-age", b"600"),
                     (b"vary", b"Origin"),
-                ]
-            await send(message)
+                ]})
+                await send({"type": "http.response.body", "body": b""})
+                return
 
-        await app(scope, receive, send_with_cors)
+            async def send_with_cors(message: Message) -> None:
+                if message["type"] == "http.response.start" and message["status"] != 403:
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (b"access-control-allow-origin", origin),
+                        (b"access-control-expose-headers", b"location, etag, retry-after"),
+                        (b"vary", b"Origin"),
+                    ]
+                await send(message)
 
-    return middleware
+            await app(scope, receive, send_with_cors)
+
+        return middleware
+
+    return factory
+
+
+_MEDIA_PATH = re.compile(r"^/(?:v1/playback|vod|live|whep)/((?:vd|st)_[0-9a-f]{16})(?:/|$)")
+
+
+async def _origin_allowed(edge, path: str, origin: bytes) -> bool:
+    """May a page from `origin` read this response? Media asks its tenant; the rest of the
+    public surface (beacons, the player script, health) is open to any origin."""
+    m = _MEDIA_PATH.match(path)
+    if m is None or edge.tenants is None:
+        return True
+    media_id = m.group(1)
+    if media_id.startswith("vd_"):
+        media = await edge.video_cache.get(media_id)
+    else:
+        media = await edge.streams.get(media_id)
+    tenant = await edge.tenants.get(media.tenant_id) if media is not None else None
+    return tenant is None or tenant.origin_allowed(origin.decode("latin-1"))
 
 
 # The player's endpoints that anyone may call, and what each costs its caller's address.

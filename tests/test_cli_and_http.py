@@ -105,3 +105,23 @@ def test_privacy_cli_exports_and_purges_with_the_server_stopped(tmp_path):
     assert logged == [["cli", "tenant create"], ["cli", "privacy export"], ["cli", "privacy purge"]]
     bad = _cli(data, "privacy", "purge", "--tenant", tenant, "--viewer-id", "a", "--ip", "192.0.2.1")
     assert bad.returncode == 2 and "exactly one" in bad.stderr
+
+
+def test_media_cors_follows_the_tenants_allowed_origins(server, tenant_factory):
+    _, key = tenant_factory(allowed_origins=("https://shop.example",))
+    _, open_key = tenant_factory()
+    sid = server.http.post("/v1/streams", json={"name": "s"}, headers={"authorization": f"Bearer {key}"}).json()["stream_id"]
+    open_sid = server.http.post("/v1/streams", json={"name": "o"},
+                                headers={"authorization": f"Bearer {open_key}"}).json()["stream_id"]
+    preflight = {"access-control-request-method": "POST"}
+    for path in (f"/v1/playback/{sid}", f"/live/{sid}/index.m3u8"):
+        mine = server.http.get(path, headers={"origin": "https://shop.example"})
+        assert mine.headers["access-control-allow-origin"] == "https://shop.example", path
+        theirs = server.http.get(path, headers={"origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in theirs.headers, path
+    assert server.http.options(f"/whep/{sid}", headers={"origin": "https://shop.example", **preflight}
+                               ).headers["access-control-allow-origin"] == "https://shop.example"
+    assert "access-control-allow-origin" not in server.http.options(
+        f"/whep/{sid}", headers={"origin": "https://evil.example", **preflight}).headers
+    anyone = server.http.get(f"/v1/playback/{open_sid}", headers={"origin": "https://evil.example"})
+    assert anyone.headers["access-control-allow-origin"] == "https://evil.example"  # no list: every origin
