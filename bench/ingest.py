@@ -272,12 +272,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--viewers", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=1000, help="batches sent before measuring")
+    ap.add_argument("--tenant-limit", default="off", help="WAVE_LIMIT_TENANT_EVENTS for the run (e.g. 100000/200000)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-bench-"))
-    # One tenant at full speed: its per-tenant event budget (100k/s by default, what one
-    # edge process takes) would be the thing measured, so it is off here.
+    # One tenant at full speed: its per-tenant event budget (100k/s by default, about what
+    # one edge process takes) would be what is measured, so it is off unless asked for.
     env = dict(os.environ, WAVE_DATA_DIR=str(work / "edge"), WAVE_TRUSTED_PROXIES="127.0.0.1",
-               WAVE_LIMIT_TENANT_EVENTS="off")
+               WAVE_LIMIT_TENANT_EVENTS=args.tenant_limit)
     env.pop("WAVE_CLICKHOUSE_URL", None)
     cli = [sys.executable, "-m", "edge.cli"]
     tenant = json.loads(
