@@ -406,10 +406,26 @@ async def dashboard(http: httpx.AsyncClient, rec: Recorder, key: str, every: flo
         await asyncio.sleep(every)
 
 
-async def scrape_metrics(http: httpx.AsyncClient, rec: Recorder, stop: asyncio.Event) -> None:
+async def scrape_metrics(http: httpx.AsyncClient, rec: Recorder, blocks: list[tuple[float, int]],
+                         stop: asyncio.Event) -> None:
+    """Also reads the edge's Python heap (allocated blocks): RSS mixes it with chDB's
+    native caches, and only a growing Python heap would be the edge holding on to things."""
     while not stop.is_set():
-        await timed_get(http, rec, "metrics", "/metrics")
+        r = await timed_get(http, rec, "metrics", "/metrics")
+        m = re.search(r"^wave_python_allocated_blocks (\d+)", r.text, re.M) if r is not None else None
+        if m:
+            blocks.append((rec.now(), int(m.group(1))))
         await asyncio.sleep(10.0)
+
+
+def heap_figures(blocks: list[tuple[float, int]], duration: float) -> dict:
+    if not blocks:
+        return {}
+    first = min(blocks, key=lambda b: abs(b[0] - 60))[1]
+    last = [b for t, b in blocks if t >= duration - 60] or [blocks[-1][1]]
+    mean_last = sum(last) / len(last)
+    return {"python_blocks_after_first_minute": first, "python_blocks_last_minute": round(mean_last),
+            "python_blocks_growth_ratio": round(mean_last / first, 3)}
 
 
 async def loop_lag(rec: Recorder, lags: list[tuple[float, float]], stop: asyncio.Event) -> None:
@@ -531,13 +547,14 @@ async def soak(port: int, server_pid: int, tenant: dict, work: Path, args) -> di
         rec.t0 = time.monotonic()
         samples: list[dict] = []
         lags: list[tuple[float, float]] = []
+        blocks: list[tuple[float, int]] = []
         beacons = Beacons(Pool(port, args.connections), rec, tenant["tenant_id"],
                           [video_id, stream["stream_id"]], args.batch_every, stop)
         tasks = [asyncio.ensure_future(c) for c in [
             sampler(server_pid, rec, args.sample_every, samples, stop),
             loop_lag(rec, lags, stop),
             dashboard(http, rec, key, args.dashboard_every, stop),
-            scrape_metrics(http, rec, stop),
+            scrape_metrics(http, rec, blocks, stop),
             *(beacons.slot(i * RAMP_S / args.viewers) for i in range(args.viewers)),
             *(live_hls_viewer(http, rec, stream["stream_id"], viewer_address(10_000_000 + i), stop)
               for i in range(args.hls_viewers)),
@@ -563,6 +580,7 @@ async def soak(port: int, server_pid: int, tenant: dict, work: Path, args) -> di
     return {
         "duration_s": round(duration, 1),
         **memory_figures(samples, duration),
+        **heap_figures(blocks, duration),
         **whep_figures(samples, duration, args.whep_viewers),
         "whip_publisher_state_at_end": publisher_state, "whep_viewer_states_at_end": viewer_states,
         "whip_delete_status": r.status_code,
