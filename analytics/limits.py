@@ -48,14 +48,18 @@ class RateLimited(BadInput):
 
 
 class TokenBuckets:
-    """One bucket per key. Full buckets carry no information, so they are dropped when the
-    table grows past `max_keys` (an idle client costs nothing; a flood of fresh addresses
+    """One bucket per key. Full buckets carry no information, so they are dropped whenever
+    the table has doubled since the last sweep (memory follows the clients active now, not
+    every client ever seen), and it never exceeds `max_keys` (a flood of fresh addresses
     cannot grow memory without bound)."""
 
-    def __init__(self, limit: Limit, clock: Callable[[], float] = time.monotonic, max_keys: int = 200_000) -> None:
+    def __init__(self, limit: Limit, clock: Callable[[], float] = time.monotonic, max_keys: int = 200_000,
+                 sweep_from: int = 10_000) -> None:
         self.limit = limit
         self._clock = clock
         self._max_keys = max_keys
+        self._sweep_from = sweep_from
+        self._sweep_at = sweep_from
         self._buckets: dict[str, list[float]] = {}  # key -> [tokens, updated]
 
     def take(self, key: str, cost: float = 1.0) -> float:
@@ -67,7 +71,7 @@ class TokenBuckets:
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
-            if len(self._buckets) >= self._max_keys:
+            if len(self._buckets) >= min(self._sweep_at, self._max_keys):
                 self._forget_full(now)
             bucket = self._buckets[key] = [burst, now]
         tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
@@ -93,6 +97,7 @@ class TokenBuckets:
         self._buckets = {k: b for k, b in self._buckets.items() if b[0] + (now - b[1]) * rate < burst}
         if len(self._buckets) >= self._max_keys:  # all of them busy: start afresh, never grow
             self._buckets.clear()
+        self._sweep_at = max(self._sweep_from, 2 * len(self._buckets))
 
 
 class Limits:

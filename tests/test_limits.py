@@ -43,6 +43,15 @@ def test_bucket_table_never_grows_past_its_cap():
     assert len(bucket) <= 2
 
 
+def test_idle_clients_are_forgotten_as_new_ones_come():
+    clock = Clock()
+    bucket = TokenBuckets(Limit(10, 20), clock, sweep_from=100)
+    for i in range(5_000):  # a stream of one-off clients, a second apart
+        clock.now += 1
+        bucket.take(f"client-{i}")
+    assert len(bucket) <= 200  # full again after 2 s: swept, not kept
+
+
 def test_defaults_let_a_50k_events_per_second_peak_from_many_viewers_pass():
     """One tenant's peak, replayed against the default limits on a simulated clock:
     20,000 viewers (each its own address, as the trusted proxy reports it), each sending a
