@@ -277,13 +277,17 @@ def view_batch(view_id: str, video_id: str, index: int, last: bool, period_s: fl
 
 class Beacons:
     """Simulated viewers: consent, then one batch per `period_s` through 1-3 views of 4-12
-    batches each, then leave; a new viewer (new id, new address) takes the slot."""
+    batches each, then leave; a new viewer (new id, new address) takes the slot, or, with a
+    `population`, one of that many people coming back (a leak grows with requests; state kept
+    per viewer grows with new viewers, so a fixed population tells the two apart)."""
 
     def __init__(self, pool: Pool, rec: Recorder, tenant_id: str, media: list[str], period_s: float,
-                 stop: asyncio.Event) -> None:
+                 stop: asyncio.Event, population: int = 0) -> None:
         self.pool, self.rec, self.tenant_id, self.media, self.period_s = pool, rec, tenant_id, media, period_s
         self.stop = stop
         self.next_viewer = 0
+        self.population = population
+        self.run = uuid.uuid4().hex[:6]
         self.accepted = 0
         self.unknown = 0  # events whose batch got no answer (timeout, connection error)
         self.consented = 0
@@ -304,7 +308,9 @@ class Beacons:
 
     async def viewer(self) -> None:
         n, self.next_viewer = self.next_viewer, self.next_viewer + 1
-        viewer_id, ip, ua = f"soak-{uuid.uuid4().hex[:12]}", viewer_address(n), UAS[n % len(UAS)]
+        if self.population:  # people come back: ids and addresses from a fixed pool
+            n %= self.population
+        viewer_id, ip, ua = f"soak-{n:08d}-{self.run}", viewer_address(n), UAS[n % len(UAS)]
         status, _ = await self.send("consent", "/v1/consent", {
             "tenant_id": self.tenant_id, "viewer_id": viewer_id, "purposes": ["analytics"],
             "policy_version": "soak"}, ua, ip)
@@ -549,7 +555,7 @@ async def soak(port: int, server_pid: int, tenant: dict, work: Path, args) -> di
         lags: list[tuple[float, float]] = []
         blocks: list[tuple[float, int]] = []
         beacons = Beacons(Pool(port, args.connections), rec, tenant["tenant_id"],
-                          [video_id, stream["stream_id"]], args.batch_every, stop)
+                          [video_id, stream["stream_id"]], args.batch_every, stop, args.population)
         tasks = [asyncio.ensure_future(c) for c in [
             sampler(server_pid, rec, args.sample_every, samples, stop),
             loop_lag(rec, lags, stop),
@@ -604,6 +610,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--viewers", type=int, default=300, help="concurrent simulated beacon senders")
+    ap.add_argument("--population", type=int, default=0,
+                    help="viewers come back from a pool of this many ids and addresses (0: always new ones)")
     ap.add_argument("--batch-every", type=float, default=5.0, help="seconds between a viewer's batches")
     ap.add_argument("--connections", type=int, default=8, help="keep-alive connections carrying beacons")
     ap.add_argument("--hls-viewers", type=int, default=8, help="live HLS viewers, and as many VOD viewers")
@@ -638,7 +646,8 @@ def main() -> None:
         "consents_stored": stored["consents"],
         "server_exit_code": exit_code,  # uvicorn re-raises SIGTERM after a graceful shutdown: -15
         "server_log_errors": server_log_errors(log),
-        "setup": {"minutes": args.minutes, "viewers": args.viewers, "batch_every_s": args.batch_every,
+        "setup": {"minutes": args.minutes, "viewers": args.viewers, "population": args.population,
+                  "batch_every_s": args.batch_every,
                   "hls_live_viewers": args.hls_viewers, "hls_vod_viewers": args.hls_viewers,
                   "whep_viewers": args.whep_viewers, "dashboard_every_s": args.dashboard_every,
                   "publish": f"{args.width}x{args.height} 30 fps"},
