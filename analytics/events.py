@@ -59,10 +59,14 @@ class EventIds:
 
 
 def encode_batch(context: tuple, events: Sequence[Event], ids: EventIds) -> bytes:
-    """JSON lines for one request: `context` in CONTEXT_COLUMNS order, then each event."""
+    """JSON lines for one request: `context` in CONTEXT_COLUMNS order, then each event.
+
+    A list, not a generator: msgspec 0.22's `encode_lines` keeps a reference to any other
+    iterable it is given, so a generator here leaked one object per request (found by the
+    soak; tests/test_write_path.py guards it)."""
     prefix = ids.batch_prefix()
     hex4 = _HEX4
-    return _encoder.encode_lines(
+    return _encoder.encode_lines([
         context
         + (
             prefix + hex4[i],
@@ -83,12 +87,12 @@ def encode_batch(context: tuple, events: Sequence[Event], ids: EventIds) -> byte
             e.fatal,
         )
         for i, e in enumerate(events)
-    )
+    ])
 
 
 def encode_rows(rows: Iterable[Sequence]) -> bytes:
     """JSON lines from whole rows already in COLUMNS order."""
-    return _encoder.encode_lines(rows)
+    return _encoder.encode_lines(rows if isinstance(rows, (list, tuple)) else list(rows))
 
 
 def insert(store: Store, data: bytes, dedup_token: str | None = None) -> None:

@@ -9,8 +9,11 @@
    index on viewer_id skips the granules without the subject).
 3. The baseline: the same count over viewer_events with skip indexes off (a full scan).
 4. Purge of the same viewer (a synchronous delete per table, verify zero with the mask
-   off, ledger): time; then the rows left for everyone else are counted.
+   off, ledger): time, and each statement's time (`purge_statements`); `--more N` purges N
+   further median viewers; then the rows left for everyone else are counted.
 Timings start once the bulk load's merges have settled (the steady state of a live table).
+Experiments on the table's layout (bench/RESULTS.md): `--max-part-mib` caps merged parts,
+`--optimize` merges each partition into one part first, `--quiet-s` waits longer.
 
 Prints one JSON object.
 """
@@ -36,10 +39,17 @@ from retention import export, purge, subjects  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--more", type=int, default=0, help="purge this many further median subjects, timed apart")
+    ap.add_argument("--quiet-s", type=float, default=0, help="wait this long after merges settle")
+    ap.add_argument("--optimize", action="store_true", help="experiment: one part per partition first")
+    ap.add_argument("--max-part-mib", type=int, default=0, help="experiment: cap merged parts of viewer_events")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-privacy-"))
     store = open_store(f"chdb://{work / 'ch'}")
     migrations.apply(store)
+    if args.max_part_mib:
+        store.command("ALTER TABLE viewer_events MODIFY SETTING max_bytes_to_merge_at_max_space_in_pool"
+                      f" = {args.max_part_mib * 1024 * 1024}")
     store.command(GENERATE.format(tenant=TENANT, now_ms=int(time.time() * 1000), days=30,
                                   views=int(args.events / AVG_EVENTS_PER_VIEW)))
     rollup.fold_touched(store, 0.0)
@@ -48,6 +58,11 @@ def main() -> None:
     settle = time.perf_counter()
     while store.command("SELECT count() FROM system.merges") and time.perf_counter() - settle < 300:
         time.sleep(1)
+    if args.optimize:
+        store.command("OPTIMIZE TABLE viewer_events FINAL")
+        while store.command("SELECT count() FROM system.merges"):
+            time.sleep(1)
+    time.sleep(args.quiet_s)
     settle_s = time.perf_counter() - settle
     parts = store.rows("SELECT count(), max(rows) FROM system.parts WHERE table = 'viewer_events' AND active")[0]
     # A typical subject: a viewer with the median number of views.
@@ -77,9 +92,28 @@ def main() -> None:
         f"SELECT count() FROM viewer_events WHERE viewer_id = '{viewer}' SETTINGS use_skip_indexes = 0"))
     scan_s = time.perf_counter() - t
 
+    spent: list[tuple[float, str]] = []
+    command = store.command
+
+    def timed_command(sql, *a, **kw):  # where the purge's time goes, statement by statement
+        t0 = time.perf_counter()
+        try:
+            return command(sql, *a, **kw)
+        finally:
+            spent.append((round(time.perf_counter() - t0, 3), " ".join(str(sql).split())[:60]))
+
+    store.command = timed_command
     t = time.perf_counter()
     result = purge.purge(store, TENANT, subject, b"bench-secret", "bench")
     purge_s = time.perf_counter() - t
+    store.command = command
+    more, more_deleted = [], 0
+    for other in store.rows("SELECT viewer_id FROM (SELECT viewer_id, count() AS n FROM views GROUP BY viewer_id)"
+                            " WHERE n = 2 ORDER BY cityHash64(viewer_id) LIMIT {n:UInt32}", {"n": args.more}):
+        t = time.perf_counter()
+        done = purge.purge(store, TENANT, subjects.parse("viewer_id", other[0]), b"bench-secret", "bench")
+        more.append(round(time.perf_counter() - t, 3))
+        more_deleted += done.rows_deleted["viewer_events"]
     others_left = int(store.command("SELECT count() FROM viewer_events SETTINGS apply_deleted_mask = 0"))
 
     print(json.dumps({
@@ -90,7 +124,9 @@ def main() -> None:
         "export_vs_full_scan": round(export_s / scan_s, 2),
         "purge_s": round(purge_s, 3), "purge_rows_deleted": result.rows_deleted,
         "purge_vs_full_scan": round(purge_s / scan_s, 2),
-        "others_intact": others_left == total - exported["viewer_events"],
+        "others_intact": others_left == total - exported["viewer_events"] - more_deleted,
+        "more_purges_s": more,
+        "purge_statements": sorted(spent, reverse=True)[:6],
     }))
     store.close()
 
