@@ -62,10 +62,10 @@ async def revoke_key(request: Request, state: State, key_id: FromPath[str]) -> A
     edge = state.edge
     tenant = await edge.auth.tenant(request)
     rows = await asyncio.to_thread(tenants.admin_keys, edge.store, tenant.tenant_id)
-    matches = [row for row in rows if row[0].startswith(key_id)] if len(key_id) >= 8 else []
-    if len(matches) != 1 or matches[0][2]:
+    named = tenants.named_key(rows, key_id)
+    if named is None or named[2]:
         raise BadInput("not_found", f"no live key {key_id!r} for this tenant", "$.path.key_id", status=404)
-    key_hash, created, _ = matches[0]
+    key_hash, created, _ = named
     if not any(not revoked and h != key_hash for h, _, revoked in rows):
         raise BadInput("conflict", "this is the tenant's last live key: create another first", "$.path.key_id",
                        status=409)

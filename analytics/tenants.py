@@ -135,6 +135,12 @@ def admin_keys(store: Store, tenant_id: str) -> list[tuple[str, float, bool]]:
         " WHERE tenant_id = {t:String} AND role = 'admin' ORDER BY created_at", {"t": tenant_id})]
 
 
+def named_key(keys: list[tuple[str, float, bool]], key_id: str) -> tuple[str, float, bool] | None:
+    """The one key of `admin_keys(...)` that `key_id` names (8+ characters of its hash)."""
+    matches = [key for key in keys if key[0].startswith(key_id)] if len(key_id) >= 8 else []
+    return matches[0] if len(matches) == 1 else None
+
+
 def revoke_admin_key(store: Store, tenant_id: str, key_hash: str) -> None:
     """The key stops working (on this edge at once; others within their key cache's TTL)."""
     store.command(

@@ -248,12 +248,11 @@ def _tenant_key(args: argparse.Namespace) -> int:
             out = {"tenant_id": args.tenant_id, "key_id": tenants.hash_key(key)[: tenants.KEY_ID_CHARS],
                    "admin_key": key}
         else:
-            match = [h for h, _, revoked in tenants.admin_keys(store, args.tenant_id)
-                     if h.startswith(args.key_id) and not revoked and len(args.key_id) >= 8]
-            if len(match) != 1:
+            named = tenants.named_key(tenants.admin_keys(store, args.tenant_id), args.key_id)
+            if named is None or named[2]:
                 print(json.dumps({"error": "not_found", "detail": f"no live key {args.key_id!r}"}), file=sys.stderr)
                 return 2
-            tenants.revoke_admin_key(store, args.tenant_id, match[0])
+            tenants.revoke_admin_key(store, args.tenant_id, named[0])
             out = {"tenant_id": args.tenant_id, "key_id": args.key_id, "revoked": True}
         audit.write(store, audit.row(args.tenant_id, "cli", "operator", f"tenant {args.action}",
                                      params={"key_id": out["key_id"]}))
