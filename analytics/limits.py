@@ -3,7 +3,8 @@
 A bucket holds up to `burst` tokens and gains `rate` a second; a request (or, for beacons,
 an event) takes one, and when none is left the answer is 429 with the seconds until one
 is back. Buckets live in memory, one process each: an edge protects itself, and the limits
-are set so that legitimate traffic never comes near them (README "Abuse limits").
+are set so that legitimate traffic never comes near them (README "Configuration",
+SECURITY.md).
 
 The address is the one the trusted proxies vouch for (`WAVE_TRUSTED_PROXIES`); without a
 trusted proxy, every viewer behind a load balancer would share the balancer's bucket.
