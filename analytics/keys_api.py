@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
 
 from litestar import Request, delete, get, post
 from litestar.datastructures import State
@@ -18,12 +17,9 @@ from litestar.params import FromPath
 
 from analytics import tenants
 from analytics.openapi import ADMIN, errors
+from analytics.timefmt import iso_utc
 from analytics.validation import BadInput
 from analytics.wire import AdminKey, AdminKeyCreated, AdminKeyList
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _current(request: Request) -> str:
@@ -34,7 +30,7 @@ def _current(request: Request) -> str:
 
 def _key(key_hash: str, created: float, revoked: bool, current: str) -> AdminKey:
     key_id = key_hash[: tenants.KEY_ID_CHARS]
-    return AdminKey(key_id=key_id, created_at=_iso(created), revoked=revoked, current=key_id == current)
+    return AdminKey(key_id=key_id, created_at=iso_utc(created), revoked=revoked, current=key_id == current)
 
 
 @get("/v1/keys", responses=errors(*ADMIN))
@@ -53,7 +49,7 @@ async def create_key(request: Request, state: State) -> AdminKeyCreated:
     key = await asyncio.to_thread(tenants.create_admin_key, state.edge.store, tenant.tenant_id)
     key_id = tenants.hash_key(key)[: tenants.KEY_ID_CHARS]
     request.scope.setdefault("state", {})["wave_audit"] = {"after": {"key_id": key_id}}
-    return AdminKeyCreated(key_id=key_id, admin_key=key, created_at=_iso(time.time()))
+    return AdminKeyCreated(key_id=key_id, admin_key=key, created_at=iso_utc(time.time()))
 
 
 @delete("/v1/keys/{key_id:str}", status_code=200, responses=errors(*ADMIN, 409))

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from analytics.store import Store
+from analytics.timefmt import iso_utc
 
 SUMMARY_FIELDS = (
     "views", "unique_viewers", "playing_time_s", "watch_time_s", "startup_time_ms_p50",
@@ -160,7 +160,7 @@ def timeseries(store: Store, scope: Scope, metric: str, interval: str, source: s
     buckets = _buckets(scope, step)
     if metric == "concurrent_viewers":
         values = _concurrent(store, scope, step, source)
-        return [{"t": _iso(t), "value": values.get(t, 0)} for t in buckets]
+        return [{"t": iso_utc(t), "value": values.get(t, 0)} for t in buckets]
     rows = store.rows(
         f"SELECT intDiv(toUInt32(toUnixTimestamp(started_at)), {step}) * {step} AS t, {_AGGREGATES}"
         f" FROM {source} WHERE {scope.where()} GROUP BY t {SETTINGS}",
@@ -168,7 +168,7 @@ def timeseries(store: Store, scope: Scope, metric: str, interval: str, source: s
     )
     by_t = {int(r[0]): figures(r[1:])[metric] for r in rows}
     empty = figures((0,) * _N_AGGREGATES)[metric]
-    return [{"t": _iso(t), "value": by_t.get(t, empty)} for t in buckets]
+    return [{"t": iso_utc(t), "value": by_t.get(t, empty)} for t in buckets]
 
 
 def _concurrent(store: Store, scope: Scope, step: int, source: str) -> dict[int, int]:
@@ -208,10 +208,8 @@ def realtime(store: Store, tenant_id: str, now: float | None = None) -> dict:
         {**params, "current": float(current)})
     return {
         "viewers_now": int(per_minute.get(current, 0)),
-        "per_minute": [{"t": _iso(m), "viewers": int(per_minute.get(m, 0))} for m in range(start, current + 60, 60)],
+        "per_minute": [{"t": iso_utc(m), "viewers": int(per_minute.get(m, 0))} for m in range(start, current + 60, 60)],
         "top_videos": [{"video_id": v, "viewers": int(n)} for v, n in top],
     }
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

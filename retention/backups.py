@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from analytics.store import Store, chdb_path
+from analytics.timefmt import iso_utc
 from retention import purge
 
 TIERS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
@@ -54,13 +55,9 @@ class Manifest:
     media: list[str] = field(default_factory=list)
 
     def public(self, now: float) -> dict:
-        return {"backup_id": self.backup_id, "tier": self.tier, "created_at": _iso(self.created_at),
-                "expires_at": _iso(self.expires_at), "age_s": round(now - self.created_at),
+        return {"backup_id": self.backup_id, "tier": self.tier, "created_at": iso_utc(self.created_at),
+                "expires_at": iso_utc(self.expires_at), "age_s": round(now - self.created_at),
                 "expired": self.expires_at <= now}
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def backups_dir(data_dir: Path, clickhouse_url: str) -> Path:
@@ -197,7 +194,7 @@ def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: f
     if manifest is None:
         raise LookupError(f"no backup {backup_id!r} (expired backups are deleted)")
     if manifest.expires_at <= now:
-        raise LookupError(f"backup {backup_id} expired at {_iso(manifest.expires_at)}")
+        raise LookupError(f"backup {backup_id} expired at {iso_utc(manifest.expires_at)}")
     db = _db(store)
     source = f"File('{directory / backup_id / 'db'}')"
     for table in manifest.tables:
@@ -208,7 +205,7 @@ def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: f
     # A purge that started shortly before the backup may have finished after it: replaying
     # a few minutes more than strictly needed costs nothing and misses nobody.
     erased = purge.replay(store, secret, manifest.created_at - REPLAY_MARGIN_S)
-    return {"backup_id": backup_id, "restored_from": _iso(manifest.created_at), "replayed_purges": erased}
+    return {"backup_id": backup_id, "restored_from": iso_utc(manifest.created_at), "replayed_purges": erased}
 
 
 def _db(store: Store) -> str:
