@@ -12,8 +12,10 @@
    off, ledger): time, and each statement's time (`purge_statements`); `--more N` purges N
    further median viewers; then the rows left for everyone else are counted.
 Timings start once the bulk load's merges have settled (the steady state of a live table).
-Experiments on the table's layout (bench/RESULTS.md): `--max-part-mib` caps merged parts,
-`--optimize` merges each partition into one part first, `--quiet-s` waits longer.
+The store is opened as the edge opens it and the table is as the migrations leave it
+(merged parts capped at 32 MiB, migration 10). Experiments on that layout (bench/RESULTS.md):
+`--max-part-mib` sets another cap (0 keeps the table's), `--optimize` merges each partition
+into one part first (the uncapped worst case), `--quiet-s` waits longer.
 
 Prints one JSON object.
 """
@@ -42,7 +44,7 @@ def main() -> None:
     ap.add_argument("--more", type=int, default=0, help="purge this many further median subjects, timed apart")
     ap.add_argument("--quiet-s", type=float, default=0, help="wait this long after merges settle")
     ap.add_argument("--optimize", action="store_true", help="experiment: one part per partition first")
-    ap.add_argument("--max-part-mib", type=int, default=0, help="experiment: cap merged parts of viewer_events")
+    ap.add_argument("--max-part-mib", type=int, default=0, help="experiment: another cap on merged parts of viewer_events")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-privacy-"))
     store = open_store(f"chdb://{work / 'ch'}")
@@ -64,7 +66,8 @@ def main() -> None:
             time.sleep(1)
     time.sleep(args.quiet_s)
     settle_s = time.perf_counter() - settle
-    parts = store.rows("SELECT count(), max(rows) FROM system.parts WHERE table = 'viewer_events' AND active")[0]
+    parts = store.rows("SELECT count(), max(rows), max(bytes_on_disk) FROM system.parts"
+                       " WHERE table = 'viewer_events' AND active")[0]
     # A typical subject: a viewer with the median number of views.
     viewer = store.rows("SELECT viewer_id FROM (SELECT viewer_id, count() AS n FROM views GROUP BY viewer_id)"
                         " WHERE n = (SELECT median(n) FROM (SELECT count() AS n FROM views GROUP BY viewer_id))"
@@ -118,7 +121,9 @@ def main() -> None:
 
     print(json.dumps({
         "events": total, "merges_settled_s": round(settle_s, 1), "parts": int(parts[0]),
-        "largest_part_rows": int(parts[1]), "subject_rows": exported, "export_s": round(export_s, 3), "zip_s": round(zip_s, 3),
+        "largest_part_rows": int(parts[1]),
+        "largest_part_mib": round(int(parts[2]) / 2**20, 1), "subject_rows": exported,
+        "export_s": round(export_s, 3), "zip_s": round(zip_s, 3),
         "zip_bytes": len(zipped), "export_rows_read_estimate": read_rows,
         "full_scan_s": round(scan_s, 3), "full_scan_rows": total, "full_scan_matches": scanned,
         "export_vs_full_scan": round(export_s / scan_s, 2),
