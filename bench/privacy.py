@@ -15,7 +15,9 @@ Timings start once the bulk load's merges have settled (the steady state of a li
 The store is opened as the edge opens it and the table is as the migrations leave it
 (merged parts capped at 32 MiB, migration 10). Experiments on that layout (bench/RESULTS.md):
 `--max-part-mib` sets another cap (0 keeps the table's), `--optimize` merges each partition
-into one part first (the uncapped worst case), `--quiet-s` waits longer.
+into one part first (the uncapped worst case), `--quiet-s` waits longer, `--insert-rows N`
+loads in blocks of N rows so that the parts are made by merges (by default they are the
+bulk load's blocks of about 1 M rows).
 
 Prints one JSON object.
 """
@@ -45,6 +47,8 @@ def main() -> None:
     ap.add_argument("--quiet-s", type=float, default=0, help="wait this long after merges settle")
     ap.add_argument("--optimize", action="store_true", help="experiment: one part per partition first")
     ap.add_argument("--max-part-mib", type=int, default=0, help="experiment: another cap on merged parts of viewer_events")
+    ap.add_argument("--insert-rows", type=int, default=0,
+                    help="load in blocks of this many rows, so parts are made by merges as a live table's are")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-privacy-"))
     store = open_store(f"chdb://{work / 'ch'}")
@@ -52,8 +56,10 @@ def main() -> None:
     if args.max_part_mib:
         store.command("ALTER TABLE viewer_events MODIFY SETTING max_bytes_to_merge_at_max_space_in_pool"
                       f" = {args.max_part_mib * 1024 * 1024}")
+    blocks = (f" SETTINGS max_insert_block_size = {args.insert_rows}, min_insert_block_size_rows = {args.insert_rows},"
+              " min_insert_block_size_bytes = 0" if args.insert_rows else "")
     store.command(GENERATE.format(tenant=TENANT, now_ms=int(time.time() * 1000), days=30,
-                                  views=int(args.events / AVG_EVENTS_PER_VIEW)))
+                                  views=int(args.events / AVG_EVENTS_PER_VIEW)) + blocks)
     rollup.fold_touched(store, 0.0)
     # Time the steady state, not the minutes after a bulk load: mutations wait for the
     # merges of the parts they touch, and a live table is not merging 10 M fresh rows.
