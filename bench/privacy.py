@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/privacy.py [--events 10000000]
 
-1. A fresh embedded store with the beacons of bench/queries.py (100k viewers, 30 days),
+1. A fresh embedded store with the beacons of bench/queries.py (100k viewers, 30 days or `--days`),
    folded into the per-view rollup, plus a consent row per viewer of the subject.
 2. Export of one viewer (every registered table, as the API does): time, and the rows
    ClickHouse reads for it (`EXPLAIN ESTIMATE` of the beacons query: the bloom-filter
@@ -43,6 +43,7 @@ from retention import export, purge, subjects  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--days", type=int, default=30, help="spread the beacons over this many days")
     ap.add_argument("--more", type=int, default=0, help="purge this many further median subjects, timed apart")
     ap.add_argument("--quiet-s", type=float, default=0, help="wait this long after merges settle")
     ap.add_argument("--optimize", action="store_true", help="experiment: one part per partition first")
@@ -58,7 +59,7 @@ def main() -> None:
                       f" = {args.max_part_mib * 1024 * 1024}")
     blocks = (f" SETTINGS max_insert_block_size = {args.insert_rows}, min_insert_block_size_rows = {args.insert_rows},"
               " min_insert_block_size_bytes = 0" if args.insert_rows else "")
-    store.command(GENERATE.format(tenant=TENANT, now_ms=int(time.time() * 1000), days=30,
+    store.command(GENERATE.format(tenant=TENANT, now_ms=int(time.time() * 1000), days=args.days,
                                   views=int(args.events / AVG_EVENTS_PER_VIEW)) + blocks)
     rollup.fold_touched(store, 0.0)
     # Time the steady state, not the minutes after a bulk load: mutations wait for the
