@@ -3,6 +3,8 @@
 A synchronous mutation (`ALTER TABLE ... DELETE ... mutations_sync = 2`) rewrites the parts
 that held the rows without them, so they are physically gone when it returns, not merely
 hidden (a lightweight DELETE then `APPLY DELETED MASK` did the same with two rewrites).
+Its cost is rewriting those parts (beacon parts are capped at 32 MiB for this, migration
+10) plus a hard-link clone of every other part of the table (README, "Erasure").
 The retention enforcer batches differently on purpose: one lightweight DELETE per tenant
 and one rewrite per table for all of them.
 """
