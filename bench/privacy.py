@@ -8,6 +8,7 @@
    ClickHouse reads for it (`EXPLAIN ESTIMATE` of the beacons query: the bloom-filter
    index on viewer_id skips the granules without the subject).
 3. The baseline: the same count over viewer_events with skip indexes off (a full scan).
+   `--by email|ip` names the subjects by email (written on their beacons first) or address.
 4. Purge of the same viewer (a synchronous delete per table, verify zero with the mask
    off, ledger): time, and each statement's time (`purge_statements`); `--more N` purges N
    further median viewers; then the rows left for everyone else are counted.
@@ -37,17 +38,34 @@ sys.path.insert(0, str(ROOT))
 from analytics import migrations, rollup  # noqa: E402
 from analytics.store import open_store  # noqa: E402
 from bench.queries import AVG_EVENTS_PER_VIEW, GENERATE, TENANT  # noqa: E402
-from retention import export, purge, subjects  # noqa: E402
+from retention import export, purge, registry, subjects  # noqa: E402
+
+
+def request_for(store, viewer: str, by: str) -> subjects.Subject:
+    """A request naming this viewer by `by`, and a consent row for it. The bench's beacons
+    carry no email: for `--by email` the viewer's beacons get one first (untimed)."""
+    ip = store.rows("SELECT toString(any(ip)) FROM viewer_events WHERE viewer_id = {v:String}", {"v": viewer})[0][0]
+    email = f"{viewer}@example.org" if by == "email" else ""
+    if email:
+        store.command("ALTER TABLE viewer_events UPDATE email = {e:String} WHERE viewer_id = {v:String}"
+                      " SETTINGS mutations_sync = 2", {"e": email, "v": viewer})
+    store.command(
+        "INSERT INTO consents (consent_id, tenant_id, viewer_id, email, action, purposes, policy_version, ts, ip)"
+        " SELECT generateUUIDv4(), {t:String}, {v:String}, {e:String}, 'grant', ['analytics'], '1', now64(6),"
+        " toIPv6({ip:String})", {"t": TENANT, "v": viewer, "e": email, "ip": ip})
+    return subjects.parse(by, {"viewer_id": viewer, "email": email, "ip": ip}[by])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--days", type=int, default=30, help="spread the beacons over this many days")
+    ap.add_argument("--by", choices=subjects.KINDS, default="viewer_id", help="how the requests name the subject")
     ap.add_argument("--more", type=int, default=0, help="purge this many further median subjects, timed apart")
     ap.add_argument("--quiet-s", type=float, default=0, help="wait this long after merges settle")
     ap.add_argument("--optimize", action="store_true", help="experiment: one part per partition first")
-    ap.add_argument("--max-part-mib", type=int, default=0, help="experiment: another cap on merged parts of viewer_events")
+    ap.add_argument("--max-part-mib", type=int, default=0,
+                    help="experiment: another cap on merged parts of viewer_events")
     ap.add_argument("--insert-rows", type=int, default=0,
                     help="load in blocks of this many rows, so parts are made by merges as a live table's are")
     args = ap.parse_args()
@@ -79,27 +97,24 @@ def main() -> None:
     viewer = store.rows("SELECT viewer_id FROM (SELECT viewer_id, count() AS n FROM views GROUP BY viewer_id)"
                         " WHERE n = (SELECT median(n) FROM (SELECT count() AS n FROM views GROUP BY viewer_id))"
                         " ORDER BY viewer_id LIMIT 1")[0][0]
-    store.command(
-        "INSERT INTO consents (consent_id, tenant_id, viewer_id, email, action, purposes, policy_version, ts, ip)"
-        f" SELECT generateUUIDv4(), '{TENANT}', '{viewer}', '', 'grant', ['analytics'], '1', now64(6),"
-        " toIPv6('10.0.16.146')")
+    subject = request_for(store, viewer, args.by)
     total = int(store.command("SELECT count() FROM viewer_events"))
-    subject = subjects.parse("viewer_id", viewer)
 
     t = time.perf_counter()
-    data = export.collect(store, TENANT, subject)
+    data = export.collect(store, TENANT, subjects.with_links(store, TENANT, subject))
     export_s = time.perf_counter() - t
     exported = {name: len(table["rows"]) for name, table in data.items()}
     t = time.perf_counter()
     zipped = export.as_zip(data, subject)
     zip_s = time.perf_counter() - t
-    estimate = store.rows(
-        f"EXPLAIN ESTIMATE SELECT * FROM viewer_events WHERE tenant_id = '{TENANT}' AND viewer_id = '{viewer}'")
+    where, params = subject.condition(registry.by_table()["viewer_events"])
+    estimate = store.rows(f"EXPLAIN ESTIMATE SELECT * FROM viewer_events WHERE tenant_id = '{TENANT}' AND {where}",
+                          params)
     read_rows = sum(int(r[3]) for r in estimate)
 
     t = time.perf_counter()
-    scanned = int(store.command(
-        f"SELECT count() FROM viewer_events WHERE viewer_id = '{viewer}' SETTINGS use_skip_indexes = 0"))
+    scanned = int(store.command(f"SELECT count() FROM viewer_events WHERE {where} SETTINGS use_skip_indexes = 0",
+                                params))
     scan_s = time.perf_counter() - t
 
     spent: list[tuple[float, str]] = []
@@ -120,14 +135,15 @@ def main() -> None:
     more, more_deleted = [], 0
     for other in store.rows("SELECT viewer_id FROM (SELECT viewer_id, count() AS n FROM views GROUP BY viewer_id)"
                             " WHERE n = 2 ORDER BY cityHash64(viewer_id) LIMIT {n:UInt32}", {"n": args.more}):
+        other_subject = request_for(store, other[0], args.by)
         t = time.perf_counter()
-        done = purge.purge(store, TENANT, subjects.parse("viewer_id", other[0]), b"bench-secret", "bench")
+        done = purge.purge(store, TENANT, other_subject, b"bench-secret", "bench")
         more.append(round(time.perf_counter() - t, 3))
         more_deleted += done.rows_deleted["viewer_events"]
     others_left = int(store.command("SELECT count() FROM viewer_events SETTINGS apply_deleted_mask = 0"))
 
     print(json.dumps({
-        "events": total, "merges_settled_s": round(settle_s, 1), "parts": int(parts[0]),
+        "by": args.by, "events": total, "merges_settled_s": round(settle_s, 1), "parts": int(parts[0]),
         "largest_part_rows": int(parts[1]),
         "largest_part_mib": round(int(parts[2]) / 2**20, 1), "subject_rows": exported,
         "export_s": round(export_s, 3), "zip_s": round(zip_s, 3),
