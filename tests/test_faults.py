@@ -94,17 +94,29 @@ def _segments(data_dir: Path) -> list[Path]:
     return sorted((data_dir / "spool").glob("*.spool"))
 
 
-# -- 1. the disk under the spool fills up ----------------------------------------------
-def test_full_disk_answers_503_keeps_serving_and_loses_nothing_accepted(tmp_path):
+def _edge_ready(tmp_path: Path, flush_ms: int = 100) -> tuple[Path, str, int, subprocess.Popen, httpx.Client]:
+    """A tenant, the edge serving it in its own process, and one viewer's consent; the
+    caller stops the edge (`_stop`) and closes the client."""
     data_dir = tmp_path / "var"
     tenant_id = _tenant(data_dir)
     port = free_port()
-    proc = _start_edge(data_dir, port)
+    proc = _start_edge(data_dir, port, flush_ms)
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    accepted, refused = [], []
     try:
         _wait_healthy(http, proc)
         assert consent(http, tenant_id, "viewer-f").status_code == 201
+    except BaseException:
+        _stop(proc)
+        http.close()
+        raise
+    return data_dir, tenant_id, port, proc, http
+
+
+# -- 1. the disk under the spool fills up ----------------------------------------------
+def test_full_disk_answers_503_keeps_serving_and_loses_nothing_accepted(tmp_path):
+    data_dir, tenant_id, _, proc, http = _edge_ready(tmp_path)
+    accepted, refused = [], []
+    try:
         for i in range(5):
             assert _send(http, tenant_id, f"before{i}").status_code == 202
             accepted.append(f"before{i}")
@@ -136,15 +148,9 @@ def test_full_disk_answers_503_keeps_serving_and_loses_nothing_accepted(tmp_path
 def test_a_record_torn_by_the_full_disk_hides_none_accepted_after_it(tmp_path):
     """A write cut short mid-record is cut back at once, in the running process, so what is
     accepted afterwards is not stranded behind a torn record when the spool is replayed."""
-    data_dir = tmp_path / "var"
-    tenant_id = _tenant(data_dir)
-    port = free_port()
-    proc = _start_edge(data_dir, port, flush_ms=600_000)  # keep everything in the spool
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    data_dir, tenant_id, port, proc, http = _edge_ready(tmp_path, flush_ms=600_000)  # all stays in the spool
     accepted = []
     try:
-        _wait_healthy(http, proc)
-        assert consent(http, tenant_id, "viewer-f").status_code == 201
         for i in range(3):
             assert _send(http, tenant_id, f"early{i}").status_code == 202
             accepted.append(f"early{i}")
