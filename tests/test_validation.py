@@ -64,6 +64,7 @@ def test_a_batch_with_one_bad_event_stores_none_of_it(consented, store):
         (b'{"tenant_id": "t", "viewer_id": ', "invalid_json"),
         (b"not json at all", "invalid_json"),
         (b'{"tenant_id": "t\xff\xfe", "viewer_id": "v", "events": []}', "invalid_utf8"),
+        (b"\xff{\"tenant_id\": \"t\"}", "invalid_utf8"),
         (b"[1, 2, 3]", "invalid_field"),
     ],
 )
