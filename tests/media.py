@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
+from fractions import Fraction
 
 import av
 import numpy as np
 from aiortc import AudioStreamTrack, VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
 
 class PatternTrack(VideoStreamTrack):
     """A bar sweeping across a gradient; the frame number is encoded in the top-left
     16 blocks (white = 1), so a receiver can read which frame it got."""
 
-    def __init__(self, width: int = 640, height: int = 360) -> None:
+    def __init__(self, width: int = 640, height: int = 360, fps: float = 30) -> None:
         super().__init__()
         self.width, self.height = width, height
+        self.fps = fps
         self.count = 0
         gradient = np.linspace(0, 255, width, dtype=np.uint8)
         self._base = np.dstack([np.tile(gradient, (height, 1))] * 3)
+
+    async def next_timestamp(self) -> tuple[int, Fraction]:
+        """aiortc's, at `fps` instead of its fixed 30 (webcams run at 15, 20, 25...)."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        if hasattr(self, "_timestamp"):
+            self._timestamp += int(90_000 / self.fps)
+            await asyncio.sleep(self._start + self._timestamp / 90_000 - time.time())
+        else:
+            self._start, self._timestamp = time.time(), 0
+        return self._timestamp, Fraction(1, 90_000)
 
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()

@@ -99,6 +99,28 @@ def test_whip_publish_goes_live_as_hls_and_ends_with_endlist(server, stream):
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("fps", [20, 25])
+def test_segments_are_one_second_whatever_the_source_frame_rate(server, stream, fps):
+    """Keyframes follow the clock, not a frame count: a 20 fps camera got 1.5 s segments
+    when the GOP was 30 frames."""
+    async def scenario():
+        pc, r = await _publish(server.base_url, stream, tracks=[PatternTrack(fps=fps)])
+        assert r.status_code == 201, r.text
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            playlist, segments = await _wait_segments(http, stream["stream_id"], 4, timeout=15.0)
+            durations = [float(d) for d in re.findall(r"^#EXTINF:([0-9.]+),", playlist.text, re.M)]
+            init = (await http.get(f"/live/{stream['stream_id']}/init.mp4")).content
+            last = (await http.get(f"/live/{stream['stream_id']}/{segments[-1]}")).content
+        await pc.close()
+        # the first segment starts wherever the publish began; the rest sit on the grid
+        steady = durations[1:]
+        assert steady and all(0.85 <= d <= 1.2 for d in steady), (fps, durations)
+        frames, _ = decode_fmp4(init, last)
+        assert abs(len(frames) - fps) <= fps * 0.2, (fps, len(frames))
+
+    asyncio.run(scenario())
+
+
 def test_one_encoder_per_stream(server, stream):
     async def scenario():
         before = len(LivePipeline.running)

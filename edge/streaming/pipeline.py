@@ -7,8 +7,10 @@ on the pipeline's own thread, fed through a bounded queue: a slow encoder drops 
 rather than stall the event loop or grow memory.
 
 Timestamps are the wall-clock times the frames arrived (90 kHz video, 48 kHz audio
-sample counts aligned to the same origin): the HLS muxer then cuts 1 s segments on the
-keyframes a fixed GOP gives it, and `#EXT-X-PROGRAM-DATE-TIME` is true.
+sample counts aligned to the same origin), and keyframes are forced on a 1 s grid of that
+clock, not every N frames: a 20 fps webcam and a 60 fps game capture both get 1 s
+segments (a frame-count GOP gave a 20 fps source 1.5 s ones). The HLS muxer cuts on those
+keyframes, and `#EXT-X-PROGRAM-DATE-TIME` is true.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from edge.streaming.relay import Relay
 
 log = logging.getLogger(__name__)
 
-FPS = 30
-GOP_S = 1  # keyframe every second: 1 s segments, quick joins
+FPS = 30  # the encoder's nominal rate; real timestamps decide, whatever the source's rate
+GOP_S = 1.0  # keyframe every second of the arrival clock: 1 s segments, quick joins
+# x264's own keyframe interval, in frames, is only a backstop for a stalled clock: the
+# grid above forces every keyframe (and any forced IDR resets x264's frame count).
+X264_KEYINT = FPS * 10
 SEGMENT_S = 1
 PLAYLIST_SEGMENTS = 6
 VIDEO_TB = Fraction(1, 90_000)
@@ -122,6 +127,7 @@ class LivePipeline:
         opus = opus_resampler = opus_fifo = None
         opus_samples = 0
         last_pts = -1
+        next_key_at = 0.0
         audio_samples = None
         while True:
             item = self._queue.get()
@@ -146,6 +152,9 @@ class LivePipeline:
                 if frame.width != video.width or frame.height != video.height or frame.format.name != "yuv420p":
                     frame = frame.reformat(width=video.width, height=video.height, format="yuv420p")
                 frame.pts, frame.time_base = pts, VIDEO_TB
+                if at >= next_key_at:  # the 1 s grid; joins' extra IDRs do not move it
+                    next_key_at = max(next_key_at + GOP_S, at + GOP_S / 2)
+                    self._keyframe_wanted = True
                 if self._keyframe_wanted:
                     self._keyframe_wanted = False
                     frame.pict_type = PictureType.I  # an IDR, with forced-idr=1
@@ -219,7 +228,7 @@ class LivePipeline:
                 "tune": "zerolatency",
                 "profile": "baseline",
                 # no sliced threads: Chrome decodes sliced x264 output badly over WebRTC
-                "x264-params": f"keyint={FPS * GOP_S}:min-keyint={FPS * GOP_S}:scenecut=0"
+                "x264-params": f"keyint={X264_KEYINT}:min-keyint=1:scenecut=0"
                 ":sliced-threads=0:forced-idr=1",
             },
         )
