@@ -26,8 +26,10 @@ _WHY = {
     403: "credentials valid but not allowed here (consent, origin, grant, read-only)",
     404: "no such resource for this tenant",
     409: "conflicts with the resource's state",
+    412: "If-Match does not name the resource's current ETag",
     413: "body over the endpoint's limit",
     415: "unsupported content type",
+    422: "understood but not supported for this resource (e.g. an ICE restart)",
     429: "rate limit reached; retry after Retry-After seconds",
     503: "a dependency (database, spool) is unavailable; retry after Retry-After seconds",
 }

@@ -196,6 +196,9 @@ class Edge:
     async def publish_ended(self, session: PublishSession) -> None:
         if self.publishers.get(session.stream_id) is session:
             del self.publishers[session.stream_id]
+        self.live.session_ended(session.stream_id, session.session_id)
+        for viewer in [v for v in self.viewers.values() if v.stream_id == session.stream_id]:
+            await self.end_viewer(viewer)  # first: they are watching nothing now
         await self.sessions.record(session_row(
             session.tenant, "publish", session.stream_id, session.session_id, session.client_ip,
             session.user_agent, session.started, time.time(), 0))
@@ -205,13 +208,12 @@ class Edge:
             self.finishing.add(task)
             task.add_done_callback(self.finishing.discard)
         self.live.state(session.stream_id).publishing_since = None
-        for viewer in [v for v in self.viewers.values() if v.stream_id == session.stream_id]:
-            await self.end_viewer(viewer)
 
     async def end_viewer(self, session: whep.ViewerSession) -> None:
         if self.viewers.pop(session.session_id, None) is None:
             return
         self.live.state(session.stream_id).viewers.discard(session.session_id)
+        self.live.session_ended(session.stream_id, session.session_id)
         await self.sessions.record(session_row(
             session.tenant, "whep", session.stream_id, session.session_id, session.client_ip,
             session.user_agent, session.started, time.time(), sum(t.bytes_sent for t in session.tracks)))

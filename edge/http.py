@@ -25,7 +25,13 @@ from analytics.validation import BadInput
 log = logging.getLogger("edge.http")
 
 # Paths the player calls from other origins (script embeds on clients' sites).
-PUBLIC_PREFIXES = ("/v1/collect", "/v1/consent", "/v1/playback/", "/healthz", "/whep/", "/vod/", "/live/", "/player/")
+PUBLIC_PREFIXES = ("/v1/collect", "/v1/consent", "/v1/playback/", "/healthz", "/whep/", "/whip/", "/vod/", "/live/",
+                   "/player/")
+# What WHIP and WHEP clients in a browser need (RFC 9725 §4.8): trickle and restart by
+# PATCH with If-Match, and the session's Location, ETag and Link headers readable.
+_CORS_METHODS = b"GET, POST, PATCH, DELETE, OPTIONS"
+_CORS_HEADERS = b"content-type, authorization, if-match"
+_CORS_EXPOSE = b"location, etag, link, retry-after"
 
 
 def error_response(status: int, error: str, detail: object = None, headers: dict[str, str] | None = None) -> Response:
@@ -91,9 +97,10 @@ EXCEPTION_HANDLERS = {BadInput: on_bad_input, HTTPException: on_http_exception, 
 def cors_middleware(edge):
     """CORS for the player's endpoints only, and only for origins the tenant allows.
 
-    Media (`/v1/playback/ID`, `/vod/ID/...`, `/live/ID/...`, `/whep/ID`) names its tenant in
-    the path: an origin the tenant does not list gets no Allow-Origin, so a browser on
-    another site cannot read its playlists or start WebRTC with it. Beacons name the tenant
+    Media (`/v1/playback/ID`, `/vod/ID/...`, `/live/ID/...`, `/whep/ID`, `/whip/ID`) names its
+    tenant in the path: an origin the tenant does not list gets no Allow-Origin, so a
+    browser on another site cannot read its playlists, start WebRTC with it, or publish to
+    it from a studio page (the publish token is still required). Beacons name the tenant
     in the body, unknown at preflight time, so their preflights are allowed for any origin
     and the tenant's origins are enforced on the request itself (403, nothing stored):
     stronger than CORS, which only stops a browser from reading. Responses refused for
@@ -113,9 +120,9 @@ def cors_middleware(edge):
             if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
                 await send({"type": "http.response.start", "status": 204, "headers": [
                     (b"access-control-allow-origin", origin),
-                    (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
-                    (b"access-control-allow-headers", b"content-type, authorization"),
-                    (b"access-control-expose-headers", b"location, etag, retry-after"),
+                    (b"access-control-allow-methods", _CORS_METHODS),
+                    (b"access-control-allow-headers", _CORS_HEADERS),
+                    (b"access-control-expose-headers", _CORS_EXPOSE),
                     (b"access-control-max-age", b"600"),
                     (b"vary", b"Origin"),
                 ]})
@@ -127,7 +134,7 @@ def cors_middleware(edge):
                     message["headers"] = [
                         *message.get("headers", []),
                         (b"access-control-allow-origin", origin),
-                        (b"access-control-expose-headers", b"location, etag, retry-after"),
+                        (b"access-control-expose-headers", _CORS_EXPOSE),
                         (b"vary", b"Origin"),
                     ]
                 await send(message)
@@ -139,7 +146,7 @@ def cors_middleware(edge):
     return factory
 
 
-_MEDIA_PATH = re.compile(r"^/(?:v1/playback|vod|live|whep)/((?:vd|st)_[0-9a-f]{16})(?:/|$)")
+_MEDIA_PATH = re.compile(r"^/(?:v1/playback|vod|live|whep|whip)/((?:vd|st)_[0-9a-f]{16})(?:/|$)")
 
 
 async def _origin_allowed(edge, path: str, origin: bytes) -> bool:

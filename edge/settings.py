@@ -40,6 +40,10 @@ class Settings(msgspec.Struct, kw_only=True):
     upload_max_bytes: int = 2 * 1024**3
     # A publish with no media for this long is over (the publisher vanished).
     publish_silence_s: float = 10.0
+    # A new authenticated publish replaces a current one that has sent no media for this
+    # long (a crashed browser or encoder is back on air at once, with no DELETE and before
+    # the silence watchdog); 0: the newest publisher always wins, as in MediaMTX.
+    publish_takeover_s: float = 1.0
     # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
     secret_key: str | None = None
     # The built player (`npm run build` in player/), served under /player/.
@@ -112,6 +116,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         secret_key=env.get("WAVE_SECRET_KEY") or None,
         upload_max_bytes=int(env.get("WAVE_UPLOAD_MAX_BYTES") or 2 * 1024**3),
         publish_silence_s=float(env.get("WAVE_PUBLISH_SILENCE_S") or 10.0),
+        publish_takeover_s=float(env.get("WAVE_PUBLISH_TAKEOVER_S") or 1.0),
         ice_servers=_words(env.get("WAVE_ICE_SERVERS", "")),
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
         player_dir=Path(env["WAVE_PLAYER_DIR"]).resolve() if env.get("WAVE_PLAYER_DIR") else DEFAULT_PLAYER_DIR,

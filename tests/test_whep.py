@@ -66,7 +66,7 @@ def test_whep_viewers_share_the_encoder_and_decode_frames(server, stream):
         assert info["viewers"] == 2
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             assert (await http.delete(loc1)).status_code == 200
-            assert (await http.delete(loc1)).status_code == 404
+            assert (await http.delete(loc1)).status_code == 200  # just ended: idempotent
         assert len(server.edge.viewers) == 1
         await pc1.close()
         await pc2.close()
@@ -96,9 +96,9 @@ def test_whep_rejections(server, stream):
             real = viewer.localDescription.sdp
             await viewer.close()
             for body in ("", "v=0", real[: len(real) // 3], real[: len(real) * 2 // 3], real.replace("m=video", "m=vid"),
-                         "\x00garbage\r\nm=\r\n", real + "a=x\r\n" * 10_000):
+                         "\x00garbage\r\nm=\r\n", real + "a=x\r\n" * 14_000):
                 r = await http.post(f"/whep/{sid}", content=body, headers=sdp)
-                assert r.status_code in (400, 413), (body[:60], r.status_code, r.text)
+                assert r.status_code in (400, 413), (body[-200:], r.status_code, r.text)
         assert server.edge.viewers == {}  # nothing half-made was kept
         await publisher.close()
 

@@ -51,6 +51,7 @@ class PublishSession:
         self._tracks: list[MediaStreamTrack] = []
         self._tasks: list[asyncio.Task] = []
         self._ended = asyncio.Event()
+        self._finished = asyncio.Event()
         self.end_reason: str | None = None
         pc.on("track", self._tracks.append)  # fires inside setRemoteDescription
         pc.on("connectionstatechange", self._state_changed)
@@ -64,9 +65,19 @@ class PublishSession:
         self._tasks.append(loop.create_task(self._watchdog()))
 
     async def end(self, reason: str) -> None:
+        """End the publish, once; a second caller (a DELETE racing the peer connection's
+        close) returns when the first has finished, so its answer is true when sent."""
         if self._ended.is_set():
+            if asyncio.current_task() not in self._tasks:  # our own tasks are being cancelled
+                await self._finished.wait()
             return
         self._ended.set()
+        try:
+            await self._end(reason)
+        finally:
+            self._finished.set()
+
+    async def _end(self, reason: str) -> None:
         self.end_reason = reason
         log.info("publish of %s ended: %s", self.stream_id, reason)
         current = asyncio.current_task()
@@ -81,6 +92,10 @@ class PublishSession:
     @property
     def ended(self) -> bool:
         return self._ended.is_set()
+
+    def idle_s(self) -> float:
+        """Seconds since the last media frame (or since the session began, before any)."""
+        return time.monotonic() - self._last_media
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         feed = self.pipeline.feed_video if track.kind == "video" else self.pipeline.feed_audio

@@ -69,13 +69,32 @@ def token_matches(stream: Stream, token: str | None) -> bool:
 
 
 class LiveRegistry:
-    """Which streams publish on this edge right now, and who watches them."""
+    """Which streams publish on this edge right now, who watches them, and which WHIP/WHEP
+    sessions ended a moment ago.
+
+    The last is for DELETE: clients such as `whip-whep` close their peer connection before
+    they send DELETE, so the edge has usually ended the session already; a DELETE of a
+    session that ended within `ENDED_KEPT_S` answers 200, as if it had ended it, and only
+    an id never seen (or long gone) is a 404."""
+
+    ENDED_KEPT_S = 120.0
 
     def __init__(self) -> None:
         self._live: dict[str, LiveState] = {}
+        self._ended: dict[str, tuple[str, float]] = {}  # session id -> (stream id, ended at)
 
     def state(self, stream_id: str) -> LiveState:
         return self._live.setdefault(stream_id, LiveState())
+
+    def session_ended(self, stream_id: str, session_id: str) -> None:
+        now = time.monotonic()
+        if len(self._ended) >= 1024:  # sweep only when it grew: O(1) amortised per session
+            self._ended = {k: v for k, v in self._ended.items() if now - v[1] < self.ENDED_KEPT_S}
+        self._ended[session_id] = (stream_id, now)
+
+    def ended_recently(self, stream_id: str, session_id: str) -> bool:
+        entry = self._ended.get(session_id)
+        return entry is not None and entry[0] == stream_id and time.monotonic() - entry[1] < self.ENDED_KEPT_S
 
     def describe(self, stream_id: str) -> dict:
         state = self._live.get(stream_id) or LiveState()

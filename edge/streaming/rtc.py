@@ -40,6 +40,9 @@ def peer_connection(ice_servers: tuple[str, ...]) -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers]))
 
 
+_REQUIRED_ATTRIBUTES = ("ice-ufrag", "ice-pwd", "fingerprint")
+
+
 class BadOffer(ValueError):
     """The SDP offer does not parse or offers nothing we can take."""
 
@@ -71,6 +74,11 @@ async def answer(pc: RTCPeerConnection, offer_sdp: str, send: list | None = None
     `send`: tracks to send back, each attached to the offer's transceiver of its kind."""
     if "v=0" not in offer_sdp or "m=" not in offer_sdp:
         raise BadOffer("not an SDP offer (no v= or m= line)")
+    # aiortc accepts an offer without these and then can never connect: a truncated or
+    # forged offer must be a 400, not a session that holds a socket until it times out.
+    missing = [a for a in _REQUIRED_ATTRIBUTES if f"\na={a}:" not in offer_sdp]
+    if missing:
+        raise BadOffer("the offer lacks " + ", ".join(f"a={a}" for a in missing) + " (ICE credentials, DTLS)")
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         for track in send or ():

@@ -1,5 +1,7 @@
 """WHEP playback: `POST /whep/{stream_id}` with a recvonly offer; the viewer is attached
-to the stream's relay (no encoder of its own). `DELETE` on the Location ends it."""
+to the stream's relay (no encoder of its own). `PATCH` on the Location trickles ICE
+candidates (trickle.py); `DELETE` on it ends the session, and answers 200 again for a
+session that has just ended (the publish stopped, or the client closed first)."""
 
 from __future__ import annotations
 
@@ -7,14 +9,14 @@ import logging
 import secrets
 import time
 
-from litestar import Request, Response, delete, post
+from litestar import Request, Response, delete, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
 from analytics.openapi import SDP, body, errors
 from analytics.tenants import Tenant
 from analytics.validation import BadInput
-from edge.streaming import rtc, sdp
+from edge.streaming import rtc, sdp, trickle
 from edge.streaming.relay import PacketTrack
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
 
     pc = rtc.peer_connection(edge.settings.ice_servers)
     tracks = [PacketTrack("video", pipeline.request_keyframe)]
-    if pipeline.audio:
+    if pipeline.audio and "m=audio" in offer:  # a viewer may ask for the picture only
         tracks.append(PacketTrack("audio", pipeline.request_keyframe))
     try:
         answer = await rtc.answer(pc, offer, send=tracks)
@@ -92,9 +94,22 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
 async def whep_stop(state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
     """Stop watching."""
     session = state.edge.viewers.get(session_id)
+    if session is not None and session.stream_id == stream_id:
+        await state.edge.end_viewer(session)
+    elif not state.edge.live.ended_recently(stream_id, session_id):
+        raise BadInput("not_found", "no such viewer session", "$.path.session_id", status=404)
+
+
+@patch("/whep/{stream_id:str}/{session_id:str}", status_code=204, request_max_body_size=trickle.MAX_FRAGMENT,
+       responses=errors(400, 404, 409, 412, 413, 415, 422))
+async def whep_trickle(request: Request, state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
+    """Trickle ICE candidates into the viewer's session; an ICE restart is 422."""
+    session = state.edge.viewers.get(session_id)
     if session is None or session.stream_id != stream_id:
         raise BadInput("not_found", "no such viewer session", "$.path.session_id", status=404)
-    await state.edge.end_viewer(session)
+    trickle.check_request(request.headers.get("content-type", ""), request.headers.get("if-match"),
+                          f'"{session.session_id}"')
+    await trickle.apply(session.pc, await request.body())
 
 
-ROUTES = [whep_play, whep_stop]
+ROUTES = [whep_play, whep_stop, whep_trickle]

@@ -1,10 +1,17 @@
 """WHIP ingest (RFC 9725): `POST /whip/{stream_id}` with an SDP offer and the stream's
-publish token; `DELETE` on the returned Location ends the publish. No trickle ICE: the
-answer carries every candidate, so `PATCH` answers 405."""
+publish token; `PATCH` on the returned Location trickles ICE candidates (trickle.py);
+`DELETE` on it ends the publish, and answers 200 again for a session that has just ended.
+
+A publisher that crashed (no DELETE, no close) is replaced by the next authenticated POST
+as soon as its session has sent no media for `WAVE_PUBLISH_TAKEOVER_S` (1 s); before that
+the POST gets 409 with `Retry-After`, so an encoder that reconnects is back on air within
+a second or two instead of waiting out the 10 s silence watchdog."""
 
 from __future__ import annotations
 
-from litestar import Request, Response, delete, post
+import math
+
+from litestar import Request, Response, delete, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
@@ -12,7 +19,7 @@ from analytics.auth import bearer
 from analytics.openapi import SDP, body, errors
 from analytics.limits import RateLimited
 from analytics.validation import BadInput
-from edge.streaming import registry, rtc
+from edge.streaming import registry, rtc, trickle
 from edge.streaming.publish import PublishSession
 
 MAX_SDP = 64 * 1024
@@ -50,6 +57,23 @@ async def _stream_for_publisher(request: Request, state: State, stream_id: str) 
     return stream
 
 
+async def _take_over(edge, stream_id: str) -> None:
+    """Make room for a new publish of this stream, or refuse it (409 + Retry-After): a
+    current session that has sent no media for the takeover time is ended first."""
+    current = edge.publishers.get(stream_id)
+    if current is None:
+        return
+    wait = edge.settings.publish_takeover_s - current.idle_s()
+    if wait > 0:
+        exc = BadInput("conflict", "this stream already has a publisher sending media", "$.path.stream_id",
+                       status=409)
+        exc.retry_after = max(1, math.ceil(wait))
+        raise exc
+    await current.end("replaced by a new publish")
+    if stream_id in edge.publishers:  # another POST took it while the old one ended
+        raise BadInput("conflict", "this stream already has a publisher", "$.path.stream_id", status=409)
+
+
 @post("/whip/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201,
       responses=errors(400, 401, 404, 409, 413, 415, 429, 503), opt=body(SDP, SDP))
 async def whip_publish(request: Request, state: State, stream_id: FromPath[str]) -> Response[str]:
@@ -57,8 +81,7 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     _sdp_body_required(request)
     stream = await _stream_for_publisher(request, state, stream_id)
     edge = state.edge
-    if stream.stream_id in edge.publishers:
-        raise BadInput("conflict", "this stream already has a publisher", status=409)
+    await _take_over(edge, stream.stream_id)
     _check_capacity(edge, stream.tenant_id)
     offer = (await request.body()).decode("utf-8", "replace")
     codecs = rtc.offered_codecs(offer)
@@ -88,12 +111,27 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
 
 @delete("/whip/{stream_id:str}/{session_id:str}", status_code=200, responses=errors(401, 404))
 async def whip_stop(request: Request, state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
-    """End the publish; the live playlist is closed with #EXT-X-ENDLIST."""
+    """End the publish; the live playlist is closed with #EXT-X-ENDLIST. A session that
+    ended a moment ago (the client closed its peer connection first) is a 200 too."""
+    stream = await _stream_for_publisher(request, state, stream_id)
+    session = state.edge.publishers.get(stream.stream_id)
+    if session is not None and session.session_id == session_id:
+        await session.end("publisher sent DELETE")
+    elif not state.edge.live.ended_recently(stream.stream_id, session_id):
+        raise BadInput("not_found", "no such publish session", "$.path.session_id", status=404)
+
+
+@patch("/whip/{stream_id:str}/{session_id:str}", status_code=204, request_max_body_size=trickle.MAX_FRAGMENT,
+       responses=errors(400, 401, 404, 409, 412, 413, 415, 422))
+async def whip_trickle(request: Request, state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
+    """Trickle ICE candidates into the publish (RFC 9725 §4.3); an ICE restart is 422."""
     stream = await _stream_for_publisher(request, state, stream_id)
     session = state.edge.publishers.get(stream.stream_id)
     if session is None or session.session_id != session_id:
         raise BadInput("not_found", "no such publish session", "$.path.session_id", status=404)
-    await session.end("publisher sent DELETE")
+    trickle.check_request(request.headers.get("content-type", ""), request.headers.get("if-match"),
+                          f'"{session.session_id}"')
+    await trickle.apply(session.pc, await request.body())
 
 
-ROUTES = [whip_publish, whip_stop]
+ROUTES = [whip_publish, whip_stop, whip_trickle]
