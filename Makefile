@@ -11,6 +11,8 @@ LOCK := requirements.lock
 UV_VERSION := 0.13.9
 
 PLAYER := player/dist/wave-player.js
+# The third-party WHIP/WHEP clients the interop tests drive (tests/test_webrtc_interop.py).
+INTEROP := player/test-dist/interop.js
 
 .PHONY: run test setup system-deps system-deps-test lock bench clean
 
@@ -51,13 +53,13 @@ player/node_modules/.installed: player/package.json player/package-lock.json
 	cd player && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(PLAYER): player/node_modules/.installed player/build.mjs $(wildcard player/src/*.js player/src/*/*.js)
+$(PLAYER) $(INTEROP) &: player/node_modules/.installed player/build.mjs $(wildcard player/src/*.js player/src/*/*.js player/interop/*.js)
 	cd player && node build.mjs
 
 run: setup
 	WAVE_DATA_DIR=$${WAVE_DATA_DIR:-./var} WAVE_DEMO=$${WAVE_DEMO:-1} $(VENV)/bin/wave-edge serve
 
-test: system-deps-test setup
+test: system-deps-test setup $(INTEROP)
 	cd player && node --test test/
 	$(PY) -m pytest -q
 
@@ -65,4 +67,4 @@ bench: setup
 	$(PY) bench/ingest.py
 
 clean:
-	rm -rf $(VENV) .venv-lock var .pytest_cache player/node_modules player/dist
+	rm -rf $(VENV) .venv-lock var .pytest_cache player/node_modules player/dist player/test-dist

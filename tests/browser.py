@@ -15,21 +15,29 @@ from pathlib import Path
 from playwright.async_api import async_playwright
 
 CHROMIUM = os.environ.get("WAVE_TEST_CHROMIUM", "/usr/bin/chromium")
+MDNS_FLAG = "--disable-features=WebRtcHideLocalIpsWithMdns"
 ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    MDNS_FLAG,
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
+# A camera and microphone for publishing pages: Chromium's own test pattern and beep,
+# granted without a prompt.
+FAKE_MEDIA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
 @contextlib.asynccontextmanager
-async def chromium(screen=(1366, 768), viewport=(1000, 700)):
-    """A fresh browser and context; yields (context, console_errors)."""
+async def chromium(screen=(1366, 768), viewport=(1000, 700), extra_args=(), mdns=False):
+    """A fresh browser and context; yields (context, console_errors). `mdns`: let Chromium
+    hide its addresses behind `.local` names in ICE candidates, as real browsers do."""
     if not Path(CHROMIUM).exists():
-        raise AssertionError(f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run does)")
+        raise AssertionError(f"{CHROMIUM} is missing: `apt-get install chromium` (make test installs it)")
+    args = [a for a in ARGS if not (mdns and a == MDNS_FLAG)] + list(extra_args)
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         context = await browser.new_context(
             screen={"width": screen[0], "height": screen[1]},
             viewport={"width": viewport[0], "height": viewport[1]},
