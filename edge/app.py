@@ -41,6 +41,7 @@ from edge.sessions import SessionLog
 from edge.sessions import row as session_row
 from edge.settings import Settings
 from edge.streaming import api as streaming_api
+from edge.streaming import events as whep_events
 from edge.streaming import hls, rtc, whep, whip
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.publish import PublishSession
@@ -207,7 +208,7 @@ class Edge:
             task = asyncio.get_running_loop().create_task(self.recordings.end(video, session.pipeline))
             self.finishing.add(task)
             task.add_done_callback(self.finishing.discard)
-        self.live.state(session.stream_id).publishing_since = None
+        self.live.publish_stopped(session.stream_id)
 
     async def end_viewer(self, session: whep.ViewerSession) -> None:
         if self.viewers.pop(session.session_id, None) is None:
@@ -272,7 +273,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
-                        *whip.ROUTES, *whep.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
+                        *whip.ROUTES, *whep.ROUTES, *whep_events.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
                         *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES, *dashboard_api.ROUTES,
                         *dashboard.ROUTES, *retention_api.ROUTES, *keys_api.ROUTES],
         state=State({"edge": edge}),

@@ -40,3 +40,38 @@ def test_live_stream_plays_in_chromium_over_hls_and_whep(server, stream):
     assert results["whep"][:3] == ["whep", 640, 360]
     assert results["whep"][3] == 1, "the browser is the stream's one WHEP viewer"
     assert not errors, errors
+
+
+def test_the_player_says_the_live_stream_ended_when_the_publisher_stops(server, stream):
+    """Over WHEP, Chromium alone would hold a frozen picture for seconds; the player hears
+    `inactive` from the edge's events resource (or sees DTLS close) and says so."""
+    async def scenario():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201, r.text
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+            await _wait_segments(http, stream["stream_id"], 2, timeout=20)
+            async with chromium() as (context, errors):
+                page = await context.new_page()
+                await page.goto(f"{server.base_url}/embed/{stream['stream_id']}?transport=whep")
+                await page.click('[data-consent="decline"]')
+                await page.click(".wave-play")
+                await advances(page, 1.0)
+                stopped = asyncio.get_running_loop().time()
+                await http.delete(r.headers["location"], headers={"authorization": f"Bearer {stream['publish_token']}"})
+                message = ""
+                while asyncio.get_running_loop().time() - stopped < 5:
+                    message = await page.evaluate(
+                        "(() => { const m = document.querySelector('wave-player .wave-message');"
+                        " return m && !m.hidden ? m.textContent : ''; })()")
+                    if message:
+                        break
+                    await asyncio.sleep(0.05)
+                told_after = asyncio.get_running_loop().time() - stopped
+                await page.close()
+        await publisher.close()
+        return message, told_after, errors
+
+    message, told_after, errors = asyncio.run(scenario())
+    assert message == "The live stream has ended."
+    assert told_after < 2.0
+    assert not errors, errors

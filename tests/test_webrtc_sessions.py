@@ -221,3 +221,45 @@ def test_whip_cors_follows_the_tenants_allowed_origins(server, tenant_factory, m
         "origin": "https://studio.example", "content-type": "application/sdp"})
     assert refused.status_code == 401
     assert refused.headers["access-control-allow-origin"] == "https://studio.example"
+
+
+def test_whep_viewers_are_told_by_server_sent_events_when_the_stream_ends(server, stream):
+    """The WHEP answer links an events resource (WHEP's server-sent events extension):
+    `active` while the stream plays to the viewer, `inactive` the moment the publish ends."""
+    async def scenario():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            await _wait_segments(http, stream["stream_id"], 1, timeout=10)
+            viewer, answer = await _whep_viewer(server.base_url, stream["stream_id"])
+            link = answer.headers["link"]
+            assert 'rel="urn:ietf:params:whep:ext:core:server-sent-events"' in link
+            events_url = re.match(r"<([^>]+)>", link).group(1)
+            assert (await http.post(events_url, content=b"[1, 2]")).status_code == 400
+            assert (await http.post(events_url, content=b'["layers"]')).status_code == 400
+            other = events_url.replace(answer.headers["location"].rsplit("/", 1)[1], "0" * 24)
+            assert (await http.post(other, content=b'["active"]')).status_code == 404
+            subscribed = await http.post(events_url, content=b'["active", "inactive"]',
+                                         headers={"content-type": "application/json"})
+            assert subscribed.status_code == 201
+            seen = []
+            async with http.stream("GET", subscribed.headers["location"]) as sse:
+                assert sse.headers["content-type"].startswith("text/event-stream")
+                ended_at = None
+                async for line in sse.aiter_lines():
+                    if line.startswith("event:"):
+                        seen.append(line.split(":", 1)[1].strip())
+                        if seen == ["active"]:
+                            ended_at = time.monotonic()
+                            await http.delete(r.headers["location"],
+                                              headers={"authorization": f"Bearer {stream['publish_token']}"})
+                told_after = time.monotonic() - ended_at  # the stream closed after `inactive`
+            late = await http.get(subscribed.headers["location"])  # ended a moment ago: told at once
+            await viewer.close()
+            await publisher.close()
+            return seen, told_after, late
+
+    seen, told_after, late = asyncio.run(scenario())
+    assert seen == ["active", "inactive"]
+    assert told_after < 2.0
+    assert late.status_code == 200 and "event: inactive" in late.text

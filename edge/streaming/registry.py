@@ -6,6 +6,7 @@ state (who publishes since when, how many watch) is this edge's own, in memory.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import secrets
@@ -35,6 +36,13 @@ class Stream(msgspec.Struct, frozen=True):
 class LiveState:
     publishing_since: float | None = None
     viewers: set[str] = field(default_factory=set)
+    # Set (and replaced) on every change, so a waiter learns of it without polling: the
+    # WHEP events resource tells viewers the stream ended the moment it does.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
 
 
 def create_stream(store: Store, tenant_id: str, name: str, playback: str) -> tuple[Stream, str]:
@@ -86,11 +94,22 @@ class LiveRegistry:
     def state(self, stream_id: str) -> LiveState:
         return self._live.setdefault(stream_id, LiveState())
 
+    def publish_started(self, stream_id: str, since: float) -> None:
+        state = self.state(stream_id)
+        state.publishing_since = since
+        state.notify()
+
+    def publish_stopped(self, stream_id: str) -> None:
+        state = self.state(stream_id)
+        state.publishing_since = None
+        state.notify()
+
     def session_ended(self, stream_id: str, session_id: str) -> None:
         now = time.monotonic()
         if len(self._ended) >= 1024:  # sweep only when it grew: O(1) amortised per session
             self._ended = {k: v for k, v in self._ended.items() if now - v[1] < self.ENDED_KEPT_S}
         self._ended[session_id] = (stream_id, now)
+        self.state(stream_id).notify()
 
     def ended_recently(self, stream_id: str, session_id: str) -> bool:
         entry = self._ended.get(session_id)

@@ -16,7 +16,7 @@ from litestar.params import FromPath
 from analytics.openapi import SDP, body, errors
 from analytics.tenants import Tenant
 from analytics.validation import BadInput
-from edge.streaming import rtc, sdp, trickle
+from edge.streaming import events, rtc, sdp, trickle
 from edge.streaming.relay import PacketTrack
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
 
     location = f"/whep/{stream.stream_id}/{session.session_id}"
     return Response(answer, status_code=201, media_type="application/sdp",
-                    headers={"Location": location, "ETag": f'"{session.session_id}"'})
+                    headers={"Location": location, "ETag": f'"{session.session_id}"',
+                             "Link": events.link_header(stream.stream_id, session.session_id)})
 
 
 @delete("/whep/{stream_id:str}/{session_id:str}", status_code=200, responses=errors(404))

@@ -103,7 +103,7 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
             raise BadInput("bad_sdp", str(exc)) from None
         raise
     await session.start()
-    edge.live.state(stream.stream_id).publishing_since = session.started
+    edge.live.publish_started(stream.stream_id, session.started)
     location = f"/whip/{stream.stream_id}/{session.session_id}"
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": location, "ETag": f'"{session.session_id}"'})

@@ -210,6 +210,15 @@ export class WavePlayer extends HTMLElement {
     if (track) track.mode = track.mode === "showing" ? "hidden" : "showing";
   }
 
+  /** The live stream stopped: say so, rather than hold a frozen picture. */
+  liveEnded() {
+    if (this.source) this.source.destroy();
+    this.source = null;
+    this.tracker.ended();
+    this.showMessage("The live stream has ended.");
+    this.dispatchEvent(new Event("wave-live-ended"));
+  }
+
   showMessage(text) {
     this.message.textContent = text;
     this.message.hidden = false;
@@ -268,7 +277,7 @@ export class WavePlayer extends HTMLElement {
     };
     if (this.config.live && this.whepUrl && transport !== "hls") {
       try {
-        this.source = await attachWhep(this.video, this.whepUrl);
+        this.source = await attachWhep(this.video, this.whepUrl, { onEnded: () => this.liveEnded() });
         this.transport = "whep";
         return;
       } catch (err) {

@@ -85,11 +85,24 @@ function connected(pc, timeoutMs) {
  * back to HLS.
  * @returns {Promise<{destroy: () => void}>}
  */
-export async function attachWhep(video, url, { timeoutMs = 6_000 } = {}) {
+export async function attachWhep(video, url, { timeoutMs = 6_000, onEnded = null } = {}) {
   if (typeof RTCPeerConnection !== "function") throw new Error("no WebRTC in this browser");
   const pc = new RTCPeerConnection({ iceServers: [] });
   let location = null;
+  let events = null;
+  let over = false;
+  // The stream went away: told by the edge's events resource (WHEP's server-sent events
+  // extension) or seen as the DTLS transport closing. Chromium alone keeps the connection
+  // "connected" for seconds on a frozen picture, so neither is left to chance.
+  const ended = () => {
+    if (over) return;
+    over = true;
+    if (events) events.close();
+    if (onEnded) onEnded();
+  };
   const destroy = () => {
+    over = true;
+    if (events) events.close();
     pc.close();
     if (location) fetch(location, { method: "DELETE", keepalive: true }).catch(() => {});
     if (video.srcObject) video.srcObject = null;
@@ -112,9 +125,47 @@ export async function attachWhep(video, url, { timeoutMs = 6_000 } = {}) {
     await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
     video.srcObject = stream;
     await connected(pc, timeoutMs);
+    for (const receiver of pc.getReceivers()) {
+      const dtls = receiver.transport;
+      if (dtls) dtls.addEventListener("statechange", () => { if (dtls.state === "closed" || dtls.state === "failed") ended(); });
+    }
+    const eventsUrl = eventsLink(res.headers.get("link"), url);
+    if (eventsUrl) {
+      subscribe(eventsUrl).then((source) => {
+        if (!source) return;
+        if (over) { source.close(); return; }
+        events = source;
+        events.addEventListener("inactive", ended);
+      });
+    }
     return { destroy };
   } catch (err) {
     destroy();
     throw err;
+  }
+}
+
+const SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events";
+
+/** The events resource a WHEP answer links, if any (RFC 8288 Link header). */
+export function eventsLink(header, base) {
+  for (const part of (header || "").split(/,\s*(?=<)/)) {
+    const m = /^<([^>]*)>(.*)$/.exec(part.trim());
+    if (m && /;\s*rel="?([^";]*)"?/.exec(m[2])?.[1] === SSE_REL) return new URL(m[1], base).href;
+  }
+  return null;
+}
+
+async function subscribe(eventsUrl) {
+  try {
+    const res = await fetch(eventsUrl, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(["active", "inactive"]),
+    });
+    const loc = res.status === 201 && res.headers.get("location");
+    return loc ? new EventSource(new URL(loc, eventsUrl).href) : null;
+  } catch {
+    return null; // no events: the transport's closing still tells
   }
 }
