@@ -320,3 +320,45 @@ def test_a_browser_sending_mdns_candidates_plays(server, tmp_path):
     assert any(".local " in c[3] for c in trickled), f"Chromium sent no mDNS candidate: {trickled}"
     assert width > 0
     assert not errors, errors
+
+
+SIMULCAST = """async ([u, t, encodings]) => {
+  const stream = await camera();
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  pc.addTransceiver(stream.getVideoTracks()[0], { direction: "sendonly", sendEncodings: encodings });
+  const client = new interop.WhipWhepPublisher();
+  window.whip = client;
+  window.whipPc = pc;
+  await client.publish(pc, u, t);
+}"""
+
+
+def test_a_simulcast_publish_keeps_its_largest_layer(server, tmp_path):
+    """Three layers offered smallest first (q, h, f): aiortc takes one, and a browser whose
+    simulcast is refused keeps the first (a quarter-size picture); the edge accepts the
+    full-size layer alone instead."""
+    from tests.media import decode_fmp4
+
+    encodings = [{"rid": "q", "scaleResolutionDownBy": 4}, {"rid": "h", "scaleResolutionDownBy": 2}, {"rid": "f"}]
+    with studio_site(tmp_path) as site:
+        stream = _stream(server, (site,))
+        sid = stream["stream_id"]
+
+        async def scenario():
+            async with chromium(extra_args=FAKE_MEDIA) as (context, errors):
+                studio = await context.new_page()
+                await studio.goto(f"{site}/index.html")
+                await studio.evaluate(SIMULCAST, [stream["whip_url"], stream["publish_token"], encodings])
+                await _wait(lambda: server.edge.publishers.get(sid), 10, "a publisher")
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+                    _, segments = await _wait_segments(http, sid, 2, timeout=15)
+                    init = (await http.get(f"/live/{sid}/init.mp4")).content
+                    last = (await http.get(f"/live/{sid}/{segments[-1]}")).content
+                kept = await studio.evaluate("whipPc.getSenders()[0].getParameters().encodings.map(e => e.rid)")
+                await studio.evaluate("whip.stop()")
+                return decode_fmp4(init, last)[0], kept, errors
+
+        frames, kept, errors = asyncio.run(scenario())
+    assert kept == ["f"]
+    assert frames and frames[-1].width > 160  # not the quarter-size layer (160x120)
+    assert not errors, errors

@@ -263,3 +263,26 @@ def test_whep_viewers_are_told_by_server_sent_events_when_the_stream_ends(server
     assert seen == ["active", "inactive"]
     assert told_after < 2.0
     assert late.status_code == 200 and "event: inactive" in late.text
+
+
+@pytest.mark.parametrize("listed, params, largest", [
+    ("q;h;f", {}, "f"),                       # mediasoup, whip-whep demos
+    ("h;m;l", {}, "h"),                       # Janus
+    ("l;m;h", {}, "h"),
+    ("a;b", {"a": "max-width=1280;max-height=720", "b": "max-width=320;max-height=180"}, "a"),
+    ("x;y", {}, "x"),                         # nothing to go on: what a browser keeps anyway
+    ("~q;h,f", {}, "f"),                      # paused and alternative layers
+])
+def test_the_largest_simulcast_layer_is_accepted(listed, params, largest):
+    from edge.streaming.sdp import keep_largest_simulcast_layer
+
+    rids = [r.lstrip("~") for alt in listed.split(";") for r in alt.split(",")]
+    offer = "\r\n".join(["v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=mid:0",
+                         "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+                         *[f"a=rid:{r} send {params.get(r, '')}".rstrip() for r in rids],
+                         f"a=simulcast:send {listed}"]) + "\r\n"
+    answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=recvonly\r\n"
+    result = keep_largest_simulcast_layer(offer, answer)
+    assert f"a=simulcast:recv {largest}\r\n" in result and f"a=rid:{largest} recv\r\n" in result
+    assert "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" in result
+    assert keep_largest_simulcast_layer(answer, answer) == answer  # no simulcast: untouched

@@ -19,7 +19,7 @@ from analytics.auth import bearer
 from analytics.openapi import SDP, body, errors
 from analytics.limits import RateLimited
 from analytics.validation import BadInput
-from edge.streaming import registry, rtc, trickle
+from edge.streaming import registry, rtc, sdp, trickle
 from edge.streaming.publish import PublishSession
 
 MAX_SDP = 64 * 1024
@@ -102,6 +102,7 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
         if isinstance(exc, rtc.BadOffer):
             raise BadInput("bad_sdp", str(exc)) from None
         raise
+    answer = sdp.keep_largest_simulcast_layer(offer, answer)
     await session.start()
     edge.live.publish_started(stream.stream_id, session.started)
     location = f"/whip/{stream.stream_id}/{session.session_id}"
