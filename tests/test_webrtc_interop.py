@@ -77,12 +77,14 @@ window.playing = () => { const v = document.getElementById("out"); return [v.cur
 
 
 @contextlib.contextmanager
-def studio_site(tmp_path):
-    """The tenant's own site: a page and the bundled clients, on another loopback port."""
+def studio_site(tmp_path, edge_url: str | None = None):
+    """The tenant's own site: a page and the bundled clients, on another loopback port.
+    With `edge_url`, the site also passes /whip/ and /whep/ through to the edge, so the
+    clients talk to their own origin (same-origin, as behind a site's reverse proxy)."""
     assert BUNDLE.exists(), "player/test-dist/interop.js is built by make test (cd player && node build.mjs)"
     (tmp_path / "index.html").write_text(STUDIO)
     (tmp_path / "interop.js").write_bytes(BUNDLE.read_bytes())
-    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path), edge_url=edge_url)
     port = free_port()
     site = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=site.serve_forever, daemon=True)
@@ -95,8 +97,43 @@ def studio_site(tmp_path):
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    _PASSED = ("/whip/", "/whep/")
+    _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+    def __init__(self, *args, edge_url: str | None = None, **kwargs) -> None:
+        self.edge_url = edge_url
+        super().__init__(*args, **kwargs)
+
     def log_message(self, *args) -> None:  # no access log, here either
         pass
+
+    def _pass_through(self) -> bool:
+        if not self.edge_url or not self.path.startswith(self._PASSED):
+            return False
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in self._HOP}
+        headers["x-forwarded-for"] = self.client_address[0]
+        with httpx.Client(base_url=self.edge_url, timeout=30) as edge:
+            answer = edge.request(self.command, self.path, content=body, headers=headers)
+        self.send_response(answer.status_code)
+        for key, value in answer.headers.items():
+            if key.lower() not in self._HOP:
+                self.send_header(key, value)
+        self.send_header("content-length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+        return True
+
+    def do_GET(self) -> None:
+        if not self._pass_through():
+            super().do_GET()
+
+    def do_POST(self) -> None:
+        if not self._pass_through():
+            self.send_error(405)
+
+    do_PATCH = do_DELETE = do_OPTIONS = do_POST
 
 
 def _stream(server, origins):
@@ -361,4 +398,38 @@ def test_a_simulcast_publish_keeps_its_largest_layer(server, tmp_path):
         frames, kept, errors = asyncio.run(scenario())
     assert kept == ["f"]
     assert frames and frames[-1].width > 160  # not the quarter-size layer (160x120)
+    assert not errors, errors
+
+
+def test_whip_whep_clients_same_origin(server, tmp_path):
+    """The same clients on the edge's own origin (the site passes /whip/ and /whep/ to the
+    edge): publish with trickle, play, stop, all answered 2xx, no CORS involved."""
+    with studio_site(tmp_path, edge_url=server.base_url) as site:
+        stream = _stream(server, ("https://elsewhere.example",))  # CORS would refuse: none is needed
+        sid = stream["stream_id"]
+        whip_url = f"{site}/whip/{sid}"
+        whep_url = f"{site}/whep/{sid}"
+
+        async def scenario():
+            async with chromium(extra_args=FAKE_MEDIA) as (context, errors):
+                studio = await context.new_page()
+                await studio.goto(f"{site}/index.html")
+                await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [whip_url, stream["publish_token"]])
+                session = await _wait(lambda: server.edge.publishers.get(sid), 10, "a publisher")
+                await _wait(lambda: session.idle_s() < 0.3, 15, "media from the browser")
+                viewer = await context.new_page()
+                await viewer.goto(f"{site}/index.html")
+                await viewer.evaluate("(u) => viewWhipWhep(u)", whep_url)
+                width = await _plays(viewer)
+                await viewer.evaluate("whep.stop()")
+                await studio.evaluate("whip.stop()")
+                await _wait(lambda: sid not in server.edge.publishers, 10, "the publish to end")
+                await asyncio.sleep(0.5)
+                return width, await studio.evaluate("calls") + await viewer.evaluate("calls"), errors
+
+        width, calls, errors = asyncio.run(scenario())
+    assert width > 0
+    assert all(c[1].startswith(site) for c in calls), calls
+    assert ("PATCH", 204) in {(c[0], c[2]) for c in calls}
+    assert all(isinstance(c[2], int) and c[2] < 300 for c in calls), calls
     assert not errors, errors
