@@ -445,8 +445,14 @@ export class WavePlayer extends HTMLElement {
     return true;
   }
 
-  async accept({ fromHost }) {
-    if (this.consented) return;
+  /** One grant at a time: a second answer while the first is being recorded waits for it. */
+  accept(options) {
+    if (this.consented) return Promise.resolve();
+    if (!this.granting) this.granting = this.grant(options).finally(() => { this.granting = null; });
+    return this.granting;
+  }
+
+  async grant({ fromHost }) {
     this.panel.hidden = true;
     const hostId = this.hostIds.viewerId;
     const viewerId = hostId || this.memory.read(this.config.consent.policy_version) || randomId();
