@@ -127,7 +127,9 @@ def test_an_unproven_email_is_refused_and_a_rotated_secret_proves_nothing(server
     tenant, key = tenant_factory(identified_viewers=True)
     other, other_key = tenant_factory(identified_viewers=True)
     tid, email = tenant.tenant_id, "ann@example.org"
-    secret = server.http.get("/v1/identity-secret", headers={"authorization": f"Bearer {key}"}).json()
+    answer = server.http.get("/v1/identity-secret", headers={"authorization": f"Bearer {key}"})
+    assert answer.headers["cache-control"] == "no-store"
+    secret = answer.json()
     assert secret["version"] == 1 and secret["identified_viewers"] is True
     assert secret["identity_secret"].startswith("wis_")
     now = int(time.time())

@@ -13,7 +13,7 @@ import pytest
 from analytics import rollup, views
 from edge.demo import write_demo_video
 from tests.browser import ARTIFACTS, chromium, played
-from tests.conftest import count_events, wait_for
+from tests.conftest import count_events, identity_token, wait_for
 
 def _ready_video(server, tenant_factory, tmp_path, **tenant_kwargs):
     """A tenant and a ready 12 s H.264/AAC video with a keyframe a second, uploaded for real."""
@@ -379,4 +379,45 @@ def test_the_tenants_own_iframe_embed_records_consent_with_allowed_origins_set(s
     assert statuses["/v1/consent"] == [201], statuses
     assert [v for v, _ in _consents(store, tenant.tenant_id)] != []
     wait_for(lambda: any(r[0] == "viewend" for r in _rows(store, tenant.tenant_id)), what="the viewend beacon")
+    assert not errors, errors
+
+
+def test_an_identified_viewer_is_linked_only_with_the_sites_identity_token(server, tenant_factory, store, tmp_path):
+    """Script embed on the tenant's site, which signed the viewer in: viewer-id, viewer-email
+    and the identity token its server signed. The grant carries the proven e-mail; the
+    beacons carry none; an export by that e-mail reaches the viewer's beacons."""
+    site = _Site(tmp_path / "identified-site")
+    tenant, video_id, key = _ready_video(server, tenant_factory, tmp_path, allowed_origins=(site.origin,),
+                                         identified_viewers=True)
+    token = identity_token(server.http, key, tenant.tenant_id, "member-42", "ann@example.org")
+    url = site.page("index.html", f"""<!doctype html><html><head><meta charset="utf-8">
+<link rel="icon" href="data:,"><script src="{server.base_url}/player/wave-player.js"></script></head><body>
+<wave-player video-id="{video_id}" consent="granted" viewer-id="member-42" viewer-email="ann@example.org"
+ identity-token="{token}"></wave-player></body></html>""")
+    bodies: list[str] = []
+
+    async def scenario():
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            page.on("request", lambda r: bodies.append(r.post_data or "") if "/v1/c" in r.url else None)
+            await page.goto(url)
+            await page.click(".wave-play")
+            await played(page, 3.0)
+            await page.goto("about:blank")
+            await asyncio.sleep(0.5)
+            return errors
+
+    try:
+        errors = asyncio.run(scenario())
+    finally:
+        site.close()
+    wait_for(lambda: any(r[0] == "viewend" for r in _rows(store, tenant.tenant_id)), what="the viewend beacon")
+    assert store.rows("SELECT viewer_id, email, email_proof FROM consents WHERE tenant_id = {t:String}",
+                      {"t": tenant.tenant_id}) == [("member-42", "ann@example.org", "token")]
+    assert [b for b in bodies if "ann@example.org" in b] == [bodies[0]], "the e-mail goes with the grant only"
+    assert _rows(store, tenant.tenant_id, "DISTINCT email") == [("",)]
+    export = server.http.get("/v1/privacy/export", params={"email": "ann@example.org"},
+                             headers={"authorization": f"Bearer {key}"}).json()
+    assert export["subject"]["linked_viewer_ids"] == ["member-42"]
+    assert len(export["tables"]["viewer_events"]) == len(_rows(store, tenant.tenant_id)) > 0
     assert not errors, errors

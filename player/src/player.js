@@ -459,6 +459,9 @@ export class WavePlayer extends HTMLElement {
     // An e-mail goes only with the host's own viewer id and the token its server signed
     // for both: the edge refuses anything less (a link must be proven).
     const identified = this.config.consent.identified && hostId && this.hostIds.email && this.hostIds.token;
+    if (this.hostIds.email && !identified) {
+      console.warn("wave-player: viewer-email ignored: it needs viewer-id and identity-token, for a tenant that identifies viewers");
+    }
     const ok = await recordGrant(this.urls, {
       tenantId: this.config.tenant_id,
       viewerId,
