@@ -39,6 +39,7 @@ def request_info(request: Request) -> RequestInfo:
         forwarded_for=headers.get("x-forwarded-for"),
         user_agent=headers.get("user-agent", ""),
         origin=headers.get("origin"),
+        host=headers.get("host"),
     )
 
 

@@ -11,6 +11,7 @@ never lost.
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 from analytics import validation
 from analytics.consent import ConsentLedger
@@ -18,6 +19,7 @@ from analytics.enrichment.geo import GeoLocator
 from analytics.enrichment.ip import Network, client_ip, stored_ip
 from analytics.enrichment.useragent import parse_user_agent
 from analytics.events import EventIds, encode_batch
+from analytics.identity import IdentityTokens
 from analytics.limits import Limits
 from analytics.metrics import Registry
 from analytics.tenants import Tenant, TenantDirectory
@@ -29,13 +31,45 @@ from analytics.write_buffer import WriteBuffer
 class RequestInfo:
     """What the collector needs of an HTTP request besides its body."""
 
-    __slots__ = ("peer", "forwarded_for", "user_agent", "origin")
+    __slots__ = ("peer", "forwarded_for", "user_agent", "origin", "host")
 
-    def __init__(self, peer: str | None, forwarded_for: str | None, user_agent: str, origin: str | None):
+    def __init__(self, peer: str | None, forwarded_for: str | None, user_agent: str, origin: str | None,
+                 host: str | None = None):
         self.peer = peer
         self.forwarded_for = forwarded_for
         self.user_agent = user_agent
         self.origin = origin
+        self.host = host
+
+
+_SCHEMES = ("http", "https")
+
+
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """Was the request sent by a page the edge itself served (the iframe embed, `/`)?
+
+    A browser names the page's origin in `Origin` and the server it talks to in `Host`; on
+    the edge's own pages they are the same host and port (the scheme may differ behind a
+    TLS front, which keeps `Host`). Only the edge's own code runs in its origin, so these
+    requests come from our player whatever site framed it: the tenant's allowed origins
+    restrict other sites' pages, not the edge's own embed.
+    """
+    if not origin or not host:
+        return False
+    try:
+        parts = urlsplit(origin.strip().lower())
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in _SCHEMES or not parts.hostname:
+        return False
+    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    own = name if port is None else _without_default_port(f"{name}:{port}")
+    return _without_default_port(host.strip().lower()) == own
+
+
+def _without_default_port(netloc: str) -> str:
+    return netloc.removesuffix(":80").removesuffix(":443")
 
 
 class Collector:
@@ -48,8 +82,10 @@ class Collector:
         metrics: Registry,
         trusted_proxies: tuple[Network, ...] = (),
         limits: Limits | None = None,
+        identity: IdentityTokens | None = None,
     ) -> None:
         self.tenants = tenants
+        self.identity = identity
         self.consents = consents
         self.geo = geo
         self.buffer = buffer
@@ -71,7 +107,7 @@ class Collector:
         now = time.time()
         batch = validation.decode(body, CollectBatch)
         validation.check_clock(batch, int(now * 1000))
-        tenant = await self._tenant(batch.tenant_id, request.origin)
+        tenant = await self._tenant(batch.tenant_id, request)
         if not await self.consents.allows_analytics(tenant.tenant_id, batch.viewer_id):
             raise BadInput(
                 "consent_required",
@@ -91,7 +127,7 @@ class Collector:
         context = (
             tenant.tenant_id,
             batch.viewer_id,
-            batch.viewer_email or "",
+            "",  # never the batch's viewer_email: anyone can write it (see ConsentGrant)
             stored,
             geo.country,
             geo.region,
@@ -113,21 +149,39 @@ class Collector:
 
     async def grant(self, body: bytes, request: RequestInfo) -> str:
         grant = validation.decode(body, ConsentGrant)
+        tenant = await self._tenant(grant.tenant_id, request)
+        proof = self._proven_email(tenant, grant) if grant.viewer_email or grant.identity_token else ""
         return await self._ledger_row(
-            grant.tenant_id, grant.viewer_id, request, "grant",
-            sorted(set(grant.purposes)), grant.policy_version, grant.viewer_email or "",
+            tenant, grant.viewer_id, request, "grant",
+            sorted(set(grant.purposes)), grant.policy_version, (grant.viewer_email or "") if proof else "", proof,
         )
+
+    def _proven_email(self, tenant: Tenant, grant: ConsentGrant) -> str:
+        """How the grant's e-mail is proven ('token'), or a 4xx: an unproven e-mail is never
+        stored, since a link would hand the viewer's data to whoever names that e-mail."""
+        if not grant.viewer_email:
+            raise BadInput("invalid_field", "identity_token proves a viewer_email: send both", "$.viewer_email")
+        if not tenant.identified_viewers:
+            raise BadInput("identification_disabled",
+                           "this tenant does not identify its viewers: send no viewer_email; nothing was stored",
+                           "$.viewer_email", status=403)
+        if self.identity is None or not self.identity.valid(
+                tenant.tenant_id, tenant.identity_version, grant.viewer_id, grant.viewer_email, grant.identity_token):
+            raise BadInput("identity_unproven",
+                           "viewer_email needs a valid, unexpired identity_token signed by the tenant's server"
+                           " for this viewer_id and e-mail; nothing was stored", "$.identity_token", status=403)
+        return "token"
 
     async def withdraw(self, body: bytes, request: RequestInfo) -> str:
         withdraw = validation.decode(body, ConsentWithdraw)
-        return await self._ledger_row(withdraw.tenant_id, withdraw.viewer_id, request, "withdraw", [], "", "")
+        tenant = await self._tenant(withdraw.tenant_id, request)
+        return await self._ledger_row(tenant, withdraw.viewer_id, request, "withdraw", [], "", "", "")
 
     async def _ledger_row(
-        self, tenant_id: str, viewer_id: str, request: RequestInfo, action: str,
-        purposes: list[str], policy_version: str, email: str,
+        self, tenant: Tenant, viewer_id: str, request: RequestInfo, action: str,
+        purposes: list[str], policy_version: str, email: str, email_proof: str,
     ) -> str:
         """Append a grant or withdrawal, with the address as the tenant's IP mode allows."""
-        tenant = await self._tenant(tenant_id, request.origin)
         if self.limits is not None:
             self.limits.tenant_consents.check(tenant.tenant_id, "consent calls for this tenant")
         ip = client_ip(request.peer, request.forwarded_for, self.trusted_proxies)
@@ -138,15 +192,17 @@ class Collector:
             purposes=purposes,
             policy_version=policy_version,
             email=email,
+            email_proof=email_proof,
             ip=stored_ip(ip, tenant.ip_mode),
             browser=parse_user_agent(request.user_agent).browser,
         )
 
-    async def _tenant(self, tenant_id: str, origin: str | None) -> Tenant:
+    async def _tenant(self, tenant_id: str, request: RequestInfo) -> Tenant:
         tenant = await self.tenants.get(tenant_id)
         if tenant is None:
             raise BadInput("unknown_tenant", f"no tenant {tenant_id!r}", "$.tenant_id")
-        if not tenant.origin_allowed(origin):
+        origin = request.origin
+        if not (tenant.origin_allowed(origin) or same_origin(origin, request.host)):
             raise BadInput(
                 "origin_not_allowed", f"origin {origin!r} may not send data to this tenant", "$", 403
             )

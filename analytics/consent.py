@@ -61,15 +61,19 @@ class ConsentLedger:
         email: str,
         ip: str,
         browser: str,
+        email_proof: str = "",
     ) -> str:
+        """Append one row. `email` only ever comes proven (`email_proof` says how): the
+        collector refuses an e-mail it cannot verify, and exports and purges by e-mail
+        follow only proven rows."""
         consent_id = str(uuid.uuid4())
         row_us = int(time.time() * 1e6)
         await asyncio.to_thread(
             self._store.command,
             "INSERT INTO consents (consent_id, tenant_id, viewer_id, email, action, purposes,"
-            " policy_version, ts, ip, browser) VALUES ({cid:UUID}, {t:String}, {v:String},"
+            " policy_version, ts, ip, browser, email_proof) VALUES ({cid:UUID}, {t:String}, {v:String},"
             " {e:String}, {a:String}, {p:Array(String)}, {pv:String},"
-            " fromUnixTimestamp64Micro({us:Int64}), {ip:IPv6}, {b:String})",
+            " fromUnixTimestamp64Micro({us:Int64}), {ip:IPv6}, {b:String}, {proof:String})",
             {
                 "cid": consent_id,
                 "t": tenant_id,
@@ -81,6 +85,7 @@ class ConsentLedger:
                 "us": row_us,
                 "ip": ip,
                 "b": browser,
+                "proof": email_proof,
             },
         )
         self._offer((tenant_id, viewer_id), row_us, _grants_analytics(action, purposes))

@@ -368,6 +368,17 @@ def _v10() -> tuple[str, ...]:
     )
 
 
+def _v11() -> tuple[str, ...]:
+    # Issue #14: a link between a viewer id and an e-mail must be provable. `email_proof`
+    # says how a consent row's e-mail was proven ('token': an identity token the tenant's
+    # server signed); rows written before it have '' and are not followed by exports and
+    # purges by e-mail. `identity_version` is bumped to rotate a tenant's identity secret.
+    return (
+        alter_table("consents", "ADD COLUMN IF NOT EXISTS email_proof LowCardinality(String) DEFAULT ''"),
+        alter_table("tenants", "ADD COLUMN IF NOT EXISTS identity_version UInt32 DEFAULT 1"),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tenants, keys, consents, viewer events", _v1()),
     Migration(2, "streams", _v2()),
@@ -379,6 +390,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "retention per kind of data", _v8()),
     Migration(9, "support grants", _v9()),
     Migration(10, "beacon parts small enough to purge quickly", _v10()),
+    Migration(11, "provable e-mail links, identity secret rotation", _v11()),
 )
 
 

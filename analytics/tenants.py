@@ -39,6 +39,7 @@ class Tenant(msgspec.Struct, frozen=True):
     consents_days: int = 425
     audit_days: int = 400
     server_logs_days: int = 30
+    identity_version: int = 1  # which identity secret is current (analytics/identity.py)
 
     def origin_allowed(self, origin: str | None) -> bool:
         """No list means any origin (script embeds work out of the box); else exact match."""
@@ -155,7 +156,7 @@ def load_tenant(store: Store, tenant_id: str) -> Tenant | None:
     rows = store.rows(
         "SELECT tenant_id, name, region, retention_days, toString(ip_mode), allowed_origins,"
         " drop_bots, consent_text, policy_version, identified_viewers, sessions_days, consents_days,"
-        " audit_days, server_logs_days FROM tenants FINAL WHERE tenant_id = {id:String} AND NOT deleted",
+        " audit_days, server_logs_days, identity_version FROM tenants FINAL WHERE tenant_id = {id:String} AND NOT deleted",
         parameters={"id": tenant_id},
     )
     if not rows:

@@ -58,6 +58,8 @@ class CollectBatch(Struct, forbid_unknown_fields=True):
     tenant_id: Id
     viewer_id: Id
     events: Annotated[list[Event], Meta(min_length=1, max_length=MAX_EVENTS)]
+    # Accepted for compatibility and never stored: the viewer id's proven link in the
+    # consent ledger is what ties beacons to an e-mail (analytics/identity.py).
     viewer_email: Email | None = None
 
 
@@ -65,12 +67,19 @@ class CollectAccepted(Struct):
     accepted: int
 
 
+IdentityToken = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[0-9]{1,12}\.[0-9a-f]{64}$",
+                                     description="<exp>.<hex HMAC-SHA256> signed by the tenant's server")]
+
+
 class ConsentGrant(Struct, forbid_unknown_fields=True):
     tenant_id: Id
     viewer_id: Id
     purposes: Annotated[list[Purpose], Meta(max_length=16)]
     policy_version: Annotated[str, Meta(min_length=1, max_length=64)]
+    # Tenants with identified viewers only, and only with an `identity_token` over this
+    # tenant, viewer id and e-mail (analytics/identity.py): else 403 and nothing stored.
     viewer_email: Email | None = None
+    identity_token: IdentityToken | None = None
 
 
 class ConsentWithdraw(Struct, forbid_unknown_fields=True):
@@ -175,6 +184,14 @@ class AdminKey(Struct):
 
 class AdminKeyList(Struct):
     keys: list[AdminKey]
+
+
+class IdentitySecret(Struct):
+    """The key a tenant's server signs identity tokens with (analytics/identity.py)."""
+
+    identity_secret: str
+    version: int
+    identified_viewers: bool  # tokens are only accepted for tenants that identify viewers
 
 
 class AdminKeyCreated(Struct):

@@ -42,17 +42,19 @@ from retention import export, purge, registry, subjects  # noqa: E402
 
 
 def request_for(store, viewer: str, by: str) -> subjects.Subject:
-    """A request naming this viewer by `by`, and a consent row for it. The bench's beacons
-    carry no email: for `--by email` the viewer's beacons get one first (untimed)."""
+    """A request naming this viewer by `by`, and a consent row for it (for `--by email`, a
+    proven link, as an identity token makes). Beacons no longer carry an email, but old
+    ones may: for `--by email` the viewer's beacons get one first (untimed), the worst case."""
     ip = store.rows("SELECT toString(any(ip)) FROM viewer_events WHERE viewer_id = {v:String}", {"v": viewer})[0][0]
     email = f"{viewer}@example.org" if by == "email" else ""
     if email:
         store.command("ALTER TABLE viewer_events UPDATE email = {e:String} WHERE viewer_id = {v:String}"
                       " SETTINGS mutations_sync = 2", {"e": email, "v": viewer})
     store.command(
-        "INSERT INTO consents (consent_id, tenant_id, viewer_id, email, action, purposes, policy_version, ts, ip)"
-        " SELECT generateUUIDv4(), {t:String}, {v:String}, {e:String}, 'grant', ['analytics'], '1', now64(6),"
-        " toIPv6({ip:String})", {"t": TENANT, "v": viewer, "e": email, "ip": ip})
+        "INSERT INTO consents (consent_id, tenant_id, viewer_id, email, email_proof, action, purposes,"
+        " policy_version, ts, ip) SELECT generateUUIDv4(), {t:String}, {v:String}, {e:String}, {proof:String},"
+        " 'grant', ['analytics'], '1', now64(6), toIPv6({ip:String})",
+        {"t": TENANT, "v": viewer, "e": email, "proof": "token" if email else "", "ip": ip})
     return subjects.parse(by, {"viewer_id": viewer, "email": email, "ip": ip}[by])
 
 

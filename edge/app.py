@@ -18,7 +18,8 @@ from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 
 from analytics import api as analytics_api
-from analytics import dashboard, dashboard_api, keys_api, migrations, openapi
+from analytics import dashboard, dashboard_api, identity_api, keys_api, migrations, openapi
+from analytics.identity import IdentityTokens
 from analytics.auth import AdminAuth
 from analytics.collector import Collector
 from analytics.consent import ConsentLedger
@@ -138,6 +139,7 @@ class Edge:
             self.metrics,
             s.trusted_proxies,
             self.limits,
+            IdentityTokens(self.secret),
         )
         self.demo = await demo_setup.ensure(self) if s.demo else demo_setup.load(s.data_dir)
         # Everything built so far lives as long as the process: keep it out of the cyclic
@@ -275,7 +277,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         route_handlers=[healthz, metrics, *analytics_api.ROUTES, *streaming_api.ROUTES,
                         *whip.ROUTES, *whep.ROUTES, *whep_events.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
                         *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES, *dashboard_api.ROUTES,
-                        *dashboard.ROUTES, *retention_api.ROUTES, *keys_api.ROUTES],
+                        *dashboard.ROUTES, *retention_api.ROUTES, *keys_api.ROUTES,
+                        *identity_api.ROUTES],
         state=State({"edge": edge}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

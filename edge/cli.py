@@ -292,7 +292,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--consent-text", default="", help="the player's consent prompt (default: the platform's)")
     create.add_argument("--policy-version", default="1", help="privacy policy version viewers consent to")
     create.add_argument("--identified-viewers", action="store_true",
-                        help="viewers may be identified by email (passed by the host page)")
+                        help="viewers may be identified by email (proven by identity tokens the tenant's server signs)")
     create.set_defaults(run=_tenant_create)
     delete = tenant.add_parser("delete", help="offboard: delete every row and media file of the tenant")
     delete.add_argument("tenant_id")

@@ -21,6 +21,7 @@ COLUMN_NOTES = {
     "tenant_id": "the platform client (website or app) whose player or service recorded the row",
     "viewer_id": "a random identifier the player created for you when you accepted measurement",
     "email": "your email address, if the website identified you to its player",
+    "email_proof": "how the website proved the email was yours (token: signed by its server)",
     "ip": "your network address as stored (possibly shortened, as the client chose)",
     "ts": "when it happened (UTC)",
     "type": "what happened in the player (start, playing, pause, stall, error, end...)",

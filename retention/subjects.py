@@ -1,8 +1,10 @@
 """Data subjects: who a privacy request is about, and how each table names them.
 
 A subject is a viewer id, an email or an IP address. An email also reaches every viewer id
-it was ever linked to (in beacons or consents), since those rows are about the same
-person. IP addresses are compared in the form tables store them (IPv6, IPv4 mapped); rows
+it was *provably* linked to: a consent row whose email the tenant's server vouched for with
+an identity token (`email_proof`, analytics/identity.py). Anyone can write an email into a
+public request, so an unproven email on a row (beacons, or consents from before proofs)
+matches that row itself but never leads to the rest of a viewer id's data. IP addresses are compared in the form tables store them (IPv6, IPv4 mapped); rows
 stored with a truncated address no longer point to one person and are not matched.
 
 Subjects are written down only as salted hashes (the purge ledger, the audit log): the
@@ -86,14 +88,12 @@ def one_of(values: dict[str, str | None]) -> Subject:
 
 
 def with_links(store: Store, tenant_id: str, subject: Subject) -> Subject:
-    """An email subject with every viewer id linked to that email in this tenant."""
+    """An email subject with every viewer id provably linked to that email in this tenant."""
     if subject.kind != "email":
         return subject
     rows = store.rows(
-        "SELECT DISTINCT viewer_id FROM ("
-        " SELECT viewer_id FROM viewer_events WHERE tenant_id = {t:String} AND email = {e:String}"
-        " UNION ALL SELECT viewer_id FROM consents WHERE tenant_id = {t:String} AND email = {e:String})"
-        " WHERE viewer_id != ''",
+        "SELECT DISTINCT viewer_id FROM consents WHERE tenant_id = {t:String} AND email = {e:String}"
+        " AND email_proof != '' AND viewer_id != ''",
         {"t": tenant_id, "e": subject.value},
     )
     return Subject(subject.kind, subject.value, tuple(sorted(r[0] for r in rows)))

@@ -134,6 +134,16 @@ def consent(http: httpx.Client, tenant_id: str, viewer_id: str, **extra) -> http
     return http.post("/v1/consent", json=body)
 
 
+def identity_token(http: httpx.Client, admin_key: str, tenant_id: str, viewer_id: str, email: str,
+                   ttl_s: int = 600) -> str:
+    """What a tenant's server does: read its identity secret, sign (tenant, viewer, email, exp)."""
+    from analytics import identity
+
+    r = http.get("/v1/identity-secret", headers={"authorization": f"Bearer {admin_key}"})
+    assert r.status_code == 200, r.text
+    return identity.sign(r.json()["identity_secret"], tenant_id, viewer_id, email, int(time.time()) + ttl_s)
+
+
 def collect(http: httpx.Client, tenant_id: str, viewer_id: str, events: list[dict], **kw) -> httpx.Response:
     headers = {"user-agent": CHROME_WIN, "x-forwarded-for": PUBLIC_IP}
     headers.update(kw.pop("headers", {}))

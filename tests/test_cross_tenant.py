@@ -36,8 +36,9 @@ def victim(server, tenant_factory, store):
                                                        event("playing", video_id=video.video_id)]).status_code == 202
     wait_for(lambda: count_events(store, a.tenant_id) == 2, what="A's beacons")
     grant = support.grant(store, a.tenant_id, "key:test", 3600)
+    identity = server.http.get("/v1/identity-secret", headers=_admin(key_a)).json()["identity_secret"]
     return {"tenant": a, "key": key_a, "stream_id": stream["stream_id"], "video_id": video.video_id,
-            "grant_id": grant["grant_id"], "key_id": hash_key(key_a)[:KEY_ID_CHARS]}
+            "grant_id": grant["grant_id"], "key_id": hash_key(key_a)[:KEY_ID_CHARS], "identity_secret": identity}
 
 
 def _iso(t: float) -> str:
@@ -97,6 +98,8 @@ def _cases(a: dict) -> dict:
         ("GET", "/v1/keys"): ("/v1/keys", {}, lacks(a["key_id"])),
         ("POST", "/v1/keys"): ("/v1/keys", {}, status(201)),
         ("DELETE", "/v1/keys/{key_id}"): (f"/v1/keys/{a['key_id']}", {}, status(404)),
+        ("GET", "/v1/identity-secret"): ("/v1/identity-secret", {}, lacks(a["identity_secret"])),
+        ("POST", "/v1/identity-secret"): ("/v1/identity-secret", {}, lacks(a["identity_secret"])),
     }
 
 
@@ -129,3 +132,4 @@ def test_no_admin_route_reaches_another_tenants_data(server, tenant_factory, vic
     assert count_events(store, victim["tenant"].tenant_id) == 2
     assert victim["grant_id"] in server.http.get("/v1/support-grants", headers=a).text
     assert server.http.get("/v1/retention", headers=a).json()["viewer_events_days"] != 7
+    assert server.http.get("/v1/identity-secret", headers=a).json()["identity_secret"] == victim["identity_secret"]

@@ -26,7 +26,7 @@ def test_playback_config_of_a_stream_carries_the_tenants_prompt(server, tenant_f
     assert r.json() == {
         "media_id": sid, "kind": "stream", "tenant_id": tenant.tenant_id, "title": "Launch", "live": True,
         "hls_url": f"/live/{sid}/index.m3u8", "whep_url": f"/whep/{sid}", "poster_url": None,
-        "consent": {"text": "Count my views?", "policy_version": "v9", "identified": True},
+        "consent": {"text": "Count my views?", "policy_version": "v9", "identified": True, "host_origins": []},
     }
 
 
@@ -54,14 +54,29 @@ def test_unknown_or_malformed_ids_answer_404_in_json(server):
 def test_embed_page_escapes_query_values_and_sets_a_strict_csp(server, tenant_factory):
     _, key = tenant_factory()
     sid = server.http.post("/v1/streams", json={"name": "<script>x</script>"}, headers=_admin(key)).json()["stream_id"]
-    r = server.http.get(f"/embed/{sid}", params={"viewer_id": '"><script>alert(1)</script>', "evil": "x"})
+    r = server.http.get(f"/embed/{sid}", params={"transport": '"><script>alert(1)</script>', "evil": "x"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "<script>alert(1)" not in r.text and "<script>x</script>" not in r.text
-    assert 'viewer-id="&quot;&gt;&lt;script&gt;' in r.text
+    assert 'transport="&quot;&gt;&lt;script&gt;' in r.text
     assert "evil" not in r.text, "only the player's own attributes pass through"
     csp = r.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors *" in csp
     assert server.http.get("/favicon.ico").status_code == 204
+
+
+def test_the_embed_url_cannot_answer_for_the_viewer(server, tenant_factory):
+    """Any site can frame the embed and write its URL: consent, viewer id, e-mail and
+    identity token in the query never reach the player (the host's code passes them)."""
+    tenant, key = tenant_factory(identified_viewers=True, allowed_origins=("https://tenant.example",))
+    sid = server.http.post("/v1/streams", json={"name": "s"}, headers=_admin(key)).json()["stream_id"]
+    r = server.http.get(f"/embed/{sid}", params={"consent": "granted", "viewer_id": "victim", "viewer-email": "a@b.c",
+                                                 "identity_token": "1.ab", "autoplay": "", "muted": ""})
+    assert r.status_code == 200
+    assert f'<wave-player video-id="{sid}" autoplay="" muted="" embedded></wave-player>' in r.text
+    for needle in ("granted", "victim", "a@b.c", "1.ab", "consent=", "viewer-id", "identity-token"):
+        assert needle not in r.text, needle
+    config = server.http.get(f"/v1/playback/{sid}").json()
+    assert config["consent"]["host_origins"] == ["https://tenant.example"], "who may answer by postMessage"
 
 
 def test_player_script_is_served(server):

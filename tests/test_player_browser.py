@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import threading
 import time
 
@@ -12,12 +13,11 @@ import pytest
 from analytics import rollup, views
 from edge.demo import write_demo_video
 from tests.browser import ARTIFACTS, chromium, played
-from tests.conftest import count_events, wait_for
+from tests.conftest import count_events, identity_token, wait_for
 
-@pytest.fixture
-def video(server, tenant_factory, tmp_path):
+def _ready_video(server, tenant_factory, tmp_path, **tenant_kwargs):
     """A tenant and a ready 12 s H.264/AAC video with a keyframe a second, uploaded for real."""
-    tenant, key = tenant_factory(consent_text="Measure playback quality?", policy_version="2026-11")
+    tenant, key = tenant_factory(consent_text="Measure playback quality?", policy_version="2026-11", **tenant_kwargs)
     source = tmp_path / "clip.mp4"
     write_demo_video(source, seconds=12)
     with open(source, "rb") as fh:
@@ -30,6 +30,11 @@ def video(server, tenant_factory, tmp_path):
 
     wait_for(ready, timeout=60, what="the upload to be packaged")
     return tenant, video_id, key
+
+
+@pytest.fixture
+def video(server, tenant_factory, tmp_path):
+    return _ready_video(server, tenant_factory, tmp_path)
 
 
 def _rows(store, tenant_id, columns="type, viewer_id, browser, os, screen_w, screen_h, player_w"):
@@ -189,4 +194,230 @@ def test_script_embed_on_another_site_with_the_hosts_consent(server, video, stor
     assert storage == 0, "the host manages the viewer id: the player stores nothing"
     wait_for(lambda: any(r[0] == "viewend" for r in _rows(store, tenant.tenant_id)), what="the viewend beacon")
     assert {r[1] for r in _rows(store, tenant.tenant_id)} == {"host-viewer-7"}
+    assert not errors, errors
+
+
+class _Site:
+    """Another web site on its own loopback port (another origin than the edge)."""
+
+    def __init__(self, root):
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(root), **kw)  # noqa: E731
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def page(self, name, html):
+        (self.root / name).write_text(html)
+        return f"{self.origin}/{name}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _framing_page(edge, video_id, query="", message=None):
+    """A page that frames the embed and, if `message`, posts it to the player as soon as the
+    player says it is ready (and once on load, early, for good measure)."""
+    script = ""
+    if message is not None:
+        script = f"""<script>
+window.recorded = [];
+const f = document.getElementById("f");
+const send = () => f.contentWindow.postMessage({json.dumps(message)}, "*");
+f.addEventListener("load", send);
+window.addEventListener("message", (e) => {{
+  if (e.source !== f.contentWindow || !e.data) return;
+  if (e.data.type === "wave:ready") send();
+  if (e.data.type === "wave:consent-recorded") window.recorded.push(e.data.granted);
+}});
+</script>"""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"></head><body>
+<iframe id="f" src="{edge}/embed/{video_id}{query}" allow="autoplay; fullscreen" width="640" height="360"></iframe>
+{script}</body></html>"""
+
+
+def _consents(store, tenant_id):
+    return store.rows("SELECT viewer_id, toString(action) FROM consents WHERE tenant_id = {t:String} ORDER BY ts",
+                      {"t": tenant_id})
+
+
+async def _embed_frame(page):
+    handle = await page.wait_for_selector("#f")
+    frame = await handle.content_frame()
+    await frame.wait_for_selector(".wave-play")
+    return frame
+
+
+def test_a_hostile_page_framing_the_embed_with_consent_granted_gets_no_consent_and_no_beacon(server, video, store,
+                                                                                              tmp_path):
+    """Issue #14: `/embed/{id}?consent=granted` on a page any site may frame recorded a grant
+    and sent beacons with no click. Now the URL answers nothing for the viewer, and the
+    framing page's postMessage is refused (the tenant lists no origin that may answer)."""
+    tenant, video_id, _ = video
+    hostile = _Site(tmp_path / "hostile")
+    url = hostile.page("index.html", _framing_page(
+        server.base_url, video_id, "?consent=granted&viewer_id=victim-v&muted=",
+        message={"type": "wave:consent", "consent": "granted", "viewer_id": "victim-v"}))
+    requests: list[str] = []
+    warnings: list[str] = []
+
+    async def scenario():
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
+            page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+            await page.goto(url)
+            frame = await _embed_frame(page)
+            await frame.wait_for_selector('[data-consent="accept"]')  # the viewer is still asked
+            await frame.click(".wave-play")
+            await played(frame, 3.0)
+            for _ in range(50):
+                if any("ignored" in w for w in warnings):
+                    break
+                await asyncio.sleep(0.1)
+            prompt_visible = await frame.is_visible('[data-consent="accept"]')
+            await page.goto("about:blank")  # pagehide: anything queued would go now
+            await asyncio.sleep(1.0)
+            return prompt_visible, errors
+
+    try:
+        prompt_visible, errors = asyncio.run(scenario())
+    finally:
+        hostile.close()
+    assert prompt_visible
+    assert any(hostile.origin in w and "ignored" in w for w in warnings), warnings
+    assert not _requests_to(requests, "/v1/consent") and not _requests_to(requests, "/v1/collect")
+    time.sleep(0.3)  # the edge flushes every 50 ms in tests: anything sent would be stored now
+    assert _consents(store, tenant.tenant_id) == []
+    assert count_events(store, tenant.tenant_id) == 0
+    assert not errors, errors
+
+
+def test_an_allowed_host_grants_by_postmessage_and_another_origin_cannot(server, tenant_factory, store, tmp_path):
+    """The tenant's own page (an allowed origin) passes its consent manager's answer and its
+    viewer id to the iframe by postMessage; the same message from another origin is ignored.
+    The grant and beacons come from the iframe (the edge's own origin), which the tenant's
+    allowed origins do not name: they are accepted."""
+    allowed, other = _Site(tmp_path / "allowed"), _Site(tmp_path / "other")
+    tenant, video_id, _ = _ready_video(server, tenant_factory, tmp_path, allowed_origins=(allowed.origin,))
+    grant = {"type": "wave:consent", "consent": "granted"}
+    evil_url = other.page("index.html", _framing_page(server.base_url, video_id,
+                                                      message={**grant, "viewer_id": "host-other"}))
+    good_url = allowed.page("index.html", _framing_page(server.base_url, video_id,
+                                                        message={**grant, "viewer_id": "host-allowed"}))
+    requests: list[str] = []
+
+    async def scenario():
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
+            await page.goto(evil_url)
+            frame = await _embed_frame(page)
+            await frame.wait_for_selector('[data-consent="accept"]')
+            await asyncio.sleep(1.0)  # time for a grant to be (wrongly) recorded
+            refused_requests = list(requests)
+            await page.goto(good_url)
+            frame = await _embed_frame(page)
+            for _ in range(100):
+                if await page.evaluate("window.recorded.length"):
+                    break
+                await asyncio.sleep(0.1)
+            recorded = await page.evaluate("window.recorded")
+            prompt_visible = await frame.is_visible('[data-consent="accept"]')
+            await frame.click(".wave-play")
+            await played(frame, 3.0)
+            await page.goto("about:blank")
+            await asyncio.sleep(0.5)
+            return refused_requests, recorded, prompt_visible, errors
+
+    try:
+        refused_requests, recorded, prompt_visible, errors = asyncio.run(scenario())
+    finally:
+        allowed.close()
+        other.close()
+    assert not _requests_to(refused_requests, "/v1/consent") and not _requests_to(refused_requests, "/v1/collect")
+    assert recorded and all(recorded) and not prompt_visible, "the allowed host answered for the viewer"
+    assert _consents(store, tenant.tenant_id) == [("host-allowed", "grant")]
+    wait_for(lambda: any(r[0] == "viewend" for r in _rows(store, tenant.tenant_id)), what="the viewend beacon")
+    assert {r[1] for r in _rows(store, tenant.tenant_id)} == {"host-allowed"}
+    assert not errors, errors
+
+
+def test_the_tenants_own_iframe_embed_records_consent_with_allowed_origins_set(server, tenant_factory, store,
+                                                                               tmp_path):
+    """The viewer accepts in the iframe on the tenant's site: the grant and the beacons carry
+    the edge's own Origin (the embed page's), not the site's, and must not get 403."""
+    site = _Site(tmp_path / "tenant-site")
+    tenant, video_id, _ = _ready_video(server, tenant_factory, tmp_path, allowed_origins=(site.origin,))
+    url = site.page("index.html", _framing_page(server.base_url, video_id))
+    statuses: dict[str, list[int]] = {"/v1/consent": [], "/v1/collect": []}
+
+    def note(response):
+        for path, seen in statuses.items():
+            if response.url.endswith(path):
+                seen.append(response.status)
+
+    async def scenario():
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            page.on("response", note)
+            await page.goto(url)
+            frame = await _embed_frame(page)
+            await frame.click('[data-consent="accept"]')
+            await frame.click(".wave-play")
+            await played(frame, 3.0)
+            await page.goto("about:blank")
+            await asyncio.sleep(0.5)
+            return errors
+
+    try:
+        errors = asyncio.run(scenario())
+    finally:
+        site.close()
+    assert statuses["/v1/consent"] == [201], statuses
+    assert [v for v, _ in _consents(store, tenant.tenant_id)] != []
+    wait_for(lambda: any(r[0] == "viewend" for r in _rows(store, tenant.tenant_id)), what="the viewend beacon")
+    assert not errors, errors
+
+
+def test_an_identified_viewer_is_linked_only_with_the_sites_identity_token(server, tenant_factory, store, tmp_path):
+    """Script embed on the tenant's site, which signed the viewer in: viewer-id, viewer-email
+    and the identity token its server signed. The grant carries the proven e-mail; the
+    beacons carry none; an export by that e-mail reaches the viewer's beacons."""
+    site = _Site(tmp_path / "identified-site")
+    tenant, video_id, key = _ready_video(server, tenant_factory, tmp_path, allowed_origins=(site.origin,),
+                                         identified_viewers=True)
+    token = identity_token(server.http, key, tenant.tenant_id, "member-42", "ann@example.org")
+    url = site.page("index.html", f"""<!doctype html><html><head><meta charset="utf-8">
+<link rel="icon" href="data:,"><script src="{server.base_url}/player/wave-player.js"></script></head><body>
+<wave-player video-id="{video_id}" consent="granted" viewer-id="member-42" viewer-email="ann@example.org"
+ identity-token="{token}"></wave-player></body></html>""")
+    bodies: list[str] = []
+
+    async def scenario():
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            page.on("request", lambda r: bodies.append(r.post_data or "") if "/v1/c" in r.url else None)
+            await page.goto(url)
+            await page.click(".wave-play")
+            await played(page, 3.0)
+            await page.goto("about:blank")
+            await asyncio.sleep(0.5)
+            return errors
+
+    try:
+        errors = asyncio.run(scenario())
+    finally:
+        site.close()
+    wait_for(lambda: any(r[0] == "viewend" for r in _rows(store, tenant.tenant_id)), what="the viewend beacon")
+    assert store.rows("SELECT viewer_id, email, email_proof FROM consents WHERE tenant_id = {t:String}",
+                      {"t": tenant.tenant_id}) == [("member-42", "ann@example.org", "token")]
+    assert [b for b in bodies if "ann@example.org" in b] == [bodies[0]], "the e-mail goes with the grant only"
+    assert _rows(store, tenant.tenant_id, "DISTINCT email") == [("",)]
+    export = server.http.get("/v1/privacy/export", params={"email": "ann@example.org"},
+                             headers={"authorization": f"Bearer {key}"}).json()
+    assert export["subject"]["linked_viewer_ids"] == ["member-42"]
+    assert len(export["tables"]["viewer_events"]) == len(_rows(store, tenant.tenant_id)) > 0
     assert not errors, errors

@@ -16,7 +16,7 @@ from analytics import events, rollup
 from edge.vod import videos
 from retention import purge, subjects
 from retention.registry import REGISTRY
-from tests.conftest import collect, consent, stored_row, wait_for
+from tests.conftest import collect, consent, identity_token, stored_row, wait_for
 
 
 def _admin(key):
@@ -51,7 +51,8 @@ def people(server, tenant_factory, store):
     for tenant, viewer, email in ((a, "alice-1", "alice@example.org"), (a, "alice-2", "alice@example.org"),
                                   (a, "bob", None), (b, "alice-1", None)):
         extra = {"viewer_email": email} if email else {}
-        assert consent(http, tenant.tenant_id, viewer, **extra).status_code == 201
+        proof = {"identity_token": identity_token(http, key_a, a.tenant_id, viewer, email)} if email else {}
+        assert consent(http, tenant.tenant_id, viewer, **extra, **proof).status_code == 201
         evs = [{"type": "viewstart", "ts": int(time.time() * 1000), "view_id": f"{viewer}-v", "video_id": "vd_1"},
                {"type": "playing", "ts": int(time.time() * 1000) + 900, "view_id": f"{viewer}-v", "video_id": "vd_1"}]
         addr = {"alice-1": "203.0.113.7", "alice-2": "203.0.113.7", "bob": "198.51.100.9"}[viewer]
@@ -89,6 +90,75 @@ def test_purge_by_email_erases_every_linked_row_physically_and_nothing_else(peop
     late = collect(server.http, a.tenant_id, "alice-1",
                    [{"type": "heartbeat", "ts": int(time.time() * 1000), "view_id": "x", "video_id": "vd_1"}])
     assert late.status_code == 403
+
+
+def _beacons_of(store, tenant_id, viewer_id):
+    return int(store.command("SELECT count() FROM viewer_events WHERE tenant_id = {t:String} AND viewer_id = {v:String}",
+                             parameters={"t": tenant_id, "v": viewer_id}))
+
+
+def test_an_anonymous_call_cannot_link_a_victims_viewer_id_to_another_email(server, tenant_factory, store):
+    """Issue #14's hijack: the victim consents with viewer id V; an attacker posts a consent
+    with V and their own e-mail, then asks for an export or a purge by that e-mail. No link
+    is made, so the export returns and the purge erases nothing of V."""
+    tenant, key = tenant_factory(identified_viewers=True)
+    tid, http = tenant.tenant_id, server.http
+    victim_token = identity_token(http, key, tid, "victim-v", "victim@example.org")
+    assert consent(http, tid, "victim-v", viewer_email="victim@example.org", identity_token=victim_token).status_code == 201
+    assert consent(http, tid, "anon-w").status_code == 201  # a victim the site never identified
+    for viewer in ("victim-v", "anon-w"):
+        evs = [{"type": "viewstart", "ts": int(time.time() * 1000), "view_id": f"{viewer}-1", "video_id": "vd_1"}]
+        assert collect(http, tid, viewer, evs).status_code == 202
+    wait_for(lambda: _beacons_of(store, tid, "victim-v") == _beacons_of(store, tid, "anon-w") == 1, what="beacons")
+    # The attacker: no token, a token for their own viewer id, a token of another tenant.
+    own_token = identity_token(http, key, tid, "attacker-a", "eve@example.org")
+    _, other_key = tenant_factory(identified_viewers=True)
+    for viewer in ("victim-v", "anon-w"):
+        for extra in ({}, {"identity_token": own_token},
+                      {"identity_token": identity_token(http, other_key, tid, viewer, "eve@example.org")}):
+            r = consent(http, tid, viewer, viewer_email="eve@example.org", **extra)
+            assert r.status_code == 403 and r.json()["error"] == "identity_unproven", (viewer, extra, r.text)
+        # Beacons naming the attacker's e-mail link nothing either (beacons never store it).
+        evs = [{"type": "heartbeat", "ts": int(time.time() * 1000), "view_id": f"{viewer}-1", "video_id": "vd_1"}]
+        assert collect(http, tid, viewer, evs, viewer_email="eve@example.org").status_code == 202
+    wait_for(lambda: server.edge.buffer.pending_rows == 0)
+    assert store.rows("SELECT DISTINCT email FROM consents WHERE tenant_id = {t:String} AND email != ''",
+                      {"t": tid}) == [("victim@example.org",)]
+    r = http.get("/v1/privacy/export", params={"email": "eve@example.org"}, headers=_admin(key))
+    assert r.status_code == 200
+    data = r.json()
+    assert data["subject"]["linked_viewer_ids"] == []
+    assert {table: rows for table, rows in data["tables"].items() if rows} == {}, "nothing about anyone"
+    before = {v: _beacons_of(store, tid, v) for v in ("victim-v", "anon-w")}
+    r = http.post("/v1/privacy/purge", json={"email": "eve@example.org"}, headers=_admin(key))
+    assert r.status_code == 200 and set(r.json()["rows_deleted"].values()) == {0}, r.text
+    assert {v: _beacons_of(store, tid, v) for v in before} == before == {"victim-v": 2, "anon-w": 2}
+    assert collect(http, tid, "victim-v", [{"type": "heartbeat", "ts": int(time.time() * 1000), "view_id": "x",
+                                             "video_id": "vd_1"}]).status_code == 202, "V's consent stands"
+    # The victim's own, proven link still reaches V.
+    mine = http.get("/v1/privacy/export", params={"email": "victim@example.org"}, headers=_admin(key)).json()
+    assert mine["subject"]["linked_viewer_ids"] == ["victim-v"]
+
+
+def test_links_written_before_proofs_are_not_followed(server, tenant_factory, store):
+    """A consent row from before identity tokens (email_proof '') may be a hijack: an export
+    or purge by its e-mail matches that row itself, never the rest of its viewer id's data."""
+    tenant, key = tenant_factory(identified_viewers=True)
+    tid = tenant.tenant_id
+    assert consent(server.http, tid, "victim-v").status_code == 201
+    assert collect(server.http, tid, "victim-v", [{"type": "viewstart", "ts": int(time.time() * 1000),
+                                                   "view_id": "w", "video_id": "vd_1"}]).status_code == 202
+    wait_for(lambda: _beacons_of(store, tid, "victim-v") == 1, what="the victim's beacon")
+    store.command("INSERT INTO consents (consent_id, tenant_id, viewer_id, email, action, purposes, policy_version,"
+                  " ts, ip, browser) VALUES (generateUUIDv4(), {t:String}, 'victim-v', 'eve@example.org', 'grant',"
+                  " ['analytics'], 'v1', now64(6) - 1, '::', '')", parameters={"t": tid})
+    data = server.http.get("/v1/privacy/export", params={"email": "eve@example.org"}, headers=_admin(key)).json()
+    assert data["subject"]["linked_viewer_ids"] == []
+    assert data["tables"]["viewer_events"] == [] and data["tables"]["views"] == []
+    assert [row["email"] for row in data["tables"]["consents"]] == ["eve@example.org"]
+    r = server.http.post("/v1/privacy/purge", json={"email": "eve@example.org"}, headers=_admin(key))
+    assert r.json()["rows_deleted"]["consents"] == 1 and r.json()["rows_deleted"]["viewer_events"] == 0
+    assert _beacons_of(store, tid, "victim-v") == 1
 
 
 def test_purge_by_ip_and_by_viewer_id(people, store):

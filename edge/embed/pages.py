@@ -16,7 +16,10 @@ EMBED_CSP = (
 )
 HOME_CSP = EMBED_CSP.replace("frame-ancestors *", "frame-ancestors 'self'")
 
-PLAYER_ATTRIBUTES = ("token", "consent", "viewer-id", "viewer-email", "transport", "autoplay", "muted")
+# What the embed page's URL may set: presentation only. The viewer's consent, id, e-mail
+# and identity token are the host page's to give, from its own code (script embed
+# attributes, or postMessage from an allowed origin), never from a URL any site can write.
+EMBED_QUERY = ("token", "transport", "autoplay", "muted")
 
 GEO_ATTRIBUTION = (
     'IP geolocation by <a href="https://db-ip.com">DB-IP</a> (City Lite, '
@@ -24,9 +27,11 @@ GEO_ATTRIBUTION = (
 )
 
 
-def _player(media_id: str, attributes: dict[str, str]) -> str:
-    attrs = "".join(f' {name}="{escape(value)}"' for name, value in attributes.items() if name in PLAYER_ATTRIBUTES)
-    return f'<wave-player video-id="{escape(media_id)}"{attrs}></wave-player>'
+def _player(media_id: str, attributes: dict[str, str], embedded: bool = False) -> str:
+    attrs = "".join(f' {name}="{escape(value)}"' for name, value in attributes.items() if name in EMBED_QUERY)
+    # `embedded`: this player is the iframe embed; it takes the host's answers only by
+    # postMessage from the tenant's allowed origins (player/src/host.js).
+    return f'<wave-player video-id="{escape(media_id)}"{attrs}{" embedded" if embedded else ""}></wave-player>'
 
 
 def embed_page(media_id: str, title: str, attributes: dict[str, str]) -> str:
@@ -41,7 +46,7 @@ wave-player, wave-player .wave-root {{ height: 100%; aspect-ratio: auto; }}</sty
 <script src="/player/wave-player.js" defer></script>
 </head>
 <body>
-{_player(media_id, attributes)}
+{_player(media_id, attributes, embedded=True)}
 </body>
 </html>
 """

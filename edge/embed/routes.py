@@ -69,7 +69,8 @@ async def playback_config(state: State, media_id: str, token: str | None) -> Pla
         hls_url=hls + (q if private else ""),
         whep_url=(whep + (q if private else "")) if whep else None,
         poster_url=poster,
-        consent=ConsentPrompt(tenant.consent_text, tenant.policy_version, tenant.identified_viewers),
+        consent=ConsentPrompt(tenant.consent_text, tenant.policy_version, tenant.identified_viewers,
+                              list(tenant.allowed_origins)),
     )
 
 
@@ -81,8 +82,12 @@ async def playback(request: Request, state: State, media_id: FromPath[str]) -> P
 
 @get("/embed/{media_id:str}", media_type="text/html", responses=errors(400, 404))
 async def embed(request: Request, state: State, media_id: FromPath[str]) -> Response[str]:
-    """The iframe embed: a full-window player. Query: token, autoplay, muted, transport,
-    consent (granted|declined, from the host page's consent manager), viewer-id."""
+    """The iframe embed: a full-window player. Query: token, autoplay, muted, transport.
+
+    Anyone can frame this page and write its URL, so nothing about the viewer comes from
+    the query (a `consent=granted` here recorded grants no viewer gave): the host page's
+    consent, viewer id and identity arrive by `postMessage` from the tenant's allowed
+    origins, or the viewer answers the prompt."""
     config = await playback_config(state, media_id, request.query_params.get("token"))
     params = {k.replace("_", "-"): v for k, v in request.query_params.items()}
     return Response(

@@ -8,11 +8,17 @@ from msgspec import Struct
 
 
 class ConsentPrompt(Struct):
-    """What the player's consent prompt shows: the tenant's words and policy version."""
+    """What the player's consent prompt shows: the tenant's words and policy version.
+
+    `host_origins`: the pages that may answer for the viewer (consent, viewer id, identity)
+    to the iframe embed by `postMessage`, i.e. the tenant's allowed origins. Empty: no page
+    may, since any site can frame the embed; the viewer answers in the player itself.
+    """
 
     text: str
     policy_version: str
     identified: bool
+    host_origins: list[str]
 
 
 class PlaybackConfig(Struct):

@@ -56,9 +56,12 @@ async function postJson(url, body) {
 }
 
 /** Record a grant in the edge's ledger; true only once the edge has it. */
-export async function recordGrant(urls, { tenantId, viewerId, policyVersion, email }) {
+export async function recordGrant(urls, { tenantId, viewerId, policyVersion, email, identityToken }) {
   const body = { tenant_id: tenantId, viewer_id: viewerId, purposes: ["analytics"], policy_version: policyVersion };
-  if (email) body.viewer_email = email;
+  if (email && identityToken) {
+    body.viewer_email = email;
+    body.identity_token = identityToken;
+  }
   try {
     return (await postJson(urls.consent, body)) === 201;
   } catch {

@@ -10,7 +10,7 @@ function upgrade() {
     node.setAttribute("data-wave-ready", "");
     const player = document.createElement("wave-player");
     player.setAttribute("video-id", node.getAttribute("data-wave-video-id"));
-    for (const name of ["token", "consent", "viewer-id", "viewer-email", "transport", "edge", "autoplay", "muted"]) {
+    for (const name of ["token", "consent", "viewer-id", "viewer-email", "identity-token", "transport", "edge", "autoplay", "muted"]) {
       const value = node.getAttribute(`data-${name}`);
       if (value !== null) player.setAttribute(name, value);
     }

@@ -5,6 +5,7 @@
 // everything the edge hears goes through ViewTracker -> Batcher, and only after consent.
 
 import { ConsentMemory, recordGrant, recordWithdrawal } from "./consent.js";
+import { CONSENT, READY, RECORDED, hostAnswer } from "./host.js";
 import { attachHls, attachWhep } from "./sources.js";
 import { ViewTracker, randomId } from "./telemetry.js";
 import { Batcher } from "./transport.js";
@@ -81,6 +82,13 @@ export class WavePlayer extends HTMLElement {
     injectStyle();
     this.mediaId = this.getAttribute("video-id") || this.getAttribute("stream-id") || this.dataset.videoId || "";
     this.edge = (this.getAttribute("edge") || SCRIPT_ORIGIN).replace(/\/$/, "");
+    // The iframe embed (the edge's /embed page marks it): the host's answers come only by
+    // postMessage from the tenant's allowed origins, never from attributes or the URL.
+    this.embedded = this.hasAttribute("embedded");
+    if (this.embedded && window.parent !== window) {
+      this.onHostMessage = (e) => this.hostMessage(e);
+      window.addEventListener("message", this.onHostMessage);
+    }
     this.build();
     // Controls exist before the config arrives: a click that early waits for it.
     this.ready = this.start();
@@ -92,12 +100,14 @@ export class WavePlayer extends HTMLElement {
     if (this.batcher) this.batcher.flushOnHide();
     if (this.source) this.source.destroy();
     window.removeEventListener("pagehide", this.onPageHide);
+    if (this.onHostMessage) window.removeEventListener("message", this.onHostMessage);
     document.removeEventListener("visibilitychange", this.onVisibility);
   }
 
   attributeChangedCallback(name, _old, value) {
-    // A host consent manager may answer after the player started.
-    if (name === "consent" && this.config) {
+    // A host consent manager may answer after the player started (script embeds only:
+    // in the iframe embed, attributes are the edge's page, not the host's code).
+    if (name === "consent" && this.config && !this.embedded) {
       if (value === "granted") this.accept({ fromHost: true });
       else if (value === "declined") this.decline();
     }
@@ -329,11 +339,8 @@ export class WavePlayer extends HTMLElement {
           credentials: "omit",
         }).then((r) => r.status, () => 0),
       beacon: (body) => typeof navigator.sendBeacon === "function" && navigator.sendBeacon(this.urls.collect, body),
-      envelope: () => {
-        const env = { tenant_id: this.config.tenant_id, viewer_id: this.viewerId };
-        if (this.viewerEmail) env.viewer_email = this.viewerEmail;
-        return env;
-      },
+      // No e-mail in beacons: the proven link made with the consent is what ties them to it.
+      envelope: () => ({ tenant_id: this.config.tenant_id, viewer_id: this.viewerId }),
     });
     this.tracker = new ViewTracker({
       videoId: this.mediaId,
@@ -354,8 +361,22 @@ export class WavePlayer extends HTMLElement {
   setUpConsent() {
     const consent = this.config.consent;
     this.memory = new ConsentMemory(localStore(), this.config.tenant_id);
-    this.viewerEmail = this.getAttribute("viewer-email") || null;
-    const host = this.getAttribute("consent");
+    // Who the host says the viewer is. Script embed: its attributes (the host's own code
+    // wrote them, in its own origin). Iframe embed: only what an allowed parent posts.
+    this.hostIds = this.embedded
+      ? { viewerId: null, email: null, token: null }
+      : {
+          viewerId: this.getAttribute("viewer-id") || null,
+          email: this.getAttribute("viewer-email") || null,
+          token: this.getAttribute("identity-token") || null,
+        };
+    if (this.embedded && window.parent !== window) {
+      const pending = this.pendingHostMessage;
+      this.pendingHostMessage = null;
+      window.parent.postMessage({ type: READY, media_id: this.mediaId }, "*"); // says nothing about the viewer
+      if (pending && this.hostMessage(pending)) return;
+    }
+    const host = this.embedded ? null : this.getAttribute("consent");
     if (host === "granted") return void this.accept({ fromHost: true });
     if (host === "declined") return void this.decline();
     const remembered = this.memory.read(consent.policy_version);
@@ -403,16 +424,59 @@ export class WavePlayer extends HTMLElement {
     if (fromButton && first) first.focus();
   }
 
-  async accept({ fromHost }) {
-    if (this.consented) return;
+  /** A message from the framing page; true if it was a host answer the player followed. */
+  hostMessage(event) {
+    if (!this.config) {
+      // Too early to check its origin against the tenant's: keep the latest for later.
+      if (event && event.source === window.parent && event.data && event.data.type === CONSENT) this.pendingHostMessage = event;
+      return false;
+    }
+    const answer = hostAnswer(event, window.parent, this.config.consent.host_origins || []);
+    if (!answer) return false;
+    if (answer.refused) {
+      console.warn(`wave-player: consent from ${answer.refused} ignored: not one of this tenant's allowed origins`);
+      return false;
+    }
+    const reply = (granted) => {
+      try {
+        event.source.postMessage({ type: RECORDED, granted }, event.origin);
+      } catch {
+        /* the host went away */
+      }
+    };
+    if (answer.consent === "declined") {
+      this.decline();
+      reply(false);
+      return true;
+    }
+    this.hostIds = { viewerId: answer.viewerId, email: answer.email, token: answer.token };
+    this.accept({ fromHost: true }).then(() => reply(Boolean(this.consented)));
+    return true;
+  }
+
+  /** One grant at a time: a second answer while the first is being recorded waits for it. */
+  accept(options) {
+    if (this.consented) return Promise.resolve();
+    if (!this.granting) this.granting = this.grant(options).finally(() => { this.granting = null; });
+    return this.granting;
+  }
+
+  async grant({ fromHost }) {
     this.panel.hidden = true;
-    const hostId = this.getAttribute("viewer-id");
+    const hostId = this.hostIds.viewerId;
     const viewerId = hostId || this.memory.read(this.config.consent.policy_version) || randomId();
+    // An e-mail goes only with the host's own viewer id and the token its server signed
+    // for both: the edge refuses anything less (a link must be proven).
+    const identified = this.config.consent.identified && hostId && this.hostIds.email && this.hostIds.token;
+    if (this.hostIds.email && !identified) {
+      console.warn("wave-player: viewer-email ignored: it needs viewer-id and identity-token, for a tenant that identifies viewers");
+    }
     const ok = await recordGrant(this.urls, {
       tenantId: this.config.tenant_id,
       viewerId,
       policyVersion: this.config.consent.policy_version,
-      email: this.config.consent.identified ? this.viewerEmail : null,
+      email: identified ? this.hostIds.email : null,
+      identityToken: identified ? this.hostIds.token : null,
     });
     if (!ok) {
       this.batcher.stop(); // the ledger has no grant: sending would only be refused
