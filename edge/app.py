@@ -50,6 +50,7 @@ from edge.vod import api as vod_api
 from edge.vod import serve as vod_serve
 from edge.vod import upload as vod_upload
 from edge.vod import videos
+from edge.vod.jobs import FairJobs
 from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
 from retention import api as retention_api
@@ -82,11 +83,12 @@ class Edge:
         self.live_dirs: dict[str, Path] = {}  # stream id -> directory of its newest publish
         self.recording_of: dict[LivePipeline, Video] = {}
         self.finishing: set[asyncio.Task] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping_task: asyncio.Task | None = None
         self.recordings: Recordings | None = None
         self.sessions: SessionLog | None = None
         self.video_cache: VideoCache | None = None
-        self.packaging: asyncio.Semaphore | None = None
+        self.packaging = FairJobs(settings.transcode_jobs)  # uploads packaged at once, one per tenant
         self.secret = load_secret(settings.data_dir, settings.secret_key)
         self.playback_tokens = PlaybackTokens(self.secret)
         self.demo: demo_setup.Demo | None = None
@@ -98,6 +100,7 @@ class Edge:
 
     async def start(self) -> None:
         s = self.settings
+        self.loop = asyncio.get_running_loop()  # the loop serving this edge (tests hand it work)
         if self.store is None:
             self.store = await asyncio.to_thread(open_store, s.clickhouse_url)
         await asyncio.to_thread(migrations.apply, self.store)
@@ -117,7 +120,6 @@ class Edge:
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir, self.public_links)
         self.video_cache = VideoCache(self.store)
-        self.packaging = asyncio.Semaphore(1)  # one upload packaged at a time
         self.sessions = SessionLog(self.store)
         self.sessions.start()
         await vod_upload.resume(self)
