@@ -41,7 +41,7 @@ from edge.sessions import SessionLog
 from edge.sessions import row as session_row
 from edge.settings import Settings
 from edge.streaming import api as streaming_api
-from edge.streaming import hls, rtc, whep, whip
+from edge.streaming import hls, liveness, rtc, whep, whip
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.publish import PublishSession
 from edge.streaming.registry import LiveRegistry, Stream, StreamCache
@@ -68,6 +68,8 @@ class Edge:
         # The Python heap apart from RSS (which also holds chDB's caches): a leak shows here.
         self.metrics.gauge("wave_python_allocated_blocks", "Memory blocks held by Python objects",
                            sys.getallocatedblocks)
+        self.rtc_closed = self.metrics.counter(
+            "wave_rtc_sessions_closed_total", "WebRTC sessions ended, by kind (whep, whip) and reason")
         self._own_store = store is None
         self.store: Store | None = store
         self.buffer: WriteBuffer | None = None
@@ -131,6 +133,7 @@ class Edge:
             self.rollup.start()
         self._housekeeping_task = asyncio.get_running_loop().create_task(self._housekeeping())
         rtc.restrict_host_candidates(s.ice_hosts)
+        liveness.configure_consent(s.rtc_consent_timeout_s)
         self.collector = Collector(
             self.tenants,
             self.consents,
@@ -198,6 +201,7 @@ class Edge:
     async def publish_ended(self, session: PublishSession) -> None:
         if self.publishers.get(session.stream_id) is session:
             del self.publishers[session.stream_id]
+        self.rtc_closed.inc(kind="whip", reason=session.end_code)
         await self.sessions.record(session_row(
             session.tenant, "publish", session.stream_id, session.session_id, session.client_ip,
             session.user_agent, session.started, time.time(), 0))
@@ -208,11 +212,15 @@ class Edge:
             task.add_done_callback(self.finishing.discard)
         self.live.state(session.stream_id).publishing_since = None
         for viewer in [v for v in self.viewers.values() if v.stream_id == session.stream_id]:
-            await self.end_viewer(viewer)
+            await self.end_viewer(viewer, "publish_ended")
 
-    async def end_viewer(self, session: whep.ViewerSession) -> None:
+    async def end_viewer(self, session: whep.ViewerSession, reason: str = "other") -> None:
+        """End a WHEP viewer once, whoever asks first; `reason` labels the closed-sessions metric."""
         if self.viewers.pop(session.session_id, None) is None:
             return
+        if session.watch is not None:
+            session.watch.cancel()
+        self.rtc_closed.inc(kind="whep", reason=reason)
         self.live.state(session.stream_id).viewers.discard(session.session_id)
         await self.sessions.record(session_row(
             session.tenant, "whep", session.stream_id, session.session_id, session.client_ip,
@@ -224,9 +232,9 @@ class Edge:
 
     async def stop(self) -> None:
         for viewer in list(self.viewers.values()):
-            await self.end_viewer(viewer)
+            await self.end_viewer(viewer, "shutdown")
         for session in list(self.publishers.values()):
-            await session.end("edge shutting down")
+            await session.end("edge shutting down", "shutdown")
         await self.front_log.stop()
         if self._housekeeping_task is not None:
             self._housekeeping_task.cancel()

@@ -45,6 +45,10 @@ class Settings(msgspec.Struct, kw_only=True):
     transcode_jobs: int = 2
     # A publish with no media for this long is over (the publisher vanished).
     publish_silence_s: float = 10.0
+    # A WHIP or WHEP session not connected (ICE + DTLS) this long after its offer is closed;
+    # one whose peer stops answering ICE consent checks this long is closed (RFC 7675: 30 s).
+    rtc_connect_timeout_s: float = 10.0
+    rtc_consent_timeout_s: float = 30.0
     # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
     secret_key: str | None = None
     # The built player (`npm run build` in player/), served under /player/.
@@ -119,6 +123,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         upload_limits=_media_limits(env),
         transcode_jobs=int(env.get("WAVE_TRANSCODE_JOBS") or 2),
         publish_silence_s=float(env.get("WAVE_PUBLISH_SILENCE_S") or 10.0),
+        rtc_connect_timeout_s=float(env.get("WAVE_RTC_CONNECT_TIMEOUT_S") or 10.0),
+        rtc_consent_timeout_s=float(env.get("WAVE_RTC_CONSENT_TIMEOUT_S") or 30.0),
         ice_servers=_words(env.get("WAVE_ICE_SERVERS", "")),
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
         player_dir=Path(env["WAVE_PLAYER_DIR"]).resolve() if env.get("WAVE_PLAYER_DIR") else DEFAULT_PLAYER_DIR,

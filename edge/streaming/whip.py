@@ -69,12 +69,14 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     session = PublishSession(stream.stream_id, pc, lambda audio: edge.new_pipeline(stream, audio),
                              edge.publish_ended, tenant=tenant, client_ip=edge.client_ip(request),
                              user_agent=request.headers.get("user-agent", ""),
-                             silence_s=edge.settings.publish_silence_s)
+                             silence_s=edge.settings.publish_silence_s,
+                             connect_timeout_s=edge.settings.rtc_connect_timeout_s)
     edge.publishers[stream.stream_id] = session  # claim before awaiting: a racing second publisher gets 409
     try:
         answer = await rtc.answer(pc, offer)
     except BaseException as exc:  # whatever failed, the claim goes: a stale one would 409 the next publisher
         del edge.publishers[stream.stream_id]
+        session.abandon()
         await rtc.close(pc)
         if isinstance(exc, rtc.BadOffer):
             raise BadInput("bad_sdp", str(exc)) from None
@@ -93,7 +95,7 @@ async def whip_stop(request: Request, state: State, stream_id: FromPath[str], se
     session = state.edge.publishers.get(stream.stream_id)
     if session is None or session.session_id != session_id:
         raise BadInput("not_found", "no such publish session", "$.path.session_id", status=404)
-    await session.end("publisher sent DELETE")
+    await session.end("publisher sent DELETE", "deleted")
 
 
 ROUTES = [whip_publish, whip_stop]
