@@ -91,6 +91,8 @@ class Edge:
         self.sessions: SessionLog | None = None
         self.video_cache: VideoCache | None = None
         self.packaging = FairJobs(settings.transcode_jobs)  # uploads packaged at once, one per tenant
+        self.metrics.gauge("wave_uploads_packaging", "Uploads being packaged now", lambda: self.packaging.running)
+        self.metrics.gauge("wave_uploads_waiting", "Uploads waiting for a packaging slot", lambda: self.packaging.waiting)
         self.secret = load_secret(settings.data_dir, settings.secret_key)
         self.playback_tokens = PlaybackTokens(self.secret)
         self.demo: demo_setup.Demo | None = None

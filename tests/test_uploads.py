@@ -266,6 +266,7 @@ def test_one_tenants_long_job_does_not_hold_up_another_tenants_upload(server, te
         waiting = server.http.get(f"/v1/videos/{queued}", headers=_admin(key_a)).json()
         assert waiting["status"] == "processing" and waiting["progress"] == 0
         assert jobs.running_for(tenant_a.tenant_id) == 1 and jobs.waiting == 1
+        assert "wave_uploads_waiting 1" in server.edge.metrics.render()
     finally:
         release.set()
         running.result(timeout=60)
