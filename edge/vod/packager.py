@@ -18,7 +18,7 @@ from typing import Callable
 import av
 
 from edge.vod import package
-from edge.vod.limits import Deadline, MediaLimits, OverLimit, check_stream
+from edge.vod.limits import Deadline, MediaLimits, check_stream
 
 HLS_OPTIONS = {
     "hls_time": "2",
@@ -123,6 +123,8 @@ def _transcode(source: Path, directory: Path, progress: Progress, limits: MediaL
         rate = vin.average_rate or vin.guessed_rate or Fraction(30)
         vout = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "23",
                                                              "x264-params": "scenecut=0"})
+        if vin.codec_context.width <= 0 or vin.codec_context.height <= 0:
+            raise Unplayable("the video stream does not say its picture size")
         vout.width, vout.height = output_size(vin.codec_context.width, vin.codec_context.height)
         vout.pix_fmt = "yuv420p"
         vout.codec_context.time_base = vin.time_base  # keep the source's timestamps as they are
