@@ -271,3 +271,37 @@ def test_one_tenants_long_job_does_not_hold_up_another_tenants_upload(server, te
         release.set()
         running.result(timeout=60)
     assert _wait_done(server, key_a, queued)["status"] == "ready"
+
+
+def test_packaging_slots_go_round_robin_between_tenants():
+    """One slot, tenant A queues three jobs before B and C queue one each: A's backlog
+    does not go first; the order is A, B, C, A, A."""
+    import asyncio
+
+    from edge.vod.jobs import FairJobs
+
+    async def scenario():
+        jobs = FairJobs(1)
+        order, gates = [], {}
+
+        async def job(tenant, n):
+            async with jobs.turn(tenant):
+                order.append(f"{tenant}{n}")
+                await gates[f"{tenant}{n}"].wait()
+
+        names = [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("c", 1)]
+        gates.update({f"{t}{n}": asyncio.Event() for t, n in names})
+        tasks = []
+        for tenant, n in names:
+            tasks.append(asyncio.create_task(job(tenant, n)))
+            await asyncio.sleep(0)  # queued in this order
+        for _ in names:
+            await asyncio.sleep(0.01)
+            assert jobs.running == 1
+            gates[order[-1]].set()
+        await asyncio.gather(*tasks)
+        return order, jobs
+
+    order, jobs = asyncio.run(scenario())
+    assert order == ["a1", "b1", "c1", "a2", "a3"]
+    assert jobs.running == 0 and jobs.waiting == 0 and not jobs._served

@@ -3,9 +3,10 @@
 Packaging is CPU-bound. With one global lock, a tenant's hostile or merely huge upload
 blocked every other tenant's (issue #14); with no lock at all, one tenant could start as
 many encoders as it has uploads. So each tenant gets at most one running job, the edge at
-most `slots` (`WAVE_TRANSCODE_JOBS`), and a freed slot goes to the job waiting longest
-among tenants that have none running: a tenant with a hundred uploads queued delays
-another tenant's first by at most one job, never by a hundred.
+most `slots` (`WAVE_TRANSCODE_JOBS`), and a freed slot goes round-robin: to the tenant
+served least recently among those waiting with none running (then the oldest job). A
+tenant with a hundred uploads queued delays another tenant's first by at most one job
+per slot, never by a hundred, even with a single slot.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class FairJobs:
         self.slots = max(1, slots)
         self._waiting: list[_Ticket] = []
         self._running: dict[str, int] = {}  # tenant id -> jobs running (0 or 1)
+        self._served: dict[str, int] = {}  # tenant id -> when it last started a job (a counter)
+        self._starts = 0
 
     @property
     def running(self) -> int:
@@ -69,12 +72,18 @@ class FairJobs:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Start waiting jobs, oldest first, skipping tenants with one running."""
-        for ticket in list(self._waiting):
-            if self.running >= self.slots:
-                return
-            if ticket.tenant_id in self._running:
-                continue
+        """Fill free slots: the least recently served tenant without a running job first,
+        its oldest waiting job."""
+        while self.running < self.slots:
+            eligible = [t for t in self._waiting if t.tenant_id not in self._running]
+            if not eligible:
+                break
+            ticket = min(eligible, key=lambda t: self._served.get(t.tenant_id, -1))  # min keeps the oldest of ties
             self._waiting.remove(ticket)
             self._running[ticket.tenant_id] = 1
+            self._starts += 1
+            self._served[ticket.tenant_id] = self._starts
             ticket.go.set()
+        busy = self._running.keys() | {t.tenant_id for t in self._waiting}
+        for tenant_id in [t for t in self._served if t not in busy]:
+            del self._served[tenant_id]  # nothing queued: forget it (memory stays per active tenant)
