@@ -305,3 +305,18 @@ def test_packaging_slots_go_round_robin_between_tenants():
     order, jobs = asyncio.run(scenario())
     assert order == ["a1", "b1", "c1", "a2", "a3"]
     assert jobs.running == 0 and jobs.waiting == 0 and not jobs._served
+
+
+def test_upload_and_rtc_limits_come_from_the_environment(tmp_path):
+    from edge.settings import from_env
+    from edge.vod.limits import MediaLimits
+
+    s = from_env({"WAVE_DATA_DIR": str(tmp_path), "WAVE_UPLOAD_MAX_SIDE": "1920", "WAVE_UPLOAD_MAX_PIXELS": "2073600",
+                  "WAVE_UPLOAD_MAX_DURATION_S": "600", "WAVE_UPLOAD_MAX_FRAMES": "36000",
+                  "WAVE_TRANSCODE_BUDGET_S": "120", "WAVE_TRANSCODE_JOBS": "3",
+                  "WAVE_RTC_CONNECT_TIMEOUT_S": "5", "WAVE_RTC_CONSENT_TIMEOUT_S": "15"})
+    assert s.upload_limits == MediaLimits(max_side=1920, max_pixels=2073600, max_duration_s=600, max_frames=36000,
+                                          budget_s=120)
+    assert (s.transcode_jobs, s.rtc_connect_timeout_s, s.rtc_consent_timeout_s) == (3, 5.0, 15.0)
+    defaults = from_env({"WAVE_DATA_DIR": str(tmp_path)})
+    assert defaults.upload_limits == MediaLimits() and defaults.transcode_jobs == 2
