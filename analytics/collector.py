@@ -107,6 +107,7 @@ class Collector:
         now = time.time()
         batch = validation.decode(body, CollectBatch)
         validation.check_clock(batch, int(now * 1000))
+        validation.check_event_ids(batch)
         tenant = await self._tenant(batch.tenant_id, request)
         if not await self.consents.allows_analytics(tenant.tenant_id, batch.viewer_id):
             raise BadInput(

@@ -43,7 +43,7 @@ from edge.sessions import row as session_row
 from edge.settings import Settings
 from edge.streaming import api as streaming_api
 from edge.streaming import events as whep_events
-from edge.streaming import hls, rtc, whep, whip
+from edge.streaming import hls, liveness, rtc, whep, whip
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.publish import PublishSession
 from edge.streaming.registry import LiveRegistry, Stream, StreamCache
@@ -52,6 +52,7 @@ from edge.vod import api as vod_api
 from edge.vod import serve as vod_serve
 from edge.vod import upload as vod_upload
 from edge.vod import videos
+from edge.vod.jobs import FairJobs
 from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
 from retention import api as retention_api
@@ -69,6 +70,8 @@ class Edge:
         # The Python heap apart from RSS (which also holds chDB's caches): a leak shows here.
         self.metrics.gauge("wave_python_allocated_blocks", "Memory blocks held by Python objects",
                            sys.getallocatedblocks)
+        self.rtc_closed = self.metrics.counter(
+            "wave_rtc_sessions_closed_total", "WebRTC sessions ended, by kind (whep, whip) and reason")
         self._own_store = store is None
         self.store: Store | None = store
         self.buffer: WriteBuffer | None = None
@@ -84,11 +87,14 @@ class Edge:
         self.live_dirs: dict[str, Path] = {}  # stream id -> directory of its newest publish
         self.recording_of: dict[LivePipeline, Video] = {}
         self.finishing: set[asyncio.Task] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping_task: asyncio.Task | None = None
         self.recordings: Recordings | None = None
         self.sessions: SessionLog | None = None
         self.video_cache: VideoCache | None = None
-        self.packaging: asyncio.Semaphore | None = None
+        self.packaging = FairJobs(settings.transcode_jobs)  # uploads packaged at once, one per tenant
+        self.metrics.gauge("wave_uploads_packaging", "Uploads being packaged now", lambda: self.packaging.running)
+        self.metrics.gauge("wave_uploads_waiting", "Uploads waiting for a packaging slot", lambda: self.packaging.waiting)
         self.secret = load_secret(settings.data_dir, settings.secret_key)
         self.playback_tokens = PlaybackTokens(self.secret)
         self.demo: demo_setup.Demo | None = None
@@ -100,6 +106,7 @@ class Edge:
 
     async def start(self) -> None:
         s = self.settings
+        self.loop = asyncio.get_running_loop()  # the loop serving this edge (tests hand it work)
         if self.store is None:
             self.store = await asyncio.to_thread(open_store, s.clickhouse_url)
         await asyncio.to_thread(migrations.apply, self.store)
@@ -119,7 +126,6 @@ class Edge:
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir, self.public_links)
         self.video_cache = VideoCache(self.store)
-        self.packaging = asyncio.Semaphore(1)  # one upload packaged at a time
         self.sessions = SessionLog(self.store)
         self.sessions.start()
         await vod_upload.resume(self)
@@ -131,6 +137,7 @@ class Edge:
             self.rollup.start()
         self._housekeeping_task = asyncio.get_running_loop().create_task(self._housekeeping())
         rtc.restrict_host_candidates(s.ice_hosts)
+        liveness.configure_consent(s.rtc_consent_timeout_s)
         self.collector = Collector(
             self.tenants,
             self.consents,
@@ -199,9 +206,10 @@ class Edge:
     async def publish_ended(self, session: PublishSession) -> None:
         if self.publishers.get(session.stream_id) is session:
             del self.publishers[session.stream_id]
+        self.rtc_closed.inc(kind="whip", reason=session.end_code)
         self.live.session_ended(session.stream_id, session.session_id)
         for viewer in [v for v in self.viewers.values() if v.stream_id == session.stream_id]:
-            await self.end_viewer(viewer)  # first: they are watching nothing now
+            await self.end_viewer(viewer, "publish_ended")  # first: they are watching nothing now
         await self.sessions.record(session_row(
             session.tenant, "publish", session.stream_id, session.session_id, session.client_ip,
             session.user_agent, session.started, time.time(), 0))
@@ -212,9 +220,13 @@ class Edge:
             task.add_done_callback(self.finishing.discard)
         self.live.publish_stopped(session.stream_id)
 
-    async def end_viewer(self, session: whep.ViewerSession) -> None:
+    async def end_viewer(self, session: whep.ViewerSession, reason: str = "other") -> None:
+        """End a WHEP viewer once, whoever asks first; `reason` labels the closed-sessions metric."""
         if self.viewers.pop(session.session_id, None) is None:
             return
+        if session.watch is not None:
+            session.watch.cancel()
+        self.rtc_closed.inc(kind="whep", reason=reason)
         self.live.state(session.stream_id).viewers.discard(session.session_id)
         self.live.session_ended(session.stream_id, session.session_id)
         await self.sessions.record(session_row(
@@ -227,9 +239,9 @@ class Edge:
 
     async def stop(self) -> None:
         for viewer in list(self.viewers.values()):
-            await self.end_viewer(viewer)
+            await self.end_viewer(viewer, "shutdown")
         for session in list(self.publishers.values()):
-            await session.end("edge shutting down")
+            await session.end("edge shutting down", "shutdown")
         await self.front_log.stop()
         if self._housekeeping_task is not None:
             self._housekeeping_task.cancel()

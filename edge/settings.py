@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from analytics.limits import Limit
+from edge.vod.limits import MediaLimits
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_PLAYER_DIR = Path(__file__).resolve().parent.parent / "player" / "dist"
@@ -38,12 +39,20 @@ class Settings(msgspec.Struct, kw_only=True):
     ice_servers: tuple[str, ...] = ()
     ice_hosts: tuple[str, ...] = ()
     upload_max_bytes: int = 2 * 1024**3
+    # What one upload may make the edge do (edge/vod/limits.py), and how many uploads are
+    # packaged at once (at most one per tenant: edge/vod/jobs.py).
+    upload_limits: MediaLimits = MediaLimits()
+    transcode_jobs: int = 2
     # A publish with no media for this long is over (the publisher vanished).
     publish_silence_s: float = 10.0
     # A new authenticated publish replaces a current one that has sent no media for this
     # long (a crashed browser or encoder is back on air at once, with no DELETE and before
     # the silence watchdog); 0: the newest publisher always wins, as in MediaMTX.
     publish_takeover_s: float = 1.0
+    # A WHIP or WHEP session not connected (ICE + DTLS) this long after its offer is closed;
+    # one whose peer stops answering ICE consent checks this long is closed (RFC 7675: 30 s).
+    rtc_connect_timeout_s: float = 10.0
+    rtc_consent_timeout_s: float = 30.0
     # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
     secret_key: str | None = None
     # The built player (`npm run build` in player/), served under /player/.
@@ -115,8 +124,12 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         consent_poll_s=float(env.get("WAVE_CONSENT_POLL_S") or 1.0),
         secret_key=env.get("WAVE_SECRET_KEY") or None,
         upload_max_bytes=int(env.get("WAVE_UPLOAD_MAX_BYTES") or 2 * 1024**3),
+        upload_limits=_media_limits(env),
+        transcode_jobs=int(env.get("WAVE_TRANSCODE_JOBS") or 2),
         publish_silence_s=float(env.get("WAVE_PUBLISH_SILENCE_S") or 10.0),
         publish_takeover_s=float(env.get("WAVE_PUBLISH_TAKEOVER_S") or 1.0),
+        rtc_connect_timeout_s=float(env.get("WAVE_RTC_CONNECT_TIMEOUT_S") or 10.0),
+        rtc_consent_timeout_s=float(env.get("WAVE_RTC_CONSENT_TIMEOUT_S") or 30.0),
         ice_servers=_words(env.get("WAVE_ICE_SERVERS", "")),
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
         player_dir=Path(env["WAVE_PLAYER_DIR"]).resolve() if env.get("WAVE_PLAYER_DIR") else DEFAULT_PLAYER_DIR,
@@ -133,6 +146,14 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     )
 
 
+def _media_limits(env: dict[str, str]) -> MediaLimits:
+    given = {field: kind(env[var]) for field, (var, kind) in _MEDIA_LIMITS.items() if env.get(var)}
+    return MediaLimits(**given)
+
+
+_MEDIA_LIMITS = {"max_side": ("WAVE_UPLOAD_MAX_SIDE", int), "max_pixels": ("WAVE_UPLOAD_MAX_PIXELS", int),
+                 "max_duration_s": ("WAVE_UPLOAD_MAX_DURATION_S", float),
+                 "max_frames": ("WAVE_UPLOAD_MAX_FRAMES", int), "budget_s": ("WAVE_TRANSCODE_BUDGET_S", float)}
 _LIMITS = {"limit_ip": "WAVE_LIMIT_IP", "limit_tenant_events": "WAVE_LIMIT_TENANT_EVENTS",
            "limit_tenant_consents": "WAVE_LIMIT_TENANT_CONSENTS", "limit_whep_ip": "WAVE_LIMIT_WHEP_IP",
            "limit_whep_tenant": "WAVE_LIMIT_WHEP_TENANT"}

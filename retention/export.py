@@ -6,12 +6,12 @@ person reading it needs no knowledge of the platform.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import zipfile
 from datetime import datetime
 
+from analytics import safe_csv
 from analytics.store import Store
 from retention.registry import REGISTRY
 from retention.subjects import Subject
@@ -92,10 +92,10 @@ def as_zip(data: dict[str, dict], subject: Subject) -> bytes:
         readme = ["# Your data", "", f"Every row about you ({subject.kind}), one CSV file per table.", ""]
         for name, table in data.items():
             out = io.StringIO()
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(table["columns"])
+            writer = safe_csv.writer(out)  # the person may open it in a spreadsheet: no formulas
+            writer.writeheader(table["columns"])
             for row in table["rows"]:
-                writer.writerow([json.dumps(v) if isinstance(v, (list, dict)) else ("" if v is None else v) for v in row])
+                writer.writerow([json.dumps(v) if isinstance(v, (list, dict)) else v for v in row])
             archive.writestr(f"{name}.csv", out.getvalue())
             readme += [f"## {name}.csv ({len(table['rows'])} rows)", ""]
             readme += [f"- `{c}`: {COLUMN_NOTES.get(c, t)}" for c, t in zip(table["columns"], table["types"])]

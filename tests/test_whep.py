@@ -4,10 +4,11 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from edge.streaming.pipeline import LivePipeline
-from tests.media import read_counter
+from tests.media import PatternTrack, read_counter
 from tests.test_whip_hls import _publish, stream  # noqa: F401 - fixture
 
 
@@ -133,3 +134,150 @@ def test_sessions_are_recorded_in_history(server, stream, store):
     assert kinds["whep"][4] and kinds["hls"][4]
     assert kinds["hls"][3] == "Firefox"
     assert all(row[2] == "::ffff:127.0.0.1" and row[5] for row in rows)
+
+
+# ---- half-open sessions (issue #14): viewers whose client vanished are closed ------------
+
+
+def _socket_inodes(pc) -> set[str]:
+    """`socket:[inode]` of every UDP socket a peer connection's ICE holds."""
+    import os
+
+    inodes = set()
+    for transceiver in pc.getTransceivers():
+        ice = transceiver.sender.transport.transport  # RTCDtlsTransport -> RTCIceTransport
+        for protocol in ice._connection._protocols:  # noqa: SLF001 - the sockets themselves
+            sock = protocol.transport.get_extra_info("socket")
+            if sock is not None and sock.fileno() >= 0:
+                inodes.add(os.readlink(f"/proc/self/fd/{sock.fileno()}"))
+    return inodes
+
+
+def _open_sockets() -> set[str]:
+    import os
+
+    links = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return links
+
+
+def _viewers(srv, created) -> int:
+    return srv.http.get(f"/v1/streams/{created['stream_id']}", headers=_admin(created["admin_key"])).json()["viewers"]
+
+
+def _admin(key):
+    return {"authorization": f"Bearer {key}"}
+
+
+async def _poll(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def quick_rtc(server_factory, tenant_factory):
+    """An edge that closes sessions not connected within 2 s, or silent for 3 s."""
+    srv = server_factory(rtc_connect_timeout_s=2.0, rtc_consent_timeout_s=3.0)
+    _, key = tenant_factory()
+    created = srv.http.post("/v1/streams", json={"name": "live"}, headers=_admin(key)).json()
+    created["admin_key"] = key
+    return srv, created
+
+
+def test_whep_offers_whose_clients_vanish_before_connecting_are_closed(quick_rtc):
+    """A client sends its offer without candidates (it would trickle them) and is gone:
+    ICE waits for candidates forever, so only the connect timeout frees the viewer slot,
+    the relay tracks and the sockets."""
+    srv, created = quick_rtc
+
+    async def scenario():
+        publisher, r = await _publish(srv.base_url, created)
+        assert r.status_code == 201
+        held = set()
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as http:
+            for _ in range(5):
+                client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                client.addTransceiver("video", direction="recvonly")
+                client.addTransceiver("audio", direction="recvonly")
+                await client.setLocalDescription(await client.createOffer())
+                offer = "".join(line + "\r\n" for line in client.localDescription.sdp.splitlines()
+                                if not line.startswith(("a=candidate", "a=end-of-candidates")))
+                await client.close()  # vanished: no answer applied, no DELETE
+                answer = await http.post(f"/whep/{created['stream_id']}", content=offer,
+                                         headers={"content-type": "application/sdp"})
+                assert answer.status_code == 201, answer.text
+                session = srv.edge.viewers[answer.headers["location"].rsplit("/", 1)[1]]
+                held |= _socket_inodes(session.pc)
+        assert held and held <= _open_sockets()
+        await _poll(lambda: not srv.edge.viewers, 20, "the half-open viewers to be closed")
+        assert _viewers(srv, created) == 0
+        assert srv.edge.rtc_closed.get(kind="whep", reason="connect_timeout") == 5
+        relay = srv.edge.publishers[created["stream_id"]].pipeline.relay
+        assert not relay.tracks  # the relay no longer feeds them
+        await _poll(lambda: not held & _open_sockets(), 10, "their sockets to be closed")
+        assert 'wave_rtc_sessions_closed_total{kind="whep",reason="connect_timeout"} 5' in srv.edge.metrics.render()
+        await publisher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_connected_whep_viewer_that_stops_answering_is_closed_by_ice_consent(quick_rtc):
+    """RFC 7675 consent freshness: aioice checks the selected pair and, with no answers,
+    closes ICE; aiortc reports `failed` and the edge ends the viewer (here after 3 s,
+    `WAVE_RTC_CONSENT_TIMEOUT_S`; 30 s by default)."""
+    srv, created = quick_rtc
+
+    async def scenario():
+        publisher, r = await _publish(srv.base_url, created)
+        assert r.status_code == 201
+        viewer, _, _ = await _watch(srv.base_url, created["stream_id"], frames_wanted=5)
+        assert _viewers(srv, created) == 1
+        (session,) = srv.edge.viewers.values()
+        assert session.pc.connectionState == "connected"
+        held = _socket_inodes(session.pc)
+        # The client vanishes without a word: its sockets stay open (no ICMP error reaches
+        # the edge) but it neither reads nor sends anything any more, like a lost network.
+        for transceiver in viewer.getTransceivers():
+            for protocol in transceiver.receiver.transport.transport._connection._protocols:  # noqa: SLF001
+                protocol.datagram_received = lambda data, addr: None
+                protocol.transport.sendto = lambda *args, **kwargs: None
+        await _poll(lambda: not srv.edge.viewers, 20, "the silent viewer to be closed")
+        assert _viewers(srv, created) == 0
+        assert srv.edge.rtc_closed.get(kind="whep", reason="connection_lost") == 1, srv.edge.rtc_closed.values
+        await _poll(lambda: not held & _open_sockets(), 10, "its sockets to be closed")
+        await viewer.close()
+        await publisher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_whip_publisher_that_never_connects_is_closed(quick_rtc):
+    srv, created = quick_rtc
+
+    async def scenario():
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        client.addTrack(PatternTrack())
+        await client.setLocalDescription(await client.createOffer())
+        offer = "".join(line + "\r\n" for line in client.localDescription.sdp.splitlines()
+                        if not line.startswith(("a=candidate", "a=end-of-candidates")))
+        await client.close()
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as http:
+            r = await http.post(f"/whip/{created['stream_id']}", content=offer,
+                                headers={"content-type": "application/sdp",
+                                         "authorization": f"Bearer {created['publish_token']}"})
+        assert r.status_code == 201, r.text
+        session = srv.edge.publishers[created["stream_id"]]
+        held = _socket_inodes(session.pc)
+        await _poll(lambda: created["stream_id"] not in srv.edge.publishers, 20, "the publish to end")
+        assert session.end_code == "connect_timeout"
+        assert srv.edge.rtc_closed.get(kind="whip", reason="connect_timeout") == 1
+        await _poll(lambda: not held & _open_sockets(), 10, "its sockets to be closed")
+
+    asyncio.run(scenario())

@@ -1,7 +1,8 @@
 """A WHIP publish session: one peer connection feeding one stream's encoder pipeline.
 
 The session ends, once, on whichever comes first: the publisher's DELETE, the peer
-connection failing or closing, its tracks ending, or 10 s without any media.
+connection not connecting in time, failing (consent lost) or closing (`liveness`), its
+tracks ending, or 10 s without any media. `end_code` says which, for the metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from analytics.tenants import Tenant
+from edge.streaming import liveness
 from edge.streaming.pipeline import LivePipeline
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class PublishSession:
         client_ip: str | None,
         user_agent: str,
         silence_s: float = SILENCE_S,
+        connect_timeout_s: float = 10.0,
     ) -> None:
         self.tenant = tenant
         self.client_ip = client_ip
@@ -53,8 +56,9 @@ class PublishSession:
         self._ended = asyncio.Event()
         self._finished = asyncio.Event()
         self.end_reason: str | None = None
+        self.end_code = "other"
         pc.on("track", self._tracks.append)  # fires inside setRemoteDescription
-        pc.on("connectionstatechange", self._state_changed)
+        self._watch = liveness.Watch(pc, connect_timeout_s, self._dead)
 
     async def start(self) -> None:
         """Begin consuming media; call after the answer is set."""
@@ -64,21 +68,30 @@ class PublishSession:
         self._tasks = [loop.create_task(self._consume(track)) for track in self._tracks]
         self._tasks.append(loop.create_task(self._watchdog()))
 
-    async def end(self, reason: str) -> None:
-        """End the publish, once; a second caller (a DELETE racing the peer connection's
-        close) returns when the first has finished, so its answer is true when sent."""
+    def abandon(self) -> None:
+        """The offer failed before the publish began: end without ending a publish (no
+        history row, no metric), so closing the peer connection afterwards is a no-op."""
+        self._ended.set()
+        self._finished.set()
+        self._watch.cancel()
+
+    async def end(self, reason: str, code: str = "other") -> None:
+        """End the publish, once: `reason` for people (the log), `code` for the metric's
+        label. A second caller (a DELETE racing the peer connection's close) returns when
+        the first has finished, so its answer is true when sent."""
         if self._ended.is_set():
             if asyncio.current_task() not in self._tasks:  # our own tasks are being cancelled
                 await self._finished.wait()
             return
         self._ended.set()
         try:
-            await self._end(reason)
+            await self._end(reason, code)
         finally:
             self._finished.set()
 
-    async def _end(self, reason: str) -> None:
-        self.end_reason = reason
+    async def _end(self, reason: str, code: str) -> None:
+        self.end_reason, self.end_code = reason, code
+        self._watch.cancel()
         log.info("publish of %s ended: %s", self.stream_id, reason)
         current = asyncio.current_task()
         for task in self._tasks:
@@ -105,15 +118,14 @@ class PublishSession:
                 self._last_media = time.monotonic()
                 feed(frame)
         except MediaStreamError:
-            await self.end(f"{track.kind} track ended")
+            await self.end(f"{track.kind} track ended", "track_ended")
 
     async def _watchdog(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             if time.monotonic() - self._last_media > self._silence_s:
-                await self.end(f"no media for {self._silence_s:g} s")
+                await self.end(f"no media for {self._silence_s:g} s", "silence")
                 return
 
-    async def _state_changed(self) -> None:
-        if self.pc.connectionState in ("failed", "closed"):
-            await self.end(f"peer connection {self.pc.connectionState}")
+    async def _dead(self, code: str) -> None:
+        await self.end(f"peer connection {self.pc.connectionState} ({code})", code)

@@ -1,7 +1,8 @@
 """WHEP playback: `POST /whep/{stream_id}` with a recvonly offer; the viewer is attached
 to the stream's relay (no encoder of its own). `PATCH` on the Location trickles ICE
 candidates (trickle.py); `DELETE` on it ends the session, and answers 200 again for a
-session that has just ended (the publish stopped, or the client closed first)."""
+session that has just ended (the publish stopped, or the client closed first); a viewer
+that never connects or stops answering ends too (`liveness`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from litestar.params import FromPath
 from analytics.openapi import SDP, body, errors
 from analytics.tenants import Tenant
 from analytics.validation import BadInput
-from edge.streaming import events, rtc, sdp, trickle
+from edge.streaming import events, liveness, rtc, sdp, trickle
 from edge.streaming.relay import PacketTrack
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class ViewerSession:
         self.client_ip = client_ip
         self.user_agent = user_agent
         self.started = time.time()
+        self.watch: liveness.Watch | None = None
 
 
 @post("/whep/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201,
@@ -80,11 +82,8 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
     edge.live.state(stream.stream_id).viewers.add(session.session_id)
     pipeline.request_keyframe()  # the new viewer starts within a frame, not a GOP
 
-    @pc.on("connectionstatechange")
-    async def _changed() -> None:
-        if pc.connectionState in ("failed", "closed"):
-            await edge.end_viewer(session)
-
+    session.watch = liveness.Watch(pc, edge.settings.rtc_connect_timeout_s,
+                                   lambda reason: edge.end_viewer(session, reason))
     location = f"/whep/{stream.stream_id}/{session.session_id}"
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": location, "ETag": f'"{session.session_id}"',
@@ -96,7 +95,7 @@ async def whep_stop(state: State, stream_id: FromPath[str], session_id: FromPath
     """Stop watching."""
     session = state.edge.viewers.get(session_id)
     if session is not None and session.stream_id == stream_id:
-        await state.edge.end_viewer(session)
+        await state.edge.end_viewer(session, "deleted")
     elif not state.edge.live.ended_recently(stream_id, session_id):
         raise BadInput("not_found", "no such viewer session", "$.path.session_id", status=404)
 

@@ -69,7 +69,7 @@ async def _take_over(edge, stream_id: str) -> None:
                        status=409)
         exc.retry_after = max(1, math.ceil(wait))
         raise exc
-    await current.end("replaced by a new publish")
+    await current.end("replaced by a new publish", "replaced")
     if stream_id in edge.publishers:  # another POST took it while the old one ended
         raise BadInput("conflict", "this stream already has a publisher", "$.path.stream_id", status=409)
 
@@ -92,12 +92,14 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     session = PublishSession(stream.stream_id, pc, lambda audio: edge.new_pipeline(stream, audio),
                              edge.publish_ended, tenant=tenant, client_ip=edge.client_ip(request),
                              user_agent=request.headers.get("user-agent", ""),
-                             silence_s=edge.settings.publish_silence_s)
+                             silence_s=edge.settings.publish_silence_s,
+                             connect_timeout_s=edge.settings.rtc_connect_timeout_s)
     edge.publishers[stream.stream_id] = session  # claim before awaiting: a racing second publisher gets 409
     try:
         answer = await rtc.answer(pc, offer)
     except BaseException as exc:  # whatever failed, the claim goes: a stale one would 409 the next publisher
         del edge.publishers[stream.stream_id]
+        session.abandon()
         await rtc.close(pc)
         if isinstance(exc, rtc.BadOffer):
             raise BadInput("bad_sdp", str(exc)) from None
@@ -117,7 +119,7 @@ async def whip_stop(request: Request, state: State, stream_id: FromPath[str], se
     stream = await _stream_for_publisher(request, state, stream_id)
     session = state.edge.publishers.get(stream.stream_id)
     if session is not None and session.session_id == session_id:
-        await session.end("publisher sent DELETE")
+        await session.end("publisher sent DELETE", "deleted")
     elif not state.edge.live.ended_recently(stream.stream_id, session_id):
         raise BadInput("not_found", "no such publish session", "$.path.session_id", status=404)
 

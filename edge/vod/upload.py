@@ -1,5 +1,7 @@
 """`POST /v1/videos`: a multipart upload streamed to disk under a size cap, then packaged
-in the background (one at a time: packaging is CPU-bound and the edge keeps serving).
+in the background: a few at a time and at most one per tenant (`jobs.FairJobs`: packaging
+is CPU-bound, the edge keeps serving, and no tenant's uploads wait behind another's), each
+within the work limits of `limits.MediaLimits`.
 
 Form fields: `file` (the media, required), `title`, `tags` (comma-separated).
 The answer is 202 with the new video's id; `GET /v1/videos/{id}` shows progress.
@@ -139,9 +141,10 @@ async def _process(edge, video: videos.Video, source: Path) -> None:
         video.progress = percent
         videos.save(edge.store, video)
 
-    async with edge.packaging:
+    async with edge.packaging.turn(video.tenant_id):
         try:
-            how = await asyncio.to_thread(packager.package_upload, source, directory, progress)
+            how = await asyncio.to_thread(packager.package_upload, source, directory, progress,
+                                          edge.settings.upload_limits)
             probe = await asyncio.to_thread(package.finalize, directory)
         except (packager.Unplayable, ValueError, OSError) as exc:
             video.status, video.reason = "failed", str(exc)
