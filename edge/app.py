@@ -53,7 +53,7 @@ from edge.vod import videos
 from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
 from retention import api as retention_api
-from retention import backups, policy
+from retention import audit, backups, policy
 
 log = logging.getLogger("edge")
 
@@ -75,6 +75,7 @@ class Edge:
         self.consents: ConsentLedger | None = None
         self.tenants: TenantDirectory | None = None
         self.auth: AdminAuth | None = None
+        self.audit: audit.AuditWriter | None = None
         self.live = LiveRegistry()
         self.streams: StreamCache | None = None
         self.publishers: dict[str, PublishSession] = {}
@@ -94,7 +95,8 @@ class Edge:
         self.public_links = PublicLinks(settings.media_dir)
         self.front_log = FrontLog(self, settings.front_log_path)
         self.limits = Limits(settings.limit_ip, settings.limit_tenant_events, settings.limit_tenant_consents,
-                             settings.limit_whep_ip, settings.limit_whep_tenant)
+                             settings.limit_whep_ip, settings.limit_whep_tenant,
+                             admin_per_ip=settings.limit_admin_ip)
 
     async def start(self) -> None:
         s = self.settings
@@ -114,6 +116,8 @@ class Edge:
         self.consents.start()
         self.tenants = TenantDirectory(self.store)
         self.auth = AdminAuth(self.store, self.tenants, self.secret)
+        self.audit = audit.AuditWriter(self.store, self.metrics)
+        self.audit.start()
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir, self.public_links)
         self.video_cache = VideoCache(self.store)
@@ -236,6 +240,8 @@ class Edge:
             await self.sessions.stop()
         if self.consents is not None:
             await self.consents.stop()
+        if self.audit is not None:
+            await self.audit.stop()
         if self.buffer is not None:
             await self.buffer.stop()
         if self.geo is not None:

@@ -62,6 +62,9 @@ class Settings(msgspec.Struct, kw_only=True):
     limit_tenant_consents: Limit = Limit(2_000, 10_000)
     limit_whep_ip: Limit = Limit(2, 20)
     limit_whep_tenant: Limit = Limit(100, 500)
+    # Admin API and dashboard session calls per client address (a dashboard load is about a
+    # dozen calls): bounds what unauthenticated floods and key guessing cost.
+    limit_admin_ip: Limit = Limit(20, 400)
     # Publishes (one encoder each) this edge runs at once, and one tenant may run at once.
     max_publishes: int = 8
     max_publishes_per_tenant: int = 4
@@ -130,4 +133,4 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
 
 _LIMITS = {"limit_ip": "WAVE_LIMIT_IP", "limit_tenant_events": "WAVE_LIMIT_TENANT_EVENTS",
            "limit_tenant_consents": "WAVE_LIMIT_TENANT_CONSENTS", "limit_whep_ip": "WAVE_LIMIT_WHEP_IP",
-           "limit_whep_tenant": "WAVE_LIMIT_WHEP_TENANT"}
+           "limit_whep_tenant": "WAVE_LIMIT_WHEP_TENANT", "limit_admin_ip": "WAVE_LIMIT_ADMIN_IP"}
