@@ -18,7 +18,7 @@ from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 
 from analytics import api as analytics_api
-from analytics import dashboard, dashboard_api, keys_api, migrations, openapi
+from analytics import csrf, dashboard, dashboard_api, keys_api, migrations, openapi
 from analytics.auth import AdminAuth
 from analytics.collector import Collector
 from analytics.consent import ConsentLedger
@@ -283,6 +283,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=http.EXCEPTION_HANDLERS,
+        guards=[csrf.json_content_type],
         middleware=[http.request_metrics(edge.metrics), http.security_headers, http.cors_middleware(edge),
                     http.rate_limit_middleware(edge),
                     http.audit_middleware(edge)],

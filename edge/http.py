@@ -19,6 +19,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from analytics.enrichment.ip import client_ip
 from analytics.limits import RateLimited
 from analytics.metrics import Registry
+from analytics.paths import is_admin_path
 from analytics.store import StoreUnavailable
 from analytics.validation import BadInput
 from retention import audit
@@ -197,10 +198,6 @@ def _limit_for(scope: Scope) -> str | None:
     return next((name for prefix, name in _LIMITED if path.startswith(prefix)), None)
 
 
-def is_admin_path(path: str) -> bool:
-    """The admin API and the dashboard's session: audited, limited per address."""
-    return path.startswith(AUDITED_PREFIXES) and not path.startswith(NOT_AUDITED)
-
 
 def _address(scope: Scope, trusted) -> str:
     """The client address as WAVE_TRUSTED_PROXIES vouches for it (the same rule as the
@@ -286,8 +283,6 @@ def request_metrics(metrics: Registry):
 
 
 # Admin surfaces whose every call is audited (the player's public calls are not admin acts).
-AUDITED_PREFIXES = ("/v1/", "/admin/session")
-NOT_AUDITED = ("/v1/collect", "/v1/consent", "/v1/playback/")
 SUBJECT_PARAMS = ("viewer_id", "email", "ip")
 
 
@@ -302,7 +297,7 @@ def audit_middleware(edge):
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             path = scope.get("path", "")
-            if scope["type"] != "http" or not path.startswith(AUDITED_PREFIXES) or path.startswith(NOT_AUDITED):
+            if scope["type"] != "http" or not is_admin_path(path):
                 await app(scope, receive, send)
                 return
             status = _Status(send)
