@@ -33,7 +33,7 @@ from analytics.tenants import TenantDirectory
 from analytics.wire import Health
 from analytics.write_buffer import WriteBuffer
 from edge import demo as demo_setup
-from edge import http
+from edge import http, logs
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
 from edge.public_media import PublicLinks
@@ -265,6 +265,7 @@ def metrics(state: State) -> Response[str]:
 
 
 def create_app(settings: Settings, store: Store | None = None) -> Litestar:
+    logs.hold_libraries()  # libraries that log peers' addresses stay quiet (edge/logs.py)
     edge = Edge(settings, store)
 
     async def on_startup(app: Litestar) -> None:

@@ -133,3 +133,29 @@ def test_sessions_are_recorded_in_history(server, stream, store):
     assert kinds["whep"][4] and kinds["hls"][4]
     assert kinds["hls"][3] == "Firefox"
     assert all(row[2] == "::ffff:127.0.0.1" and row[5] for row in rows)
+
+
+def test_webrtc_sessions_leave_no_address_in_the_logs(server, stream, caplog):
+    """aioice logs every ICE check with both ends' addresses at INFO; aiortc logs its
+    transports. With every logger at DEBUG at the root, a WHIP publish and a WHEP view
+    leave no IP address in what is logged (the libraries are held at WARNING)."""
+    import logging
+    import re
+
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        viewer, _, location = await _watch(server.base_url, stream["stream_id"], frames_wanted=5)
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            assert (await http.delete(location)).status_code == 200
+        await viewer.close()
+        await publisher.close()
+
+    asyncio.run(scenario())
+    lines = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+             if not r.name.startswith(("httpx", "httpcore"))]  # the test's own client logs its URLs
+    assert lines, "nothing was logged: the check would prove nothing"
+    leaked = [line for line in lines if re.search(r"\b127\.0\.0\.1\b|\b\d{1,3}(?:\.\d{1,3}){3}\b|::1\b", line)]
+    assert not leaked, leaked[:5]
