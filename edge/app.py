@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from litestar import Litestar, MediaType, Response, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 
 from analytics import api as analytics_api
 from analytics import csrf, dashboard, dashboard_api, keys_api, migrations, openapi
@@ -256,9 +257,12 @@ def healthz() -> Health:
     return Health()
 
 
-@get("/metrics", media_type=MediaType.TEXT, sync_to_thread=False)
-def metrics(state: State) -> Response[str]:
-    """Prometheus text exposition."""
+@get("/metrics", media_type=MediaType.TEXT, sync_to_thread=False, responses=openapi.errors(403))
+def metrics(request: Request, state: State) -> Response[str]:
+    """Prometheus text exposition, for this host (or `WAVE_METRICS_ALLOW`) or with
+    `Authorization: Bearer $WAVE_METRICS_TOKEN`: request rates, errors and queue sizes
+    tell an outsider how the service is doing and when it is weak."""
+    http.check_metrics_access(request, state.edge.settings)
     return Response(
         state.edge.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
     )
@@ -288,7 +292,10 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         middleware=[http.request_metrics(edge.metrics), http.security_headers, http.cors_middleware(edge),
                     http.rate_limit_middleware(edge),
                     http.audit_middleware(edge)],
-        openapi_config=OpenAPIConfig(title="wave-edge", version="0.1.0", path="/schema"),
+        # The document only, as JSON at /schema and /schema/openapi.json: Litestar's HTML
+        # renderers load their scripts from a CDN, on the dashboard's origin (SECURITY.md).
+        openapi_config=OpenAPIConfig(title="wave-edge", version="0.1.0", path="/schema",
+                                     render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])]),
         request_max_body_size=1024 * 1024,  # routes that take more say so (uploads stream to disk)
         debug=False,
     )

@@ -15,6 +15,7 @@ import msgspec
 from analytics.limits import Limit
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 DEFAULT_PLAYER_DIR = Path(__file__).resolve().parent.parent / "player" / "dist"
 
 
@@ -73,6 +74,9 @@ class Settings(msgspec.Struct, kw_only=True):
     head_timeout_s: float = 10.0
     body_idle_s: float = 15.0
     max_head_bytes: int = 32 * 1024
+    # Who may read /metrics: a bearer token, and/or client addresses (default: this host).
+    metrics_token: str | None = None
+    metrics_allow: tuple[Network, ...] = LOOPBACK
 
     @property
     def spool_dir(self) -> Path:
@@ -127,6 +131,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         head_timeout_s=float(env.get("WAVE_HEAD_TIMEOUT_S") or 10.0),
         body_idle_s=float(env.get("WAVE_BODY_IDLE_S") or 15.0),
         max_head_bytes=int(env.get("WAVE_MAX_HEAD_BYTES") or 32 * 1024),
+        metrics_token=env.get("WAVE_METRICS_TOKEN") or None,
+        metrics_allow=parse_networks(env["WAVE_METRICS_ALLOW"]) if "WAVE_METRICS_ALLOW" in env else LOOPBACK,
         **{name: Limit.parse(env[var]) for name, var in _LIMITS.items() if var in env},
     )
 
