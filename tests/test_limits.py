@@ -146,6 +146,7 @@ def test_a_keyless_flood_on_admin_routes_is_limited_and_writes_one_summary_not_a
     """The attack of issue #14: thousands of keyless admin calls. Each used to write an
     audit row (and the rows held the full address for 400 days); now they are limited per
     address, counted, and summed up in one short-lived row without an address."""
+    assert from_env({"WAVE_LIMIT_ADMIN_IP": "5/10"}).limit_admin_ip == Limit(5, 10)
     server = server_factory()
     since = store.command("SELECT now64(3)")
     attacker = {"x-forwarded-for": "81.2.69.77"}
