@@ -306,7 +306,7 @@ def request_metrics(metrics: Registry):
     return factory
 
 
-# Admin surfaces whose every call is audited (the player's public calls are not admin acts).
+# Query parameters that name a privacy subject: hashed in audit records, never in clear.
 SUBJECT_PARAMS = ("viewer_id", "email", "ip")
 
 
