@@ -159,3 +159,15 @@ def test_webrtc_sessions_leave_no_address_in_the_logs(server, stream, caplog):
     assert lines, "nothing was logged: the check would prove nothing"
     leaked = [line for line in lines if re.search(r"\b127\.0\.0\.1\b|\b\d{1,3}(?:\.\d{1,3}){3}\b|::1\b", line)]
     assert not leaked, leaked[:5]
+
+
+def test_the_servers_log_handler_blanks_addresses_any_library_logs():
+    """Defence in depth for a library line nobody has read yet (edge/logs.py)."""
+    import logging
+
+    from edge.logs import RedactAddresses
+
+    record = logging.LogRecord("somelib", logging.WARNING, __file__, 1, "peer %s via %s at 12:30:05, ratio 1:2:3",
+                               (("203.0.113.7", 5000), "2001:db8::5%eth0"), None)
+    assert RedactAddresses().filter(record)
+    assert record.getMessage() == "peer ('[address]', 5000) via [address] at 12:30:05, ratio 1:2:3"
