@@ -37,6 +37,11 @@ from analytics.validation import BadInput
 _CACHE_S = 2.0
 COOKIE = "wave_admin"
 SESSION_S = 8 * 3600
+# What the edge issues: `wk_` admin, `sk_` support, `ok_` operator keys (analytics/tenants.py).
+_KEY_SHAPE = re.compile(r"^(?:wk|sk|ok)_[A-Za-z0-9_-]{43}$", re.ASCII)
+# Lookups of keys not in the cache at once: a flood of guessed keys waits on itself, not on
+# the threads that beacons and consents need.
+_LOOKUPS_AT_ONCE = 2
 _COOKIE_PARTS = re.compile(r"^([0-9a-f]{64})\.([0-9]{1,12})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$", re.ASCII)
 
 
@@ -73,6 +78,7 @@ class AdminAuth:
         self._store = store
         self._tenants = tenants
         self._keys: TTLCache[str] = TTLCache(_CACHE_S, max_entries=10_000)
+        self._lookups = asyncio.Semaphore(_LOOKUPS_AT_ONCE)
         self._ended: TTLCache[bool] = TTLCache(_CACHE_S, max_entries=10_000)  # session id -> signed out
         # A key of its own, so a session cookie can never pass for a playback token.
         self._signing = hmac.new(secret, b"wave-edge admin session", hashlib.sha256).digest()
@@ -80,8 +86,10 @@ class AdminAuth:
     async def tenant(self, request: Request) -> Tenant:
         key = bearer(request)
         if key is not None:
+            if not _KEY_SHAPE.match(key):  # not a key this edge issued: no lookup at all
+                raise BadInput("unauthorized", "unknown or revoked admin key", "$.headers.authorization", status=401)
             key_hash = hash_key(key)
-            if await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash)) == "support:":
+            if await self._key_owner(key_hash) == "support:":
                 return await self._support(request, key_hash)
             tenant = await self._tenant_for_hash(key_hash)
             if tenant is None:
@@ -125,7 +133,7 @@ class AdminAuth:
         """An operator key (offboarding only); returns its key id for the audit log."""
         key = bearer(request)
         key_hash = hash_key(key) if key else ""
-        if not key or await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash)) != "operator:":
+        if not key or not _KEY_SHAPE.match(key) or await self._key_owner(key_hash) != "operator:":
             raise BadInput("unauthorized", "send an operator key as 'Authorization: Bearer <key>'",
                            "$.headers.authorization", status=401)
         actor = "key:" + key_hash[:12]
@@ -135,7 +143,7 @@ class AdminAuth:
     async def sign_in(self, request: Request, key: str) -> tuple[Tenant, str]:
         """Check a key and make the session cookie's value for it."""
         key_hash = hash_key(key)
-        tenant = await self._tenant_for_hash(key_hash)
+        tenant = await self._tenant_for_hash(key_hash) if _KEY_SHAPE.match(key) else None
         if tenant is None:
             raise BadInput("unauthorized", "unknown or revoked admin key", "$.admin_key", status=401)
         _actor(request, tenant, key_hash, "admin-dashboard")
@@ -175,7 +183,16 @@ class AdminAuth:
 
     async def _tenant_for_hash(self, key_hash: str) -> Tenant | None:
         # cached by hash: no clear key is kept in memory
-        tenant_id = await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash))
+        tenant_id = await self._key_owner(key_hash)
         if tenant_id in ("support:", "operator:"):  # not admin keys (and no dashboard sessions)
             return None
         return await self._tenants.get(tenant_id) if tenant_id else None
+
+    async def _key_owner(self, key_hash: str) -> str | None:
+        """The tenant id (or "support:"/"operator:") of a live key, from the cache or, a few
+        at a time, from the store."""
+        hit, owner = self._keys.lookup(key_hash)
+        if hit:
+            return owner
+        async with self._lookups:
+            return await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash))

@@ -212,3 +212,50 @@ def test_audit_rows_without_a_tenant_keep_a_short_retention_and_no_full_address(
     left = store.rows("SELECT count() FROM audit_log WHERE action = {m:String} SETTINGS apply_deleted_mask = 0",
                       {"m": marker})
     assert left == [(1,)]
+
+
+def test_guessed_keys_from_many_addresses_do_not_hold_the_hot_paths(server, tenant_factory, monkeypatch):
+    """Well-formed but unknown keys each need a lookup; with the store slow to answer them,
+    at most a couple of threads wait on those lookups, and consents and beacons still go
+    through. Keys of a shape the edge never issues are refused without any lookup."""
+    import asyncio
+    import secrets
+    import threading
+
+    from analytics import auth
+
+    release = threading.Event()
+    real = auth.tenant_id_for_key_hash
+    waiting = []
+
+    def slow_lookup(store, key_hash):
+        waiting.append(key_hash)
+        release.wait(60)
+        return real(store, key_hash)
+
+    monkeypatch.setattr(auth, "tenant_id_for_key_hash", slow_lookup)
+    tenant, _ = tenant_factory()
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
+            guesses = [asyncio.ensure_future(http.get("/v1/streams", headers={
+                "authorization": f"Bearer wk_{secrets.token_urlsafe(32)}", "x-forwarded-for": f"81.2.70.{i}"}))
+                for i in range(1, 41)]
+            await asyncio.sleep(0.5)  # let them all reach the edge (not a timing assertion)
+            junk = await http.get("/v1/streams", headers={"authorization": "Bearer not-a-key"})
+            assert junk.status_code == 401
+            assert (await http.post("/v1/consent", json={"tenant_id": tenant.tenant_id, "viewer_id": "v-guess",
+                                                         "purposes": ["analytics"], "policy_version": "v1"})
+                    ).status_code == 201
+            r = await http.post("/v1/collect", content=json.dumps({"tenant_id": tenant.tenant_id, "viewer_id": "v-guess",
+                                                                   "events": [event("heartbeat")]}),
+                                headers={"user-agent": CHROME_WIN, "x-forwarded-for": "81.2.69.142"})
+            assert r.status_code == 202
+            assert len(waiting) <= 2
+            release.set()
+            assert {(await g).status_code for g in guesses} == {401}
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
