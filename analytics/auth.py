@@ -86,7 +86,7 @@ class AdminAuth:
     async def tenant(self, request: Request) -> Tenant:
         key = bearer(request)
         if key is not None:
-            if not _KEY_SHAPE.match(key):  # not a key this edge issued: no lookup at all
+            if not _KEY_SHAPE.fullmatch(key):  # not a key this edge issued: no lookup at all
                 raise BadInput("unauthorized", "unknown or revoked admin key", "$.headers.authorization", status=401)
             key_hash = hash_key(key)
             if await self._key_owner(key_hash) == "support:":
@@ -133,7 +133,7 @@ class AdminAuth:
         """An operator key (offboarding only); returns its key id for the audit log."""
         key = bearer(request)
         key_hash = hash_key(key) if key else ""
-        if not key or not _KEY_SHAPE.match(key) or await self._key_owner(key_hash) != "operator:":
+        if not key or not _KEY_SHAPE.fullmatch(key) or await self._key_owner(key_hash) != "operator:":
             raise BadInput("unauthorized", "send an operator key as 'Authorization: Bearer <key>'",
                            "$.headers.authorization", status=401)
         actor = "key:" + key_hash[:12]
@@ -143,7 +143,7 @@ class AdminAuth:
     async def sign_in(self, request: Request, key: str) -> tuple[Tenant, str]:
         """Check a key and make the session cookie's value for it."""
         key_hash = hash_key(key)
-        tenant = await self._tenant_for_hash(key_hash) if _KEY_SHAPE.match(key) else None
+        tenant = await self._tenant_for_hash(key_hash) if _KEY_SHAPE.fullmatch(key) else None
         if tenant is None:
             raise BadInput("unauthorized", "unknown or revoked admin key", "$.admin_key", status=401)
         _actor(request, tenant, key_hash, "admin-dashboard")
@@ -173,7 +173,7 @@ class AdminAuth:
         """(key hash, session id, expiry) of a well-signed, unexpired cookie, else None.
         Checked against an ASCII pattern first: `"²".isdigit()` is true, and `int` or
         `compare_digest` on such text would raise (a 500) instead of refusing."""
-        match = _COOKIE_PARTS.match(value)
+        match = _COOKIE_PARTS.fullmatch(value)
         if match is None:
             return None
         key_hash, expires, session_id, mac = match.groups()

@@ -34,7 +34,7 @@ from analytics.tenants import TenantDirectory
 from analytics.wire import Health
 from analytics.write_buffer import WriteBuffer
 from edge import demo as demo_setup
-from edge import http, logs
+from edge import http, logs, metrics_access
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
 from edge.public_media import PublicLinks
@@ -262,7 +262,7 @@ def metrics(request: Request, state: State) -> Response[str]:
     """Prometheus text exposition, for this host (or `WAVE_METRICS_ALLOW`) or with
     `Authorization: Bearer $WAVE_METRICS_TOKEN`: request rates, errors and queue sizes
     tell an outsider how the service is doing and when it is weak."""
-    http.check_metrics_access(request, state.edge.settings)
+    metrics_access.check(request, state.edge.settings)
     return Response(
         state.edge.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
     )

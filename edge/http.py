@@ -16,8 +16,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from analytics.auth import bearer, equal_secrets
-from analytics.enrichment.ip import client_ip, trusted_peer
+from analytics.enrichment.ip import client_ip
 from analytics.limits import RateLimited
 from analytics.metrics import Registry
 from analytics.paths import is_admin_path
@@ -40,26 +39,6 @@ def error_response(status: int, error: str, detail: object = None, headers: dict
         media_type="application/json",
         headers={**BASELINE_HEADERS, **(headers or {})},
     )
-
-
-def check_metrics_access(request: Request, settings) -> None:
-    """403 unless the caller has the metrics token or an allowed address. A request that
-    came through a proxy we do not trust (it has X-Forwarded-For, the peer is not in
-    WAVE_TRUSTED_PROXIES) gets no address-based access: a front on this host without that
-    setting would otherwise make every visitor look local."""
-    token = settings.metrics_token
-    if token and equal_secrets(bearer(request) or "", token):
-        return
-    client = request.scope.get("client")
-    peer = client[0] if client else None
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and not trusted_peer(peer, settings.trusted_proxies):
-        address = None
-    else:
-        address = client_ip(peer, forwarded, settings.trusted_proxies)
-    if address is None or not any(address.version == net.version and address in net for net in settings.metrics_allow):
-        raise BadInput("forbidden", "metrics are for this host, WAVE_METRICS_ALLOW or WAVE_METRICS_TOKEN",
-                       "$.headers.authorization", status=403)
 
 
 def on_bad_input(_: Request, exc: BadInput) -> Response:
@@ -219,7 +198,6 @@ def _limit_for(scope: Scope) -> str | None:
     if scope["method"] != "POST":
         return None
     return next((name for prefix, name in _LIMITED if path.startswith(prefix)), None)
-
 
 
 def _address(scope: Scope, trusted) -> str:
