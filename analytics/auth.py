@@ -5,7 +5,10 @@ dashboard's session cookie, which the key is exchanged for once (`POST /admin/se
 so the key itself never sits in the browser's storage. The cookie is HttpOnly and
 SameSite=Strict (other sites' pages cannot make the browser send it), signed with the
 edge's secret, and names the *hash* of the key it came from: every request re-checks that
-this key is still valid, so revoking a key ends its dashboard sessions too.
+this key is still valid, so revoking a key ends its dashboard sessions too. It also names
+a random session id: signing out records that id as ended (analytics/admin_sessions.py),
+so a copy of the cookie stops working with the session. Same-site pages can still make
+the browser send it: state changes made with it pass the CSRF checks (analytics/csrf.py).
 
 Every admin route calls `tenant()`; there is no other way to learn which tenant a request
 acts for, so one tenant's key can never reach another tenant's data. Keys are looked up
@@ -19,10 +22,13 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import re
+import secrets
 import time
 
 from litestar import Request
 
+from analytics import admin_sessions, csrf
 from analytics.cache import TTLCache
 from analytics.store import Store
 from analytics.tenants import Tenant, TenantDirectory, hash_key, tenant_id_for_key_hash
@@ -31,6 +37,19 @@ from analytics.validation import BadInput
 _CACHE_S = 2.0
 COOKIE = "wave_admin"
 SESSION_S = 8 * 3600
+# What the edge issues: `wk_` admin, `sk_` support, `ok_` operator keys (analytics/tenants.py).
+_KEY_SHAPE = re.compile(r"^(?:wk|sk|ok)_[A-Za-z0-9_-]{43}$", re.ASCII)
+# Lookups of keys not in the cache at once: a flood of guessed keys waits on itself, not on
+# the threads that beacons and consents need.
+_LOOKUPS_AT_ONCE = 2
+_COOKIE_PARTS = re.compile(r"^([0-9a-f]{64})\.([0-9]{1,12})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$", re.ASCII)
+
+
+def equal_secrets(given: str, expected: str) -> bool:
+    """Constant-time comparison of a presented secret with the expected (ASCII) one.
+    `hmac.compare_digest` raises TypeError on non-ASCII `str`: compare bytes instead, so
+    a token of any characters is simply wrong (a 4xx), never a 500."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
 
 
 def bearer(request: Request) -> str | None:
@@ -59,14 +78,18 @@ class AdminAuth:
         self._store = store
         self._tenants = tenants
         self._keys: TTLCache[str] = TTLCache(_CACHE_S, max_entries=10_000)
+        self._lookups = asyncio.Semaphore(_LOOKUPS_AT_ONCE)
+        self._ended: TTLCache[bool] = TTLCache(_CACHE_S, max_entries=10_000)  # session id -> signed out
         # A key of its own, so a session cookie can never pass for a playback token.
         self._signing = hmac.new(secret, b"wave-edge admin session", hashlib.sha256).digest()
 
     async def tenant(self, request: Request) -> Tenant:
         key = bearer(request)
         if key is not None:
+            if not _KEY_SHAPE.fullmatch(key):  # not a key this edge issued: no lookup at all
+                raise BadInput("unauthorized", "unknown or revoked admin key", "$.headers.authorization", status=401)
             key_hash = hash_key(key)
-            if await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash)) == "support:":
+            if await self._key_owner(key_hash) == "support:":
                 return await self._support(request, key_hash)
             tenant = await self._tenant_for_hash(key_hash)
             if tenant is None:
@@ -75,12 +98,13 @@ class AdminAuth:
             return tenant
         cookie = request.cookies.get(COOKIE)
         if cookie:
-            key_hash = self._verify(cookie)
-            tenant = await self._tenant_for_hash(key_hash) if key_hash else None
+            session = await self.session(cookie)
+            tenant = await self._tenant_for_hash(session[0]) if session else None
             if tenant is None:
                 raise BadInput("unauthorized", "the dashboard session ended; sign in again", "$.cookies.wave_admin",
                                status=401)
-            _actor(request, tenant, key_hash, "admin-dashboard")
+            _actor(request, tenant, session[0], "admin-dashboard")
+            csrf.cookie_call(request)
             return tenant
         raise BadInput("unauthorized", "send the tenant's admin key as 'Authorization: Bearer <key>'",
                        "$.headers.authorization", status=401)
@@ -109,7 +133,7 @@ class AdminAuth:
         """An operator key (offboarding only); returns its key id for the audit log."""
         key = bearer(request)
         key_hash = hash_key(key) if key else ""
-        if not key or await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash)) != "operator:":
+        if not key or not _KEY_SHAPE.fullmatch(key) or await self._key_owner(key_hash) != "operator:":
             raise BadInput("unauthorized", "send an operator key as 'Authorization: Bearer <key>'",
                            "$.headers.authorization", status=401)
         actor = "key:" + key_hash[:12]
@@ -119,31 +143,56 @@ class AdminAuth:
     async def sign_in(self, request: Request, key: str) -> tuple[Tenant, str]:
         """Check a key and make the session cookie's value for it."""
         key_hash = hash_key(key)
-        tenant = await self._tenant_for_hash(key_hash)
+        tenant = await self._tenant_for_hash(key_hash) if _KEY_SHAPE.fullmatch(key) else None
         if tenant is None:
             raise BadInput("unauthorized", "unknown or revoked admin key", "$.admin_key", status=401)
         _actor(request, tenant, key_hash, "admin-dashboard")
         expires = int(time.time()) + SESSION_S
-        payload = f"{key_hash}.{expires}"
+        payload = f"{key_hash}.{expires}.{secrets.token_urlsafe(16)}"
         return tenant, f"{payload}.{self._mac(payload)}"
+
+    async def session(self, cookie: str) -> tuple[str, str, int] | None:
+        """(key hash, session id, expiry) of a valid, unexpired, not signed-out cookie."""
+        parsed = self._verify(cookie)
+        if parsed is None or await self._ended.get(parsed[1], lambda: admin_sessions.ended(self._store, parsed[1])):
+            return None
+        return parsed
+
+    async def sign_out(self, cookie: str) -> None:
+        """End the cookie's session on every edge (at once on this one)."""
+        parsed = self._verify(cookie)
+        if parsed is not None:
+            await asyncio.to_thread(admin_sessions.end, self._store, parsed[1], parsed[2])
+            self._ended.put(parsed[1], True)
 
     def _mac(self, payload: str) -> str:
         digest = hmac.new(self._signing, payload.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def _verify(self, value: str) -> str | None:
-        """The key hash a valid, unexpired cookie names, else None."""
-        parts = value.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
+    def _verify(self, value: str) -> tuple[str, str, int] | None:
+        """(key hash, session id, expiry) of a well-signed, unexpired cookie, else None.
+        Checked against an ASCII pattern first: `"²".isdigit()` is true, and `int` or
+        `compare_digest` on such text would raise (a 500) instead of refusing."""
+        match = _COOKIE_PARTS.fullmatch(value)
+        if match is None:
             return None
-        key_hash, expires, mac = parts
-        if not hmac.compare_digest(mac, self._mac(f"{key_hash}.{expires}")) or int(expires) < time.time():
+        key_hash, expires, session_id, mac = match.groups()
+        if not equal_secrets(mac, self._mac(f"{key_hash}.{expires}.{session_id}")) or int(expires) < time.time():
             return None
-        return key_hash
+        return key_hash, session_id, int(expires)
 
     async def _tenant_for_hash(self, key_hash: str) -> Tenant | None:
         # cached by hash: no clear key is kept in memory
-        tenant_id = await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash))
+        tenant_id = await self._key_owner(key_hash)
         if tenant_id in ("support:", "operator:"):  # not admin keys (and no dashboard sessions)
             return None
         return await self._tenants.get(tenant_id) if tenant_id else None
+
+    async def _key_owner(self, key_hash: str) -> str | None:
+        """The tenant id (or "support:"/"operator:") of a live key, from the cache or, a few
+        at a time, from the store."""
+        hit, owner = self._keys.lookup(key_hash)
+        if hit:
+            return owner
+        async with self._lookups:
+            return await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash))

@@ -3,7 +3,10 @@
 The page is a static shell; `/player/dashboard.js` (built with the player) fills it from
 the analytics API. Signing in exchanges the admin key for the session cookie
 (`analytics.auth`): HttpOnly (no script reads it), SameSite=Strict (no other site's page
-makes the browser send it), Secure when the request came over HTTPS, Path=/.
+makes the browser send it), Secure when the request came over HTTPS (directly, or through
+the TLS front: `X-Forwarded-Proto: https` from a peer in `WAVE_TRUSTED_PROXIES`, and only
+from one: anyone else could claim it), Path=/. Signing in is refused from other origins
+(analytics/csrf.py); signing out ends the session on the server, not just in the browser.
 The page may not be framed (clickjacking), unlike the player's embed page.
 """
 
@@ -13,8 +16,9 @@ from litestar import Request, Response, delete, get, post
 from litestar.datastructures import Cookie, State
 from litestar.openapi import ResponseSpec
 
-from analytics import validation
+from analytics import csrf, validation
 from analytics.auth import COOKIE, SESSION_S
+from analytics.enrichment.ip import trusted_peer
 from analytics.openapi import body, errors
 from analytics.wire import SignedIn, SignIn
 
@@ -121,19 +125,21 @@ async def admin_page() -> Response[str]:
     return Response(PAGE, media_type="text/html; charset=utf-8", headers=HEADERS)
 
 
-@post("/admin/session", status_code=201, request_max_body_size=4096, responses=errors(400, 401, 413, 429, 503),
+@post("/admin/session", status_code=201, request_max_body_size=4096,
+      responses=errors(400, 401, 403, 413, 415, 429, 503),
       opt=body(SignIn))
 async def sign_in(request: Request, state: State) -> Response[SignedIn]:
     """Exchange an admin key for the dashboard's session cookie."""
+    csrf.same_origin(request)
     body = validation.decode(await request.body(), SignIn)
     tenant, value = await state.edge.auth.sign_in(request, body.admin_key)
     cookie = Cookie(key=COOKIE, value=value, max_age=SESSION_S, path="/", httponly=True, samesite="strict",
-                    secure=request.url.scheme == "https")
+                    secure=over_tls(request, state.edge.settings.trusted_proxies))
     return Response(SignedIn(tenant.tenant_id, tenant.name), status_code=201, cookies=[cookie],
                     headers={"Cache-Control": "no-store"})
 
 
-@get("/admin/session", responses={204: ResponseSpec(None, description="not signed in"), **errors(401, 503)})
+@get("/admin/session", responses={204: ResponseSpec(None, description="not signed in"), **errors(401, 429, 503)})
 async def who_am_i(request: Request, state: State) -> Response[SignedIn | None]:
     """The tenant the session acts for; 204 when signed out (the page's first question,
     which is not an error), 401 only for a cookie that is no longer valid."""
@@ -143,11 +149,25 @@ async def who_am_i(request: Request, state: State) -> Response[SignedIn | None]:
     return Response(SignedIn(tenant.tenant_id, tenant.name))
 
 
-@delete("/admin/session", status_code=200)
-async def sign_out(request: Request) -> Response[None]:
+@delete("/admin/session", status_code=200, responses=errors(403, 429, 503))
+async def sign_out(request: Request, state: State) -> Response[None]:
+    """End the session: its id is recorded as ended, so a copy of the cookie is dead too."""
+    value = request.cookies.get(COOKIE)
+    if value:
+        csrf.cookie_call(request)
+        await state.edge.auth.sign_out(value)
     cookie = Cookie(key=COOKIE, value="", max_age=0, path="/", httponly=True, samesite="strict",
-                    secure=request.url.scheme == "https")
+                    secure=over_tls(request, state.edge.settings.trusted_proxies))
     return Response(None, cookies=[cookie])
+
+
+def over_tls(request: Request, trusted) -> bool:
+    """Did the browser reach us over HTTPS? Only a trusted proxy may say so for it."""
+    if request.url.scheme == "https":
+        return True
+    client = request.scope.get("client")
+    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return proto == "https" and trusted_peer(client[0] if client else None, trusted)
 
 
 ROUTES = [admin_page, sign_in, who_am_i, sign_out]

@@ -19,7 +19,7 @@ from litestar.datastructures import State
 
 from analytics import queries, safe_csv
 from analytics.openapi import ADMIN, errors
-from analytics.validation import BadInput
+from analytics.validation import BadInput, ascii_int
 from analytics.wire import Breakdown, BreakdownRow, Realtime, Series, SeriesPoint, Summary
 
 MAX_RANGE_DAYS = 400
@@ -93,12 +93,12 @@ async def breakdown(request: Request, state: State) -> Breakdown | Response[str]
     first, `limit` rows (default 20) and an "other" row for the rest."""
     tenant = await state.edge.auth.tenant(request)
     dimension = _choice(request, "dimension", tuple(queries.DIMENSIONS))
-    raw_limit = request.query_params.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    limit = ascii_int(request.query_params.get("limit", "20"), 4)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise BadInput("invalid_parameter", f"limit must be a whole number from 1 to {MAX_LIMIT}", "$.query.limit")
     as_csv = wants_csv(request)
     rows = await asyncio.to_thread(queries.breakdown, state.edge.store, scope(request, tenant.tenant_id),
-                                   dimension, int(raw_limit))
+                                   dimension, limit)
     if as_csv:
         return csv_response(rows, ["value", *queries.SUMMARY_FIELDS], f"breakdown-{dimension}.csv")
     return Breakdown(dimension=dimension, rows=[BreakdownRow(**row) for row in rows])

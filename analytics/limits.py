@@ -105,8 +105,11 @@ class Limits:
     """Every abuse limit of one edge (settings give the figures)."""
 
     def __init__(self, per_ip: Limit, tenant_events: Limit, tenant_consents: Limit, whep_per_ip: Limit,
-                 whep_per_tenant: Limit, clock: Callable[[], float] = time.monotonic) -> None:
+                 whep_per_tenant: Limit, clock: Callable[[], float] = time.monotonic,
+                 admin_per_ip: Limit = Limit(20, 400)) -> None:
         self.per_ip = TokenBuckets(per_ip, clock)
+        # Admin routes and the dashboard's session, per address, before any key is looked up.
+        self.admin_per_ip = TokenBuckets(admin_per_ip, clock)
         self.tenant_events = TokenBuckets(tenant_events, clock)
         self.tenant_consents = TokenBuckets(tenant_consents, clock)
         self.whep_per_ip = TokenBuckets(whep_per_ip, clock)

@@ -379,6 +379,21 @@ def _v11() -> tuple[str, ...]:
     )
 
 
+def _v12() -> tuple[str, ...]:
+    # Dashboard sessions ended by signing out (analytics/admin_sessions.py); a row lives as
+    # long as the cookie it cancels.
+    ended = create_table(
+        "admin_sessions_ended",
+        """
+        session_id String,
+        ended_at DateTime64(3, 'UTC'),
+        expires_at DateTime('UTC')
+        """,
+        f"ENGINE = {engine('MergeTree')} ORDER BY session_id TTL expires_at",
+    )
+    return (ended,)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tenants, keys, consents, viewer events", _v1()),
     Migration(2, "streams", _v2()),
@@ -391,6 +406,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "support grants", _v9()),
     Migration(10, "beacon parts small enough to purge quickly", _v10()),
     Migration(11, "provable e-mail links, identity secret rotation", _v11()),
+    Migration(12, "dashboard sign-outs", _v12()),
 )
 
 

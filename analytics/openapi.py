@@ -37,7 +37,7 @@ _WHY = {
 SDP = "application/sdp"
 MULTIPART = "multipart/form-data"
 # What every admin route (a tenant's key or dashboard session) may answer.
-ADMIN = (400, 401, 403, 404, 413, 503)
+ADMIN = (400, 401, 403, 404, 413, 415, 429, 503)
 _ERROR_REF = "#/components/schemas/ErrorBody"
 
 

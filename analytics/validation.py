@@ -64,6 +64,14 @@ def decode(body: bytes, kind: type[T]) -> T:
         raise BadInput("invalid_json", str(exc)) from None
 
 
+def ascii_int(text: str | None, max_digits: int = 12) -> int | None:
+    """`text` as a whole number if it is ASCII digits only, else None. `str.isdigit()`
+    is true for "²" or "٣", on which `int()` fails or means something else."""
+    if text is None or not 0 < len(text) <= max_digits or not all("0" <= c <= "9" for c in text):
+        return None
+    return int(text)
+
+
 def _not_utf8(exc: UnicodeDecodeError) -> BadInput:
     return BadInput("invalid_utf8", f"body is not valid UTF-8 (byte {exc.start})")
 

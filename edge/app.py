@@ -13,12 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from litestar import Litestar, MediaType, Response, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 
 from analytics import api as analytics_api
-from analytics import dashboard, dashboard_api, identity_api, keys_api, migrations, openapi
+from analytics import csrf, dashboard, dashboard_api, identity_api, keys_api, migrations, openapi
 from analytics.identity import IdentityTokens
 from analytics.auth import AdminAuth
 from analytics.collector import Collector
@@ -34,7 +35,7 @@ from analytics.tenants import TenantDirectory
 from analytics.wire import Health
 from analytics.write_buffer import WriteBuffer
 from edge import demo as demo_setup
-from edge import http
+from edge import http, logs, metrics_access
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
 from edge.public_media import PublicLinks
@@ -56,7 +57,7 @@ from edge.vod.jobs import FairJobs
 from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
 from retention import api as retention_api
-from retention import backups, policy
+from retention import audit, backups, policy
 
 log = logging.getLogger("edge")
 
@@ -80,6 +81,7 @@ class Edge:
         self.consents: ConsentLedger | None = None
         self.tenants: TenantDirectory | None = None
         self.auth: AdminAuth | None = None
+        self.audit: audit.AuditWriter | None = None
         self.live = LiveRegistry()
         self.streams: StreamCache | None = None
         self.publishers: dict[str, PublishSession] = {}
@@ -102,7 +104,8 @@ class Edge:
         self.public_links = PublicLinks(settings.media_dir)
         self.front_log = FrontLog(self, settings.front_log_path)
         self.limits = Limits(settings.limit_ip, settings.limit_tenant_events, settings.limit_tenant_consents,
-                             settings.limit_whep_ip, settings.limit_whep_tenant)
+                             settings.limit_whep_ip, settings.limit_whep_tenant,
+                             admin_per_ip=settings.limit_admin_ip)
 
     async def start(self) -> None:
         s = self.settings
@@ -123,6 +126,8 @@ class Edge:
         self.consents.start()
         self.tenants = TenantDirectory(self.store)
         self.auth = AdminAuth(self.store, self.tenants, self.secret)
+        self.audit = audit.AuditWriter(self.store, self.metrics)
+        self.audit.start()
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir, self.public_links)
         self.video_cache = VideoCache(self.store)
@@ -253,6 +258,8 @@ class Edge:
             await self.sessions.stop()
         if self.consents is not None:
             await self.consents.stop()
+        if self.audit is not None:
+            await self.audit.stop()
         if self.buffer is not None:
             await self.buffer.stop()
         if self.geo is not None:
@@ -267,15 +274,19 @@ def healthz() -> Health:
     return Health()
 
 
-@get("/metrics", media_type=MediaType.TEXT, sync_to_thread=False)
-def metrics(state: State) -> Response[str]:
-    """Prometheus text exposition."""
+@get("/metrics", media_type=MediaType.TEXT, sync_to_thread=False, responses=openapi.errors(403))
+def metrics(request: Request, state: State) -> Response[str]:
+    """Prometheus text exposition, for this host (or `WAVE_METRICS_ALLOW`) or with
+    `Authorization: Bearer $WAVE_METRICS_TOKEN`: request rates, errors and queue sizes
+    tell an outsider how the service is doing and when it is weak."""
+    metrics_access.check(request, state.edge.settings)
     return Response(
         state.edge.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
     )
 
 
 def create_app(settings: Settings, store: Store | None = None) -> Litestar:
+    logs.hold_libraries()  # libraries that log peers' addresses stay quiet (edge/logs.py)
     edge = Edge(settings, store)
 
     async def on_startup(app: Litestar) -> None:
@@ -295,10 +306,14 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=http.EXCEPTION_HANDLERS,
+        guards=[csrf.json_content_type],
         middleware=[http.request_metrics(edge.metrics), http.security_headers, http.cors_middleware(edge),
                     http.rate_limit_middleware(edge),
                     http.audit_middleware(edge)],
-        openapi_config=OpenAPIConfig(title="wave-edge", version="0.1.0", path="/schema"),
+        # The document only, as JSON at /schema and /schema/openapi.json: Litestar's HTML
+        # renderers load their scripts from a CDN, on the dashboard's origin (SECURITY.md).
+        openapi_config=OpenAPIConfig(title="wave-edge", version="0.1.0", path="/schema",
+                                     render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])]),
         request_max_body_size=1024 * 1024,  # routes that take more say so (uploads stream to disk)
         debug=False,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -22,11 +21,11 @@ from edge.settings import from_env
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from edge import serving
+    from edge import logs, serving
     from edge.app import create_app
 
     settings = from_env()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     host = args.host or settings.host
     port = args.port or settings.port
     uvicorn.Server(serving.config(create_app(settings), settings, host, port)).run()

@@ -19,8 +19,10 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from analytics.enrichment.ip import client_ip
 from analytics.limits import RateLimited
 from analytics.metrics import Registry
+from analytics.paths import is_admin_path
 from analytics.store import StoreUnavailable
 from analytics.validation import BadInput
+from retention import audit
 
 log = logging.getLogger("edge.http")
 
@@ -35,11 +37,13 @@ _CORS_EXPOSE = b"location, etag, link, retry-after"
 
 
 def error_response(status: int, error: str, detail: object = None, headers: dict[str, str] | None = None) -> Response:
+    """The one error shape. It carries the baseline security headers itself: the router's
+    own 404/405 answers never pass through the middlewares that add them elsewhere."""
     return Response(
         content={"error": error, "detail": detail},
         status_code=status,
         media_type="application/json",
-        headers=headers,
+        headers={**BASELINE_HEADERS, **(headers or {})},
     )
 
 
@@ -165,12 +169,12 @@ async def _origin_allowed(edge, path: str, origin: bytes) -> bool:
 
 
 # The player's endpoints that anyone may call, and what each costs its caller's address.
-_LIMITED = (("/v1/collect", "per_ip"), ("/v1/consent", "per_ip"), ("/admin/session", "per_ip"),
-            ("/whep/", "whep_per_ip"))
+_LIMITED = (("/v1/collect", "per_ip"), ("/v1/consent", "per_ip"), ("/whep/", "whep_per_ip"))
 
 
 def rate_limit_middleware(edge):
-    """Per-address limits on the public POST endpoints, checked before the body is read,
+    """Per-address limits on the public POST endpoints and on every admin call (any
+    method, with or without a key), checked before the body is read or a key looked up,
     so a flood costs the edge a dictionary lookup per request (analytics/limits.py)."""
     limited = edge.metrics.counter("wave_rate_limited_total", "Requests refused with 429, by limit")
 
@@ -193,9 +197,14 @@ def rate_limit_middleware(edge):
 
 
 def _limit_for(scope: Scope) -> str | None:
-    if scope["type"] != "http" or scope["method"] != "POST":
+    if scope["type"] != "http":
         return None
-    return next((name for prefix, name in _LIMITED if scope["path"].startswith(prefix)), None)
+    path = scope["path"]
+    if is_admin_path(path):
+        return "admin_per_ip" if scope["method"] != "OPTIONS" else None
+    if scope["method"] != "POST":
+        return None
+    return next((name for prefix, name in _LIMITED if path.startswith(prefix)), None)
 
 
 def _address(scope: Scope, trusted) -> str:
@@ -214,6 +223,7 @@ async def _send_json(send: Send, status: int, content: dict, *headers: tuple[byt
 
 
 _BASELINE = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
+BASELINE_HEADERS = {name.decode(): value.decode() for name, value in _BASELINE}
 
 
 def security_headers(app: ASGIApp) -> ASGIApp:
@@ -281,43 +291,50 @@ def request_metrics(metrics: Registry):
     return factory
 
 
-# Admin surfaces whose every call is audited (the player's public calls are not admin acts).
-AUDITED_PREFIXES = ("/v1/", "/admin/session")
-NOT_AUDITED = ("/v1/collect", "/v1/consent", "/v1/playback/")
+# Query parameters that name a privacy subject: hashed in audit records, never in clear.
 SUBJECT_PARAMS = ("viewer_id", "email", "ip")
 
 
 def audit_middleware(edge):
-    """Writes one audit record per admin request, after its response: who (set on the
-    scope by the auth check), route, parameters (privacy subjects hashed), outcome."""
-    from retention import audit, subjects
+    """One audit record per admin request, after its response: who (set on the scope by
+    the auth check), route, parameters (privacy subjects hashed), outcome. Records go
+    through the edge's `AuditWriter` (its own thread, batched under load); a request
+    refused before anyone was identified is only counted there, so a flood of them writes
+    nothing per request."""
+    from retention import subjects
 
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             path = scope.get("path", "")
-            if scope["type"] != "http" or not path.startswith(AUDITED_PREFIXES) or path.startswith(NOT_AUDITED):
+            if scope["type"] != "http" or not is_admin_path(path):
                 await app(scope, receive, send)
                 return
             status = _Status(send)
             try:
                 await app(scope, receive, status.send)
             finally:
+                writer = edge.audit
                 state = scope.get("state") or {}
-                tenant_id, actor, kind = state.get("wave_actor", ("", "anonymous", "unknown"))
-                request = Request(scope)
-                params = dict(request.query_params)
-                for name in SUBJECT_PARAMS:
-                    if name in params:
-                        params[name] = "sha256:" + subjects.hash_value(edge.secret, name, params[name])
-                change = state.get("wave_audit", {})
-                tenant = await edge.tenants.get(tenant_id) if tenant_id and edge.tenants is not None else None
-                record = audit.row(
-                    tenant_id, actor, kind, f"{scope['method']} {scope.get('path_template') or path}",
-                    params={**params, **change.get("params", {})}, before=change.get("before"),
-                    after=change.get("after"), ip=edge.client_ip(request), status=status.code,
-                    retention_days=tenant.audit_days if tenant else audit.DEFAULT_RETENTION_DAYS)
-                if edge.store is not None:
-                    await audit.write_async(edge.store, record)
+                action = f"{scope['method']} {scope.get('path_template') or 'unmatched'}"
+                actor_known = "wave_actor" in state
+                if writer is None:
+                    pass
+                elif not actor_known:
+                    writer.refused(action, status.code, _address(scope, edge.settings.trusted_proxies))
+                else:
+                    tenant_id, actor, kind = state["wave_actor"]
+                    request = Request(scope)
+                    params = dict(request.query_params)
+                    for name in SUBJECT_PARAMS:
+                        if name in params:
+                            params[name] = "sha256:" + subjects.hash_value(edge.secret, name, params[name])
+                    change = state.get("wave_audit", {})
+                    tenant = await edge.tenants.get(tenant_id) if tenant_id and edge.tenants is not None else None
+                    await writer.write(audit.row(
+                        tenant_id, actor, kind, f"{scope['method']} {scope.get('path_template') or path}",
+                        params={**params, **change.get("params", {})}, before=change.get("before"),
+                        after=change.get("after"), ip=edge.client_ip(request), status=status.code,
+                        retention_days=tenant.audit_days if tenant else audit.DEFAULT_RETENTION_DAYS))
 
         return middleware
 

@@ -26,6 +26,7 @@ from edge.settings import Settings
 
 def _response(status: bytes, body: bytes) -> bytes:
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"x-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 

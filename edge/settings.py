@@ -16,6 +16,7 @@ from analytics.limits import Limit
 from edge.vod.limits import MediaLimits
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 DEFAULT_PLAYER_DIR = Path(__file__).resolve().parent.parent / "player" / "dist"
 
 
@@ -75,6 +76,9 @@ class Settings(msgspec.Struct, kw_only=True):
     limit_tenant_consents: Limit = Limit(2_000, 10_000)
     limit_whep_ip: Limit = Limit(2, 20)
     limit_whep_tenant: Limit = Limit(100, 500)
+    # Admin API and dashboard session calls per client address (a dashboard load is about a
+    # dozen calls): bounds what unauthenticated floods and key guessing cost.
+    limit_admin_ip: Limit = Limit(20, 400)
     # Publishes (one encoder each) this edge runs at once, and one tenant may run at once.
     max_publishes: int = 8
     max_publishes_per_tenant: int = 4
@@ -83,6 +87,9 @@ class Settings(msgspec.Struct, kw_only=True):
     head_timeout_s: float = 10.0
     body_idle_s: float = 15.0
     max_head_bytes: int = 32 * 1024
+    # Who may read /metrics: a bearer token, and/or client addresses (default: this host).
+    metrics_token: str | None = None
+    metrics_allow: tuple[Network, ...] = LOOPBACK
 
     @property
     def spool_dir(self) -> Path:
@@ -142,6 +149,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         head_timeout_s=float(env.get("WAVE_HEAD_TIMEOUT_S") or 10.0),
         body_idle_s=float(env.get("WAVE_BODY_IDLE_S") or 15.0),
         max_head_bytes=int(env.get("WAVE_MAX_HEAD_BYTES") or 32 * 1024),
+        metrics_token=env.get("WAVE_METRICS_TOKEN") or None,
+        metrics_allow=parse_networks(env["WAVE_METRICS_ALLOW"]) if "WAVE_METRICS_ALLOW" in env else LOOPBACK,
         **{name: Limit.parse(env[var]) for name, var in _LIMITS.items() if var in env},
     )
 
@@ -156,4 +165,4 @@ _MEDIA_LIMITS = {"max_side": ("WAVE_UPLOAD_MAX_SIDE", int), "max_pixels": ("WAVE
                  "max_frames": ("WAVE_UPLOAD_MAX_FRAMES", int), "budget_s": ("WAVE_TRANSCODE_BUDGET_S", float)}
 _LIMITS = {"limit_ip": "WAVE_LIMIT_IP", "limit_tenant_events": "WAVE_LIMIT_TENANT_EVENTS",
            "limit_tenant_consents": "WAVE_LIMIT_TENANT_CONSENTS", "limit_whep_ip": "WAVE_LIMIT_WHEP_IP",
-           "limit_whep_tenant": "WAVE_LIMIT_WHEP_TENANT"}
+           "limit_whep_tenant": "WAVE_LIMIT_WHEP_TENANT", "limit_admin_ip": "WAVE_LIMIT_ADMIN_IP"}

@@ -36,7 +36,7 @@ from analytics.timefmt import iso_utc
 from retention import purge
 
 TIERS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
-KEEP_CURRENT = ("purges", "audit_log")  # never rolled back by a restore
+KEEP_CURRENT = ("purges", "audit_log", "admin_sessions_ended")  # never rolled back by a restore (a sign-out stays)
 REPLAY_MARGIN_S = 600
 _LOCK = ".lock"
 

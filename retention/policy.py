@@ -24,6 +24,7 @@ import msgspec
 
 from analytics.store import Store
 from analytics.tenants import Tenant, all_tenant_ids, load_tenant, save_tenant
+from retention import audit
 from retention.registry import REGISTRY
 
 # Setting name -> (tenant field, the tables it governs).
@@ -87,6 +88,14 @@ def enforce(store: Store, now: float | None = None) -> dict[str, int]:
                               parameters=params)
                 touched.add(entry.table)
             deleted[entry.table] = deleted.get(entry.table, 0) + n
+    # Audit rows no tenant owns (operator calls, refused anonymous calls) have their own period.
+    where = "tenant_id = '' AND ts < {cutoff:DateTime64(3)}"
+    params = {"cutoff": float(now - audit.ORPHAN_RETENTION_DAYS * 86400)}
+    n = int(store.command(f"SELECT count() FROM audit_log WHERE {where}", parameters=params))
+    if n:
+        store.command(f"DELETE FROM audit_log WHERE {where} SETTINGS lightweight_deletes_sync = 2", parameters=params)
+        touched.add("audit_log")
+    deleted["audit_log"] = deleted.get("audit_log", 0) + n
     for table in touched:
         store.command(f"ALTER TABLE {table} APPLY DELETED MASK SETTINGS mutations_sync = 2")
     return deleted

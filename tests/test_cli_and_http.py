@@ -62,6 +62,55 @@ def test_unknown_paths_and_methods_answer_json(server):
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
 
 
+def test_router_404_and_405_carry_the_security_headers(server):
+    """The router answers these before any middleware runs; they carry the headers anyway."""
+    for r in (server.http.get("/no/such/thing"), server.http.get("/v1/collect"), server.http.delete("/healthz"),
+              server.http.get("/v1/nothing-here", headers={"authorization": "Bearer wk_x"})):
+        assert r.status_code in (404, 405), r.url
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_metrics_are_for_this_host_an_allowed_network_or_the_token(server_factory):
+    import ipaddress
+
+    local = server_factory()  # the test client is 127.0.0.1, which is trusted as a proxy here
+    assert local.http.get("/metrics").status_code == 200
+    r = local.http.get("/metrics", headers={"x-forwarded-for": "81.2.69.142"})  # a visitor behind the proxy
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    assert "wave_" not in r.text
+    # A front on this host that the edge was not told to trust: every visitor looks local.
+    untrusted = server_factory(trusted_proxies=())
+    assert untrusted.http.get("/metrics", headers={"x-forwarded-for": "81.2.69.142"}).status_code == 403
+    assert untrusted.http.get("/metrics").status_code == 200
+    scraper = server_factory(metrics_token="mt_secret", metrics_allow=(ipaddress.ip_network("10.0.0.0/8"),))
+    assert scraper.http.get("/metrics").status_code == 403  # loopback no longer listed
+    assert scraper.http.get("/metrics", headers={"x-forwarded-for": "10.1.2.3"}).status_code == 200
+    assert scraper.http.get("/metrics", headers={"authorization": "Bearer mt_wrong"}).status_code == 403
+    assert scraper.http.get("/metrics", headers={"authorization": "Bearer mt_\u00e9".encode()}).status_code == 403
+    r = scraper.http.get("/metrics", headers={"authorization": "Bearer mt_secret", "x-forwarded-for": "81.2.69.142"})
+    assert r.status_code == 200 and "wave_http_requests_total" in r.text
+
+
+def test_metrics_settings_come_from_the_environment():
+    from edge.settings import from_env
+
+    s = from_env({"WAVE_METRICS_TOKEN": "t", "WAVE_METRICS_ALLOW": "10.0.0.0/8, 192.168.1.7"})
+    assert s.metrics_token == "t" and [str(n) for n in s.metrics_allow] == ["10.0.0.0/8", "192.168.1.7/32"]
+    assert from_env({"WAVE_METRICS_ALLOW": ""}).metrics_allow == ()
+    assert [str(n) for n in from_env({}).metrics_allow] == ["127.0.0.0/8", "::1/128"]
+
+
+def test_schema_is_the_json_document_with_no_third_party_script(server):
+    """Litestar's default /schema page loaded an unpinned script from a CDN on the
+    dashboard's origin; the edge now serves the document alone, downloading nothing."""
+    for path in ("/schema", "/schema/openapi.json"):
+        r = server.http.get(path)
+        assert r.status_code == 200 and "json" in r.headers["content-type"], path
+        assert r.json()["info"]["title"] == "wave-edge" and "<script" not in r.text
+    for path in ("/schema/redoc", "/schema/swagger", "/schema/elements", "/schema/rapidoc", "/schema/scalar"):
+        assert server.http.get(path).status_code == 404, path
+
+
 def test_cors_preflight_and_tenant_allowed_origins(server, tenant_factory):
     r = server.http.options(
         "/v1/collect", headers={"origin": "https://shop.example", "access-control-request-method": "POST"}

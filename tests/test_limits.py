@@ -140,3 +140,122 @@ def test_whep_offers_from_one_address_are_limited(server, tenant_factory):
     codes = [server.http.post(f"/whep/{stream['stream_id']}", content="v=0", headers=sdp).status_code
              for _ in range(40)]
     assert codes[:20] == [404] * 20 and set(codes[20:]) == {429}  # not live; then out of offers
+
+
+def test_a_keyless_flood_on_admin_routes_is_limited_and_writes_one_summary_not_a_row_each(server_factory, store):
+    """The attack of issue #14: thousands of keyless admin calls. Each used to write an
+    audit row (and the rows held the full address for 400 days); now they are limited per
+    address, counted, and summed up in one short-lived row without an address."""
+    assert from_env({"WAVE_LIMIT_ADMIN_IP": "5/10"}).limit_admin_ip == Limit(5, 10)
+    server = server_factory()
+    since = store.command("SELECT now64(3)")
+    attacker = {"x-forwarded-for": "81.2.69.77"}
+    codes = [server.http.get("/v1/streams", headers=attacker).status_code for _ in range(600)]
+    refused = codes.count(401)
+    assert codes.count(429) >= 150 and refused + codes.count(429) == 600
+    assert server.http.get("/v1/streams", headers={"x-forwarded-for": "81.2.69.78"}).status_code == 401  # others not
+    assert 'wave_auth_refused_total{status="401"}' in server.http.get("/metrics").text
+    server.stop()  # the writer sums up what it counted at shutdown
+    rows = store.rows("SELECT tenant_id, actor_kind, action, params, toString(ip), status, retention_days"
+                      " FROM audit_log WHERE ts >= {s:DateTime64(3)} AND tenant_id = ''", {"s": since})
+    summary = [r for r in rows if r[2] == "GET /v1/streams" and r[5] == 401]
+    assert len(summary) == 1, rows
+    _, kind, _, params, ip, _, days = summary[0]
+    assert kind == "refused" and json.loads(params) == {"count": refused + 1, "addresses": 2}
+    assert ip == "::" and days == 30
+
+
+def test_hot_paths_do_not_wait_for_audit_writes(server, tenant_factory, monkeypatch):
+    """Audit inserts that hang (a slow store) must not hold the threads that consent,
+    collect and key lookups need: the audit log has a thread and a bounded queue of its own."""
+    import threading
+
+    from retention import audit
+
+    release = threading.Event()
+    real_write = audit.write
+
+    def stuck_write(store, data):
+        release.wait(60)
+        real_write(store, data)
+
+    monkeypatch.setattr(audit, "write", stuck_write)
+    tenant, key = tenant_factory()
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=20) as http:
+            for _ in range(40):  # more audited calls than the default thread pool has threads
+                assert http.get("/v1/streams", headers={"authorization": f"Bearer {key}"}).status_code == 200
+            _, fresh_key = tenant_factory()  # a key never seen: a database lookup
+            assert http.get("/v1/streams", headers={"authorization": f"Bearer {fresh_key}"}).status_code == 200
+            assert consent(http, tenant.tenant_id, "v-audit").status_code == 201
+            assert collect(http, tenant.tenant_id, "v-audit", [event("heartbeat")]).status_code == 202
+    finally:
+        release.set()
+
+
+def test_audit_rows_without_a_tenant_keep_a_short_retention_and_no_full_address(store):
+    from retention import audit, policy
+
+    record = json.loads(audit.row("", "key:abc", "operator", "DELETE /v1/tenants/{tenant_id:str}", ip="81.2.69.142"))
+    assert record["retention_days"] == audit.ORPHAN_RETENTION_DAYS and record["ip"] == "::ffff:81.2.69.0"
+    owned = json.loads(audit.row("tn_eu_x", "key:abc", "admin", "GET /v1/streams", ip="81.2.69.142"))
+    assert owned["retention_days"] == audit.DEFAULT_RETENTION_DAYS and owned["ip"] == "81.2.69.142"
+    import time
+
+    marker = "orphan-" + str(time.time())
+    old = audit.row("", "anonymous", "refused", marker, ts=time.time() - 31 * 86400, retention_days=400)
+    young = audit.row("", "anonymous", "refused", marker, ts=time.time() - 86400)
+    store.insert_json_lines("audit_log", old + young)  # as rows written before the TTL existed would be
+    store.command("ALTER TABLE audit_log UPDATE retention_days = 400 WHERE action = {m:String}",
+                  parameters={"m": marker}, )
+    policy.enforce(store)
+    left = store.rows("SELECT count() FROM audit_log WHERE action = {m:String} SETTINGS apply_deleted_mask = 0",
+                      {"m": marker})
+    assert left == [(1,)]
+
+
+def test_guessed_keys_from_many_addresses_do_not_hold_the_hot_paths(server, tenant_factory, monkeypatch):
+    """Well-formed but unknown keys each need a lookup; with the store slow to answer them,
+    at most a couple of threads wait on those lookups, and consents and beacons still go
+    through. Keys of a shape the edge never issues are refused without any lookup."""
+    import asyncio
+    import secrets
+    import threading
+
+    from analytics import auth
+
+    release = threading.Event()
+    real = auth.tenant_id_for_key_hash
+    waiting = []
+
+    def slow_lookup(store, key_hash):
+        waiting.append(key_hash)
+        release.wait(60)
+        return real(store, key_hash)
+
+    monkeypatch.setattr(auth, "tenant_id_for_key_hash", slow_lookup)
+    tenant, _ = tenant_factory()
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
+            guesses = [asyncio.ensure_future(http.get("/v1/streams", headers={
+                "authorization": f"Bearer wk_{secrets.token_urlsafe(32)}", "x-forwarded-for": f"81.2.70.{i}"}))
+                for i in range(1, 41)]
+            await asyncio.sleep(0.5)  # let them all reach the edge (not a timing assertion)
+            junk = await http.get("/v1/streams", headers={"authorization": "Bearer not-a-key"})
+            assert junk.status_code == 401
+            assert (await http.post("/v1/consent", json={"tenant_id": tenant.tenant_id, "viewer_id": "v-guess",
+                                                         "purposes": ["analytics"], "policy_version": "v1"})
+                    ).status_code == 201
+            r = await http.post("/v1/collect", content=json.dumps({"tenant_id": tenant.tenant_id, "viewer_id": "v-guess",
+                                                                   "events": [event("heartbeat")]}),
+                                headers={"user-agent": CHROME_WIN, "x-forwarded-for": "81.2.69.142"})
+            assert r.status_code == 202
+            assert len(waiting) <= 2
+            release.set()
+            assert {(await g).status_code for g in guesses} == {401}
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()

@@ -252,6 +252,23 @@ def test_a_connected_whep_viewer_that_stops_answering_is_closed_by_ice_consent(q
         assert _viewers(srv, created) == 0
         assert srv.edge.rtc_closed.get(kind="whep", reason="connection_lost") == 1, srv.edge.rtc_closed.values
         await _poll(lambda: not held & _open_sockets(), 10, "its sockets to be closed")
+
+
+def test_webrtc_sessions_leave_no_address_in_the_logs(server, stream, caplog):
+    """aioice logs every ICE check with both ends' addresses at INFO; aiortc logs its
+    transports. With every logger at DEBUG at the root, a WHIP publish and a WHEP view
+    leave no IP address in what is logged (the libraries are held at WARNING)."""
+    import logging
+    import re
+
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        viewer, _, location = await _watch(server.base_url, stream["stream_id"], frames_wanted=5)
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            assert (await http.delete(location)).status_code == 200
         await viewer.close()
         await publisher.close()
 
@@ -281,3 +298,22 @@ def test_a_whip_publisher_that_never_connects_is_closed(quick_rtc):
         await _poll(lambda: not held & _open_sockets(), 10, "its sockets to be closed")
 
     asyncio.run(scenario())
+
+
+    lines = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+             if not r.name.startswith(("httpx", "httpcore"))]  # the test's own client logs its URLs
+    assert lines, "nothing was logged: the check would prove nothing"
+    leaked = [line for line in lines if re.search(r"\b127\.0\.0\.1\b|\b\d{1,3}(?:\.\d{1,3}){3}\b|::1\b", line)]
+    assert not leaked, leaked[:5]
+
+
+def test_the_servers_log_handler_blanks_addresses_any_library_logs():
+    """Defence in depth for a library line nobody has read yet (edge/logs.py)."""
+    import logging
+
+    from edge.logs import RedactAddresses
+
+    record = logging.LogRecord("somelib", logging.WARNING, __file__, 1, "peer %s via %s at 12:30:05, ratio 1:2:3",
+                               (("203.0.113.7", 5000), "2001:db8::5%eth0"), None)
+    assert RedactAddresses().filter(record)
+    assert record.getMessage() == "peer ('[address]', 5000) via [address] at 12:30:05, ratio 1:2:3"

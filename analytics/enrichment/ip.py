@@ -33,6 +33,12 @@ def _trusted(ip: IPAddress, networks: Iterable[Network]) -> bool:
     return any(ip.version == net.version and ip in net for net in networks)
 
 
+def trusted_peer(peer: str | None, trusted: tuple[Network, ...]) -> bool:
+    """Is the socket peer one of the proxies whose forwarded headers we believe?"""
+    ip = parse_ip(peer)
+    return ip is not None and _trusted(ip, trusted)
+
+
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]) -> IPAddress | None:
     ip = parse_ip(peer)
     if ip is None or not trusted or not forwarded_for or not _trusted(ip, trusted):

@@ -15,6 +15,9 @@ import secrets
 import time
 from pathlib import Path
 
+from analytics.auth import equal_secrets
+from analytics.validation import ascii_int
+
 
 def load_secret(data_dir: Path, configured: str | None) -> bytes:
     if configured:
@@ -51,11 +54,11 @@ class PlaybackTokens:
         if not token:
             return False
         expires_text, _, mac = token.partition(".")
-        if not expires_text.isdigit() or len(expires_text) > 12:
+        expires = ascii_int(expires_text)  # "²".isdigit() is true: ASCII digits only
+        if expires is None:
             return False
-        expires = int(expires_text)
         expected = self._mac(media_id, expires)
-        return hmac.compare_digest(mac, expected) and expires > (now if now is not None else time.time())
+        return equal_secrets(mac, expected) and expires > (now if now is not None else time.time())
 
     def _mac(self, media_id: str, expires: int) -> str:
         return hmac.new(self._secret, f"{media_id}.{expires}".encode(), hashlib.sha256).hexdigest()

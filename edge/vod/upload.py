@@ -20,7 +20,7 @@ from litestar.datastructures import State
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
 from analytics.openapi import ADMIN, MULTIPART, body, errors
-from analytics.validation import BadInput
+from analytics.validation import BadInput, ascii_int
 from edge.vod import package, packager, videos
 from edge.vod.recordings import video_dir
 from edge.vod.wire import UploadAccepted
@@ -39,8 +39,8 @@ async def upload_video(request: Request, state: State) -> UploadAccepted:
     if content_type != "multipart/form-data" or not options.get("boundary"):
         raise BadInput("unsupported_media_type", "send the video as multipart/form-data (field 'file')", status=415)
     limit = edge.settings.upload_max_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+    declared = ascii_int(request.headers.get("content-length"), 20)
+    if declared is not None and declared > limit + 64 * 1024:
         raise BadInput("body_too_large", f"uploads are limited to {limit} bytes", status=413)
 
     video_id = videos.new_video_id()

@@ -222,7 +222,7 @@ async function signIn(event) {
   const res = await fetch("/admin/session", {
     method: "POST",
     credentials: "same-origin",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", "x-wave-csrf": "1" },
     body: JSON.stringify({ admin_key: key }),
   });
   if (res.status !== 201) {
@@ -237,7 +237,8 @@ async function signIn(event) {
 }
 
 async function signOut() {
-  await fetch("/admin/session", { method: "DELETE", credentials: "same-origin" });
+  // The custom header is the CSRF defence: other pages cannot send it without asking first.
+  await fetch("/admin/session", { method: "DELETE", credentials: "same-origin", headers: { "x-wave-csrf": "1" } });
   signedOut();
 }
 
