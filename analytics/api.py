@@ -11,19 +11,18 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from analytics.collector import Collector, RequestInfo
-from analytics.openapi import body, errors
 from analytics.spool import SpoolFull
-from analytics.validation import BadInput
 from analytics.wire import (
     CollectAccepted,
     CollectBatch,
     ConsentGrant,
     ConsentRecorded,
     ConsentWithdraw,
-    ErrorBody,
-    ErrorDetail,
     Withdrawn,
 )
+from core.openapi import body, errors
+from core.validation import BadInput
+from core.wire import ErrorBody, ErrorDetail
 
 MAX_BODY = 256 * 1024
 _BODY_TYPES = ("application/json", "text/plain", "")

@@ -16,16 +16,16 @@ from urllib.parse import urlsplit
 from analytics import validation
 from analytics.consent import ConsentLedger
 from analytics.enrichment.geo import GeoLocator
-from analytics.enrichment.ip import Network, client_ip, stored_ip
 from analytics.enrichment.useragent import parse_user_agent
 from analytics.events import EventIds, encode_batch
 from analytics.identity import IdentityTokens
-from analytics.limits import Limits
-from analytics.metrics import Registry
-from analytics.tenants import Tenant, TenantDirectory
-from analytics.validation import BadInput
 from analytics.wire import CollectBatch, ConsentGrant, ConsentWithdraw
 from analytics.write_buffer import WriteBuffer
+from core.client_address import Network, client_ip, stored_ip
+from core.limits import Limits
+from core.metrics import Registry
+from core.tenants import Tenant, TenantDirectory
+from core.validation import BadInput
 
 
 class RequestInfo:
@@ -105,7 +105,7 @@ class Collector:
 
     async def _collect(self, body: bytes, request: RequestInfo) -> int:
         now = time.time()
-        batch = validation.decode(body, CollectBatch)
+        batch = validation.decode_batch(body)
         validation.check_clock(batch, int(now * 1000))
         validation.check_event_ids(batch)
         tenant = await self._tenant(batch.tenant_id, request)

@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 
-from analytics.store import Store, StoreUnavailable
+from core.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -2,25 +2,25 @@
 
 The page is a static shell; `/player/dashboard.js` (built with the player) fills it from
 the analytics API. Signing in exchanges the admin key for the session cookie
-(`analytics.auth`): HttpOnly (no script reads it), SameSite=Strict (no other site's page
+(`core.auth`): HttpOnly (no script reads it), SameSite=Strict (no other site's page
 makes the browser send it), Secure when the request came over HTTPS (directly, or through
 the TLS front: `X-Forwarded-Proto: https` from a peer in `WAVE_TRUSTED_PROXIES`, and only
 from one: anyone else could claim it), Path=/. Signing in is refused from other origins
-(analytics/csrf.py); signing out ends the session on the server, not just in the browser.
+(core/csrf.py); signing out ends the session on the server, not just in the browser.
 The page may not be framed (clickjacking), unlike the player's embed page.
 """
 
 from __future__ import annotations
 
 from litestar import Request, Response, delete, get, post
-from litestar.datastructures import Cookie, State
+from litestar.di import NamedDependency
+from litestar.datastructures import Cookie
 from litestar.openapi import ResponseSpec
 
-from analytics import csrf, validation
-from analytics.auth import COOKIE, SESSION_S
-from analytics.enrichment.ip import trusted_peer
-from analytics.openapi import body, errors
 from analytics.wire import SignedIn, SignIn
+from core import csrf, validation
+from core.auth import AdminAuth, COOKIE, SESSION_S
+from core.openapi import body, errors
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -128,46 +128,37 @@ async def admin_page() -> Response[str]:
 @post("/admin/session", status_code=201, request_max_body_size=4096,
       responses=errors(400, 401, 403, 413, 415, 429, 503),
       opt=body(SignIn))
-async def sign_in(request: Request, state: State) -> Response[SignedIn]:
+async def sign_in(request: Request, auth: NamedDependency[AdminAuth], over_tls: NamedDependency[bool]) -> Response[SignedIn]:
     """Exchange an admin key for the dashboard's session cookie."""
     csrf.same_origin(request)
     body = validation.decode(await request.body(), SignIn)
-    tenant, value = await state.edge.auth.sign_in(request, body.admin_key)
+    tenant, value = await auth.sign_in(request, body.admin_key)
     cookie = Cookie(key=COOKIE, value=value, max_age=SESSION_S, path="/", httponly=True, samesite="strict",
-                    secure=over_tls(request, state.edge.settings.trusted_proxies))
+                    secure=over_tls)
     return Response(SignedIn(tenant.tenant_id, tenant.name), status_code=201, cookies=[cookie],
                     headers={"Cache-Control": "no-store"})
 
 
 @get("/admin/session", responses={204: ResponseSpec(None, description="not signed in"), **errors(401, 429, 503)})
-async def who_am_i(request: Request, state: State) -> Response[SignedIn | None]:
+async def who_am_i(request: Request, auth: NamedDependency[AdminAuth]) -> Response[SignedIn | None]:
     """The tenant the session acts for; 204 when signed out (the page's first question,
     which is not an error), 401 only for a cookie that is no longer valid."""
     if not request.cookies.get(COOKIE) and not request.headers.get("authorization"):
         return Response(None, status_code=204)
-    tenant = await state.edge.auth.tenant(request)
+    tenant = await auth.tenant(request)
     return Response(SignedIn(tenant.tenant_id, tenant.name))
 
 
 @delete("/admin/session", status_code=200, responses=errors(403, 429, 503))
-async def sign_out(request: Request, state: State) -> Response[None]:
+async def sign_out(request: Request, auth: NamedDependency[AdminAuth], over_tls: NamedDependency[bool]) -> Response[None]:
     """End the session: its id is recorded as ended, so a copy of the cookie is dead too."""
     value = request.cookies.get(COOKIE)
     if value:
         csrf.cookie_call(request)
-        await state.edge.auth.sign_out(value)
+        await auth.sign_out(value)
     cookie = Cookie(key=COOKIE, value="", max_age=0, path="/", httponly=True, samesite="strict",
-                    secure=over_tls(request, state.edge.settings.trusted_proxies))
+                    secure=over_tls)
     return Response(None, cookies=[cookie])
-
-
-def over_tls(request: Request, trusted) -> bool:
-    """Did the browser reach us over HTTPS? Only a trusted proxy may say so for it."""
-    if request.url.scheme == "https":
-        return True
-    client = request.scope.get("client")
-    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    return proto == "https" and trusted_peer(client[0] if client else None, trusted)
 
 
 ROUTES = [admin_page, sign_in, who_am_i, sign_out]

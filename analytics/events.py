@@ -16,8 +16,8 @@ from typing import Iterable, Sequence
 
 import msgspec
 
-from analytics.store import Store
 from analytics.wire import Event
+from core.store import Store
 
 TABLE = "viewer_events"
 FORMAT = "JSONCompactEachRow"

@@ -13,15 +13,19 @@ import asyncio
 
 import msgspec
 from litestar import Request, get, post
+from litestar.di import NamedDependency
 from litestar.datastructures import CacheControlHeader, State
 
-from analytics import tenants
-from analytics.openapi import ADMIN, errors
+from analytics.identity import IdentityTokens
 from analytics.wire import IdentitySecret
+from core import tenants
+from core.openapi import ADMIN, errors
+from core.store import Store
+from core.tenants import TenantDirectory
 
 
-def _answer(state: State, tenant: tenants.Tenant) -> IdentitySecret:
-    secret = state.edge.collector.identity.secret(tenant.tenant_id, tenant.identity_version)
+def _answer(identity: IdentityTokens, tenant: tenants.Tenant) -> IdentitySecret:
+    secret = identity.secret(tenant.tenant_id, tenant.identity_version)
     return IdentitySecret(identity_secret=secret, version=tenant.identity_version,
                           identified_viewers=tenant.identified_viewers)
 
@@ -30,27 +34,26 @@ _NO_STORE = CacheControlHeader(no_store=True)
 
 
 @get("/v1/identity-secret", responses=errors(*ADMIN), cache_control=_NO_STORE)
-async def read_secret(request: Request, state: State) -> IdentitySecret:
+async def read_secret(tenant: NamedDependency[tenants.Tenant], identity: NamedDependency[IdentityTokens]) -> IdentitySecret:
     """The secret the tenant's server signs viewers' identity tokens with."""
-    tenant = await state.edge.auth.tenant(request)
-    return _answer(state, tenant)
+    return _answer(identity, tenant)
 
 
 @post("/v1/identity-secret", status_code=200, request_max_body_size=1024, responses=errors(*ADMIN),
       cache_control=_NO_STORE)
-async def rotate_secret(request: Request, state: State) -> IdentitySecret:
+async def rotate_secret(request: Request, tenant: NamedDependency[tenants.Tenant], store: NamedDependency[Store],
+                        tenant_directory: NamedDependency[TenantDirectory],
+                        identity: NamedDependency[IdentityTokens]) -> IdentitySecret:
     """Replace the identity secret: tokens signed with the old one stop proving anything."""
-    edge = state.edge
-    tenant = await edge.auth.tenant(request)
-    current = await asyncio.to_thread(tenants.load_tenant, edge.store, tenant.tenant_id) or tenant  # not a cached copy
+    current = await asyncio.to_thread(tenants.load_tenant, store, tenant.tenant_id) or tenant  # not a cached copy
     rotated = msgspec.structs.replace(current, identity_version=current.identity_version + 1)
-    await asyncio.to_thread(tenants.save_tenant, edge.store, rotated)
-    edge.tenants.forget(tenant.tenant_id)
+    await asyncio.to_thread(tenants.save_tenant, store, rotated)
+    tenant_directory.forget(tenant.tenant_id)
     request.scope.setdefault("state", {})["wave_audit"] = {
         "before": {"identity_version": current.identity_version},
         "after": {"identity_version": rotated.identity_version},
     }
-    return _answer(state, rotated)
+    return _answer(identity, rotated)
 
 
 ROUTES = [read_secret, rotate_secret]

@@ -13,8 +13,8 @@ import math
 import time
 from dataclasses import dataclass
 
-from analytics.store import Store
-from analytics.timefmt import iso_utc
+from core.store import Store
+from core.timefmt import iso_utc
 
 SUMMARY_FIELDS = (
     "views", "unique_viewers", "playing_time_s", "watch_time_s", "startup_time_ms_p50",

@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from analytics.store import Store, StoreUnavailable
 from analytics.views import FOLD_COLUMNS, fold_sql
+from core.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 MARGIN_S = 10.0  # overlap between passes: inserts that committed while the last pass ran

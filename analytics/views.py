@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analytics.store import Store
+from core.store import Store
 
 MAX_PLAYING_GAP_MS = 20_000
 MAX_SPAN_MS = 60 * 60 * 1000

@@ -98,22 +98,6 @@ class Withdrawn(Struct):
     status: str = "withdrawn"
 
 
-class Health(Struct):
-    status: str = "ok"
-
-
-class ErrorDetail(Struct):
-    path: str
-    message: str
-
-
-class ErrorBody(Struct):
-    """Every 4xx/5xx body: a stable code, and where and what for field errors."""
-
-    error: str
-    detail: ErrorDetail
-
-
 # ---- admin analytics (analytics/dashboard_api.py) ----------------------------------------
 
 
@@ -177,27 +161,9 @@ class SignedIn(Struct):
     name: str
 
 
-# ---- a tenant's admin keys (analytics/keys_api.py) -----------------------------------------
-class AdminKey(Struct):
-    key_id: str  # the start of the key's hash; never the key
-    created_at: str
-    revoked: bool
-    current: bool  # the key this request was made with
-
-
-class AdminKeyList(Struct):
-    keys: list[AdminKey]
-
-
 class IdentitySecret(Struct):
     """The key a tenant's server signs identity tokens with (analytics/identity.py)."""
 
     identity_secret: str
     version: int
     identified_viewers: bool  # tokens are only accepted for tenants that identify viewers
-
-
-class AdminKeyCreated(Struct):
-    key_id: str
-    admin_key: str  # shown this once; only its hash is stored
-    created_at: str

@@ -18,9 +18,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from analytics import events
-from analytics.metrics import Registry
 from analytics.spool import Record, Spool, SpoolFull
-from analytics.store import Store, StoreUnavailable
+from core.metrics import Registry
+from core.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

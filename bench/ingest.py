@@ -208,8 +208,8 @@ async def load(port: int, tenant_id: str, batches: int, concurrency: int, viewer
 
 def raw_baseline(path: Path, rows: int, block: int) -> float:
     """The same shape of rows, inserted straight through clickhouse-connect into chDB."""
-    from analytics import migrations
-    from analytics.store import open_store
+    from core import migrations
+    from core.store import open_store
 
     store = open_store(f"chdb://{path}")
     migrations.apply(store)
@@ -240,7 +240,7 @@ def raw_baseline(path: Path, rows: int, block: int) -> float:
 def enrichment_costs() -> dict:
     """Per-lookup cost of user-agent parsing (unseen and seen strings) and of geo lookups."""
     from analytics.enrichment.geo import GeoLocator
-    from analytics.enrichment.ip import parse_ip
+    from core.client_address import parse_ip
     from analytics.enrichment.useragent import parse_user_agent
 
     unseen = [UAS[i % len(UAS)].replace("131.0", f"{100 + i // 50}.{i % 50}") for i in range(3000)]

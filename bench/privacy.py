@@ -35,9 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analytics import migrations, rollup  # noqa: E402
-from analytics.store import open_store  # noqa: E402
+from analytics import rollup  # noqa: E402
 from bench.queries import AVG_EVENTS_PER_VIEW, GENERATE, TENANT  # noqa: E402
+from core import migrations
+from core.store import open_store  # noqa: E402
 from retention import export, purge, registry, subjects  # noqa: E402
 
 

@@ -31,9 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analytics import migrations, queries, rollup  # noqa: E402
-from analytics.store import open_store  # noqa: E402
+from analytics import queries, rollup  # noqa: E402
 from analytics.views import fold_sql  # noqa: E402
+from core import migrations
+from core.store import open_store  # noqa: E402
 
 TENANT = "tn_bench00000000000"
 AVG_EVENTS_PER_VIEW = 42.6  # measured on this generator; sizes the number of views

@@ -18,46 +18,38 @@ from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from analytics import api as analytics_api
-from analytics import csrf, dashboard, dashboard_api, identity_api, keys_api, migrations, openapi
-from analytics.identity import IdentityTokens
-from analytics.auth import AdminAuth
+from analytics import api as analytics_api, dashboard, dashboard_api, identity_api
 from analytics.collector import Collector
 from analytics.consent import ConsentLedger
 from analytics.enrichment.geo import GeoLocator
-from analytics.enrichment.ip import client_ip
-from analytics.limits import Limits
-from analytics.metrics import Registry
+from analytics.identity import IdentityTokens
 from analytics.rollup import ViewRollup
 from analytics.spool import Spool
-from analytics.store import Store, open_store
-from analytics.tenants import TenantDirectory
-from analytics.wire import Health
 from analytics.write_buffer import WriteBuffer
-from edge import demo as demo_setup
-from edge import http, logs, metrics_access
+from core import client_address, csrf, keys_api, migrations, openapi
+from core.auth import AdminAuth
+from core.limits import Limits
+from core.metrics import Registry
+from core.store import Store, open_store
+from core.tenants import TenantDirectory
+from core.wire import Health
+from edge import demo as demo_setup, http, logs, metrics_access
+from edge.dependencies import DEPENDENCIES
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
 from edge.public_media import PublicLinks
-from edge.sessions import SessionLog
-from edge.sessions import row as session_row
+from edge.sessions import row as session_row, SessionLog
 from edge.settings import Settings
-from edge.streaming import api as streaming_api
-from edge.streaming import events as whep_events
-from edge.streaming import hls, liveness, rtc, whep, whip
+from edge.streaming import api as streaming_api, events as whep_events, hls, liveness, rtc, whep, whip
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.publish import PublishSession
 from edge.streaming.registry import LiveRegistry, Stream, StreamCache
 from edge.streaming.tokens import PlaybackTokens, load_secret
-from edge.vod import api as vod_api
-from edge.vod import serve as vod_serve
-from edge.vod import upload as vod_upload
-from edge.vod import videos
+from edge.vod import api as vod_api, serve as vod_serve, upload as vod_upload, videos
 from edge.vod.jobs import FairJobs
 from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
-from retention import api as retention_api
-from retention import audit, backups, policy
+from retention import api as retention_api, audit, backups, policy
 
 log = logging.getLogger("edge")
 
@@ -203,9 +195,7 @@ class Edge:
         return pipeline
 
     def client_ip(self, request) -> str | None:
-        client = request.scope.get("client")
-        ip = client_ip(client[0] if client else None, request.headers.get("x-forwarded-for"),
-                       self.settings.trusted_proxies)
+        ip = client_address.from_scope(request.scope, self.settings.trusted_proxies)
         return str(ip) if ip else None
 
     async def publish_ended(self, session: PublishSession) -> None:
@@ -303,6 +293,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
                         *dashboard.ROUTES, *retention_api.ROUTES, *keys_api.ROUTES,
                         *identity_api.ROUTES],
         state=State({"edge": edge}),
+        dependencies=DEPENDENCIES,
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=http.EXCEPTION_HANDLERS,

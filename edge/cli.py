@@ -12,9 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from analytics import migrations
-from analytics.store import open_store
-from analytics.tenants import IP_MODES, TenantError, create_tenant
+from core import migrations
+from core.store import open_store
+from core.tenants import IP_MODES, TenantError, create_tenant
 from edge.settings import from_env
 
 
@@ -67,7 +67,7 @@ def _drain_spool(settings, store) -> None:
     export must see them (and the purge then finds the spool empty)."""
     import asyncio
 
-    from analytics.metrics import Registry
+    from core.metrics import Registry
     from analytics.spool import Spool
     from analytics.write_buffer import WriteBuffer
 
@@ -90,7 +90,7 @@ def _subject_of(args: argparse.Namespace):
 
 def _privacy(args: argparse.Namespace) -> int:
     """`privacy purge|export`: the same work as the API, for an operator, audited as `cli`."""
-    from analytics.validation import BadInput
+    from core.validation import BadInput
     from edge.streaming.tokens import load_secret
     from retention import audit, export, purge, subjects
 
@@ -163,7 +163,7 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _retention(args: argparse.Namespace) -> int:
     """`retention show|set|enforce`."""
-    from analytics.tenants import load_tenant
+    from core.tenants import load_tenant
     from retention import audit, policy
 
     settings = from_env()
@@ -214,7 +214,7 @@ def _tenant_delete(args: argparse.Namespace) -> int:
 
 
 def _support_key(args: argparse.Namespace) -> int:
-    from analytics.tenants import create_support_key
+    from core.tenants import create_support_key
     from retention import audit
 
     settings = from_env()
@@ -232,7 +232,7 @@ def _support_key(args: argparse.Namespace) -> int:
 
 def _tenant_key(args: argparse.Namespace) -> int:
     """An operator's way back in for a tenant that lost its keys, and out for a leaked one."""
-    from analytics import tenants
+    from core import tenants
     from retention import audit
 
     settings = from_env()

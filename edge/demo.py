@@ -19,7 +19,7 @@ import av
 import numpy as np
 import msgspec
 
-from analytics.tenants import create_tenant
+from core.tenants import create_tenant
 from edge.vod import upload, videos
 
 log = logging.getLogger("edge.demo")

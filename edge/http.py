@@ -16,12 +16,12 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from analytics.enrichment.ip import client_ip
-from analytics.limits import RateLimited
-from analytics.metrics import Registry
-from analytics.paths import is_admin_path
-from analytics.store import StoreUnavailable
-from analytics.validation import BadInput
+from core import client_address
+from core.limits import RateLimited
+from core.metrics import Registry
+from core.paths import is_admin_path
+from core.store import StoreUnavailable
+from core.validation import BadInput
 from retention import audit
 
 log = logging.getLogger("edge.http")
@@ -175,7 +175,7 @@ _LIMITED = (("/v1/collect", "per_ip"), ("/v1/consent", "per_ip"), ("/whep/", "wh
 def rate_limit_middleware(edge):
     """Per-address limits on the public POST endpoints and on every admin call (any
     method, with or without a key), checked before the body is read or a key looked up,
-    so a flood costs the edge a dictionary lookup per request (analytics/limits.py)."""
+    so a flood costs the edge a dictionary lookup per request (core/limits.py)."""
     limited = edge.metrics.counter("wave_rate_limited_total", "Requests refused with 429, by limit")
 
     def factory(app: ASGIApp) -> ASGIApp:
@@ -208,11 +208,8 @@ def _limit_for(scope: Scope) -> str | None:
 
 
 def _address(scope: Scope, trusted) -> str:
-    """The client address as WAVE_TRUSTED_PROXIES vouches for it (the same rule as the
-    collector's), from the raw ASGI scope."""
-    client = scope.get("client")
-    forwarded = next((v for k, v in scope["headers"] if k == b"x-forwarded-for"), None)
-    return str(client_ip(client[0] if client else None, forwarded.decode("latin-1") if forwarded else None, trusted))
+    """The client address as WAVE_TRUSTED_PROXIES vouches for it, as a bucket key."""
+    return str(client_address.from_scope(scope, trusted))
 
 
 async def _send_json(send: Send, status: int, content: dict, *headers: tuple[bytes, bytes]) -> None:

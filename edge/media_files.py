@@ -14,7 +14,7 @@ from pathlib import Path
 
 from litestar import Response
 
-from analytics.validation import BadInput
+from core.validation import BadInput
 
 FILE = re.compile(r"^(index\.m3u8|init\.mp4|seg_\d{5,9}\.m4s|poster\.jpg)$")
 _TYPES = {

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from litestar import Request
 
-from analytics.auth import bearer, equal_secrets
-from analytics.enrichment.ip import client_ip, trusted_peer
-from analytics.validation import BadInput
+from core.auth import bearer, equal_secrets
+from core.client_address import client_ip, trusted_peer
+from core.validation import BadInput
 
 
 def check(request: Request, settings) -> None:

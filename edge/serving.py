@@ -10,7 +10,7 @@ data received cancels the keep-alive timer. `GuardedHttp` adds, per connection:
 Nothing here holds a worker: the server is one event loop; these bound sockets and memory.
 
 `proxy_headers` is off: the client address is decided in one place, from
-`WAVE_TRUSTED_PROXIES` (analytics/enrichment/ip.py). uvicorn's own proxy handling would
+`WAVE_TRUSTED_PROXIES` (core/client_address.py). uvicorn's own proxy handling would
 trust X-Forwarded-For from any loopback peer, whatever the operator configured.
 """
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import msgspec
 
-from analytics.enrichment.ip import parse_ip, stored_ip
 from analytics.enrichment.useragent import parse_user_agent
-from analytics.store import Store, StoreUnavailable
-from analytics.tenants import Tenant
+from core.client_address import parse_ip, stored_ip
+from core.store import Store, StoreUnavailable
+from core.tenants import Tenant
 
 log = logging.getLogger(__name__)
 HLS_IDLE_S = 30.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from analytics.limits import Limit
+from core.limits import Limit
 from edge.vod.limits import MediaLimits
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -68,7 +68,7 @@ class Settings(msgspec.Struct, kw_only=True):
     backup_every_s: float = 0.0
     # Where an nginx front writes the segments it served itself (see edge/front_log.py).
     front_log_dir: Path | None = None
-    # Abuse limits (analytics/limits.py), RATE/BURST: requests per client address on the
+    # Abuse limits (core/limits.py), RATE/BURST: requests per client address on the
     # player's endpoints; a tenant's events and consent calls; WHEP sessions opened per
     # address and per tenant. Far above legitimate use: one viewer sends a batch per 10 s.
     limit_ip: Limit = Limit(50, 300)

@@ -19,10 +19,11 @@ from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from analytics import validation
-from analytics.dashboard_api import csv_response, scope, wants_csv
-from analytics.openapi import ADMIN, body, errors
-from analytics.validation import BadInput
+from core import validation
+from core.csv_responses import csv_response
+from core.openapi import ADMIN, body, errors
+from core.query_params import time_range, wants_csv
+from core.validation import BadInput
 from retention import audit, export, offboard, policy, purge, subjects, support
 from retention.subjects import Subject
 
@@ -132,15 +133,15 @@ async def audit_route(request: Request, state: State) -> Response:
     `actor` (a key id), `actor_kind` (admin, admin-dashboard, support, operator) or
     `action` (a substring such as `privacy`); CSV on request."""
     tenant = await state.edge.auth.tenant(request)
-    where = scope(request, tenant.tenant_id)
+    start, end = time_range(request)
     as_csv = wants_csv(request)
     q = request.query_params
-    rows = await asyncio.to_thread(audit.query, state.edge.store, tenant.tenant_id, where.start, where.end,
+    rows = await asyncio.to_thread(audit.query, state.edge.store, tenant.tenant_id, start, end,
                                    actor=q.get("actor"), action=q.get("action"), actor_kind=q.get("actor_kind"))
     if as_csv:
         return csv_response(rows, ["ts", "actor", "actor_kind", "action", "params", "before", "after", "ip", "status"],
                             "audit.csv")
-    return Response({"records": rows, "from": where.start, "to": where.end, "generated_at": time.time()})
+    return Response({"records": rows, "from": start, "to": end, "generated_at": time.time()})
 
 
 @get("/v1/retention", responses=errors(*ADMIN))

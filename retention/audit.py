@@ -22,9 +22,9 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from analytics.enrichment.ip import parse_ip, stored_ip
-from analytics.metrics import Registry
-from analytics.store import Store, StoreUnavailable
+from core.client_address import parse_ip, stored_ip
+from core.metrics import Registry
+from core.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 DEFAULT_RETENTION_DAYS = 400

@@ -1,7 +1,7 @@
 """Backups in tiers, and restores that never bring an erased subject back.
 
 `create` makes a consistent copy with ClickHouse's own `BACKUP DATABASE ... TO File(...)`
-(chDB gets `backups.allowed_path` as a start-up option, see `analytics.store`), plus a
+(chDB gets `backups.allowed_path` as a start-up option, see `core.store`), plus a
 manifest: its tier, when it was taken and when it expires, and the media index (which
 videos' files existed). Tiers follow the promise: a daily backup is kept 24 hours, a
 weekly one 7 days, a monthly one 1 month (30 days). A new backup is monthly if no monthly
@@ -31,8 +31,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from analytics.store import Store, chdb_path
-from analytics.timefmt import iso_utc
+from core.store import Store, chdb_path
+from core.timefmt import iso_utc
 from retention import purge
 
 TIERS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}

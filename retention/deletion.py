@@ -11,7 +11,7 @@ and one rewrite per table for all of them.
 
 from __future__ import annotations
 
-from analytics.store import Store
+from core.store import Store
 
 
 def delete_where(store: Store, table: str, where: str, parameters: dict) -> int:

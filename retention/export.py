@@ -11,8 +11,8 @@ import json
 import zipfile
 from datetime import datetime
 
-from analytics import safe_csv
-from analytics.store import Store
+from core import csv_responses
+from core.store import Store
 from retention.registry import REGISTRY
 from retention.subjects import Subject
 
@@ -92,7 +92,7 @@ def as_zip(data: dict[str, dict], subject: Subject) -> bytes:
         readme = ["# Your data", "", f"Every row about you ({subject.kind}), one CSV file per table.", ""]
         for name, table in data.items():
             out = io.StringIO()
-            writer = safe_csv.writer(out)  # the person may open it in a spreadsheet: no formulas
+            writer = csv_responses.writer(out)  # the person may open it in a spreadsheet: no formulas
             writer.writeheader(table["columns"])
             for row in table["rows"]:
                 writer.writerow([json.dumps(v) if isinstance(v, (list, dict)) else v for v in row])

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from analytics.store import Store
+from core.store import Store
 from retention import audit
 from retention.deletion import delete_where
 

@@ -22,8 +22,8 @@ import time
 
 import msgspec
 
-from analytics.store import Store
-from analytics.tenants import Tenant, all_tenant_ids, load_tenant, save_tenant
+from core.store import Store
+from core.tenants import Tenant, all_tenant_ids, load_tenant, save_tenant
 from retention import audit
 from retention.registry import REGISTRY
 

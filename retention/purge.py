@@ -18,7 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from analytics.store import Store
+from core.store import Store
 from retention import subjects
 from retention.deletion import delete_where
 from retention.registry import REGISTRY, PersonalTable

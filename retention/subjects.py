@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from analytics.store import Store
-from analytics.validation import BadInput
+from core.store import Store
+from core.validation import BadInput
 from retention.registry import PersonalTable
 
 Kind = Literal["viewer_id", "email", "ip"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 
-from analytics.store import Store
+from core.store import Store
 
 MAX_GRANT_S = 30 * 86400
 

@@ -21,9 +21,9 @@ import httpx
 import pytest
 import uvicorn
 
-from analytics import migrations
-from analytics.store import Store, open_store
-from analytics.tenants import Tenant, create_tenant
+from core import migrations
+from core.store import Store, open_store
+from core.tenants import Tenant, create_tenant
 from edge import serving
 from edge.app import Edge, create_app
 from edge.settings import Settings, parse_networks

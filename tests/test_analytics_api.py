@@ -210,11 +210,11 @@ def test_breakdown_csv_cells_cannot_be_formulas_or_rows(server, tenant_factory, 
 
 
 def test_csv_cells_are_neutralised_and_numbers_kept():
-    from analytics import safe_csv
+    from core import csv_responses
 
     rows = [{"a": "=1+1", "b": -3, "c": None}, {"a": "x\ry", "b": 2.5, "c": True},
             {"a": "k;=2", "b": "-2", "c": 'say "hi"'}, {"a": "@x", "b": "\t=1", "c": "plain"}]
-    text = safe_csv.table(["a", "b", "c"], rows)
+    text = csv_responses.table(["a", "b", "c"], rows)
     assert text == ("a,b,c\n'=1+1,-3,\n\"x\ry\",2.5,True\n\"k;=2\",'-2,\"say \"\"hi\"\"\"\n"
                     "'@x,\"'\t=1\",plain\n")
     assert list(csv.reader(io.StringIO(text)))[1:] == [["'=1+1", "-3", ""], ["x\ry", "2.5", "True"],

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from analytics.tenants import KEY_ID_CHARS, hash_key
+from core.tenants import KEY_ID_CHARS, hash_key
 from edge.vod import videos
 from retention import support
 from tests.conftest import collect, consent, count_events, event, wait_for

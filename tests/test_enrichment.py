@@ -7,8 +7,8 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
 from analytics.enrichment.geo import GeoInfo, GeoLocator, bundled_database
-from analytics.enrichment.ip import client_ip, parse_ip, stored_ip
 from analytics.enrichment.useragent import parse_user_agent
+from core.client_address import client_ip, parse_ip, stored_ip
 from edge.settings import parse_networks
 from tests.conftest import collect, consent, count_events, event, wait_for
 

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics import validation
-from analytics.validation import BadInput
 from analytics.wire import CollectBatch
+from core.validation import BadInput
 from edge.streaming import rtc, sdp
 from tests.media import PatternTrack, ToneTrack
 

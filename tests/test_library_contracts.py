@@ -22,8 +22,8 @@ import msgspec
 import pytest
 
 from analytics import events as events_module
-from analytics.validation import BadInput, decode
 from analytics.wire import CollectBatch
+from core.validation import BadInput, decode
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from analytics.limits import Limit, Limits, TokenBuckets
+from core.limits import Limit, Limits, TokenBuckets
 from edge.settings import Settings, from_env
 from tests.conftest import CHROME_WIN, collect, consent, count_events, event, wait_for
 
@@ -222,7 +222,7 @@ def test_guessed_keys_from_many_addresses_do_not_hold_the_hot_paths(server, tena
     import secrets
     import threading
 
-    from analytics import auth
+    from core import auth
 
     release = threading.Event()
     real = auth.tenant_id_for_key_hash

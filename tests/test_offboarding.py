@@ -58,7 +58,7 @@ def test_deleting_a_tenant_leaves_no_row_and_no_media(server, tenant_factory, st
 
 
 def test_operator_key_offboards_other_tenants_and_nothing_else(server, tenant_factory, store):
-    from analytics.tenants import create_support_key
+    from core.tenants import create_support_key
 
     tenant, key = tenant_factory()
     operator = {"authorization": f"Bearer {create_support_key(store, 'ops', role='operator')}"}

@@ -294,7 +294,7 @@ def test_purge_removes_exactly_the_subjects_rows(store, rows, target):
 
 
 def test_support_reads_only_under_a_live_grant_and_is_audited(server, tenant_factory, store):
-    from analytics.tenants import create_support_key
+    from core.tenants import create_support_key
 
     tenant, key = tenant_factory()
     other, _ = tenant_factory()

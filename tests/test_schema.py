@@ -2,7 +2,8 @@
 
 import time
 
-from analytics import events, migrations
+from analytics import events
+from core import migrations
 from retention.registry import REGISTRY, SUBJECT_COLUMNS
 from tests.conftest import stored_row
 

@@ -137,7 +137,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def _stream(server, origins):
-    from analytics.tenants import create_tenant
+    from core.tenants import create_tenant
 
     _, key = create_tenant(server.edge.store, "studio", ip_mode="full", allowed_origins=origins)
     created = server.http.post("/v1/streams", json={"name": "studio"},

@@ -13,10 +13,10 @@ import msgspec
 import pytest
 
 from analytics import events
-from analytics.metrics import Registry
 from analytics.spool import Spool, _HEADER
 from analytics.wire import CollectBatch
 from analytics.write_buffer import WriteBuffer
+from core.metrics import Registry
 from tests.conftest import (
     ROOT,
     collect,

@@ -14,8 +14,8 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from analytics.openapi import errors
-from analytics.validation import BadInput
+from core.openapi import errors
+from core.validation import BadInput
 from edge import media_files
 from edge.embed import pages
 from edge.embed.wire import ConsentPrompt, PlaybackConfig

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 
 from litestar import Request, get, post
+from litestar.di import NamedDependency
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from analytics import validation
-from analytics.openapi import ADMIN, body, errors
-from analytics.tenants import Tenant
-from analytics.validation import BadInput
+from core import validation
+from core.openapi import ADMIN, body, errors
+from core.tenants import Tenant
+from core.validation import BadInput
 from edge.streaming import registry, tokens
 from edge.streaming.wire import (
     PlaybackToken,
@@ -55,9 +56,8 @@ def _info(request: Request, state: State, stream: registry.Stream) -> StreamInfo
 
 
 @post("/v1/streams", status_code=201, request_max_body_size=16 * 1024, responses=errors(*ADMIN), opt=body(StreamCreate))
-async def create_stream(request: Request, state: State) -> StreamCreated:
+async def create_stream(request: Request, state: State, tenant: NamedDependency[Tenant]) -> StreamCreated:
     """Create a live stream; the publish token is shown once."""
-    tenant = await state.edge.auth.tenant(request)
     body = validation.decode(await request.body(), StreamCreate)
     stream, token = await asyncio.to_thread(
         registry.create_stream, state.edge.store, tenant.tenant_id, body.name, body.playback
@@ -67,25 +67,22 @@ async def create_stream(request: Request, state: State) -> StreamCreated:
 
 
 @get("/v1/streams", responses=errors(*ADMIN))
-async def list_streams(request: Request, state: State) -> StreamList:
+async def list_streams(request: Request, state: State, tenant: NamedDependency[Tenant]) -> StreamList:
     """The tenant's streams with their live state on this edge."""
-    tenant = await state.edge.auth.tenant(request)
     streams = await asyncio.to_thread(registry.list_streams, state.edge.store, tenant.tenant_id)
     return StreamList([_info(request, state, s) for s in streams])
 
 
 @get("/v1/streams/{stream_id:str}", responses=errors(*ADMIN))
-async def show_stream(request: Request, state: State, stream_id: FromPath[str]) -> StreamInfo:
+async def show_stream(request: Request, state: State, stream_id: FromPath[str], tenant: NamedDependency[Tenant]) -> StreamInfo:
     """One stream: publishing or not, since when, current viewers."""
-    tenant = await state.edge.auth.tenant(request)
     return _info(request, state, await _own_stream(state, tenant, stream_id))
 
 
 @post("/v1/streams/{stream_id:str}/playback-token", status_code=201, request_max_body_size=4096, responses=errors(*ADMIN),
       opt=body(TokenRequest, required=False))
-async def playback_token(request: Request, state: State, stream_id: FromPath[str]) -> PlaybackToken:
+async def playback_token(request: Request, state: State, stream_id: FromPath[str], tenant: NamedDependency[Tenant]) -> PlaybackToken:
     """A signed, expiring token for a private stream's playback URLs (`?token=`)."""
-    tenant = await state.edge.auth.tenant(request)
     stream = await _own_stream(state, tenant, stream_id)
     return await tokens.mint(request, state.edge.playback_tokens, stream.stream_id)
 

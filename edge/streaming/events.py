@@ -24,8 +24,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from analytics.openapi import errors
-from analytics.validation import BadInput
+from core.openapi import errors
+from core.validation import BadInput
 
 REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 EVENTS = ("active", "inactive")

@@ -6,7 +6,7 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from analytics.openapi import errors
+from core.openapi import errors
 from edge import media_files
 
 

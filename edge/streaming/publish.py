@@ -16,7 +16,7 @@ from typing import Awaitable, Callable
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from analytics.tenants import Tenant
+from core.tenants import Tenant
 from edge.streaming import liveness
 from edge.streaming.pipeline import LivePipeline
 

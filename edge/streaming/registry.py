@@ -16,9 +16,9 @@ from typing import Literal
 
 import msgspec
 
-from analytics.cache import TTLCache
-from analytics.store import Store
-from analytics.tenants import hash_key
+from core.cache import TTLCache
+from core.store import Store
+from core.tenants import hash_key
 
 Playback = Literal["public", "private"]
 STREAM_ID = re.compile(r"^st_[0-9a-f]{16}$")

@@ -15,8 +15,8 @@ import secrets
 import time
 from pathlib import Path
 
-from analytics.auth import equal_secrets
-from analytics.validation import ascii_int
+from core.auth import equal_secrets
+from core.validation import ascii_int
 
 
 def load_secret(data_dir: Path, configured: str | None) -> bytes:
@@ -33,7 +33,7 @@ def load_secret(data_dir: Path, configured: str | None) -> bytes:
 
 async def mint(request, tokens: "PlaybackTokens", media_id: str):
     """`POST .../playback-token` for a stream or a video: optional `{"ttl_s"}` body."""
-    from analytics import validation
+    from core import validation
     from edge.streaming.wire import PlaybackToken, TokenRequest
 
     raw = await request.body()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from aiortc import RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
-from analytics.validation import BadInput
+from core.validation import BadInput
 
 CONTENT_TYPE = "application/trickle-ice-sdpfrag"
 MAX_FRAGMENT = 16 * 1024

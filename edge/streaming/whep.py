@@ -14,9 +14,9 @@ from litestar import Request, Response, delete, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from analytics.openapi import SDP, body, errors
-from analytics.tenants import Tenant
-from analytics.validation import BadInput
+from core.openapi import SDP, body, errors
+from core.tenants import Tenant
+from core.validation import BadInput
 from edge.streaming import events, liveness, rtc, sdp, trickle
 from edge.streaming.relay import PacketTrack
 

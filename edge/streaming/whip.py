@@ -15,10 +15,10 @@ from litestar import Request, Response, delete, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from analytics.auth import bearer
-from analytics.openapi import SDP, body, errors
-from analytics.limits import RateLimited
-from analytics.validation import BadInput
+from core.auth import bearer
+from core.limits import RateLimited
+from core.openapi import SDP, body, errors
+from core.validation import BadInput
 from edge.streaming import registry, rtc, sdp, trickle
 from edge.streaming.publish import PublishSession
 

@@ -9,14 +9,15 @@ import asyncio
 import shutil
 
 from litestar import Request, delete, get, patch, post
+from litestar.di import NamedDependency
 from litestar.datastructures import State
 from litestar.params import FromPath
 from msgspec import UNSET
 
-from analytics import validation
-from analytics.openapi import ADMIN, body, errors
-from analytics.tenants import Tenant
-from analytics.validation import BadInput
+from core import validation
+from core.openapi import ADMIN, body, errors
+from core.tenants import Tenant
+from core.validation import BadInput
 from edge.streaming import tokens
 from edge.streaming.wire import PlaybackToken, TokenRequest
 from edge.vod import videos
@@ -44,25 +45,22 @@ async def own_video(state: State, tenant: Tenant, video_id: str) -> videos.Video
 
 
 @get("/v1/videos", responses=errors(*ADMIN))
-async def list_videos(request: Request, state: State) -> VideoList:
+async def list_videos(request: Request, state: State, tenant: NamedDependency[Tenant]) -> VideoList:
     """The tenant's videos, newest first; `?tag=` keeps those with that tag."""
-    tenant = await state.edge.auth.tenant(request)
     tag = request.query_params.get("tag") or None
     found = await asyncio.to_thread(videos.list_for, state.edge.store, tenant.tenant_id, tag)
     return VideoList([info(request, v) for v in found])
 
 
 @get("/v1/videos/{video_id:str}", responses=errors(*ADMIN))
-async def show_video(request: Request, state: State, video_id: FromPath[str]) -> VideoInfo:
+async def show_video(request: Request, state: State, video_id: FromPath[str], tenant: NamedDependency[Tenant]) -> VideoInfo:
     """One video with its processing status and progress."""
-    tenant = await state.edge.auth.tenant(request)
     return info(request, await own_video(state, tenant, video_id))
 
 
 @patch("/v1/videos/{video_id:str}", request_max_body_size=128 * 1024, responses=errors(*ADMIN), opt=body(VideoPatch))
-async def edit_video(request: Request, state: State, video_id: FromPath[str]) -> VideoInfo:
+async def edit_video(request: Request, state: State, video_id: FromPath[str], tenant: NamedDependency[Tenant]) -> VideoInfo:
     """Edit title, tags and free key/value metadata (fields left out stay as they are)."""
-    tenant = await state.edge.auth.tenant(request)
     change = validation.decode(await request.body(), VideoPatch)
     video = await own_video(state, tenant, video_id)
     for field in ("title", "tags", "metadata"):
@@ -75,9 +73,8 @@ async def edit_video(request: Request, state: State, video_id: FromPath[str]) ->
 
 
 @delete("/v1/videos/{video_id:str}", status_code=200, responses=errors(*ADMIN))
-async def delete_video(request: Request, state: State, video_id: FromPath[str]) -> None:
+async def delete_video(request: Request, state: State, video_id: FromPath[str], tenant: NamedDependency[Tenant]) -> None:
     """Delete the video's rows and every media file."""
-    tenant = await state.edge.auth.tenant(request)
     video = await own_video(state, tenant, video_id)
     if video.status == "recording":
         raise BadInput("conflict", "the stream is still being recorded; stop the publish first", status=409)
@@ -89,9 +86,8 @@ async def delete_video(request: Request, state: State, video_id: FromPath[str]) 
 
 @post("/v1/videos/{video_id:str}/playback-token", status_code=201, request_max_body_size=4096, responses=errors(*ADMIN),
       opt=body(TokenRequest, required=False))
-async def video_playback_token(request: Request, state: State, video_id: FromPath[str]) -> PlaybackToken:
+async def video_playback_token(request: Request, state: State, video_id: FromPath[str], tenant: NamedDependency[Tenant]) -> PlaybackToken:
     """A signed, expiring token for a private video's playback URLs (`?token=`)."""
-    tenant = await state.edge.auth.tenant(request)
     video = await own_video(state, tenant, video_id)
     return await tokens.mint(request, state.edge.playback_tokens, video.video_id)
 

@@ -13,10 +13,10 @@ import logging
 import time
 from pathlib import Path
 
-from analytics.store import Store
+from core.store import Store
+from edge.public_media import PublicLinks
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.registry import Stream
-from edge.public_media import PublicLinks
 from edge.vod import package, videos
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from litestar import Request, post
 from litestar.datastructures import State
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
-from analytics.openapi import ADMIN, MULTIPART, body, errors
-from analytics.validation import BadInput, ascii_int
+from core.openapi import ADMIN, MULTIPART, body, errors
+from core.validation import BadInput, ascii_int
 from edge.vod import package, packager, videos
 from edge.vod.recordings import video_dir
 from edge.vod.wire import UploadAccepted

@@ -13,8 +13,8 @@ from typing import Literal
 
 import msgspec
 
-from analytics.cache import TTLCache
-from analytics.store import Store
+from core.cache import TTLCache
+from core.store import Store
 from edge.vod.package import Probe
 
 VIDEO_ID = re.compile(r"^vd_[0-9a-f]{16}$")

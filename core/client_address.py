@@ -53,6 +53,14 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[Networ
     return ip
 
 
+def from_scope(scope, trusted: tuple[Network, ...]) -> IPAddress | None:
+    """The client address of an ASGI request (a Litestar `Request.scope` too): the one rule
+    the collector, the rate limits, session history and /metrics all use."""
+    client = scope.get("client")
+    forwarded = next((v for k, v in scope["headers"] if k == b"x-forwarded-for"), None)
+    return client_ip(client[0] if client else None, forwarded.decode("latin-1") if forwarded else None, trusted)
+
+
 def stored_ip(ip: IPAddress | None, mode: str) -> str:
     """The address as the tenant's IP mode allows it to be stored, in IPv6 text form."""
     if ip is None or mode == "none":
@@ -63,3 +71,13 @@ def stored_ip(ip: IPAddress | None, mode: str) -> str:
     if ip.version == 4:
         return f"::ffff:{ip}"
     return str(ip)
+
+
+def over_tls(scope, trusted: tuple[Network, ...]) -> bool:
+    """Did the browser reach us over HTTPS? Only a trusted proxy may say so for it
+    (`X-Forwarded-Proto`), as only it may say who the client is."""
+    if scope.get("scheme") == "https":
+        return True
+    client = scope.get("client")
+    proto = next((v for k, v in scope["headers"] if k == b"x-forwarded-proto"), b"").decode("latin-1")
+    return proto.split(",")[0].strip().lower() == "https" and trusted_peer(client[0] if client else None, trusted)

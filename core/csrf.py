@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from analytics.paths import is_admin_path
-from analytics.validation import BadInput
+from core.paths import is_admin_path
+from core.validation import BadInput
 
 HEADER = "x-wave-csrf"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")

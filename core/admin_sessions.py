@@ -7,7 +7,7 @@ sees it within its cache's couple of seconds), and the row expires with the cook
 
 from __future__ import annotations
 
-from analytics.store import Store
+from core.store import Store
 
 
 def end(store: Store, session_id: str, expires_at: float) -> None:

@@ -16,8 +16,8 @@ from typing import Literal
 
 import msgspec
 
-from analytics.cache import TTLCache
-from analytics.store import Store
+from core.cache import TTLCache
+from core.store import Store
 
 IpMode = Literal["full", "truncated", "none"]
 IP_MODES: tuple[str, ...] = ("full", "truncated", "none")

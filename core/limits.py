@@ -18,7 +18,7 @@ from typing import Callable
 
 import msgspec
 
-from analytics.validation import BadInput
+from core.validation import BadInput
 
 
 class Limit(msgspec.Struct, frozen=True):

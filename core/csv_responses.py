@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from litestar import Response
+
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _QUOTE_IF = ('"', ",", ";", "\t", "\r", "\n")
 
@@ -64,3 +66,10 @@ def writer(out) -> SafeWriter:
 def table(columns: list[str], rows: Iterable[dict]) -> str:
     """A header and one line per dict (missing keys empty, extra keys ignored)."""
     return line(columns) + "".join(line(row.get(c) for c in columns) for row in rows)
+
+
+def csv_response(rows: list[dict], columns: list[str], filename: str) -> Response[str]:
+    """Rows as a CSV download, formula-neutralised and quoted: values in it come from
+    beacons and requests."""
+    return Response(table(columns, rows), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

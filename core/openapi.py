@@ -18,7 +18,7 @@ from litestar import Litestar
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Reference
 
-from analytics.wire import ErrorBody
+from core.wire import ErrorBody
 
 _WHY = {
     400: "malformed input; detail.path names the bad field or parameter",

@@ -6,9 +6,9 @@ so the key itself never sits in the browser's storage. The cookie is HttpOnly an
 SameSite=Strict (other sites' pages cannot make the browser send it), signed with the
 edge's secret, and names the *hash* of the key it came from: every request re-checks that
 this key is still valid, so revoking a key ends its dashboard sessions too. It also names
-a random session id: signing out records that id as ended (analytics/admin_sessions.py),
+a random session id: signing out records that id as ended (core/admin_sessions.py),
 so a copy of the cookie stops working with the session. Same-site pages can still make
-the browser send it: state changes made with it pass the CSRF checks (analytics/csrf.py).
+the browser send it: state changes made with it pass the CSRF checks (core/csrf.py).
 
 Every admin route calls `tenant()`; there is no other way to learn which tenant a request
 acts for, so one tenant's key can never reach another tenant's data. Keys are looked up
@@ -27,17 +27,18 @@ import secrets
 import time
 
 from litestar import Request
+from litestar.di import NamedDependency
 
-from analytics import admin_sessions, csrf
-from analytics.cache import TTLCache
-from analytics.store import Store
-from analytics.tenants import Tenant, TenantDirectory, hash_key, tenant_id_for_key_hash
-from analytics.validation import BadInput
+from core import admin_sessions, csrf
+from core.cache import TTLCache
+from core.store import Store
+from core.tenants import Tenant, TenantDirectory, hash_key, tenant_id_for_key_hash
+from core.validation import BadInput
 
 _CACHE_S = 2.0
 COOKIE = "wave_admin"
 SESSION_S = 8 * 3600
-# What the edge issues: `wk_` admin, `sk_` support, `ok_` operator keys (analytics/tenants.py).
+# What the edge issues: `wk_` admin, `sk_` support, `ok_` operator keys (core/tenants.py).
 _KEY_SHAPE = re.compile(r"^(?:wk|sk|ok)_[A-Za-z0-9_-]{43}$", re.ASCII)
 # Lookups of keys not in the cache at once: a flood of guessed keys waits on itself, not on
 # the threads that beacons and consents need.
@@ -196,3 +197,10 @@ class AdminAuth:
             return owner
         async with self._lookups:
             return await self._keys.get(key_hash, lambda: tenant_id_for_key_hash(self._store, key_hash))
+
+
+async def admin_tenant(request: Request, auth: NamedDependency[AdminAuth]) -> Tenant:
+    """The `tenant` dependency of every admin route: the tenant the request's key or
+    dashboard session acts for (401 otherwise). A route that names `tenant` among its
+    parameters cannot run unauthenticated; there is no inline check to forget."""
+    return await auth.tenant(request)

@@ -1,0 +1,79 @@
+"""Every CREATE TABLE of the platform, as versioned, idempotent migrations: one module per
+version (`vNNN_*.py`, each a `VERSION`, a `NAME` and its `statements()`), applied in order
+and recorded in `schema_migrations`.
+
+All DDL lives here (DML stays with the module that owns the table); engines and cluster
+clauses are decided in `ddl.py`. A new table or column is a new version module, listed
+below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.migrations import (
+    v001_tenants_keys_consents_viewer_events,
+    v002_streams,
+    v003_videos,
+    v004_session_history,
+    v005_tenants_consent_prompt,
+    v006_per_view_rollup,
+    v007_purge_ledger_and_audit_log,
+    v008_retention_per_kind_of_data,
+    v009_support_grants,
+    v010_small_beacon_parts,
+    v011_provable_email_links,
+    v012_dashboard_sign_outs,
+)
+from core.migrations.ddl import create_table, engine
+from core.store import Store
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_VERSIONS = (
+    v001_tenants_keys_consents_viewer_events,
+    v002_streams,
+    v003_videos,
+    v004_session_history,
+    v005_tenants_consent_prompt,
+    v006_per_view_rollup,
+    v007_purge_ledger_and_audit_log,
+    v008_retention_per_kind_of_data,
+    v009_support_grants,
+    v010_small_beacon_parts,
+    v011_provable_email_links,
+    v012_dashboard_sign_outs,
+)
+MIGRATIONS: tuple[Migration, ...] = tuple(Migration(v.VERSION, v.NAME, v.statements()) for v in _VERSIONS)
+assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "versions must run 1..N"
+
+
+def apply(store: Store) -> list[int]:
+    """Apply what is missing, in order; returns the versions applied now."""
+    store.command(
+        create_table(
+            "schema_migrations",
+            "version UInt32, name String, applied_at DateTime64(6, 'UTC')",
+            f"ENGINE = {engine('ReplacingMergeTree', 'applied_at')} ORDER BY version",
+        )
+    )
+    done = {row[0] for row in store.rows("SELECT version FROM schema_migrations")}
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            store.command(statement)
+        store.command(
+            "INSERT INTO schema_migrations (version, name, applied_at)"
+            " VALUES ({v:UInt32}, {n:String}, now64(6))",
+            parameters={"v": migration.version, "n": migration.name},
+        )
+        applied.append(migration.version)
+    return applied
