@@ -63,7 +63,7 @@ def encode_batch(context: tuple, events: Sequence[Event], ids: EventIds) -> byte
 
     A list, not a generator: msgspec 0.22's `encode_lines` keeps a reference to any other
     iterable it is given, so a generator here leaked one object per request (found by the
-    soak; tests/test_write_path.py guards it)."""
+    soak; tests/analytics/test_write_path.py guards it)."""
     prefix = ids.batch_prefix()
     hex4 = _HEX4
     return _encoder.encode_lines([

@@ -55,7 +55,7 @@ def _modes(operation) -> tuple[GenerationMode, ...]:
 
 
 def test_every_operation_with_and_without_a_key(server_factory, tenant_factory):
-    # Rate limits off, or most of the examples would be 429s (tests/test_limits.py covers them).
+    # Rate limits off, or most of the examples would be 429s (tests/core/test_limits.py covers them).
     server = server_factory(limit_ip=Limit(0, 0), limit_whep_ip=Limit(0, 0), limit_admin_ip=Limit(0, 0))
     _, key = tenant_factory()
     schema = schemathesis.openapi.from_url(server.base_url + "/schema/openapi.json")

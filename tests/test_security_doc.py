@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 def test_every_test_named_in_security_md_exists():
     text = (ROOT / "SECURITY.md").read_text()
     named, current = [], None
-    for file, name in re.findall(r"`(?:tests/)?(test_\w+\.py)?(?:::(\w+))?`", text):
+    for file, name in re.findall(r"`(?:tests/)?((?:\w+/)?test_\w+\.py)?(?:::(\w+))?`", text):
         current = file or current
         named.append((current, name))
     assert len(named) > 40

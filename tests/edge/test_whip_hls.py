@@ -194,7 +194,7 @@ def test_ffmpeg_whip_client_publishes(server, stream):
     import sys
     from pathlib import Path
 
-    script = Path(__file__).with_name("ffmpeg_whip_publish.py")
+    script = Path(__file__).parent.parent / "ffmpeg_whip_publish.py"
     publisher = subprocess.Popen([sys.executable, str(script), stream["whip_url"], stream["publish_token"], "6"],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

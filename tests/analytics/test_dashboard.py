@@ -11,7 +11,7 @@ import httpx
 from analytics import rollup
 from tests.browser import ARTIFACTS, chromium
 from tests.conftest import free_port, store_view
-from tests.test_analytics_api import VIEWS
+from tests.analytics.test_analytics_api import VIEWS
 
 CSRF = {"x-wave-csrf": "1"}
 

@@ -17,7 +17,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from tests.media import PatternTrack
-from tests.test_whip_hls import _publish, _wait_segments, stream  # noqa: F401 - fixture
+from tests.edge.test_whip_hls import _publish, _wait_segments, stream  # noqa: F401 - fixture
 
 FRAG = "application/trickle-ice-sdpfrag"
 
@@ -143,7 +143,7 @@ def test_whep_trickle_and_delete_after_the_session_ended(server, stream):
 def test_a_crashed_publisher_is_replaced_within_two_seconds(server, stream):
     """The publisher's process dies (no DELETE, no DTLS close); a new publish is on air
     within 2 s, not after the 10 s silence watchdog."""
-    script = Path(__file__).with_name("ffmpeg_whip_publish.py")
+    script = Path(__file__).parent.parent / "ffmpeg_whip_publish.py"
     crashed = subprocess.Popen([sys.executable, str(script), stream["whip_url"], stream["publish_token"], "60"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

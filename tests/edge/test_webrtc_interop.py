@@ -21,9 +21,9 @@ import httpx
 
 from tests.browser import FAKE_MEDIA, chromium
 from tests.conftest import free_port
-from tests.test_whip_hls import _wait_segments
+from tests.edge.test_whip_hls import _wait_segments
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "player" / "test-dist" / "interop.js"
 
 # Every fetch the clients make is logged with its answer, so a test can say which calls

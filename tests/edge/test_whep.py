@@ -9,7 +9,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from edge.streaming.pipeline import LivePipeline
 from tests.media import PatternTrack, read_counter
-from tests.test_whip_hls import _publish, stream  # noqa: F401 - fixture
+from tests.edge.test_whip_hls import _publish, stream  # noqa: F401 - fixture
 
 
 async def _watch(base_url, stream_id, frames_wanted=30, timeout=20.0):

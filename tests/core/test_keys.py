@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT, wait_for
-from tests.test_whip_hls import _publish
+from tests.edge.test_whip_hls import _publish
 
 
 def _admin(key: str) -> dict:

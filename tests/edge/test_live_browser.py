@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from tests.browser import advances, chromium
-from tests.test_whip_hls import _publish, _wait_segments, stream  # noqa: F401 - fixture
+from tests.edge.test_whip_hls import _publish, _wait_segments, stream  # noqa: F401 - fixture
 
 
 def test_live_stream_plays_in_chromium_over_hls_and_whep(server, stream):

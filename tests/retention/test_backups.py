@@ -6,7 +6,7 @@ import json
 
 from retention import backups
 from tests.conftest import insert_beacons_at, query_path
-from tests.test_cli_and_http import _cli
+from tests.edge.test_cli_and_http import _cli
 
 DAY = 86400
 
