@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 import time
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -22,6 +22,10 @@ from core.store import Store
 IpMode = Literal["full", "truncated", "none"]
 IP_MODES: tuple[str, ...] = ("full", "truncated", "none")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{1,31}$")
+
+
+Takeover = Literal["idle", "newest"]
+TAKEOVERS: tuple[str, ...] = get_args(Takeover)
 
 
 class Tenant(msgspec.Struct, frozen=True):
@@ -40,6 +44,9 @@ class Tenant(msgspec.Struct, frozen=True):
     audit_days: int = 400
     server_logs_days: int = 30
     identity_version: int = 1  # which identity secret is current (analytics/identity.py)
+    # Who may replace a live publish: "idle" (a publish silent for WAVE_PUBLISH_TAKEOVER_S)
+    # or "newest" (any new authenticated publish, as MediaMTX does by default).
+    publisher_takeover: Takeover = "idle"
 
     def origin_allowed(self, origin: str | None) -> bool:
         """No list means any origin (script embeds work out of the box); else exact match."""
@@ -66,6 +73,7 @@ def create_tenant(
     consent_text: str = "",
     policy_version: str = "1",
     identified_viewers: bool = False,
+    publisher_takeover: str = "idle",
 ) -> tuple[Tenant, str]:
     """Create a tenant and its first admin key; the clear key is returned once, never stored."""
     if not name.strip():
@@ -80,6 +88,8 @@ def create_tenant(
         raise TenantError("consent_text must be at most 2000 characters")
     if not 1 <= len(policy_version) <= 64:
         raise TenantError("policy_version must be 1-64 characters")
+    if publisher_takeover not in TAKEOVERS:
+        raise TenantError(f"publisher_takeover must be one of {', '.join(TAKEOVERS)}")
     tenant = Tenant(
         tenant_id="tn_" + secrets.token_hex(8),
         name=name.strip(),
@@ -91,13 +101,14 @@ def create_tenant(
         consent_text=consent_text,
         policy_version=policy_version,
         identified_viewers=identified_viewers,
+        publisher_takeover=publisher_takeover,  # type: ignore[arg-type]
     )
     store.command(
         "INSERT INTO tenants (tenant_id, name, region, retention_days, ip_mode, allowed_origins,"
-        " drop_bots, consent_text, policy_version, identified_viewers, created_at, updated_at)"
+        " drop_bots, consent_text, policy_version, identified_viewers, publisher_takeover, created_at, updated_at)"
         " VALUES ({id:String}, {name:String}, {region:String}, {days:UInt16}, {mode:String},"
         " {origins:Array(String)}, {bots:Bool}, {text:String}, {policy:String}, {identified:Bool},"
-        " now64(6), now64(6))",
+        " {takeover:String}, now64(6), now64(6))",
         parameters={
             "id": tenant.tenant_id,
             "name": tenant.name,
@@ -109,6 +120,7 @@ def create_tenant(
             "text": tenant.consent_text,
             "policy": tenant.policy_version,
             "identified": tenant.identified_viewers,
+            "takeover": tenant.publisher_takeover,
         },
     )
     return tenant, create_admin_key(store, tenant.tenant_id)
@@ -153,17 +165,19 @@ def revoke_admin_key(store: Store, tenant_id: str, key_hash: str) -> None:
 
 
 def load_tenant(store: Store, tenant_id: str) -> Tenant | None:
+    """The tenant's newest row, every column named after its `Tenant` field."""
     rows = store.rows(
-        "SELECT tenant_id, name, region, retention_days, toString(ip_mode), allowed_origins,"
-        " drop_bots, consent_text, policy_version, identified_viewers, sessions_days, consents_days,"
-        " audit_days, server_logs_days, identity_version FROM tenants FINAL WHERE tenant_id = {id:String} AND NOT deleted",
+        f"SELECT {_SELECT} FROM tenants FINAL WHERE tenant_id = {{id:String}} AND NOT deleted",
         parameters={"id": tenant_id},
     )
     if not rows:
         return None
-    tid, name, region, days, mode, origins, bots, text, policy, identified, *kinds = rows[0]
-    return Tenant(tid, name, region, int(days), mode, tuple(origins), bool(bots), text, policy, bool(identified),
-                  *(int(k) for k in kinds))
+    return msgspec.convert(dict(zip(_FIELDS, rows[0])), Tenant, strict=False)
+
+
+_FIELDS = Tenant.__struct_fields__
+# Enums come back as strings; everything else as the field's own type.
+_SELECT = ", ".join(f"toString({f})" if f == "ip_mode" else f for f in _FIELDS)
 
 
 def all_tenant_ids(store: Store) -> list[str]:

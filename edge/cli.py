@@ -48,6 +48,7 @@ def _tenant_create(args: argparse.Namespace) -> int:
             consent_text=args.consent_text,
             policy_version=args.policy_version,
             identified_viewers=args.identified_viewers,
+            publisher_takeover=args.publisher_takeover,
         )
         from retention import audit
 
@@ -292,6 +293,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--policy-version", default="1", help="privacy policy version viewers consent to")
     create.add_argument("--identified-viewers", action="store_true",
                         help="viewers may be identified by email (proven by identity tokens the tenant's server signs)")
+    create.add_argument("--publisher-takeover", choices=("idle", "newest"), default="idle",
+                        help="a new publish replaces a live one: only when silent (idle) or always (newest)")
     create.set_defaults(run=_tenant_create)
     delete = tenant.add_parser("delete", help="offboard: delete every row and media file of the tenant")
     delete.add_argument("tenant_id")

@@ -24,6 +24,7 @@ from core.migrations import (
     v010_small_beacon_parts,
     v011_provable_email_links,
     v012_dashboard_sign_outs,
+    v013_publisher_takeover,
 )
 from core.migrations.ddl import create_table, engine
 from core.store import Store
@@ -49,6 +50,7 @@ _VERSIONS = (
     v010_small_beacon_parts,
     v011_provable_email_links,
     v012_dashboard_sign_outs,
+    v013_publisher_takeover,
 )
 MIGRATIONS: tuple[Migration, ...] = tuple(Migration(v.VERSION, v.NAME, v.statements()) for v in _VERSIONS)
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "versions must run 1..N"

@@ -57,13 +57,14 @@ async def _stream_for_publisher(request: Request, state: State, stream_id: str) 
     return stream
 
 
-async def _take_over(edge, stream_id: str) -> None:
+async def _take_over(edge, stream_id: str, takeover: str) -> None:
     """Make room for a new publish of this stream, or refuse it (409 + Retry-After): a
-    current session that has sent no media for the takeover time is ended first."""
+    current session is ended first if the tenant lets the newest publisher win, or if it
+    has sent no media for the takeover time."""
     current = edge.publishers.get(stream_id)
     if current is None:
         return
-    wait = edge.settings.publish_takeover_s - current.idle_s()
+    wait = 0.0 if takeover == "newest" else edge.settings.publish_takeover_s - current.idle_s()
     if wait > 0:
         exc = BadInput("conflict", "this stream already has a publisher sending media", "$.path.stream_id",
                        status=409)
@@ -81,14 +82,14 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     _sdp_body_required(request)
     stream = await _stream_for_publisher(request, state, stream_id)
     edge = state.edge
-    await _take_over(edge, stream.stream_id)
+    tenant = await edge.tenants.get(stream.tenant_id)
+    await _take_over(edge, stream.stream_id, tenant.publisher_takeover if tenant else "idle")
     _check_capacity(edge, stream.tenant_id)
     offer = (await request.body()).decode("utf-8", "replace")
     codecs = rtc.offered_codecs(offer)
     if not codecs & (VIDEO_CODECS | AUDIO_CODECS):
         raise BadInput("bad_sdp", "the offer has no usable codec (H.264 or VP8 video, Opus audio)")
     pc = rtc.peer_connection(edge.settings.ice_servers)
-    tenant = await edge.tenants.get(stream.tenant_id)
     session = PublishSession(stream.stream_id, pc, lambda audio: edge.new_pipeline(stream, audio),
                              edge.publish_ended, tenant=tenant, client_ip=edge.client_ip(request),
                              user_agent=request.headers.get("user-agent", ""),

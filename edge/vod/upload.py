@@ -17,9 +17,11 @@ from pathlib import Path
 
 from litestar import Request, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
 from core.openapi import ADMIN, MULTIPART, body, errors
+from core.tenants import Tenant
 from core.validation import BadInput, ascii_int
 from edge.vod import package, packager, videos
 from edge.vod.recordings import video_dir
@@ -31,10 +33,9 @@ FIELD_MAX = 4096
 
 @post("/v1/videos", status_code=202, request_max_body_size=None, responses=errors(*ADMIN, 415),
       opt=body(MULTIPART, MULTIPART))
-async def upload_video(request: Request, state: State) -> UploadAccepted:
+async def upload_video(request: Request, state: State, tenant: NamedDependency[Tenant]) -> UploadAccepted:
     """Upload a video (multipart/form-data, field `file`); it is packaged as HLS."""
     edge = state.edge
-    tenant = await edge.auth.tenant(request)
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != "multipart/form-data" or not options.get("boundary"):
         raise BadInput("unsupported_media_type", "send the video as multipart/form-data (field 'file')", status=415)

@@ -286,3 +286,26 @@ def test_the_largest_simulcast_layer_is_accepted(listed, params, largest):
     assert f"a=simulcast:recv {largest}\r\n" in result and f"a=rid:{largest} recv\r\n" in result
     assert "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" in result
     assert keep_largest_simulcast_layer(answer, answer) == answer  # no simulcast: untouched
+
+
+def test_a_tenant_may_let_the_newest_publisher_win(server, tenant_factory):
+    """`tenant create --publisher-takeover newest`: any new authenticated publish replaces a
+    live one at once (MediaMTX's default), where the default waits for it to go silent."""
+    _, key = tenant_factory(publisher_takeover="newest")
+    stream = server.http.post("/v1/streams", json={"name": "s"}, headers={"authorization": f"Bearer {key}"}).json()
+
+    async def scenario():
+        first_pc, first = await _publish(server.base_url, stream)
+        assert first.status_code == 201
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            await _wait_segments(http, stream["stream_id"], 1, timeout=10)
+        old = server.edge.publishers[stream["stream_id"]]
+        assert old.idle_s() < 0.5  # live, sending media
+        second_pc, second = await _publish(server.base_url, stream)
+        assert second.status_code == 201, second.text
+        assert old.ended and old.end_reason == "replaced by a new publish"
+        assert server.edge.publishers[stream["stream_id"]].session_id in second.headers["location"]
+        await first_pc.close()
+        await second_pc.close()
+
+    asyncio.run(scenario())
