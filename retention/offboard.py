@@ -1,7 +1,8 @@
 """Tenant offboarding: when a contract ends, every row and every media file of the tenant go.
 
 Every table with a `tenant_id` column is found in ClickHouse's own catalogue (not a list
-kept by hand, so a new table cannot be forgotten) and cleared of the tenant, physically;
+kept by hand, so a new table cannot be forgotten), with every table of the personal-data
+registry (by its own tenant column), and cleared of the tenant, physically;
 its videos' directories and public links are deleted. Two records stay, by design: one
 audit record saying the tenant existed and was deleted (its earlier audit rows go), and a
 purge-ledger row of kind `tenant`, so restoring an older backup deletes the tenant again.
@@ -17,23 +18,31 @@ from pathlib import Path
 from analytics.store import Store
 from retention import audit
 from retention.deletion import delete_where
+from retention.registry import REGISTRY, by_table
 
 KEEP = ("audit_log", "purges")
 
 
 def tenant_tables(store: Store) -> list[str]:
-    return [r[0] for r in store.rows(
+    catalogue = {r[0] for r in store.rows(
         "SELECT table FROM system.columns WHERE database = currentDatabase() AND name = 'tenant_id'"
-        " AND table NOT LIKE '.inner%' ORDER BY table")]
+        " AND table NOT LIKE '.inner%'")}
+    return sorted(catalogue | {entry.table for entry in REGISTRY})
+
+
+def _tenant_column(table: str) -> str:
+    entry = by_table().get(table)
+    return entry.tenant_column if entry is not None else "tenant_id"
 
 
 def _rows(store: Store, table: str, tenant_id: str) -> int:
-    return int(store.command(f"SELECT count() FROM {table} WHERE tenant_id = {{t:String}}"
+    return int(store.command(f"SELECT count() FROM {table} WHERE {_tenant_column(table)} = {{t:String}}"
                              " SETTINGS apply_deleted_mask = 0", parameters={"t": tenant_id}))
 
 
 def erase_rows(store: Store, tenant_id: str, tables: list[str]) -> dict[str, int]:
-    return {table: delete_where(store, table, "tenant_id = {t:String}", {"t": tenant_id}) for table in tables}
+    return {table: delete_where(store, table, f"{_tenant_column(table)} = {{t:String}}", {"t": tenant_id})
+            for table in tables}
 
 
 def delete_tenant(store: Store, tenant_id: str, media_dir: Path, actor: str) -> dict:
