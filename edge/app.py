@@ -15,6 +15,7 @@ from pathlib import Path
 
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
@@ -39,6 +40,7 @@ from edge import http, logs, metrics_access
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
 from edge.public_media import PublicLinks
+from edge.retention_hooks import ServerHooks
 from edge.sessions import SessionLog
 from edge.sessions import row as session_row
 from edge.settings import Settings
@@ -58,6 +60,7 @@ from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
 from retention import api as retention_api
 from retention import audit, backups, policy
+from retention.service import RetentionService
 
 log = logging.getLogger("edge")
 
@@ -82,6 +85,7 @@ class Edge:
         self.tenants: TenantDirectory | None = None
         self.auth: AdminAuth | None = None
         self.audit: audit.AuditWriter | None = None
+        self.retention: RetentionService | None = None
         self.live = LiveRegistry()
         self.streams: StreamCache | None = None
         self.publishers: dict[str, PublishSession] = {}
@@ -128,6 +132,7 @@ class Edge:
         self.auth = AdminAuth(self.store, self.tenants, self.secret)
         self.audit = audit.AuditWriter(self.store, self.metrics)
         self.audit.start()
+        self.retention = RetentionService(self.store, self.secret, ServerHooks(self))
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir, self.public_links)
         self.video_cache = VideoCache(self.store)
@@ -285,6 +290,27 @@ def metrics(request: Request, state: State) -> Response[str]:
     )
 
 
+def dependencies(edge: Edge) -> dict[str, Provide]:
+    """Plain services handlers take as parameters (Litestar app-level dependencies), so a
+    handler names what it uses instead of reaching into the `Edge`. Each is read when a
+    request asks for it: they exist once `Edge.start` has run."""
+
+    def store() -> Store:
+        return edge.store
+
+    def auth() -> AdminAuth:
+        return edge.auth
+
+    def tenants() -> TenantDirectory:
+        return edge.tenants
+
+    def retention() -> RetentionService:
+        return edge.retention
+
+    return {name: Provide(provider, sync_to_thread=False)
+            for name, provider in (("store", store), ("auth", auth), ("tenants", tenants), ("retention", retention))}
+
+
 def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     logs.hold_libraries()  # libraries that log peers' addresses stay quiet (edge/logs.py)
     edge = Edge(settings, store)
@@ -303,6 +329,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
                         *dashboard.ROUTES, *retention_api.ROUTES, *keys_api.ROUTES,
                         *identity_api.ROUTES],
         state=State({"edge": edge}),
+        dependencies=dependencies(edge),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=http.EXCEPTION_HANDLERS,

@@ -24,8 +24,7 @@ import msgspec
 
 from analytics.store import Store
 from analytics.tenants import Tenant, all_tenant_ids, load_tenant, save_tenant
-from retention import audit
-from retention.registry import REGISTRY
+from retention import audit, registry
 
 # Setting name (the API's and the CLI's) -> the tenant field holding its days. Which tables
 # each one governs is said once, by the registry's `retention_kind`; `server_logs_days`
@@ -60,7 +59,7 @@ def apply(store: Store, tenant: Tenant, changes: dict) -> tuple[dict, dict]:
         fields["ip_mode"] = changes["ip_mode"]
     updated = msgspec.structs.replace(tenant, **fields)
     save_tenant(store, updated)
-    for entry in REGISTRY:
+    for entry in registry.REGISTRY:
         field = _field_of(entry.retention_kind)
         if entry.row_ttl and getattr(updated, field) != getattr(tenant, field):
             store.command(
@@ -80,7 +79,7 @@ def enforce(store: Store, now: float | None = None) -> dict[str, int]:
         tenant = load_tenant(store, tenant_id)
         if tenant is None:
             continue
-        for entry in REGISTRY:
+        for entry in registry.REGISTRY:
             cutoff = now - getattr(tenant, _field_of(entry.retention_kind)) * 86400
             where = f"{entry.tenant_column} = {{t:String}} AND {entry.time_column} < {{cutoff:DateTime64(3)}}"
             if entry.kept_past_period:

@@ -25,7 +25,8 @@ from typing import Literal
 
 from analytics.store import Store
 from analytics.validation import BadInput
-from retention.registry import REGISTRY, PersonalTable
+from retention import registry
+from retention.registry import PersonalTable
 
 Kind = Literal["viewer_id", "email", "ip"]
 KINDS: tuple[str, ...] = ("viewer_id", "email", "ip")
@@ -95,7 +96,7 @@ def with_links(store: Store, tenant_id: str, subject: Subject) -> Subject:
     if subject.kind != "email":
         return subject
     linked: set[str] = set()
-    for table in REGISTRY:
+    for table in registry.REGISTRY:
         if table.links_email_to_viewer:
             rows = store.rows(
                 f"SELECT DISTINCT viewer_id FROM {table.table} WHERE {table.tenant_column} = {{t:String}}"
