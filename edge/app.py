@@ -307,8 +307,8 @@ def dependencies(edge: Edge) -> dict[str, Provide]:
     def retention() -> RetentionService:
         return edge.retention
 
-    return {name: Provide(provider, sync_to_thread=False)
-            for name, provider in (("store", store), ("auth", auth), ("tenants", tenants), ("retention", retention))}
+    return {"store": Provide(store, sync_to_thread=False), "auth": Provide(auth, sync_to_thread=False),
+            "tenants": Provide(tenants, sync_to_thread=False), "retention": Provide(retention, sync_to_thread=False)}
 
 
 def create_app(settings: Settings, store: Store | None = None) -> Litestar:
