@@ -15,6 +15,7 @@ from pathlib import Path
 
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
@@ -38,7 +39,9 @@ from edge.dependencies import DEPENDENCIES
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
 from edge.public_media import PublicLinks
-from edge.sessions import row as session_row, SessionLog
+from edge.retention_hooks import ServerHooks
+from edge.sessions import SessionLog
+from edge.sessions import row as session_row
 from edge.settings import Settings
 from edge.streaming import api as streaming_api, events as whep_events, hls, liveness, rtc, whep, whip
 from edge.streaming.pipeline import LivePipeline
@@ -49,7 +52,9 @@ from edge.vod import api as vod_api, serve as vod_serve, upload as vod_upload, v
 from edge.vod.jobs import FairJobs
 from edge.vod.recordings import Recordings, video_dir
 from edge.vod.videos import Video, VideoCache
-from retention import api as retention_api, audit, backups, policy
+from retention import api as retention_api
+from retention import audit, backups, policy
+from retention.service import RetentionService
 
 log = logging.getLogger("edge")
 
@@ -74,6 +79,7 @@ class Edge:
         self.tenants: TenantDirectory | None = None
         self.auth: AdminAuth | None = None
         self.audit: audit.AuditWriter | None = None
+        self.retention: RetentionService | None = None
         self.live = LiveRegistry()
         self.streams: StreamCache | None = None
         self.publishers: dict[str, PublishSession] = {}
@@ -120,6 +126,7 @@ class Edge:
         self.auth = AdminAuth(self.store, self.tenants, self.secret)
         self.audit = audit.AuditWriter(self.store, self.metrics)
         self.audit.start()
+        self.retention = RetentionService(self.store, self.secret, ServerHooks(self))
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir, self.public_links)
         self.video_cache = VideoCache(self.store)

@@ -64,23 +64,21 @@ def _tenant_create(args: argparse.Namespace) -> int:
 
 
 def _drain_spool(settings, store) -> None:
-    """Beacons a stopped edge left in the spool go into ClickHouse first: a purge or an
-    export must see them (and the purge then finds the spool empty)."""
+    """What the stopped edge spooled, into ClickHouse (edge/retention_hooks.py)."""
     import asyncio
 
-    from core.metrics import Registry
-    from analytics.spool import Spool
-    from analytics.write_buffer import WriteBuffer
+    from edge.retention_hooks import drain_spool
 
-    async def drain() -> None:
-        buffer = WriteBuffer(store, Spool(settings.spool_dir, settings.spool_max_bytes), Registry())
-        await buffer.start()
-        ok = await buffer.drain(timeout_s=30)
-        await buffer.stop()
-        if not ok:
-            raise RuntimeError("spooled beacons could not be inserted; is ClickHouse reachable?")
+    asyncio.run(drain_spool(settings, store))
 
-    asyncio.run(drain())
+
+def _offline_retention(settings, store):
+    """The retention service the API runs, with the server stopped (edge/retention_hooks.py)."""
+    from edge.retention_hooks import OfflineHooks
+    from edge.streaming.tokens import load_secret
+    from retention.service import RetentionService
+
+    return RetentionService(store, load_secret(settings.data_dir, settings.secret_key), OfflineHooks(settings, store))
 
 
 def _subject_of(args: argparse.Namespace):
@@ -90,10 +88,12 @@ def _subject_of(args: argparse.Namespace):
 
 
 def _privacy(args: argparse.Namespace) -> int:
-    """`privacy purge|export`: the same work as the API, for an operator, audited as `cli`."""
+    """`privacy purge|export`: the same work as the API (the retention service), for an
+    operator, audited as `cli`."""
+    import asyncio
+
     from core.validation import BadInput
-    from edge.streaming.tokens import load_secret
-    from retention import audit, export, purge, subjects
+    from retention import audit, export
 
     settings = from_env()
     try:
@@ -104,16 +104,15 @@ def _privacy(args: argparse.Namespace) -> int:
     store = open_store(settings.clickhouse_url)
     try:
         migrations.apply(store)
-        _drain_spool(settings, store)
-        secret = load_secret(settings.data_dir, settings.secret_key)
-        hashed = {subject.kind: "sha256:" + subjects.hash_value(secret, subject.kind, subject.value)}
+        service = _offline_retention(settings, store)
+        hashed = service.subject_params(subject)
         if args.action == "purge":
-            result = purge.purge(store, args.tenant, subject, secret, "cli")
+            result = asyncio.run(service.purge(args.tenant, subject, "cli"))  # drains the spool first
             out = {"purge_id": result.purge_id, "status": result.status, "rows_deleted": result.rows_deleted}
             audit.write(store, audit.row(args.tenant, "cli", "operator", "privacy purge", params=hashed, after=out))
         else:
-            linked = subjects.with_links(store, args.tenant, subject)
-            data = export.collect(store, args.tenant, linked)
+            _drain_spool(settings, store)  # the export must see what the stopped edge spooled
+            linked, data = asyncio.run(service.export(args.tenant, subject))
             out = export.as_json(data, linked)
             if args.zip:
                 Path(args.zip).write_bytes(export.as_zip(data, linked))
@@ -197,7 +196,7 @@ def _retention(args: argparse.Namespace) -> int:
 
 def _tenant_delete(args: argparse.Namespace) -> int:
     """Offboard a tenant: every row and media file, verified; the server must be stopped."""
-    from retention import offboard
+    import asyncio
 
     settings = from_env()
     store = open_store(settings.clickhouse_url)
@@ -206,8 +205,7 @@ def _tenant_delete(args: argparse.Namespace) -> int:
         if not store.rows("SELECT 1 FROM tenants WHERE tenant_id = {t:String} LIMIT 1", {"t": args.tenant_id}):
             print(json.dumps({"error": "not_found", "detail": f"no tenant {args.tenant_id!r}"}), file=sys.stderr)
             return 2
-        _drain_spool(settings, store)
-        out = offboard.delete_tenant(store, args.tenant_id, settings.media_dir, "cli")
+        out = asyncio.run(_offline_retention(settings, store).offboard(args.tenant_id, "cli"))  # drains first
     finally:
         store.close()
     print(json.dumps(out))

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from core import csv_responses
 from core.store import Store
-from retention.registry import REGISTRY
+from retention import registry
 from retention.subjects import Subject
 
 # What each column means, for the export's README (columns not listed show their type).
@@ -49,7 +49,7 @@ COLUMN_NOTES = {
 def collect(store: Store, tenant_id: str, subject: Subject) -> dict[str, dict]:
     """{table: {"columns": [...], "types": [...], "rows": [[...]]}} for every registered table."""
     out: dict[str, dict] = {}
-    for table in REGISTRY:
+    for table in registry.REGISTRY:
         cond = subject.condition(table)
         if cond is None:
             out[table.table] = {"columns": [], "types": [], "rows": []}

@@ -1,8 +1,10 @@
 """Tenant offboarding: when a contract ends, every row and every media file of the tenant go.
 
 Every table with a `tenant_id` column is found in ClickHouse's own catalogue (not a list
-kept by hand, so a new table cannot be forgotten) and cleared of the tenant, physically;
-its videos' directories and public links are deleted. Two records stay, by design: one
+kept by hand, so a new table cannot be forgotten), with every table of the personal-data
+registry (by its own tenant column), and cleared of the tenant, physically, after its
+media files were deleted (by the edge: `RetentionHooks.delete_tenant_media`, first, since
+the rows are what lists the files). Two records stay, by design: one
 audit record saying the tenant existed and was deleted (its earlier audit rows go), and a
 purge-ledger row of kind `tenant`, so restoring an older backup deletes the tenant again.
 """
@@ -10,55 +12,51 @@ purge-ledger row of kind `tenant`, so restoring an older backup deletes the tena
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from pathlib import Path
 
 from core.store import Store
-from retention import audit
+from retention import audit, registry
 from retention.deletion import delete_where
+from retention.hooks import MediaDeleted
 
 KEEP = ("audit_log", "purges")
 
 
 def tenant_tables(store: Store) -> list[str]:
-    return [r[0] for r in store.rows(
+    catalogue = {r[0] for r in store.rows(
         "SELECT table FROM system.columns WHERE database = currentDatabase() AND name = 'tenant_id'"
-        " AND table NOT LIKE '.inner%' ORDER BY table")]
+        " AND table NOT LIKE '.inner%'")}
+    return sorted(catalogue | {entry.table for entry in registry.REGISTRY})
+
+
+def _tenant_column(table: str) -> str:
+    entry = registry.by_table().get(table)
+    return entry.tenant_column if entry is not None else "tenant_id"
 
 
 def _rows(store: Store, table: str, tenant_id: str) -> int:
-    return int(store.command(f"SELECT count() FROM {table} WHERE tenant_id = {{t:String}}"
+    return int(store.command(f"SELECT count() FROM {table} WHERE {_tenant_column(table)} = {{t:String}}"
                              " SETTINGS apply_deleted_mask = 0", parameters={"t": tenant_id}))
 
 
 def erase_rows(store: Store, tenant_id: str, tables: list[str]) -> dict[str, int]:
-    return {table: delete_where(store, table, "tenant_id = {t:String}", {"t": tenant_id}) for table in tables}
+    return {table: delete_where(store, table, f"{_tenant_column(table)} = {{t:String}}", {"t": tenant_id})
+            for table in tables}
 
 
-def delete_tenant(store: Store, tenant_id: str, media_dir: Path, actor: str) -> dict:
-    """Erase the tenant everywhere, verify, and leave the two records that must stay."""
-    videos = [r[0] for r in store.rows("SELECT DISTINCT video_id FROM videos WHERE tenant_id = {t:String}",
-                                       {"t": tenant_id})]
+def delete_tenant(store: Store, tenant_id: str, media: MediaDeleted, actor: str) -> dict:
+    """Erase the tenant everywhere, verify (its media already deleted, by the runner's
+    hooks), and leave the two records that must stay."""
     tables = tenant_tables(store)
     deleted = erase_rows(store, tenant_id, tables)
-    for video_id in videos:
-        (media_dir / "public" / "vod" / video_id).unlink(missing_ok=True)
-        shutil.rmtree(media_dir / "videos" / video_id, ignore_errors=True)
-    streams = {p.name for p in (media_dir / "public" / "live").glob("st_*")} if (media_dir / "public").exists() else set()
-    for name in streams:
-        link = media_dir / "public" / "live" / name
-        if not link.exists():  # pointed into a deleted recording
-            link.unlink(missing_ok=True)
     left = {t: n for t in tables if (n := _rows(store, t, tenant_id))}
-    files_left = [v for v in videos if (media_dir / "videos" / v).exists()]
-    if left or files_left:
-        raise RuntimeError(f"tenant data still present: rows {left}, media {files_left}")
+    if left or media.left:
+        raise RuntimeError(f"tenant data still present: rows {left}, media {media.left}")
     now = time.time()
     store.insert_json_lines("purges", json.dumps({
         "purge_id": f"tenant-{tenant_id}", "tenant_id": tenant_id, "kind": "tenant", "subject_hashes": [],
         "requested_by": actor, "requested_at": now, "rows_deleted": json.dumps(deleted), "status": "completed",
     }).encode() + b"\n")
-    summary = {"tenant_id": tenant_id, "rows_deleted": deleted, "videos_deleted": len(videos)}
+    summary = {"tenant_id": tenant_id, "rows_deleted": deleted, "videos_deleted": media.videos}
     audit.write(store, audit.row(tenant_id, actor, "operator", "tenant deleted", after={"deleted": True}, ts=now))
     return summary

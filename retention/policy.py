@@ -24,42 +24,49 @@ import msgspec
 
 from core.store import Store
 from core.tenants import Tenant, all_tenant_ids, load_tenant, save_tenant
-from retention import audit
-from retention.registry import REGISTRY
+from retention import audit, registry
 
-# Setting name -> (tenant field, the tables it governs).
+# Setting name (the API's and the CLI's) -> the tenant field holding its days. Which tables
+# each one governs is said once, by the registry's `retention_kind`; `server_logs_days`
+# governs none here (it is for the operator's log shipping).
 KINDS = {
-    "viewer_events_days": ("retention_days", ("viewer_events", "views")),
-    "sessions_days": ("sessions_days", ("sessions",)),
-    "consents_days": ("consents_days", ("consents",)),
-    "audit_days": ("audit_days", ("audit_log",)),
-    "server_logs_days": ("server_logs_days", ()),
+    "viewer_events_days": "retention_days",
+    "sessions_days": "sessions_days",
+    "consents_days": "consents_days",
+    "audit_days": "audit_days",
+    "server_logs_days": "server_logs_days",
 }
-_TTL_TABLES = {"viewer_events", "views", "sessions", "audit_log"}  # those with `retention_days`
+
+
+def _field_of(retention_kind: str) -> str:
+    """The tenant field of a registry entry's kind; a kind that is no setting is a bug in
+    the registry, said plainly (tests/test_schema.py checks every entry)."""
+    try:
+        return KINDS[retention_kind]
+    except KeyError:
+        raise ValueError(f"retention kind {retention_kind!r} is not one of {sorted(KINDS)}") from None
 
 
 def settings_of(tenant: Tenant) -> dict:
-    return {name: getattr(tenant, field) for name, (field, _) in KINDS.items()} | {"ip_mode": tenant.ip_mode}
+    return {name: getattr(tenant, field) for name, field in KINDS.items()} | {"ip_mode": tenant.ip_mode}
 
 
 def apply(store: Store, tenant: Tenant, changes: dict) -> tuple[dict, dict]:
     """Store new settings and rewrite stored rows' retention; returns (before, after)."""
     before = settings_of(tenant)
-    fields = {KINDS[name][0]: value for name, value in changes.items() if name in KINDS}
+    fields = {KINDS[name]: value for name, value in changes.items() if name in KINDS}
     if "ip_mode" in changes:
         fields["ip_mode"] = changes["ip_mode"]
     updated = msgspec.structs.replace(tenant, **fields)
     save_tenant(store, updated)
-    for name, (field, tables) in KINDS.items():
-        if getattr(updated, field) == getattr(tenant, field):
-            continue
-        for table in tables:
-            if table in _TTL_TABLES:
-                store.command(
-                    f"ALTER TABLE {table} UPDATE retention_days = {{days:UInt16}}"
-                    " WHERE tenant_id = {t:String} AND retention_days != {days:UInt16}",
-                    parameters={"days": getattr(updated, field), "t": tenant.tenant_id},
-                )
+    for entry in registry.REGISTRY:
+        field = _field_of(entry.retention_kind)
+        if entry.row_ttl and getattr(updated, field) != getattr(tenant, field):
+            store.command(
+                f"ALTER TABLE {entry.table} UPDATE retention_days = {{days:UInt16}}"
+                f" WHERE {entry.tenant_column} = {{t:String}} AND retention_days != {{days:UInt16}}",
+                parameters={"days": getattr(updated, field), "t": tenant.tenant_id},
+            )
     return before, settings_of(updated)
 
 
@@ -72,15 +79,11 @@ def enforce(store: Store, now: float | None = None) -> dict[str, int]:
         tenant = load_tenant(store, tenant_id)
         if tenant is None:
             continue
-        for entry in REGISTRY:
-            field, _ = next(v for v in KINDS.values() if entry.table in v[1])
-            cutoff = now - getattr(tenant, field) * 86400
-            where = f"tenant_id = {{t:String}} AND {entry.time_column} < {{cutoff:DateTime64(3)}}"
-            if entry.table == "consents":
-                where += (" AND NOT ((viewer_id, ts) IN (SELECT viewer_id, max(ts) FROM consents"
-                          " WHERE tenant_id = {t:String} GROUP BY viewer_id)"
-                          " AND viewer_id IN (SELECT DISTINCT viewer_id FROM viewer_events"
-                          " WHERE tenant_id = {t:String} AND ts >= {cutoff:DateTime64(3)}))")
+        for entry in registry.REGISTRY:
+            cutoff = now - getattr(tenant, _field_of(entry.retention_kind)) * 86400
+            where = f"{entry.tenant_column} = {{t:String}} AND {entry.time_column} < {{cutoff:DateTime64(3)}}"
+            if entry.kept_past_period:
+                where += f" AND NOT ({entry.kept_past_period})"
             params = {"t": tenant_id, "cutoff": float(cutoff)}
             n = int(store.command(f"SELECT count() FROM {entry.table} WHERE {where}", parameters=params))
             if n:

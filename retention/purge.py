@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 
 from core.store import Store
-from retention import subjects
+from retention import registry, subjects
 from retention.deletion import delete_where
-from retention.registry import REGISTRY, PersonalTable
+from retention.registry import PersonalTable
 from retention.subjects import Subject
 
 
@@ -52,7 +52,7 @@ def _count(store: Store, table: PersonalTable, tenant_id: str, subject: Subject,
 def erase(store: Store, tenant_id: str, subject: Subject) -> dict[str, int]:
     """Delete the subject's rows from every registered table; verify none is left."""
     deleted: dict[str, int] = {}
-    for table in REGISTRY:
+    for table in registry.REGISTRY:
         cond = subject.condition(table)
         if cond is None:
             deleted[table.table] = 0
@@ -60,7 +60,7 @@ def erase(store: Store, tenant_id: str, subject: Subject) -> dict[str, int]:
         sql, params = cond
         deleted[table.table] = delete_where(store, table.table, f"{table.tenant_column} = {{tenant:String}} AND {sql}",
                                             {"tenant": tenant_id, **params})
-    left = {t.table: n for t in REGISTRY if (n := _count(store, t, tenant_id, subject, physical=True))}
+    left = {t.table: n for t in registry.REGISTRY if (n := _count(store, t, tenant_id, subject, physical=True))}
     if left:
         raise PurgeIncomplete(f"rows still present after the purge: {left}")
     return deleted
@@ -107,7 +107,7 @@ def replay(store: Store, secret: bytes, since: float) -> dict[str, int]:
             by_tenant.setdefault(tenant_id, set()).update(hashes)
     salt = subjects.salt(secret)
     for tenant_id, hashes in by_tenant.items():
-        for table in REGISTRY:
+        for table in registry.REGISTRY:
             cond = " OR ".join(f"{subjects.hash_sql(c)} IN {{hashes:Array(String)}}" for c in table.subject_columns)
             params = {"tenant": tenant_id, "hashes": sorted(hashes), "salt": salt}
             where = f"{table.tenant_column} = {{tenant:String}} AND ({cond})"

@@ -1,8 +1,10 @@
 """The personal-data registry: every table that holds data about a person, and how.
 
-Purge, export, retention and tenant offboarding iterate this list, so a table that holds
-personal data but is missing here would silently escape them. A test compares it with the
-live schema and fails on any table with a subject-key column that is not registered.
+Purge, export, retention (settings, TTL rewrites, the enforcer), the links from an e-mail
+to viewer ids and tenant offboarding all iterate this list, so a new table with personal
+data is one entry here plus its migration, and a table missing here would silently escape
+them. A test compares the list with the live schema and fails on any table with a
+subject-key column that is not registered.
 """
 
 from __future__ import annotations
@@ -17,19 +19,37 @@ SUBJECT_COLUMNS = ("viewer_id", "email", "ip")
 class PersonalTable:
     table: str
     subject_columns: tuple[str, ...]
-    retention_kind: str  # which of the tenant's retention settings governs its rows
+    # The tenant's retention setting that governs its rows (a name of `policy.KINDS`).
+    retention_kind: str
     time_column: str = "ts"  # the age of a row, for retention
     tenant_column: str = "tenant_id"
+    # Rows carry `retention_days` (and a TTL on it): a changed setting rewrites that column.
+    row_ttl: bool = True
+    # SQL: rows past their period that must still stay (parameters `t`, the tenant, and
+    # `cutoff`, the period's start); empty: none.
+    kept_past_period: str = ""
+    # SQL: when a row proves that its `email` belongs to its `viewer_id`, so that an
+    # e-mail subject reaches that viewer id's data everywhere; empty: never (anyone may
+    # write any e-mail into a public request, so an unproven one links nobody).
+    links_email_to_viewer: str = ""
 
 
 REGISTRY: tuple[PersonalTable, ...] = (
-    PersonalTable("viewer_events", ("viewer_id", "email", "ip"), "viewer_events"),
-    PersonalTable("consents", ("viewer_id", "email", "ip"), "consents"),
-    PersonalTable("sessions", ("ip",), "sessions", "started_at"),
+    PersonalTable("viewer_events", ("viewer_id", "email", "ip"), "viewer_events_days"),
+    # Consents prove the consent behind stored data: a viewer's latest one stays past its
+    # period while the viewer still has beacons within it. Only an e-mail the tenant's
+    # server vouched for (an identity token, analytics/identity.py) links viewer ids.
+    PersonalTable("consents", ("viewer_id", "email", "ip"), "consents_days", row_ttl=False,
+                  kept_past_period="(viewer_id, ts) IN (SELECT viewer_id, max(ts) FROM consents"
+                                   " WHERE tenant_id = {t:String} GROUP BY viewer_id)"
+                                   " AND viewer_id IN (SELECT DISTINCT viewer_id FROM viewer_events"
+                                   " WHERE tenant_id = {t:String} AND ts >= {cutoff:DateTime64(3)})",
+                  links_email_to_viewer="email_proof != ''"),
+    PersonalTable("sessions", ("ip",), "sessions_days", "started_at"),
     # The per-view rollup (analytics/rollup.py): a viewer's views, by viewer id.
-    PersonalTable("views", ("viewer_id",), "viewer_events", "started_at"),
+    PersonalTable("views", ("viewer_id",), "viewer_events_days", "started_at"),
     # Admins' and operators' addresses in the audit log.
-    PersonalTable("audit_log", ("ip",), "audit_log"),
+    PersonalTable("audit_log", ("ip",), "audit_days"),
 )
 
 

@@ -2,10 +2,12 @@
 
 A subject is a viewer id, an email or an IP address. An email also reaches every viewer id
 it was *provably* linked to: a consent row whose email the tenant's server vouched for with
-an identity token (`email_proof`, analytics/identity.py). Anyone can write an email into a
+an identity token (`email_proof`, analytics/identity.py; the registry's
+`links_email_to_viewer` says which rows prove a link). Anyone can write an email into a
 public request, so an unproven email on a row (beacons, or consents from before proofs)
-matches that row itself but never leads to the rest of a viewer id's data. IP addresses are compared in the form tables store them (IPv6, IPv4 mapped); rows
-stored with a truncated address no longer point to one person and are not matched.
+matches that row itself but never leads to the rest of a viewer id's data. IP addresses
+are compared in the form tables store them (IPv6, IPv4 mapped); rows stored with a
+truncated address no longer point to one person and are not matched.
 
 Subjects are written down only as salted hashes (the purge ledger, the audit log): the
 salt is derived from the edge's secret, and the same hash can be computed in SQL over a
@@ -23,6 +25,7 @@ from typing import Literal
 
 from core.store import Store
 from core.validation import BadInput
+from retention import registry
 from retention.registry import PersonalTable
 
 Kind = Literal["viewer_id", "email", "ip"]
@@ -88,15 +91,20 @@ def one_of(values: dict[str, str | None]) -> Subject:
 
 
 def with_links(store: Store, tenant_id: str, subject: Subject) -> Subject:
-    """An email subject with every viewer id provably linked to that email in this tenant."""
+    """An email subject with every viewer id provably linked to that email in this tenant,
+    by the registry's tables whose rows can prove such a link (`links_email_to_viewer`)."""
     if subject.kind != "email":
         return subject
-    rows = store.rows(
-        "SELECT DISTINCT viewer_id FROM consents WHERE tenant_id = {t:String} AND email = {e:String}"
-        " AND email_proof != '' AND viewer_id != ''",
-        {"t": tenant_id, "e": subject.value},
-    )
-    return Subject(subject.kind, subject.value, tuple(sorted(r[0] for r in rows)))
+    linked: set[str] = set()
+    for table in registry.REGISTRY:
+        if table.links_email_to_viewer:
+            rows = store.rows(
+                f"SELECT DISTINCT viewer_id FROM {table.table} WHERE {table.tenant_column} = {{t:String}}"
+                f" AND email = {{e:String}} AND ({table.links_email_to_viewer}) AND viewer_id != ''",
+                {"t": tenant_id, "e": subject.value},
+            )
+            linked.update(r[0] for r in rows)
+    return Subject(subject.kind, subject.value, tuple(sorted(linked)))
 
 
 def salt(secret: bytes) -> str:

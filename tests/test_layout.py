@@ -42,6 +42,21 @@ def test_packages_import_one_way():
     assert not wrong, "\n".join(wrong)
 
 
+def test_nothing_outside_edge_reads_the_edge_object():
+    """The `Edge` is the composition root's: handlers elsewhere receive what they need as
+    dependencies (edge/dependencies.py), and retention reaches a running edge only through
+    `retention.hooks.RetentionHooks`. So no `.edge` and no `["edge"]` outside edge/."""
+    wrong = []
+    for package in ("core", "analytics", "retention"):
+        for path, tree in _modules(package):
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and node.attr == "edge" or (
+                        isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
+                        and node.slice.value == "edge"):
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not wrong, "the Edge object read outside edge/: " + ", ".join(wrong)
+
+
 def test_tests_mirror_the_layout():
     """Each package's tests live in the folder of the same name."""
     for package in ALLOWED:

@@ -94,6 +94,12 @@ def list_for(store: Store, tenant_id: str, tag: str | None = None) -> list[Video
     return [_video(row) for row in rows]
 
 
+def ids_ever_of(store: Store, tenant_id: str) -> list[str]:
+    """Every video id the tenant ever had, deleted ones included (their files may linger)."""
+    return [r[0] for r in store.rows("SELECT DISTINCT video_id FROM videos WHERE tenant_id = {t:String}",
+                                     {"t": tenant_id})]
+
+
 def in_status(store: Store, status: str) -> list[Video]:
     rows = store.rows(
         f"SELECT {_SELECT_COLUMNS} FROM videos FINAL WHERE status = {{s:String}} AND NOT deleted", {"s": status}

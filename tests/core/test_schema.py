@@ -64,3 +64,16 @@ def test_what_a_purge_costs_is_bounded_by_configuration(store):
     # The embedded engine schedules mutations with a server's pool, not chDB's 2 threads.
     pool = store.command("SELECT value FROM system.server_settings WHERE name = 'background_pool_size'")
     assert int(pool) >= 16
+
+
+
+def test_every_registered_table_names_a_retention_setting_and_its_ttl_column(store):
+    """The registry is the one place saying which setting governs a table and whether its
+    rows carry `retention_days`: a kind that is no setting fails here, not mid-enforce,
+    and `row_ttl` matches the live schema."""
+    from retention import policy
+
+    assert {entry.retention_kind for entry in REGISTRY} <= set(policy.KINDS)
+    with_column = {row[0] for row in store.rows(
+        "SELECT table FROM system.columns WHERE database = currentDatabase() AND name = 'retention_days'")}
+    assert {e.table for e in REGISTRY if e.row_ttl} == {e.table for e in REGISTRY} & with_column

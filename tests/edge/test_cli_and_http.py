@@ -156,6 +156,36 @@ def test_privacy_cli_exports_and_purges_with_the_server_stopped(tmp_path):
     assert bad.returncode == 2 and "exactly one" in bad.stderr
 
 
+def test_tenant_delete_cli_offboards_rows_and_media_with_the_server_stopped(tmp_path):
+    """The offline side of the retention service: the same offboarding as the API, with
+    the stopped edge's media deleted and another tenant untouched."""
+    data = tmp_path / "var"
+    tenant = json.loads(_cli(data, "tenant", "create", "t").stdout)["tenant_id"]
+    other = json.loads(_cli(data, "tenant", "create", "u").stdout)["tenant_id"]
+    chdb_dir = data / "clickhouse"
+    insert_beacons_at(chdb_dir, tenant, "erin", 2)
+    insert_beacons_at(chdb_dir, other, "finn", 1)
+    video_id = "vd_00000000000000aa"
+    query_path(chdb_dir, "INSERT INTO videos (video_id, tenant_id, source, status, created_at, updated_at)"
+                         f" VALUES ('{video_id}', '{tenant}', 'upload', 'ready', now64(6), now64(6))")
+    files = data / "media" / "videos" / video_id
+    files.mkdir(parents=True)
+    (files / "index.m3u8").write_text("#EXTM3U\n")
+    link = data / "media" / "public" / "vod" / video_id
+    link.parent.mkdir(parents=True)
+    link.symlink_to(files)
+    out = _cli(data, "tenant", "delete", tenant)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["videos_deleted"] == 1 and summary["rows_deleted"]["viewer_events"] == 2
+    assert not files.exists() and not link.is_symlink()
+    left = query_path(chdb_dir, "SELECT tenant_id, count() FROM viewer_events GROUP BY tenant_id"
+                                " SETTINGS apply_deleted_mask = 0")
+    assert left == [[other, 1]]
+    assert ["cli", "tenant deleted"] in query_path(chdb_dir, "SELECT actor, action FROM audit_log")
+    assert _cli(data, "tenant", "delete", tenant).returncode == 2  # gone
+
+
 def test_media_cors_follows_the_tenants_allowed_origins(server, tenant_factory):
     _, key = tenant_factory(allowed_origins=("https://shop.example",))
     _, open_key = tenant_factory()

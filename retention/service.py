@@ -1,0 +1,67 @@
+"""Purge (erasure), export (access) and offboarding: the one orchestration behind both the
+HTTP API (retention/api.py) and the CLI (`wave-edge privacy purge|export`, `tenant delete`).
+
+A purge first lets the runner forget what it holds in memory about the subject (so no
+beacon of theirs is accepted between the drain and the delete: their consent rows are
+about to go anyway), then drains the write buffer (beacons accepted but not yet in
+ClickHouse are inserted, then the drained spool files are deleted) and holds the rollup
+still, so no row of the subject is on its way in while the tables are cleaned; then it
+checks that no spool file names the subject. If ClickHouse cannot take the spooled rows
+now, the purge answers 503 and erases nothing: better a retry than a report of success
+with rows still queued. Offboarding ends the tenant's live sessions, drains, deletes its
+media and then its rows (retention/offboard.py), and forgets the tenant.
+
+Where the state lives differs between a running edge and the CLI with the server stopped;
+that part is behind `RetentionHooks` (retention/hooks.py), implemented by `edge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.store import Store
+from core.validation import BadInput
+from retention import export, offboard, purge, subjects
+from retention.hooks import RetentionHooks
+from retention.subjects import Subject
+
+
+class RetentionService:
+    def __init__(self, store: Store, secret: bytes, hooks: RetentionHooks) -> None:
+        self.store = store
+        self.hooks = hooks
+        self._secret = secret
+
+    def subject_params(self, subject: Subject) -> dict[str, str]:
+        """The subject as audit records name it: by salted hash only, so the log that
+        proves an erasure does not undo it."""
+        return {subject.kind: "sha256:" + subjects.hash_value(self._secret, subject.kind, subject.value)}
+
+    async def purge(self, tenant_id: str, subject: Subject, requested_by: str) -> purge.PurgeResult:
+        """Stop accepting the subject's beacons, drain, erase everywhere, verify, record."""
+        linked = await asyncio.to_thread(subjects.with_links, self.store, tenant_id, subject)
+        await self.hooks.forget_subject(tenant_id, linked)
+        if not await self.hooks.drain_buffers():
+            raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry the purge shortly", status=503)
+        async with self.hooks.hold_rollup():  # no fold pass writes a view of the subject back meanwhile
+            needles = [linked.value.encode(), *(v.encode() for v in linked.linked_viewer_ids)]
+            if subject.kind == "ip":
+                needles = [subject.value.removeprefix("::ffff:").encode()]
+            if await asyncio.to_thread(self.hooks.spooled, needles):
+                raise BadInput("unavailable", "the subject's beacons are still spooled; retry shortly", status=503)
+            return await asyncio.to_thread(purge.purge, self.store, tenant_id, subject, self._secret, requested_by)
+
+    async def export(self, tenant_id: str, subject: Subject) -> tuple[Subject, dict[str, dict]]:
+        """Every row about the subject (its links resolved), by registered table."""
+        linked = await asyncio.to_thread(subjects.with_links, self.store, tenant_id, subject)
+        return linked, await asyncio.to_thread(export.collect, self.store, tenant_id, linked)
+
+    async def offboard(self, tenant_id: str, actor: str) -> dict:
+        """Every row and media file of the tenant, gone and verified; returns the summary."""
+        await self.hooks.end_tenant_sessions(tenant_id)
+        if not await self.hooks.drain_buffers():
+            raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry shortly", status=503)
+        media = await asyncio.to_thread(self.hooks.delete_tenant_media, tenant_id)
+        summary = await asyncio.to_thread(offboard.delete_tenant, self.store, tenant_id, media, actor)
+        self.hooks.forget_tenant(tenant_id)
+        return summary
