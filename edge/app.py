@@ -54,7 +54,8 @@ from edge.vod import serve as vod_serve
 from edge.vod import upload as vod_upload
 from edge.vod import videos
 from edge.vod.jobs import FairJobs
-from edge.vod.recordings import Recordings, video_dir
+from edge.media_layout import video_dir
+from edge.vod.recordings import Recordings
 from edge.vod.videos import Video, VideoCache
 from retention import api as retention_api
 from retention import audit, backups, policy

@@ -16,6 +16,7 @@ from analytics import validation
 from analytics.openapi import ADMIN, body, errors
 from analytics.tenants import Tenant
 from analytics.validation import BadInput
+from edge.media_layout import PLAYLIST
 from edge.streaming import registry, tokens
 from edge.streaming.wire import (
     PlaybackToken,
@@ -32,7 +33,7 @@ def _urls(request: Request, stream_id: str) -> dict[str, str]:
     return {
         "whip_url": f"{base}/whip/{stream_id}",
         "whep_url": f"{base}/whep/{stream_id}",
-        "hls_url": f"{base}/live/{stream_id}/index.m3u8",
+        "hls_url": f"{base}/live/{stream_id}/{PLAYLIST}",
         "embed_url": f"{base}/embed/{stream_id}",
     }
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -19,9 +18,9 @@ import msgspec
 from analytics.cache import TTLCache
 from analytics.store import Store
 from analytics.tenants import hash_key
+from edge.media_layout import STREAM_ID, new_stream_id
 
 Playback = Literal["public", "private"]
-STREAM_ID = re.compile(r"^st_[0-9a-f]{16}$")
 
 
 class Stream(msgspec.Struct, frozen=True):
@@ -48,7 +47,7 @@ class LiveState:
 def create_stream(store: Store, tenant_id: str, name: str, playback: str) -> tuple[Stream, str]:
     """A new stream and its publish token (returned once, stored as a hash)."""
     token = "pt_" + secrets.token_urlsafe(32)
-    stream = Stream("st_" + secrets.token_hex(8), tenant_id, name, playback, hash_key(token))  # type: ignore[arg-type]
+    stream = Stream(new_stream_id(), tenant_id, name, playback, hash_key(token))  # type: ignore[arg-type]
     store.command(
         "INSERT INTO streams (stream_id, tenant_id, name, publish_token_hash, playback, created_at, updated_at)"
         " VALUES ({s:String}, {t:String}, {n:String}, {h:String}, {p:String}, now64(6), now64(6))",

@@ -16,14 +16,11 @@ from pathlib import Path
 from analytics.store import Store
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.registry import Stream
+from edge.media_layout import video_dir
 from edge.public_media import PublicLinks
 from edge.vod import package, videos
 
 log = logging.getLogger(__name__)
-
-
-def video_dir(media_dir: Path, video_id: str) -> Path:
-    return media_dir / "videos" / video_id
 
 
 class Recordings:

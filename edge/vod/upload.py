@@ -21,8 +21,8 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser, par
 
 from analytics.openapi import ADMIN, MULTIPART, body, errors
 from analytics.validation import BadInput, ascii_int
+from edge.media_layout import upload_path, video_dir
 from edge.vod import package, packager, videos
-from edge.vod.recordings import video_dir
 from edge.vod.wire import UploadAccepted
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,6 @@ async def upload_video(request: Request, state: State) -> UploadAccepted:
     await asyncio.to_thread(videos.save, edge.store, video)
     schedule(edge, video, target)
     return UploadAccepted(video_id=video_id, status=video.status)
-
-
-def upload_path(media_dir: Path, video_id: str) -> Path:
-    return media_dir / "uploads" / f"{video_id}.part"
 
 
 def schedule(edge, video: videos.Video, source: Path) -> None:
