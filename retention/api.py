@@ -217,8 +217,7 @@ async def operator_tenant_delete(request: Request, state: State, tenant_id: From
 
 
 async def _offboard(edge, tenant, actor: str) -> Response:
-    for session in [s for s in edge.publishers.values() if s.tenant.tenant_id == tenant.tenant_id]:
-        await session.end("tenant deleted", "offboarded")
+    await edge.live.end_tenant(tenant.tenant_id, "tenant deleted", "offboarded")
     if not await edge.buffer.drain(timeout_s=10):
         raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry shortly", status=503)
     summary = await asyncio.to_thread(offboard.delete_tenant, edge.store, tenant.tenant_id,

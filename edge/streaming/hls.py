@@ -1,4 +1,5 @@
-"""Live HLS: `/live/{stream_id}/{file}` from the directory of the stream's newest publish."""
+"""Live HLS: `/live/{stream_id}/{file}` from the directory of the stream's newest publish
+(kept by the stream's owner, `live.LiveStreams`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ async def live_file(request: Request, state: State, stream_id: FromPath[str], na
     token = request.query_params.get("token")
     private = stream.playback == "private"
     media_files.check_token(private, state.edge.playback_tokens.valid(stream.stream_id, token))
-    directory = state.edge.live_dirs.get(stream.stream_id)
+    directory = state.edge.live.directory(stream.stream_id)
     if directory is None:
         raise media_files.not_found("not published yet")
     data = await media_files.read(directory / name)
