@@ -1,9 +1,9 @@
 """Serving HLS files (live and VOD) safely.
 
-File names are matched against the only names the packagers write (`media_layout.SERVED_FILE`)
-and ids against their own patterns, so no request can name a path outside the media
-directory: there is nothing to normalise or escape. Playlists are
-never cached when live; segments never change.
+Routes match file names against the only names the packagers write
+(`media_layout.SERVED_FILE`) and ids against their own patterns before they get here, so
+no request can name a path outside the media directory: there is nothing to normalise or
+escape. Playlists are never cached when live; segments never change.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from litestar import Response
 
 from analytics.validation import BadInput
-from edge.media_layout import SERVED_FILE as FILE
+
 _TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".mp4": "video/mp4",

@@ -8,14 +8,14 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from analytics.openapi import errors
-from edge import media_files
+from edge import media_files, media_layout
 
 
 @get("/live/{stream_id:str}/{name:str}", responses=errors(400, 401, 404))
 async def live_file(request: Request, state: State, stream_id: FromPath[str], name: FromPath[str]) -> Response[bytes]:
     """A live playlist or segment; private streams need `?token=`."""
     stream = await state.edge.streams.get(stream_id)
-    if stream is None or not media_files.FILE.match(name):
+    if stream is None or not media_layout.SERVED_FILE.match(name):
         raise media_files.not_found()
     token = request.query_params.get("token")
     private = stream.playback == "private"

@@ -8,13 +8,12 @@ from litestar.params import FromPath
 
 from analytics.openapi import errors
 from edge import media_files, media_layout
-from edge.vod import videos
 
 
 @get("/vod/{video_id:str}/{name:str}", responses=errors(400, 401, 404))
 async def vod_file(request: Request, state: State, video_id: FromPath[str], name: FromPath[str]) -> Response[bytes]:
     """A VOD playlist or segment; private videos need `?token=`."""
-    if not media_layout.VIDEO_ID.match(video_id) or not media_files.FILE.match(name):
+    if not media_layout.VIDEO_ID.match(video_id) or not media_layout.SERVED_FILE.match(name):
         raise media_files.not_found()
     video = await state.edge.video_cache.get(video_id)
     if video is None or video.status != "ready":
