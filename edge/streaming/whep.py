@@ -1,8 +1,9 @@
-"""WHEP playback: `POST /whep/{stream_id}` with a recvonly offer; the viewer is attached
-to the stream's relay (no encoder of its own) by the stream's owner (`live.LiveStream`). `PATCH` on the Location trickles ICE
-candidates (trickle.py); `DELETE` on it ends the session, and answers 200 again for a
-session that has just ended (the publish stopped, or the client closed first); a viewer
-that never connects or stops answering ends too (`liveness`)."""
+"""WHEP playback: `POST /whep/{stream_id}` with a recvonly offer; the stream's owner
+(`live.LiveStream`) attaches the viewer to the stream's relay (no encoder of its own).
+`PATCH` on the Location trickles ICE candidates (trickle.py); `DELETE` on it ends the
+session, and answers 200 again for a session that has just ended (the publish stopped,
+or the client closed first); a viewer that never connects or stops answering ends too
+(`liveness`)."""
 
 from __future__ import annotations
 
