@@ -274,6 +274,12 @@ def test_webrtc_sessions_leave_no_address_in_the_logs(server, stream, caplog):
 
     asyncio.run(scenario())
 
+    lines = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+             if not r.name.startswith(("httpx", "httpcore"))]  # the test's own client logs its URLs
+    assert lines, "nothing was logged: the check would prove nothing"
+    leaked = [line for line in lines if re.search(r"\b127\.0\.0\.1\b|\b\d{1,3}(?:\.\d{1,3}){3}\b|::1\b", line)]
+    assert not leaked, leaked[:5]
+
 
 def test_a_whip_publisher_that_never_connects_is_closed(quick_rtc):
     srv, created = quick_rtc
@@ -298,13 +304,6 @@ def test_a_whip_publisher_that_never_connects_is_closed(quick_rtc):
         await _poll(lambda: not held & _open_sockets(), 10, "its sockets to be closed")
 
     asyncio.run(scenario())
-
-
-    lines = [f"{r.name}: {r.getMessage()}" for r in caplog.records
-             if not r.name.startswith(("httpx", "httpcore"))]  # the test's own client logs its URLs
-    assert lines, "nothing was logged: the check would prove nothing"
-    leaked = [line for line in lines if re.search(r"\b127\.0\.0\.1\b|\b\d{1,3}(?:\.\d{1,3}){3}\b|::1\b", line)]
-    assert not leaked, leaked[:5]
 
 
 def test_the_servers_log_handler_blanks_addresses_any_library_logs():
