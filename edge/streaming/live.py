@@ -228,7 +228,8 @@ class LiveStreams:
         return live.directory if live is not None else None
 
     def describe(self, stream_id: str) -> dict:
-        return (self._streams.get(stream_id) or LiveStream(stream_id, self)).describe()
+        live = self._streams.get(stream_id)
+        return live.describe() if live is not None else {"publishing": False, "publishing_since": None, "viewers": 0}
 
     # -- publishing -------------------------------------------------------------------
     async def make_room(self, stream_id: str, takeover_s: float) -> None:
