@@ -108,8 +108,10 @@ class LiveStream:
         streams = self._streams
         recording, directory = await streams.recorder.begin(stream)
         relay = Relay()
-        pipeline = LivePipeline(stream.stream_id, [RelayOutput(relay, asyncio.get_running_loop()),
-                                                   HlsWriter(directory)], audio=audio)
+        # The encoder's outputs, in the order it calls them: the relay first, so WebRTC
+        # viewers never wait on the muxer. An LL-HLS writer or a rendition joins this list.
+        outputs = [RelayOutput(relay, asyncio.get_running_loop()), HlsWriter(directory)]
+        pipeline = LivePipeline(stream.stream_id, outputs, audio=audio)
         if stream.playback == "public":
             streams.links.link("live", stream.stream_id, directory)
         self.directory = directory
