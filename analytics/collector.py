@@ -19,7 +19,7 @@ from analytics.enrichment.geo import GeoLocator
 from analytics.enrichment.useragent import parse_user_agent
 from analytics.events import EventIds, encode_batch
 from analytics.identity import IdentityTokens
-from analytics.wire import CollectBatch, ConsentGrant, ConsentWithdraw
+from analytics.wire import ConsentGrant, ConsentWithdraw
 from analytics.write_buffer import WriteBuffer
 from core.client_address import Network, client_ip, stored_ip
 from core.limits import Limits

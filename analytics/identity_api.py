@@ -14,7 +14,7 @@ import asyncio
 import msgspec
 from litestar import Request, get, post
 from litestar.di import NamedDependency
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import CacheControlHeader
 
 from analytics.identity import IdentityTokens
 from analytics.wire import IdentitySecret

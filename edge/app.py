@@ -11,11 +11,9 @@ import gc
 import logging
 import sys
 import time
-from pathlib import Path
 
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
@@ -38,22 +36,20 @@ from edge import demo as demo_setup, http, logs, metrics_access
 from edge.dependencies import DEPENDENCIES
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
+from edge.media_layout import video_dir
 from edge.public_media import PublicLinks
 from edge.retention_hooks import ServerHooks
 from edge.sessions import SessionLog
-from edge.sessions import row as session_row
 from edge.settings import Settings
 from edge.streaming import api as streaming_api, events as whep_events, hls, liveness, rtc, whep, whip
-from edge.streaming.pipeline import LivePipeline
-from edge.streaming.publish import PublishSession
-from edge.streaming.registry import LiveRegistry, Stream, StreamCache
+from edge.streaming.live import LiveStreams
+from edge.streaming.registry import StreamCache
 from edge.streaming.tokens import PlaybackTokens, load_secret
 from edge.vod import api as vod_api, serve as vod_serve, upload as vod_upload, videos
 from edge.vod.jobs import FairJobs
-from edge.vod.recordings import Recordings, video_dir
-from edge.vod.videos import Video, VideoCache
-from retention import api as retention_api
-from retention import audit, backups, policy
+from edge.vod.recordings import Recordings
+from edge.vod.videos import VideoCache
+from retention import api as retention_api, audit, backups, policy
 from retention.service import RetentionService
 
 log = logging.getLogger("edge")
@@ -80,13 +76,9 @@ class Edge:
         self.auth: AdminAuth | None = None
         self.audit: audit.AuditWriter | None = None
         self.retention: RetentionService | None = None
-        self.live = LiveRegistry()
+        self.live: LiveStreams | None = None  # the streams publishing on this edge, and their viewers
         self.streams: StreamCache | None = None
-        self.publishers: dict[str, PublishSession] = {}
-        self.viewers: dict[str, whep.ViewerSession] = {}
-        self.live_dirs: dict[str, Path] = {}  # stream id -> directory of its newest publish
-        self.recording_of: dict[LivePipeline, Video] = {}
-        self.finishing: set[asyncio.Task] = set()
+        self.finishing: set[asyncio.Task] = set()  # uploads being packaged
         self.loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping_task: asyncio.Task | None = None
         self.recordings: Recordings | None = None
@@ -132,6 +124,8 @@ class Edge:
         self.video_cache = VideoCache(self.store)
         self.sessions = SessionLog(self.store)
         self.sessions.start()
+        self.live = LiveStreams(self.recordings, self.public_links, self.sessions, self.rtc_closed,
+                                silence_s=s.publish_silence_s, connect_timeout_s=s.rtc_connect_timeout_s)
         await vod_upload.resume(self)
         await asyncio.to_thread(self.recordings.recover)
         await asyncio.to_thread(self._sync_public_links)
@@ -190,67 +184,21 @@ class Edge:
         media = self.settings.media_dir
         self.public_links.sync_videos((v.video_id, video_dir(media, v.video_id)) for v in ready if v.playback == "public")
 
-    async def new_pipeline(self, stream: Stream, audio: bool) -> LivePipeline:
-        """A publish begins: its recording's row and directory, and the stream's encoder."""
-        video, directory = await self.recordings.begin(stream)
-        pipeline = LivePipeline(stream.stream_id, directory, audio=audio)
-        if stream.playback == "public":
-            directory.mkdir(parents=True, exist_ok=True)
-            self.public_links.link("live", stream.stream_id, directory)
-        self.recording_of[pipeline] = video
-        self.live_dirs[stream.stream_id] = directory
-        return pipeline
-
     def client_ip(self, request) -> str | None:
         ip = client_address.from_scope(request.scope, self.settings.trusted_proxies)
         return str(ip) if ip else None
 
-    async def publish_ended(self, session: PublishSession) -> None:
-        if self.publishers.get(session.stream_id) is session:
-            del self.publishers[session.stream_id]
-        self.rtc_closed.inc(kind="whip", reason=session.end_code)
-        self.live.session_ended(session.stream_id, session.session_id)
-        for viewer in [v for v in self.viewers.values() if v.stream_id == session.stream_id]:
-            await self.end_viewer(viewer, "publish_ended")  # first: they are watching nothing now
-        await self.sessions.record(session_row(
-            session.tenant, "publish", session.stream_id, session.session_id, session.client_ip,
-            session.user_agent, session.started, time.time(), 0))
-        video = self.recording_of.pop(session.pipeline, None) if session.pipeline else None
-        if video is not None:
-            task = asyncio.get_running_loop().create_task(self.recordings.end(video, session.pipeline))
-            self.finishing.add(task)
-            task.add_done_callback(self.finishing.discard)
-        self.live.publish_stopped(session.stream_id)
-
-    async def end_viewer(self, session: whep.ViewerSession, reason: str = "other") -> None:
-        """End a WHEP viewer once, whoever asks first; `reason` labels the closed-sessions metric."""
-        if self.viewers.pop(session.session_id, None) is None:
-            return
-        if session.watch is not None:
-            session.watch.cancel()
-        self.rtc_closed.inc(kind="whep", reason=reason)
-        self.live.state(session.stream_id).viewers.discard(session.session_id)
-        self.live.session_ended(session.stream_id, session.session_id)
-        await self.sessions.record(session_row(
-            session.tenant, "whep", session.stream_id, session.session_id, session.client_ip,
-            session.user_agent, session.started, time.time(), sum(t.bytes_sent for t in session.tracks)))
-        publish = self.publishers.get(session.stream_id)
-        if publish is not None and publish.pipeline is not None:
-            publish.pipeline.relay.tracks.difference_update(session.tracks)
-        await session.pc.close()
-
     async def stop(self) -> None:
-        for viewer in list(self.viewers.values()):
-            await self.end_viewer(viewer, "shutdown")
-        for session in list(self.publishers.values()):
-            await session.end("edge shutting down", "shutdown")
+        if self.live is not None:
+            await self.live.stop()
         await self.front_log.stop()
         if self._housekeeping_task is not None:
             self._housekeeping_task.cancel()
         if self.rollup is not None:
             await self.rollup.stop()
-        if self.finishing:
-            await asyncio.wait(self.finishing, timeout=30)
+        finishing = self.finishing | (self.live.finishing if self.live is not None else set())
+        if finishing:  # uploads being packaged, recordings being finalized
+            await asyncio.wait(finishing, timeout=30)
         if self.sessions is not None:
             await self.sessions.stop()
         if self.consents is not None:

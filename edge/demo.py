@@ -20,6 +20,7 @@ import numpy as np
 import msgspec
 
 from core.tenants import create_tenant
+from edge import media_layout
 from edge.vod import upload, videos
 
 log = logging.getLogger("edge.demo")
@@ -128,7 +129,7 @@ async def ensure(edge) -> Demo:
     video = videos.Video(video_id=videos.new_video_id(), tenant_id=tenant.tenant_id,
                          title="wave-edge demo: test pattern", tags=["demo"])
     await asyncio.to_thread(videos.save, edge.store, video)
-    source = upload.upload_path(edge.settings.media_dir, video.video_id)
+    source = media_layout.upload_path(edge.settings.media_dir, video.video_id)
     source.parent.mkdir(parents=True, exist_ok=True)
     staging = source.with_suffix(".mp4")
     await asyncio.to_thread(write_demo_video, staging)

@@ -13,8 +13,8 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from analytics.identity import IdentityTokens
-from core.auth import AdminAuth, admin_tenant
 from core import client_address
+from core.auth import AdminAuth, admin_tenant
 from core.store import Store
 from core.tenants import TenantDirectory
 from retention.service import RetentionService

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import msgspec
 
+from edge.media_layout import MEDIA_ID_PATTERN
+
 log = logging.getLogger(__name__)
-_URI = re.compile(r"^/(vod|live)/((?:vd|st)_[0-9a-f]{16})/")
+_URI = re.compile(rf"^/(vod|live)/({MEDIA_ID_PATTERN})/")
 _NAME = re.compile(r"^(\d{9,12})\.jsonl$")
 POLL_S = 1.0
 

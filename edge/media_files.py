@@ -1,22 +1,20 @@
 """Serving HLS files (live and VOD) safely.
 
-File names are matched against the only names the packagers write (`index.m3u8`,
-`init.mp4`, `seg_NNNNN.m4s`, `poster.jpg`) and ids against their own patterns, so no request can name a
-path outside the media directory: there is nothing to normalise or escape. Playlists are
-never cached when live; segments never change.
+Routes match file names against the only names the packagers write
+(`media_layout.SERVED_FILE`) and ids against their own patterns before they get here, so
+no request can name a path outside the media directory: there is nothing to normalise or
+escape. Playlists are never cached when live; segments never change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 from litestar import Response
 
 from core.validation import BadInput
 
-FILE = re.compile(r"^(index\.m3u8|init\.mp4|seg_\d{5,9}\.m4s|poster\.jpg)$")
 _TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".mp4": "video/mp4",

@@ -17,23 +17,22 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable
+
+from edge import media_layout
+from edge.media_layout import PublicKind as Kind
 
 log = logging.getLogger(__name__)
-Kind = Literal["vod", "live"]
-_ID = re.compile(r"^(vd|st)_[0-9a-f]{16}$")
 
 
 class PublicLinks:
     def __init__(self, media_dir: Path) -> None:
-        self.root = media_dir / "public"
+        self.media_dir = media_dir
+        self.root = media_layout.public_dir(media_dir)
 
     def _path(self, kind: Kind, media_id: str) -> Path:
-        if not _ID.match(media_id):
-            raise ValueError(f"not a media id: {media_id!r}")
-        return self.root / kind / media_id
+        return media_layout.public_link(self.media_dir, kind, media_id)
 
     def link(self, kind: Kind, media_id: str, target: Path) -> None:
         path = self._path(kind, media_id)

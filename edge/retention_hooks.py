@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.store import Store
+from edge import media_layout
 from edge.settings import Settings
 from edge.vod import videos
 from retention.hooks import MediaDeleted
@@ -32,14 +33,13 @@ def delete_tenant_media(store: Store, media_dir: Path, tenant_id: str) -> MediaD
     left pointing into a deleted recording."""
     ids = videos.ids_ever_of(store, tenant_id)
     for video_id in ids:
-        (media_dir / "public" / "vod" / video_id).unlink(missing_ok=True)
-        shutil.rmtree(media_dir / "videos" / video_id, ignore_errors=True)
-    streams = {p.name for p in (media_dir / "public" / "live").glob("st_*")} if (media_dir / "public").exists() else set()
-    for name in streams:
-        link = media_dir / "public" / "live" / name
+        media_layout.public_link(media_dir, "vod", video_id).unlink(missing_ok=True)
+        shutil.rmtree(media_layout.video_dir(media_dir, video_id), ignore_errors=True)
+    live_links = media_layout.public_dir(media_dir) / "live"
+    for link in live_links.glob(media_layout.STREAM_PREFIX + "*") if live_links.exists() else ():
         if not link.exists():  # pointed into a deleted recording
             link.unlink(missing_ok=True)
-    return MediaDeleted(len(ids), [v for v in ids if (media_dir / "videos" / v).exists()])
+    return MediaDeleted(len(ids), [v for v in ids if media_layout.video_dir(media_dir, v).exists()])
 
 
 async def drain_spool(settings: Settings, store: Store) -> None:
@@ -82,8 +82,7 @@ class ServerHooks:
         return rollup.lock if rollup is not None else contextlib.nullcontext()
 
     async def end_tenant_sessions(self, tenant_id: str) -> None:
-        for session in [s for s in self._edge.publishers.values() if s.tenant.tenant_id == tenant_id]:
-            await session.end("tenant deleted", "offboarded")
+        await self._edge.live.end_tenant(tenant_id, "tenant deleted", "offboarded")
 
     def delete_tenant_media(self, tenant_id: str) -> MediaDeleted:
         return delete_tenant_media(self._edge.store, self._edge.settings.media_dir, tenant_id)

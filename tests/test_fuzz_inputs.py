@@ -179,4 +179,4 @@ def test_whip_refuses_truncated_oversized_and_nonsense_sdp(server, tenant_factor
             assert r.json()["error"] and r.json()["detail"]["message"]
             r = http.post(f"/whep/{stream['stream_id']}", content=body, headers={"content-type": "application/sdp"})
             assert r.status_code in (404, 413), (body[:40], r.status_code, r.text)  # not live: never parsed
-    assert server.edge.publishers == {}  # no half-claimed publish left to block the real publisher
+    assert server.edge.live.publishers() == {}  # no half-claimed publish left to block the real publisher

@@ -9,7 +9,7 @@ NAME = "dashboard sign-outs"
 
 
 def statements() -> tuple[str, ...]:
-    # Dashboard sessions ended by signing out (analytics/admin_sessions.py); a row lives as
+    # Dashboard sessions ended by signing out (core/admin_sessions.py); a row lives as
     # long as the cookie it cancels.
     ended = create_table(
         "admin_sessions_ended",

@@ -16,20 +16,16 @@ from litestar.params import FromPath
 
 from core.openapi import errors
 from core.validation import BadInput
-from edge import media_files
+from edge import media_files, media_layout
 from edge.embed import pages
 from edge.embed.wire import ConsentPrompt, PlaybackConfig
-from edge.streaming.registry import STREAM_ID
-from edge.vod import package
-from edge.vod.recordings import video_dir
-from edge.vod.videos import VIDEO_ID
 
 _PLAYER_FILE = re.compile(r"^[a-z0-9-]+\.js(\.map)?$")
 _TYPES = {".js": "text/javascript; charset=utf-8", ".map": "application/json"}
 
 
 def _media_id(media_id: str) -> str:
-    if not (VIDEO_ID.match(media_id) or STREAM_ID.match(media_id)):
+    if not media_layout.MEDIA_ID.match(media_id):
         raise BadInput("not_found", "no such video or stream", "$.path.media_id", status=404)
     return media_id
 
@@ -45,16 +41,16 @@ async def playback_config(state: State, media_id: str, token: str | None) -> Pla
             raise media_files.not_found("no such video or stream")
         media_files.check_token(stream.playback == "private", edge.playback_tokens.valid(media_id, token))
         tenant_id, title, private = stream.tenant_id, stream.name, stream.playback == "private"
-        hls, whep, poster, live = f"/live/{media_id}/index.m3u8", f"/whep/{media_id}", None, True
+        hls, whep, poster, live = f"/live/{media_id}/{media_layout.PLAYLIST}", f"/whep/{media_id}", None, True
     else:
         video = await edge.video_cache.get(media_id)
         if video is None or video.status != "ready":
             raise media_files.not_found("no such video, or not ready yet")
         media_files.check_token(video.playback == "private", edge.playback_tokens.valid(media_id, token))
         tenant_id, title, private = video.tenant_id, video.title, video.playback == "private"
-        hls, whep, live = f"/vod/{media_id}/index.m3u8", None, False
-        has_poster = (video_dir(edge.settings.media_dir, media_id) / package.POSTER).exists()
-        poster = f"/vod/{media_id}/{package.POSTER}" if has_poster else None
+        hls, whep, live = f"/vod/{media_id}/{media_layout.PLAYLIST}", None, False
+        has_poster = (media_layout.video_dir(edge.settings.media_dir, media_id) / media_layout.POSTER).exists()
+        poster = f"/vod/{media_id}/{media_layout.POSTER}" if has_poster else None
     tenant = await edge.tenants.get(tenant_id)
     if tenant is None:
         raise media_files.not_found("no such video or stream")

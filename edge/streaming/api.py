@@ -17,6 +17,7 @@ from core import validation
 from core.openapi import ADMIN, body, errors
 from core.tenants import Tenant
 from core.validation import BadInput
+from edge.media_layout import PLAYLIST
 from edge.streaming import registry, tokens
 from edge.streaming.wire import (
     PlaybackToken,
@@ -33,7 +34,7 @@ def _urls(request: Request, stream_id: str) -> dict[str, str]:
     return {
         "whip_url": f"{base}/whip/{stream_id}",
         "whep_url": f"{base}/whep/{stream_id}",
-        "hls_url": f"{base}/live/{stream_id}/index.m3u8",
+        "hls_url": f"{base}/live/{stream_id}/{PLAYLIST}",
         "embed_url": f"{base}/embed/{stream_id}",
     }
 

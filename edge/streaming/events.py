@@ -26,6 +26,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from core.openapi import errors
 from core.validation import BadInput
+from edge.streaming.live import LiveStream
 
 REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 EVENTS = ("active", "inactive")
@@ -42,10 +43,8 @@ def _path(stream_id: str, session_id: str) -> str:
 
 
 def _known(state: State, stream_id: str, session_id: str) -> bool:
-    viewer = state.edge.viewers.get(session_id)
-    if viewer is not None:
-        return viewer.stream_id == stream_id
-    return state.edge.live.ended_recently(stream_id, session_id)
+    live = state.edge.live
+    return live.viewer(stream_id, session_id) is not None or live.ended_recently(stream_id, session_id)
 
 
 @post("/whep/{stream_id:str}/{session_id:str}/events", status_code=201, request_max_body_size=MAX_BODY,
@@ -70,15 +69,15 @@ async def event_stream(state: State, stream_id: FromPath[str], session_id: FromP
     """`active` now if the stream plays to this viewer, `inactive` when it stops."""
     if not _known(state, stream_id, session_id):
         raise BadInput("not_found", "no such viewer session", "$.path.session_id", status=404)
-    return ServerSentEvent(_events(state.edge, stream_id, session_id), headers={"Cache-Control": "no-store"})
+    return ServerSentEvent(_events(state.edge.live.stream(stream_id), session_id),
+                           headers={"Cache-Control": "no-store"})
 
 
-async def _events(edge, stream_id: str, session_id: str) -> AsyncIterator[ServerSentEventMessage]:
-    live = edge.live.state(stream_id)
+async def _events(live: LiveStream, session_id: str) -> AsyncIterator[ServerSentEventMessage]:
     reported = None
     while True:
         changed = live.changed  # taken before the check: a change after it still wakes us
-        active = live.publishing_since is not None and session_id in edge.viewers
+        active = live.playing_to(session_id)
         if active != reported:
             reported = active
             yield ServerSentEventMessage(event="active" if active else "inactive", data="{}")

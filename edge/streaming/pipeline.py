@@ -1,10 +1,12 @@
-"""One encoder pipeline per live stream: decoded frames in, H.264/AAC live HLS out.
+"""One encoder per live stream: decoded frames in, encoded packets out to its outputs.
 
 aiortc hands us decoded frames whatever the publisher sent (H.264, VP8, Opus), so each
-stream is encoded exactly once here and every output is fed from these packets; nothing
-is ever encoded per viewer. Encoding and muxing are blocking and CPU-bound, so they run
-on the pipeline's own thread, fed through a bounded queue: a slow encoder drops frames
-rather than stall the event loop or grow memory.
+stream is encoded exactly once here (x264, AAC, Opus) and every output is fed from these
+packets; nothing is ever encoded per viewer. The encoder knows no container or transport:
+the packets go to the `outputs.Output`s it was given (the WHEP relay, the live HLS writer,
+and whatever comes next, such as LL-HLS). Encoding and muxing are blocking and CPU-bound,
+so they run on the pipeline's own thread, fed through a bounded queue: a slow encoder
+drops frames rather than stall the event loop or grow memory.
 
 Timestamps are the wall-clock times the frames arrived (90 kHz video, 48 kHz audio
 sample counts aligned to the same origin), and keyframes are forced on a 1 s grid of that
@@ -15,18 +17,18 @@ keyframes, and `#EXT-X-PROGRAM-DATE-TIME` is true.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
 import time
 from fractions import Fraction
-from pathlib import Path
+from typing import Sequence
 
 import av
+from av.codec.context import Flags
 from av.video.frame import PictureType
 
-from edge.streaming.relay import Relay
+from edge.streaming.outputs import Encoded, Output
 
 log = logging.getLogger(__name__)
 
@@ -35,42 +37,33 @@ GOP_S = 1.0  # keyframe every second of the arrival clock: 1 s segments, quick j
 # x264's own keyframe interval, in frames, is only a backstop for a stalled clock: the
 # grid above forces every keyframe (and any forced IDR resets x264's frame count).
 X264_KEYINT = FPS * 10
-SEGMENT_S = 1
-PLAYLIST_SEGMENTS = 6
 VIDEO_TB = Fraction(1, 90_000)
 AUDIO_RATE = 48_000
 AAC_FRAME = 1024
 OPUS_FRAME = 960  # 20 ms
 KEYFRAME_MIN_INTERVAL_S = 0.5
 
-PLAYLIST = "index.m3u8"
-INIT = "init.mp4"
-
 
 class LivePipeline:
-    """Encode a stream once: H.264 + AAC into sliding-window fMP4 HLS in `directory` (whose
-    segments, all kept, are also the publish's recording), and
-    the same H.264 (Annex B) plus Opus to the WHEP viewers' relay.
+    """Encode a stream once and hand every packet to `outputs`, in their order.
 
-    Create it on the event loop: relayed packets are handed back to that loop."""
+    Create it on any thread; `feed_*`, `request_keyframe` and `close` are for the event
+    loop, which owns the publish."""
 
     running: "set[LivePipeline]" = set()  # every pipeline alive in this process
 
-    def __init__(self, stream_id: str, directory: Path, *, audio: bool, max_queue: int = 120) -> None:
+    def __init__(self, stream_id: str, outputs: Sequence[Output], *, audio: bool, max_queue: int = 120) -> None:
         self.stream_id = stream_id
-        self.directory = directory
+        self.outputs = tuple(outputs)
         self.audio = audio
         self.frames_in = 0
         self.frames_encoded = 0
         self.frames_dropped = 0
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._t0: float | None = None
-        self._loop = asyncio.get_running_loop()
-        self.relay = Relay()
         self._keyframe_wanted = False
         self._last_forced = 0.0
         self._thread = threading.Thread(target=self._run, name=f"pipeline-{stream_id}", daemon=True)
-        directory.mkdir(parents=True, exist_ok=True)
         LivePipeline.running.add(self)
         self._thread.start()
 
@@ -89,9 +82,9 @@ class LivePipeline:
             self._keyframe_wanted = True
 
     def close(self) -> None:
-        """Flush the encoder and end the playlist (#EXT-X-ENDLIST); returns at once."""
+        """Flush the encoders and close the outputs (the playlist gets #EXT-X-ENDLIST);
+        returns at once."""
         self._queue.put(None)
-        self.relay.close()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread to finish writing; True if it did."""
@@ -121,30 +114,23 @@ class LivePipeline:
             LivePipeline.running.discard(self)
 
     def _encode_loop(self) -> None:
-        container = None
-        video = audio = None
-        resampler = fifo = None
-        opus = opus_resampler = opus_fifo = None
-        opus_samples = 0
+        outputs = self.outputs
+        encoders: _Encoders | None = None
         last_pts = -1
         next_key_at = 0.0
-        audio_samples = None
         while True:
             item = self._queue.get()
             if item is None:
                 break
             kind, frame, at = item
-            if container is None:
+            if encoders is None:
                 if kind != "video":
                     continue  # the first picture fixes the size; audio before it is dropped
-                container, video, audio = self._open(frame.width, frame.height)
-                if audio is not None:
-                    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
-                    fifo = av.AudioFifo()
-                    opus = _opus_encoder()
-                    opus_resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE)
-                    opus_fifo = av.AudioFifo()
+                encoders = _Encoders(frame.width, frame.height, self.audio)
+                for output in outputs:
+                    output.open(encoders.encoded)
             if kind == "video":
+                video = encoders.video
                 pts = int(at * 90_000)
                 if pts <= last_pts:
                     pts = last_pts + 1
@@ -159,86 +145,101 @@ class LivePipeline:
                     self._keyframe_wanted = False
                     frame.pict_type = PictureType.I  # an IDR, with forced-idr=1
                 for packet in video.encode(frame):
-                    self._relay_video(packet, video.codec_context.extradata or b"")
-                    container.mux(packet)
+                    for output in outputs:
+                        output.video(packet)
                 self.frames_encoded += 1
-            elif audio is not None:
-                if audio_samples is None:
-                    audio_samples = int(at * AUDIO_RATE)
-                frame.pts = None
-                for resampled in resampler.resample(frame):
-                    fifo.write(resampled)
-                for resampled in opus_resampler.resample(frame):
-                    opus_fifo.write(resampled)
-                while opus_fifo.samples >= OPUS_FRAME:
-                    chunk = opus_fifo.read(OPUS_FRAME)
-                    chunk.pts, chunk.time_base = opus_samples, Fraction(1, AUDIO_RATE)
-                    opus_samples += OPUS_FRAME
-                    for packet in opus.encode(chunk):
-                        self._loop.call_soon_threadsafe(
-                            self.relay.publish, "audio", bytes(packet), packet.pts, packet.time_base, True
-                        )
-                while fifo.samples >= AAC_FRAME:
-                    chunk = fifo.read(AAC_FRAME)
-                    chunk.pts, chunk.time_base = audio_samples, Fraction(1, AUDIO_RATE)
-                    audio_samples += AAC_FRAME
-                    for packet in audio.encode(chunk):
-                        container.mux(packet)
-        if container is not None:
-            for packet in video.encode(None):
-                container.mux(packet)
-            if audio is not None:
-                for packet in audio.encode(None):
-                    container.mux(packet)
-            container.close()  # writes the last segment and #EXT-X-ENDLIST
+            elif encoders.aac is not None:
+                opus, aac = encoders.encode_audio(frame, at)
+                for packet in opus:
+                    for output in outputs:
+                        output.audio_opus(packet)
+                for packet in aac:
+                    for output in outputs:
+                        output.audio_aac(packet)
+        if encoders is not None:
+            for packet in encoders.video.encode(None):
+                for output in outputs:
+                    output.video(packet)
+            if encoders.aac is not None:
+                for packet in encoders.aac.encode(None):
+                    for output in outputs:
+                        output.audio_aac(packet)
+        for output in outputs:
+            output.close()
 
-    def _relay_video(self, packet: av.Packet, extradata: bytes) -> None:
-        # x264 writes Annex B; with a global header (as MP4 wants) SPS/PPS live only in
-        # extradata, so put them before each keyframe for WebRTC receivers.
-        data = bytes(packet)
-        if packet.is_keyframe:
-            data = extradata + data
-        self._loop.call_soon_threadsafe(
-            self.relay.publish, "video", data, packet.pts, VIDEO_TB, packet.is_keyframe
-        )
 
-    def _open(self, width: int, height: int):
+class _Encoders:
+    """x264, and with audio AAC (for HLS) and Opus (for WebRTC), opened for one picture
+    size. SPS/PPS and the AAC configuration stay out of the packets (global headers):
+    each output puts them where its format wants them."""
+
+    def __init__(self, width: int, height: int, audio: bool) -> None:
         width, height = width - width % 2, height - height % 2
-        container = av.open(
-            str(self.directory / PLAYLIST),
-            "w",
-            format="hls",
-            options={
-                "hls_time": str(SEGMENT_S),
-                "hls_list_size": str(PLAYLIST_SEGMENTS),
-                "hls_segment_type": "fmp4",
-                "hls_fmp4_init_filename": INIT,
-                "hls_segment_filename": str(self.directory / "seg_%05d.m4s"),
-                # temp_file: segments and playlist appear atomically (written, then renamed),
-                # so a crash leaves only whole segments. Segments are kept: they are also
-                # the recording (edge/vod/package.py lists them all in vod.m3u8).
-                "hls_flags": "program_date_time+independent_segments+temp_file",
-            },
-        )
-        video = container.add_stream(
-            "libx264",
-            rate=FPS,
-            options={
-                "preset": "ultrafast",
-                "tune": "zerolatency",
-                "profile": "baseline",
-                # no sliced threads: Chrome decodes sliced x264 output badly over WebRTC
-                "x264-params": f"keyint={X264_KEYINT}:min-keyint=1:scenecut=0"
-                ":sliced-threads=0:forced-idr=1",
-            },
-        )
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.codec_context.time_base = VIDEO_TB
-        audio = None
-        if self.audio:
-            audio = container.add_stream("aac", rate=AUDIO_RATE)
-            audio.layout = "stereo"
-        return container, video, audio
+        self.video = _x264(width, height)
+        self.aac = self.opus = None
+        if audio:
+            self.aac = _aac_encoder()
+            self._aac_resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
+            self._aac_fifo = av.AudioFifo()
+            self._aac_samples: int | None = None
+            self.opus = _opus_encoder()
+            self._opus_resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE)
+            self._opus_fifo = av.AudioFifo()
+            self._opus_samples = 0
+        self.encoded = Encoded(width=width, height=height, frame_rate=FPS, video_time_base=VIDEO_TB,
+                               h264_headers=bytes(self.video.extradata or b""), audio_rate=AUDIO_RATE,
+                               aac_config=bytes(self.aac.extradata or b"") if self.aac is not None else None)
+
+    def encode_audio(self, frame: av.AudioFrame, at: float) -> tuple[list[av.Packet], list[av.Packet]]:
+        """One decoded audio frame in; the Opus and the AAC packets it completes out. AAC
+        timestamps start at the first audio frame's arrival on the shared clock."""
+        if self._aac_samples is None:
+            self._aac_samples = int(at * AUDIO_RATE)
+        frame.pts = None
+        for resampled in self._aac_resampler.resample(frame):
+            self._aac_fifo.write(resampled)
+        for resampled in self._opus_resampler.resample(frame):
+            self._opus_fifo.write(resampled)
+        opus, aac = [], []
+        while self._opus_fifo.samples >= OPUS_FRAME:
+            chunk = self._opus_fifo.read(OPUS_FRAME)
+            chunk.pts, chunk.time_base = self._opus_samples, Fraction(1, AUDIO_RATE)
+            self._opus_samples += OPUS_FRAME
+            opus += self.opus.encode(chunk)
+        while self._aac_fifo.samples >= AAC_FRAME:
+            chunk = self._aac_fifo.read(AAC_FRAME)
+            chunk.pts, chunk.time_base = self._aac_samples, Fraction(1, AUDIO_RATE)
+            self._aac_samples += AAC_FRAME
+            aac += self.aac.encode(chunk)
+        return opus, aac
+
+
+def _x264(width: int, height: int) -> av.VideoCodecContext:
+    video = av.CodecContext.create("libx264", "w")
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.framerate = FPS
+    video.time_base = VIDEO_TB
+    video.flags |= Flags.global_header
+    video.options = {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": "baseline",
+        # no sliced threads: Chrome decodes sliced x264 output badly over WebRTC
+        "x264-params": f"keyint={X264_KEYINT}:min-keyint=1:scenecut=0:sliced-threads=0:forced-idr=1",
+    }
+    video.open()
+    return video
+
+
+def _aac_encoder() -> av.AudioCodecContext:
+    aac = av.CodecContext.create("aac", "w")
+    aac.sample_rate = AUDIO_RATE
+    aac.layout = "stereo"
+    aac.format = "fltp"
+    aac.time_base = Fraction(1, AUDIO_RATE)
+    aac.flags |= Flags.global_header
+    aac.open()
+    return aac
 
 
 def _opus_encoder() -> av.CodecContext:

@@ -2,7 +2,9 @@
 
 The session ends, once, on whichever comes first: the publisher's DELETE, the peer
 connection not connecting in time, failing (consent lost) or closing (`liveness`), its
-tracks ending, or 10 s without any media. `end_code` says which, for the metrics.
+tracks ending, or 10 s without any media. `end_code` says which, for the metrics. What a
+publish's start and end mean for the stream (encoder, recording, viewers) is the stream's
+owner's business (`live.LiveStream`), reached through `pipeline_factory` and `on_end`.
 """
 
 from __future__ import annotations
@@ -62,8 +64,12 @@ class PublishSession:
 
     async def start(self) -> None:
         """Begin consuming media; call after the answer is set."""
+        if self.ended:  # ended before its answer went out (replaced, timed out): nothing to start
+            return
         has_audio = any(t.kind == "audio" for t in self._tracks)
         self.pipeline = await self._pipeline_factory(has_audio)
+        if self.ended:  # while the recording began
+            return
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._consume(track)) for track in self._tracks]
         self._tasks.append(loop.create_task(self._watchdog()))
@@ -98,9 +104,7 @@ class PublishSession:
             if task is not current:
                 task.cancel()
         await self.pc.close()
-        if self.pipeline is not None:
-            self.pipeline.close()
-        await self._on_end(self)
+        await self._on_end(self)  # the stream's owner closes the pipeline
 
     @property
     def ended(self) -> bool:

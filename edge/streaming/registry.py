@@ -1,17 +1,12 @@
-"""The `streams` table and the live state of streams on this edge.
-
-Durable facts (name, owner, playback mode, publish-token hash) live in ClickHouse; live
-state (who publishes since when, how many watch) is this edge's own, in memory.
+"""The `streams` table: durable facts about streams (name, owner, playback mode,
+publish-token hash), in ClickHouse. Their live state on this edge (who publishes since
+when, who watches) is in memory, owned by `live.LiveStreams`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import re
 import secrets
-import time
-from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
@@ -19,9 +14,9 @@ import msgspec
 from core.cache import TTLCache
 from core.store import Store
 from core.tenants import hash_key
+from edge.media_layout import STREAM_ID, new_stream_id
 
 Playback = Literal["public", "private"]
-STREAM_ID = re.compile(r"^st_[0-9a-f]{16}$")
 
 
 class Stream(msgspec.Struct, frozen=True):
@@ -32,23 +27,10 @@ class Stream(msgspec.Struct, frozen=True):
     publish_token_hash: str
 
 
-@dataclass
-class LiveState:
-    publishing_since: float | None = None
-    viewers: set[str] = field(default_factory=set)
-    # Set (and replaced) on every change, so a waiter learns of it without polling: the
-    # WHEP events resource tells viewers the stream ended the moment it does.
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-
 def create_stream(store: Store, tenant_id: str, name: str, playback: str) -> tuple[Stream, str]:
     """A new stream and its publish token (returned once, stored as a hash)."""
     token = "pt_" + secrets.token_urlsafe(32)
-    stream = Stream("st_" + secrets.token_hex(8), tenant_id, name, playback, hash_key(token))  # type: ignore[arg-type]
+    stream = Stream(new_stream_id(), tenant_id, name, playback, hash_key(token))  # type: ignore[arg-type]
     store.command(
         "INSERT INTO streams (stream_id, tenant_id, name, publish_token_hash, playback, created_at, updated_at)"
         " VALUES ({s:String}, {t:String}, {n:String}, {h:String}, {p:String}, now64(6), now64(6))",
@@ -74,55 +56,6 @@ def list_streams(store: Store, tenant_id: str) -> list[Stream]:
 
 def token_matches(stream: Stream, token: str | None) -> bool:
     return bool(token) and hmac.compare_digest(hash_key(token), stream.publish_token_hash)
-
-
-class LiveRegistry:
-    """Which streams publish on this edge right now, who watches them, and which WHIP/WHEP
-    sessions ended a moment ago.
-
-    The last is for DELETE: clients such as `whip-whep` close their peer connection before
-    they send DELETE, so the edge has usually ended the session already; a DELETE of a
-    session that ended within `ENDED_KEPT_S` answers 200, as if it had ended it, and only
-    an id never seen (or long gone) is a 404."""
-
-    ENDED_KEPT_S = 120.0
-
-    def __init__(self) -> None:
-        self._live: dict[str, LiveState] = {}
-        self._ended: dict[str, tuple[str, float]] = {}  # session id -> (stream id, ended at)
-
-    def state(self, stream_id: str) -> LiveState:
-        return self._live.setdefault(stream_id, LiveState())
-
-    def publish_started(self, stream_id: str, since: float) -> None:
-        state = self.state(stream_id)
-        state.publishing_since = since
-        state.notify()
-
-    def publish_stopped(self, stream_id: str) -> None:
-        state = self.state(stream_id)
-        state.publishing_since = None
-        state.notify()
-
-    def session_ended(self, stream_id: str, session_id: str) -> None:
-        now = time.monotonic()
-        if len(self._ended) >= 1024:  # sweep only when it grew: O(1) amortised per session
-            self._ended = {k: v for k, v in self._ended.items() if now - v[1] < self.ENDED_KEPT_S}
-        self._ended[session_id] = (stream_id, now)
-        self.state(stream_id).notify()
-
-    def ended_recently(self, stream_id: str, session_id: str) -> bool:
-        entry = self._ended.get(session_id)
-        return entry is not None and entry[0] == stream_id and time.monotonic() - entry[1] < self.ENDED_KEPT_S
-
-    def describe(self, stream_id: str) -> dict:
-        state = self._live.get(stream_id) or LiveState()
-        since = state.publishing_since
-        return {
-            "publishing": since is not None,
-            "publishing_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since else None,
-            "viewers": len(state.viewers),
-        }
 
 
 class StreamCache:

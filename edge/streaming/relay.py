@@ -1,9 +1,10 @@
 """Fan-out of one stream's encoded packets to its WHEP viewers, without re-encoding.
 
 aiortc packetizes an `av.Packet` returned by a track as is, so each viewer gets a
-`PacketTrack` fed from the stream's single encoder. A viewer starts (and restarts after
-its queue overflowed) at a keyframe; the encoder is asked for one at once rather than
-making the viewer wait for the next GOP.
+`PacketTrack` fed from the stream's single encoder, through `RelayOutput` (the encoder's
+output for WebRTC) and the stream's `Relay`. A viewer starts (and restarts after its
+queue overflowed) at a keyframe; the encoder is asked for one at once rather than making
+the viewer wait for the next GOP.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Callable
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+
+from edge.streaming.outputs import Encoded
 
 
 class PacketTrack(MediaStreamTrack):
@@ -78,3 +81,34 @@ class Relay:
         for track in self.tracks:
             track.finish()
         self.tracks.clear()
+
+
+class RelayOutput:
+    """The encoder's output to WebRTC viewers: H.264 in Annex B with SPS/PPS before each
+    keyframe (WebRTC receivers need them in-band), and Opus; handed to the event loop,
+    where the relay's tracks live."""
+
+    def __init__(self, relay: Relay, loop: asyncio.AbstractEventLoop) -> None:
+        self._relay = relay
+        self._loop = loop
+        self._headers = b""
+
+    def open(self, encoded: Encoded) -> None:
+        self._headers = encoded.h264_headers
+
+    def video(self, packet: av.Packet) -> None:
+        data = bytes(packet)
+        if packet.is_keyframe:
+            data = self._headers + data
+        self._loop.call_soon_threadsafe(self._relay.publish, "video", data, packet.pts, packet.time_base,
+                                        packet.is_keyframe)
+
+    def audio_aac(self, packet: av.Packet) -> None:
+        pass  # WebRTC takes Opus
+
+    def audio_opus(self, packet: av.Packet) -> None:
+        self._loop.call_soon_threadsafe(self._relay.publish, "audio", bytes(packet), packet.pts,
+                                        packet.time_base, True)
+
+    def close(self) -> None:
+        pass  # the stream's owner closes the relay, on the loop, when the publish ends

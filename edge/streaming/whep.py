@@ -1,8 +1,9 @@
-"""WHEP playback: `POST /whep/{stream_id}` with a recvonly offer; the viewer is attached
-to the stream's relay (no encoder of its own). `PATCH` on the Location trickles ICE
-candidates (trickle.py); `DELETE` on it ends the session, and answers 200 again for a
-session that has just ended (the publish stopped, or the client closed first); a viewer
-that never connects or stops answering ends too (`liveness`)."""
+"""WHEP playback: `POST /whep/{stream_id}` with a recvonly offer; the stream's owner
+(`live.LiveStream`) attaches the viewer to the stream's relay (no encoder of its own).
+`PATCH` on the Location trickles ICE candidates (trickle.py); `DELETE` on it ends the
+session, and answers 200 again for a session that has just ended (the publish stopped,
+or the client closed first); a viewer that never connects or stops answering ends too
+(`liveness`)."""
 
 from __future__ import annotations
 
@@ -51,11 +52,12 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
         raise BadInput("not_found", f"no stream {stream_id!r}", "$.path.stream_id", status=404)
     if stream.playback == "private" and not edge.playback_tokens.valid(stream.stream_id, request.query_params.get("token")):
         raise BadInput("forbidden", "this stream needs a valid playback token (?token=)", "$.query.token", status=403)
-    publish = edge.publishers.get(stream.stream_id)
-    if publish is None or publish.pipeline is None:
-        raise BadInput("not_live", "the stream is not being published", "$.path.stream_id", status=404)
+    live = edge.live.get(stream.stream_id)
+    publish = live.publisher if live is not None else None
+    pipeline = live.pipeline if publish is not None else None
+    if pipeline is None:
+        raise _not_live()
     edge.limits.whep_per_tenant.check(stream.tenant_id, "WebRTC viewers joining this tenant's streams")
-    pipeline = publish.pipeline
     offer = (await request.body()).decode("utf-8", "replace")
     try:
         offer = sdp.only_h264(offer) if "m=video" in offer else offer
@@ -76,26 +78,25 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
         sender._send_keyframe = pipeline.request_keyframe  # noqa: SLF001 - no public hook
     session = ViewerSession(stream.stream_id, pc, tracks, publish.tenant, edge.client_ip(request),
                             request.headers.get("user-agent", ""))
-    edge.viewers[session.session_id] = session
-    for track in tracks:
-        pipeline.relay.tracks.add(track)
-    edge.live.state(stream.stream_id).viewers.add(session.session_id)
-    pipeline.request_keyframe()  # the new viewer starts within a frame, not a GOP
-
-    session.watch = liveness.Watch(pc, edge.settings.rtc_connect_timeout_s,
-                                   lambda reason: edge.end_viewer(session, reason))
+    if not live.add_viewer(session, pipeline):  # the publish ended while the answer was made
+        await rtc.close(pc)
+        raise _not_live()
     location = f"/whep/{stream.stream_id}/{session.session_id}"
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": location, "ETag": f'"{session.session_id}"',
                              "Link": events.link_header(stream.stream_id, session.session_id)})
 
 
+def _not_live() -> BadInput:
+    return BadInput("not_live", "the stream is not being published", "$.path.stream_id", status=404)
+
+
 @delete("/whep/{stream_id:str}/{session_id:str}", status_code=200, responses=errors(404))
 async def whep_stop(state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
     """Stop watching."""
-    session = state.edge.viewers.get(session_id)
-    if session is not None and session.stream_id == stream_id:
-        await state.edge.end_viewer(session, "deleted")
+    session = state.edge.live.viewer(stream_id, session_id)
+    if session is not None:
+        await state.edge.live.stream(stream_id).end_viewer(session, "deleted")
     elif not state.edge.live.ended_recently(stream_id, session_id):
         raise BadInput("not_found", "no such viewer session", "$.path.session_id", status=404)
 
@@ -104,8 +105,8 @@ async def whep_stop(state: State, stream_id: FromPath[str], session_id: FromPath
        responses=errors(400, 404, 409, 412, 413, 415, 422))
 async def whep_trickle(request: Request, state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
     """Trickle ICE candidates into the viewer's session; an ICE restart is 422."""
-    session = state.edge.viewers.get(session_id)
-    if session is None or session.stream_id != stream_id:
+    session = state.edge.live.viewer(stream_id, session_id)
+    if session is None:
         raise BadInput("not_found", "no such viewer session", "$.path.session_id", status=404)
     trickle.check_request(request.headers.get("content-type", ""), request.headers.get("if-match"),
                           f'"{session.session_id}"')

@@ -9,7 +9,6 @@ a second or two instead of waiting out the 10 s silence watchdog."""
 
 from __future__ import annotations
 
-import math
 
 from litestar import Request, Response, delete, patch, post
 from litestar.datastructures import State
@@ -20,7 +19,7 @@ from core.limits import RateLimited
 from core.openapi import SDP, body, errors
 from core.validation import BadInput
 from edge.streaming import registry, rtc, sdp, trickle
-from edge.streaming.publish import PublishSession
+from edge.streaming.live import Busy
 
 MAX_SDP = 64 * 1024
 VIDEO_CODECS = {"H264", "VP8"}
@@ -38,12 +37,13 @@ def _check_capacity(edge, tenant_id: str) -> None:
     for a load balancer to send the publisher elsewhere), a tenant `max_publishes_per_tenant`
     (429: one tenant cannot take every encoder)."""
     settings = edge.settings
-    if len(edge.publishers) >= settings.max_publishes:
+    publishers = edge.live.publishers().values()
+    if len(publishers) >= settings.max_publishes:
         exc = BadInput("at_capacity", "this edge runs as many publishes as it can; retry later or elsewhere",
                        "$.path.stream_id", status=503)
         exc.retry_after = 30
         raise exc
-    if sum(1 for p in edge.publishers.values() if p.tenant.tenant_id == tenant_id) >= settings.max_publishes_per_tenant:
+    if sum(1 for p in publishers if p.tenant.tenant_id == tenant_id) >= settings.max_publishes_per_tenant:
         raise RateLimited("concurrent publishes for this tenant", 30)
 
 
@@ -57,22 +57,24 @@ async def _stream_for_publisher(request: Request, state: State, stream_id: str) 
     return stream
 
 
+def _conflict(busy: Busy) -> BadInput:
+    """409, with Retry-After when the current publisher may be replaced after a while."""
+    if busy.retry_after is None:  # another POST took it just now
+        return BadInput("conflict", "this stream already has a publisher", "$.path.stream_id", status=409)
+    exc = BadInput("conflict", "this stream already has a publisher sending media", "$.path.stream_id", status=409)
+    exc.retry_after = busy.retry_after
+    return exc
+
+
 async def _take_over(edge, stream_id: str, takeover: str) -> None:
     """Make room for a new publish of this stream, or refuse it (409 + Retry-After): a
     current session is ended first if the tenant lets the newest publisher win, or if it
     has sent no media for the takeover time."""
-    current = edge.publishers.get(stream_id)
-    if current is None:
-        return
-    wait = 0.0 if takeover == "newest" else edge.settings.publish_takeover_s - current.idle_s()
-    if wait > 0:
-        exc = BadInput("conflict", "this stream already has a publisher sending media", "$.path.stream_id",
-                       status=409)
-        exc.retry_after = max(1, math.ceil(wait))
-        raise exc
-    await current.end("replaced by a new publish", "replaced")
-    if stream_id in edge.publishers:  # another POST took it while the old one ended
-        raise BadInput("conflict", "this stream already has a publisher", "$.path.stream_id", status=409)
+    silent_s = 0.0 if takeover == "newest" else edge.settings.publish_takeover_s
+    try:
+        await edge.live.make_room(stream_id, silent_s)
+    except Busy as busy:
+        raise _conflict(busy) from None
 
 
 @post("/whip/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201,
@@ -90,24 +92,23 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     if not codecs & (VIDEO_CODECS | AUDIO_CODECS):
         raise BadInput("bad_sdp", "the offer has no usable codec (H.264 or VP8 video, Opus audio)")
     pc = rtc.peer_connection(edge.settings.ice_servers)
-    session = PublishSession(stream.stream_id, pc, lambda audio: edge.new_pipeline(stream, audio),
-                             edge.publish_ended, tenant=tenant, client_ip=edge.client_ip(request),
-                             user_agent=request.headers.get("user-agent", ""),
-                             silence_s=edge.settings.publish_silence_s,
-                             connect_timeout_s=edge.settings.rtc_connect_timeout_s)
-    edge.publishers[stream.stream_id] = session  # claim before awaiting: a racing second publisher gets 409
+    try:  # claimed before awaiting: a racing second publisher gets 409
+        session = edge.live.publish(stream, pc, tenant=tenant, client_ip=edge.client_ip(request),
+                                    user_agent=request.headers.get("user-agent", ""))
+    except Busy as busy:
+        await rtc.close(pc)
+        raise _conflict(busy) from None
     try:
         answer = await rtc.answer(pc, offer)
     except BaseException as exc:  # whatever failed, the claim goes: a stale one would 409 the next publisher
-        del edge.publishers[stream.stream_id]
-        session.abandon()
+        edge.live.release(session)
         await rtc.close(pc)
         if isinstance(exc, rtc.BadOffer):
             raise BadInput("bad_sdp", str(exc)) from None
         raise
     answer = sdp.keep_largest_simulcast_layer(offer, answer)
     await session.start()
-    edge.live.publish_started(stream.stream_id, session.started)
+    edge.live.on_air(session)
     location = f"/whip/{stream.stream_id}/{session.session_id}"
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": location, "ETag": f'"{session.session_id}"'})
@@ -118,7 +119,7 @@ async def whip_stop(request: Request, state: State, stream_id: FromPath[str], se
     """End the publish; the live playlist is closed with #EXT-X-ENDLIST. A session that
     ended a moment ago (the client closed its peer connection first) is a 200 too."""
     stream = await _stream_for_publisher(request, state, stream_id)
-    session = state.edge.publishers.get(stream.stream_id)
+    session = state.edge.live.publisher(stream.stream_id)
     if session is not None and session.session_id == session_id:
         await session.end("publisher sent DELETE", "deleted")
     elif not state.edge.live.ended_recently(stream.stream_id, session_id):
@@ -130,7 +131,7 @@ async def whip_stop(request: Request, state: State, stream_id: FromPath[str], se
 async def whip_trickle(request: Request, state: State, stream_id: FromPath[str], session_id: FromPath[str]) -> None:
     """Trickle ICE candidates into the publish (RFC 9725 §4.3); an ICE restart is 422."""
     stream = await _stream_for_publisher(request, state, stream_id)
-    session = state.edge.publishers.get(stream.stream_id)
+    session = state.edge.live.publisher(stream.stream_id)
     if session is None or session.session_id != session_id:
         raise BadInput("not_found", "no such publish session", "$.path.session_id", status=404)
     trickle.check_request(request.headers.get("content-type", ""), request.headers.get("if-match"),

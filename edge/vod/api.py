@@ -18,10 +18,10 @@ from core import validation
 from core.openapi import ADMIN, body, errors
 from core.tenants import Tenant
 from core.validation import BadInput
+from edge.media_layout import PLAYLIST, video_dir
 from edge.streaming import tokens
 from edge.streaming.wire import PlaybackToken, TokenRequest
 from edge.vod import videos
-from edge.vod.recordings import video_dir
 from edge.vod.wire import VideoInfo, VideoList, VideoPatch
 
 
@@ -33,7 +33,7 @@ def info(request: Request, video: videos.Video) -> VideoInfo:
         progress=round(video.progress, 1), reason=video.reason, duration_s=video.duration_s,
         width=video.width, height=video.height, video_codec=video.video_codec,
         audio_codec=video.audio_codec, size_bytes=video.size_bytes,
-        hls_url=f"{base}/vod/{video.video_id}/index.m3u8",
+        hls_url=f"{base}/vod/{video.video_id}/{PLAYLIST}",
     )
 
 

@@ -1,6 +1,7 @@
 """Turning a directory of fMP4 segments into a VOD: playlist, duration, size, codecs.
 
-Recordings and uploads share one layout: `init.mp4`, `seg_NNNNN.m4s` and `vod.m3u8`.
+Recordings and uploads share one layout (`edge/media_layout.py`): `init.mp4`,
+`seg_NNNNN.m4s` and `vod.m3u8`.
 A recording's segments are written atomically (temporary name, then rename) by the live
 muxer, so after a crash the directory holds only whole segments and `finalize` can make
 a playable video of them.
@@ -10,16 +11,12 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 
-INIT = "init.mp4"
-VOD_PLAYLIST = "vod.m3u8"
-POSTER = "poster.jpg"
-_SEGMENT = re.compile(r"^seg_(\d+)\.m4s$")
+from edge.media_layout import INIT, POSTER, SEGMENT, VOD_PLAYLIST
 
 
 @dataclass
@@ -34,8 +31,8 @@ class Probe:
 
 
 def segments(directory: Path) -> list[Path]:
-    found = [p for p in directory.iterdir() if _SEGMENT.match(p.name)]
-    return sorted(found, key=lambda p: int(_SEGMENT.match(p.name).group(1)))
+    found = [p for p in directory.iterdir() if SEGMENT.match(p.name)]
+    return sorted(found, key=lambda p: int(SEGMENT.match(p.name).group(1)))
 
 
 def _segment_duration(init: bytes, segment: Path) -> float:

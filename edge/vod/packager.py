@@ -17,7 +17,7 @@ from typing import Callable
 
 import av
 
-from edge.vod import package
+from edge import media_layout
 from edge.vod.limits import Deadline, MediaLimits, check_stream
 
 HLS_OPTIONS = {
@@ -25,7 +25,7 @@ HLS_OPTIONS = {
     "hls_list_size": "0",
     "hls_playlist_type": "vod",
     "hls_segment_type": "fmp4",
-    "hls_fmp4_init_filename": package.INIT,
+    "hls_fmp4_init_filename": media_layout.INIT,
     "hls_flags": "independent_segments+temp_file",
 }
 Progress = Callable[[float], None]
@@ -80,8 +80,8 @@ def output_size(width: int, height: int, box: tuple[int, int] = MAX_OUTPUT) -> t
 
 
 def _output(directory: Path) -> av.container.OutputContainer:
-    options = dict(HLS_OPTIONS, hls_segment_filename=str(directory / "seg_%05d.m4s"))
-    return av.open(str(directory / "hls.m3u8"), "w", format="hls", options=options)
+    options = dict(HLS_OPTIONS, hls_segment_filename=media_layout.segment_template(directory))
+    return av.open(str(directory / media_layout.PACKAGER_PLAYLIST), "w", format="hls", options=options)
 
 
 def _duration(container: av.container.InputContainer) -> float:

@@ -12,18 +12,21 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Protocol
 
 from core.store import Store
+from edge.media_layout import video_dir
 from edge.public_media import PublicLinks
-from edge.streaming.pipeline import LivePipeline
 from edge.streaming.registry import Stream
 from edge.vod import package, videos
 
 log = logging.getLogger(__name__)
 
 
-def video_dir(media_dir: Path, video_id: str) -> Path:
-    return media_dir / "videos" / video_id
+class Writing(Protocol):
+    """What writes a recording's segments (the live encoder): it can be waited for."""
+
+    def join(self, timeout: float | None = None) -> bool: ...
 
 
 class Recordings:
@@ -45,9 +48,9 @@ class Recordings:
         await asyncio.to_thread(videos.save, self._store, video)
         return video, video_dir(self._media_dir, video.video_id)
 
-    async def end(self, video: videos.Video, pipeline: LivePipeline) -> videos.Video:
-        """Wait for the pipeline to write its last segment, then make the video ready."""
-        await asyncio.to_thread(pipeline.join, 30)
+    async def end(self, video: videos.Video, writer: Writing) -> videos.Video:
+        """Wait for the writer's last segment, then make the video ready."""
+        await asyncio.to_thread(writer.join, 30)
         return await asyncio.to_thread(self.finalize, video)
 
     def finalize(self, video: videos.Video) -> videos.Video:

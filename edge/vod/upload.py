@@ -20,11 +20,11 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
-from core.openapi import ADMIN, MULTIPART, body, errors
+from core.openapi import ADMIN, body, errors, MULTIPART
 from core.tenants import Tenant
-from core.validation import BadInput, ascii_int
+from core.validation import ascii_int, BadInput
+from edge.media_layout import upload_path, video_dir
 from edge.vod import package, packager, videos
-from edge.vod.recordings import video_dir
 from edge.vod.wire import UploadAccepted
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,6 @@ async def upload_video(request: Request, state: State, tenant: NamedDependency[T
     await asyncio.to_thread(videos.save, edge.store, video)
     schedule(edge, video, target)
     return UploadAccepted(video_id=video_id, status=video.status)
-
-
-def upload_path(media_dir: Path, video_id: str) -> Path:
-    return media_dir / "uploads" / f"{video_id}.part"
 
 
 def schedule(edge, video: videos.Video, source: Path) -> None:

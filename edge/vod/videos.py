@@ -6,8 +6,6 @@ again, so reads take the newest version with FINAL.
 
 from __future__ import annotations
 
-import re
-import secrets
 import time
 from typing import Literal
 
@@ -15,9 +13,9 @@ import msgspec
 
 from core.cache import TTLCache
 from core.store import Store
+from edge.media_layout import VIDEO_ID, new_video_id  # noqa: F401 - a video's id, made here for callers
 from edge.vod.package import Probe
 
-VIDEO_ID = re.compile(r"^vd_[0-9a-f]{16}$")
 Status = Literal["recording", "processing", "ready", "failed"]
 
 
@@ -60,10 +58,6 @@ _SELECT_COLUMNS = ", ".join(
     }.get(f, f)
     for f in _FIELDS
 )
-
-
-def new_video_id() -> str:
-    return "vd_" + secrets.token_hex(8)
 
 
 def save(store: Store, video: Video) -> None:

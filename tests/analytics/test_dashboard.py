@@ -9,9 +9,9 @@ import time
 import httpx
 
 from analytics import rollup
+from tests.analytics.test_analytics_api import VIEWS
 from tests.browser import ARTIFACTS, chromium
 from tests.conftest import free_port, store_view
-from tests.analytics.test_analytics_api import VIEWS
 
 CSRF = {"x-wave-csrf": "1"}
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 
 from analytics.spool import Spool
+from tests.analytics.test_write_path import _wait_healthy
 from tests.conftest import ROOT, collect, consent, event, free_port, insert_beacons_at, query_path, wait_for
 from tests.edge.test_cli_and_http import _cli
-from tests.analytics.test_write_path import _wait_healthy
 
 BATCH = 20  # events per batch; each batch has its own video_id so it can be counted alone
 

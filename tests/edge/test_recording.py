@@ -11,8 +11,8 @@ import sys
 import httpx
 
 from tests.conftest import ROOT, free_port, wait_for
-from tests.media import decode_fmp4
 from tests.edge.test_whip_hls import _publish, _wait_segments, stream  # noqa: F401 - fixture
+from tests.media import decode_fmp4
 
 
 def _admin(key):

@@ -180,7 +180,7 @@ def test_whip_whep_clients_publish_and_play_from_the_tenants_own_site(server, tm
                 studio = await context.new_page()
                 await studio.goto(f"{site}/index.html")
                 await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
-                session = await _wait(lambda: server.edge.publishers.get(sid), 10, "a publisher")
+                session = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 await _wait(lambda: session.idle_s() < 0.3, 15, "media from the browser")
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
                     await _wait_segments(http, sid, 2, timeout=15)
@@ -189,11 +189,11 @@ def test_whip_whep_clients_publish_and_play_from_the_tenants_own_site(server, tm
                 await viewer.goto(f"{site}/index.html")
                 await viewer.evaluate("(u) => viewWhipWhep(u)", stream["whep_url"])
                 width = await _plays(viewer)
-                assert len(server.edge.live.state(sid).viewers) == 1
+                assert len(server.edge.live.get(sid).viewers) == 1
 
                 await viewer.evaluate("whep.stop()")
                 await studio.evaluate("whip.stop()")
-                await _wait(lambda: sid not in server.edge.publishers, 10, "the publish to end")
+                await _wait(lambda: sid not in server.edge.live.publishers(), 10, "the publish to end")
                 await asyncio.sleep(0.5)  # the DELETE after the close
                 calls = await studio.evaluate("calls") + await viewer.evaluate("calls")
                 return width, calls, errors
@@ -224,7 +224,7 @@ def test_a_studio_on_a_site_the_tenant_does_not_list_cannot_publish(server, tmp_
         failure, calls = asyncio.run(scenario())
     assert failure and "fetch" in failure.lower(), failure
     assert calls[0][2] == "blocked"
-    assert stream["stream_id"] not in server.edge.publishers
+    assert stream["stream_id"] not in server.edge.live.publishers()
 
 
 def test_eyevinn_clients_publish_and_play(server, tmp_path):
@@ -241,14 +241,14 @@ def test_eyevinn_clients_publish_and_play(server, tmp_path):
                 failure = await studio.evaluate("([u, t]) => publishEyevinn(u, t).then(() => null, (e) => String(e))",
                                                 [stream["whip_url"], stream["publish_token"]])
                 assert failure is None, (failure, await studio.evaluate("calls"), errors)
-                session = await _wait(lambda: server.edge.publishers.get(sid), 10, "a publisher")
+                session = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 await _wait(lambda: session.idle_s() < 0.3, 15, "media from the browser")
                 viewer = await context.new_page()
                 await viewer.goto(f"{site}/index.html")
                 await viewer.evaluate("(u) => viewEyevinn(u)", stream["whep_url"])
                 width = await _plays(viewer)
                 await studio.evaluate("eyevinnWhip.destroy()")
-                await _wait(lambda: sid not in server.edge.publishers, 10, "the publish to end")
+                await _wait(lambda: sid not in server.edge.live.publishers(), 10, "the publish to end")
                 await asyncio.sleep(0.5)
                 calls = await studio.evaluate("calls") + await viewer.evaluate("calls")
                 return width, calls, errors
@@ -271,7 +271,7 @@ def test_a_crashed_browser_studio_is_back_on_air_within_two_seconds(server, tmp_
                 studio = await context.new_page()
                 await studio.goto(f"{site}/index.html")
                 await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
-                old = await _wait(lambda: server.edge.publishers.get(sid), 10, "a publisher")
+                old = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 await _wait(lambda: old.idle_s() < 0.3, 15, "media from the browser")
                 with contextlib.suppress(Exception):
                     await studio.goto("chrome://crash", timeout=3000)
@@ -288,7 +288,7 @@ def test_a_crashed_browser_studio_is_back_on_air_within_two_seconds(server, tmp_
                     assert time.monotonic() - crashed_at < 5
                     await again.evaluate("whipPc.close()")
                     await asyncio.sleep(0.2)
-                new = await _wait(lambda: (s := server.edge.publishers.get(sid)) is not old and s, 5, "the new publish")
+                new = await _wait(lambda: (s := server.edge.live.publisher(sid)) is not old and s, 5, "the new publish")
                 await _wait(lambda: new.idle_s() < 0.3, 10, "media from the new publish")
                 return time.monotonic() - crashed_at, old
 
@@ -309,13 +309,13 @@ def test_whip_whep_restart_gets_422_and_a_new_publish_recovers(server, tmp_path)
                 studio = await context.new_page()
                 await studio.goto(f"{site}/index.html")
                 await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
-                first = await _wait(lambda: server.edge.publishers.get(sid), 10, "a publisher")
+                first = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 await _wait(lambda: first.idle_s() < 0.3, 15, "media")
                 restart = await studio.evaluate("whip.restart().then(() => 'ok', (e) => String(e))")
                 await studio.evaluate("whip.stop()")
-                await _wait(lambda: sid not in server.edge.publishers, 10, "the old publish to end")
+                await _wait(lambda: sid not in server.edge.live.publishers(), 10, "the old publish to end")
                 await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
-                second = await _wait(lambda: server.edge.publishers.get(sid), 10, "the new publish")
+                second = await _wait(lambda: server.edge.live.publisher(sid), 10, "the new publish")
                 await _wait(lambda: second.idle_s() < 0.3, 15, "media again")
                 return restart, await studio.evaluate("calls"), first, second
 
@@ -339,7 +339,7 @@ def test_a_browser_sending_mdns_candidates_plays(server, tmp_path):
                 studio = await context.new_page()
                 await studio.goto(f"{site}/index.html")
                 await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
-                session = await _wait(lambda: server.edge.publishers.get(sid), 10, "a publisher")
+                session = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 await _wait(lambda: session.idle_s() < 0.3, 15, "media from the studio")
                 async with chromium(mdns=True) as (viewers, errors):
                     viewer = await viewers.new_page()
@@ -386,7 +386,7 @@ def test_a_simulcast_publish_keeps_its_largest_layer(server, tmp_path):
                 studio = await context.new_page()
                 await studio.goto(f"{site}/index.html")
                 await studio.evaluate(SIMULCAST, [stream["whip_url"], stream["publish_token"], encodings])
-                await _wait(lambda: server.edge.publishers.get(sid), 10, "a publisher")
+                await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
                     _, segments = await _wait_segments(http, sid, 2, timeout=15)
                     init = (await http.get(f"/live/{sid}/init.mp4")).content
@@ -415,7 +415,7 @@ def test_whip_whep_clients_same_origin(server, tmp_path):
                 studio = await context.new_page()
                 await studio.goto(f"{site}/index.html")
                 await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [whip_url, stream["publish_token"]])
-                session = await _wait(lambda: server.edge.publishers.get(sid), 10, "a publisher")
+                session = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 await _wait(lambda: session.idle_s() < 0.3, 15, "media from the browser")
                 viewer = await context.new_page()
                 await viewer.goto(f"{site}/index.html")
@@ -423,7 +423,7 @@ def test_whip_whep_clients_same_origin(server, tmp_path):
                 width = await _plays(viewer)
                 await viewer.evaluate("whep.stop()")
                 await studio.evaluate("whip.stop()")
-                await _wait(lambda: sid not in server.edge.publishers, 10, "the publish to end")
+                await _wait(lambda: sid not in server.edge.live.publishers(), 10, "the publish to end")
                 await asyncio.sleep(0.5)
                 return width, await studio.evaluate("calls") + await viewer.evaluate("calls"), errors
 

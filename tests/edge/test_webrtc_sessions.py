@@ -16,8 +16,8 @@ import httpx
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from tests.media import PatternTrack
 from tests.edge.test_whip_hls import _publish, _wait_segments, stream  # noqa: F401 - fixture
+from tests.media import PatternTrack
 
 FRAG = "application/trickle-ice-sdpfrag"
 
@@ -56,7 +56,7 @@ def test_whip_trickle_adds_candidates_and_refuses_an_ice_restart_with_422(server
                                 headers={"content-type": "application/sdp", **auth})
             assert r.status_code == 201, r.text
             location, etag = r.headers["location"], r.headers["etag"]
-            session = server.edge.publishers[stream["stream_id"]]
+            session = server.edge.live.publishers()[stream["stream_id"]]
             assert _remote_candidates(session.pc) == []
 
             fragment = _fragment(offer, candidates)
@@ -82,7 +82,7 @@ def test_whip_trickle_adds_candidates_and_refuses_an_ice_restart_with_422(server
             garbage = await http.patch(location, content="a=candidate:nonsense\r\n",
                                        headers={"content-type": FRAG, "if-match": etag, **auth})
             assert garbage.status_code == 400
-            assert stream["stream_id"] in server.edge.publishers  # none of that hurt the publish
+            assert stream["stream_id"] in server.edge.live.publishers()  # none of that hurt the publish
         await pc.close()
 
     asyncio.run(scenario())
@@ -118,7 +118,7 @@ def test_whep_trickle_and_delete_after_the_session_ended(server, stream):
             await viewer.close()
             session_id = location.rsplit("/", 1)[1]
             assert (await http.delete(location)).status_code == 200
-            assert session_id not in server.edge.viewers
+            assert session_id not in server.edge.live.viewers()
             assert (await http.delete(location)).status_code == 200  # already ended: still 200
             assert (await http.delete(f"/whep/{stream['stream_id']}/{'0' * 24}")).status_code == 404
             assert (await http.patch(location, content="", headers={"content-type": FRAG})).status_code == 404
@@ -129,12 +129,12 @@ def test_whep_trickle_and_delete_after_the_session_ended(server, stream):
             await publisher.close()
             auth = {"authorization": f"Bearer {stream['publish_token']}"}
             assert (await http.delete(whip_location, headers=auth)).status_code == 200
-            assert stream["stream_id"] not in server.edge.publishers
+            assert stream["stream_id"] not in server.edge.live.publishers()
             assert (await http.delete(whip_location, headers=auth)).status_code == 200
             assert (await http.delete(whip_location)).status_code == 401  # still needs the token
             other = f"/whip/{stream['stream_id']}/{'0' * 24}"
             assert (await http.delete(other, headers=auth)).status_code == 404
-            assert not [v for v in server.edge.viewers.values() if v.stream_id == stream["stream_id"]]
+            assert not [v for v in server.edge.live.viewers().values() if v.stream_id == stream["stream_id"]]
             await second.close()
 
     asyncio.run(scenario())
@@ -150,7 +150,7 @@ def test_a_crashed_publisher_is_replaced_within_two_seconds(server, stream):
     async def scenario():
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
             await _wait_segments(http, stream["stream_id"], 1, timeout=15)
-            old = server.edge.publishers[stream["stream_id"]]
+            old = server.edge.live.publishers()[stream["stream_id"]]
             crashed.send_signal(signal.SIGKILL)
             crashed.wait(10)
             killed_at = time.monotonic()
@@ -167,8 +167,8 @@ def test_a_crashed_publisher_is_replaced_within_two_seconds(server, stream):
             back_on_air = time.monotonic() - killed_at
             assert all(1 <= wait <= 2 for wait in refusals), refusals
             assert old.ended and old.end_reason == "replaced by a new publish"
-            assert server.edge.publishers[stream["stream_id"]] is not old
-            new = server.edge.publishers[stream["stream_id"]]
+            assert server.edge.live.publishers()[stream["stream_id"]] is not old
+            new = server.edge.live.publishers()[stream["stream_id"]]
             deadline = time.monotonic() + 10
             while new.idle_s() > 0.5 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -192,7 +192,7 @@ def test_a_live_publisher_is_not_taken_over(server, stream):
             await _wait_segments(http, stream["stream_id"], 1, timeout=10)
         second_pc, second = await _publish(server.base_url, stream)
         assert second.status_code == 409 and second.headers["retry-after"] == "1"
-        assert server.edge.publishers[stream["stream_id"]].session_id in r.headers["location"]
+        assert server.edge.live.publishers()[stream["stream_id"]].session_id in r.headers["location"]
         await second_pc.close()
         await pc.close()
 
@@ -299,12 +299,12 @@ def test_a_tenant_may_let_the_newest_publisher_win(server, tenant_factory):
         assert first.status_code == 201
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
             await _wait_segments(http, stream["stream_id"], 1, timeout=10)
-        old = server.edge.publishers[stream["stream_id"]]
+        old = server.edge.live.publisher(stream["stream_id"])
         assert old.idle_s() < 0.5  # live, sending media
         second_pc, second = await _publish(server.base_url, stream)
         assert second.status_code == 201, second.text
         assert old.ended and old.end_reason == "replaced by a new publish"
-        assert server.edge.publishers[stream["stream_id"]].session_id in second.headers["location"]
+        assert server.edge.live.publisher(stream["stream_id"]).session_id in second.headers["location"]
         await first_pc.close()
         await second_pc.close()
 

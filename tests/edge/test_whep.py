@@ -8,8 +8,8 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from edge.streaming.pipeline import LivePipeline
-from tests.media import PatternTrack, read_counter
 from tests.edge.test_whip_hls import _publish, stream  # noqa: F401 - fixture
+from tests.media import PatternTrack, read_counter
 
 
 async def _watch(base_url, stream_id, frames_wanted=30, timeout=20.0):
@@ -68,7 +68,7 @@ def test_whep_viewers_share_the_encoder_and_decode_frames(server, stream):
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             assert (await http.delete(loc1)).status_code == 200
             assert (await http.delete(loc1)).status_code == 200  # just ended: idempotent
-        assert len(server.edge.viewers) == 1
+        assert len(server.edge.live.viewers()) == 1
         await pc1.close()
         await pc2.close()
         await publisher.close()
@@ -100,7 +100,7 @@ def test_whep_rejections(server, stream):
                          "\x00garbage\r\nm=\r\n", real + "a=x\r\n" * 14_000):
                 r = await http.post(f"/whep/{sid}", content=body, headers=sdp)
                 assert r.status_code in (400, 413), (body[-200:], r.status_code, r.text)
-        assert server.edge.viewers == {}  # nothing half-made was kept
+        assert server.edge.live.viewers() == {}  # nothing half-made was kept
         await publisher.close()
 
     asyncio.run(live_but_vp8_only())
@@ -213,13 +213,13 @@ def test_whep_offers_whose_clients_vanish_before_connecting_are_closed(quick_rtc
                 answer = await http.post(f"/whep/{created['stream_id']}", content=offer,
                                          headers={"content-type": "application/sdp"})
                 assert answer.status_code == 201, answer.text
-                session = srv.edge.viewers[answer.headers["location"].rsplit("/", 1)[1]]
+                session = srv.edge.live.viewers()[answer.headers["location"].rsplit("/", 1)[1]]
                 held |= _socket_inodes(session.pc)
         assert held and held <= _open_sockets()
-        await _poll(lambda: not srv.edge.viewers, 20, "the half-open viewers to be closed")
+        await _poll(lambda: not srv.edge.live.viewers(), 20, "the half-open viewers to be closed")
         assert _viewers(srv, created) == 0
         assert srv.edge.rtc_closed.get(kind="whep", reason="connect_timeout") == 5
-        relay = srv.edge.publishers[created["stream_id"]].pipeline.relay
+        relay = srv.edge.live.get(created["stream_id"]).relay
         assert not relay.tracks  # the relay no longer feeds them
         await _poll(lambda: not held & _open_sockets(), 10, "their sockets to be closed")
         assert 'wave_rtc_sessions_closed_total{kind="whep",reason="connect_timeout"} 5' in srv.edge.metrics.render()
@@ -239,7 +239,7 @@ def test_a_connected_whep_viewer_that_stops_answering_is_closed_by_ice_consent(q
         assert r.status_code == 201
         viewer, _, _ = await _watch(srv.base_url, created["stream_id"], frames_wanted=5)
         assert _viewers(srv, created) == 1
-        (session,) = srv.edge.viewers.values()
+        (session,) = srv.edge.live.viewers().values()
         assert session.pc.connectionState == "connected"
         held = _socket_inodes(session.pc)
         # The client vanishes without a word: its sockets stay open (no ICMP error reaches
@@ -248,7 +248,7 @@ def test_a_connected_whep_viewer_that_stops_answering_is_closed_by_ice_consent(q
             for protocol in transceiver.receiver.transport.transport._connection._protocols:  # noqa: SLF001
                 protocol.datagram_received = lambda data, addr: None
                 protocol.transport.sendto = lambda *args, **kwargs: None
-        await _poll(lambda: not srv.edge.viewers, 20, "the silent viewer to be closed")
+        await _poll(lambda: not srv.edge.live.viewers(), 20, "the silent viewer to be closed")
         assert _viewers(srv, created) == 0
         assert srv.edge.rtc_closed.get(kind="whep", reason="connection_lost") == 1, srv.edge.rtc_closed.values
         await _poll(lambda: not held & _open_sockets(), 10, "its sockets to be closed")
@@ -295,9 +295,9 @@ def test_a_whip_publisher_that_never_connects_is_closed(quick_rtc):
                                 headers={"content-type": "application/sdp",
                                          "authorization": f"Bearer {created['publish_token']}"})
         assert r.status_code == 201, r.text
-        session = srv.edge.publishers[created["stream_id"]]
+        session = srv.edge.live.publishers()[created["stream_id"]]
         held = _socket_inodes(session.pc)
-        await _poll(lambda: created["stream_id"] not in srv.edge.publishers, 20, "the publish to end")
+        await _poll(lambda: created["stream_id"] not in srv.edge.live.publishers(), 20, "the publish to end")
         assert session.end_code == "connect_timeout"
         assert srv.edge.rtc_closed.get(kind="whip", reason="connect_timeout") == 1
         await _poll(lambda: not held & _open_sockets(), 10, "its sockets to be closed")

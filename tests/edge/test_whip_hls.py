@@ -133,9 +133,9 @@ def test_one_encoder_per_stream(server, stream):
         await second_pc.close()
         await pc.close()  # the publisher vanishes: the edge notices and ends the publish
         deadline = time.monotonic() + 15
-        while stream["stream_id"] in server.edge.publishers and time.monotonic() < deadline:
+        while stream["stream_id"] in server.edge.live.publishers() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert stream["stream_id"] not in server.edge.publishers
+        assert stream["stream_id"] not in server.edge.live.publishers()
 
     asyncio.run(scenario())
 
@@ -162,7 +162,7 @@ def test_whip_rejections(server, stream):
     assert r.status_code == 404
     r = server.http.patch(f"/whip/{sid}/whatever", content="a=candidate", headers=token)
     assert r.status_code == 404  # trickle exists (test_webrtc_sessions.py), not this session
-    assert sid not in server.edge.publishers
+    assert sid not in server.edge.live.publishers()
 
 
 @pytest.mark.parametrize(
@@ -232,11 +232,11 @@ def test_a_silent_publisher_is_ended(server_factory, tenant_factory):
     async def scenario():
         pc, r = await _publish(srv.base_url, created, tracks=[Freezing()])
         assert r.status_code == 201
-        session = srv.edge.publishers[created["stream_id"]]
+        session = srv.edge.live.publishers()[created["stream_id"]]
         deadline = time.monotonic() + 15
-        while created["stream_id"] in srv.edge.publishers and time.monotonic() < deadline:
+        while created["stream_id"] in srv.edge.live.publishers() and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        assert created["stream_id"] not in srv.edge.publishers
+        assert created["stream_id"] not in srv.edge.live.publishers()
         assert session.end_reason == "no media for 2 s"
         await pc.close()
 
@@ -264,7 +264,7 @@ def test_concurrent_publishes_are_capped_per_tenant_and_per_edge(server_factory,
         pc, r = await _publish(server.base_url, fifth)
         pcs.append(pc)
         assert r.status_code == 503 and r.json()["error"] == "at_capacity" and r.headers["retry-after"] == "30"
-        assert set(server.edge.publishers) == {first["stream_id"], third["stream_id"]}
+        assert set(server.edge.live.publishers()) == {first["stream_id"], third["stream_id"]}
         for pc in pcs:
             await pc.close()
 

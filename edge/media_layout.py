@@ -1,0 +1,89 @@
+"""Where media lives and what its files are called: ids, directories and file names.
+
+Every module that writes media (the live HLS writer, the VOD packager, recordings,
+uploads, the public link tree) and every one that reads it (HLS and VOD serving, the
+embed, the nginx front and its hand-off log) takes names from here, so the layout is
+decided once. It is also a safety rule: a request names a file only by matching these
+patterns, never by a path, so nothing outside the media directory can be asked for.
+
+```
+$WAVE_DATA_DIR/media/
+  videos/vd_<16 hex>/   init.mp4, seg_NNNNN.m4s, vod.m3u8, poster.jpg (and, while it is
+                        a live publish's directory, the sliding index.m3u8)
+  uploads/vd_<16 hex>.part
+  public/{vod,live}/<media id> -> ../../videos/vd_...   (public media only)
+```
+
+A live publish writes straight into its recording's video directory: the live segments
+are the recording.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+from typing import Literal
+
+# -- ids ------------------------------------------------------------------------------
+STREAM_PREFIX = "st_"
+VIDEO_PREFIX = "vd_"
+_HEX = 16  # random hex digits after the prefix
+# Regular-expression sources, for patterns composed elsewhere (the nginx front's location).
+MEDIA_ID_PATTERN = rf"(?:vd|st)_[0-9a-f]{{{_HEX}}}"
+STREAM_ID = re.compile(rf"^st_[0-9a-f]{{{_HEX}}}$")
+VIDEO_ID = re.compile(rf"^vd_[0-9a-f]{{{_HEX}}}$")
+MEDIA_ID = re.compile(rf"^{MEDIA_ID_PATTERN}$")
+
+
+def new_stream_id() -> str:
+    return STREAM_PREFIX + secrets.token_hex(_HEX // 2)
+
+
+def new_video_id() -> str:
+    return VIDEO_PREFIX + secrets.token_hex(_HEX // 2)
+
+
+# -- file names -----------------------------------------------------------------------
+PLAYLIST = "index.m3u8"  # the live playlist; the name players ask for, live or VOD
+INIT = "init.mp4"  # the fMP4 initialization section
+VOD_PLAYLIST = "vod.m3u8"  # every segment of a finished video, served as index.m3u8
+POSTER = "poster.jpg"
+PACKAGER_PLAYLIST = "hls.m3u8"  # what FFmpeg's muxer writes while packaging an upload (unused after)
+SEGMENT_TEMPLATE = "seg_%05d.m4s"  # FFmpeg's `hls_segment_filename` pattern
+SEGMENT = re.compile(r"^seg_(\d+)\.m4s$")
+SEGMENT_FILE_PATTERN = r"seg_[0-9]{5,9}\.m4s"  # the segment names a request may use
+# The files a request may name in a media directory, and the ones a front serves itself.
+SERVED_FILE = re.compile(rf"^(index\.m3u8|init\.mp4|{SEGMENT_FILE_PATTERN}|poster\.jpg)$")
+FRONT_FILE_PATTERN = rf"init\.mp4|{SEGMENT_FILE_PATTERN}"
+
+
+def segment_template(directory: Path) -> str:
+    return str(directory / SEGMENT_TEMPLATE)
+
+
+# -- directories ----------------------------------------------------------------------
+PublicKind = Literal["vod", "live"]
+
+
+def videos_dir(media_dir: Path) -> Path:
+    return media_dir / "videos"
+
+
+def video_dir(media_dir: Path, video_id: str) -> Path:
+    return videos_dir(media_dir) / video_id
+
+
+def upload_path(media_dir: Path, video_id: str) -> Path:
+    return media_dir / "uploads" / f"{video_id}.part"
+
+
+def public_dir(media_dir: Path) -> Path:
+    """The tree of symlinks a front web server serves from (`edge/public_media.py`)."""
+    return media_dir / "public"
+
+
+def public_link(media_dir: Path, kind: PublicKind, media_id: str) -> Path:
+    if not MEDIA_ID.match(media_id):
+        raise ValueError(f"not a media id: {media_id!r}")
+    return public_dir(media_dir) / kind / media_id
