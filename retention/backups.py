@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from core import cluster
 from core.store import Store, chdb_path
 from core.timefmt import iso_utc
 from retention import purge
@@ -129,7 +130,7 @@ def create(store: Store, directory: Path, media_dir: Path, tier: str | None = No
     target = directory / backup_id
     with _create_lock(directory):
         target.mkdir()
-        store.command(f"BACKUP DATABASE {_db(store)} TO File('{target / 'db'}')")
+        store.command(cluster.backup_database(_db(store), f"File('{target / 'db'}')"))
         tables = [r[0] for r in store.rows("SELECT name FROM system.tables WHERE database = currentDatabase()"
                                            " AND NOT is_temporary ORDER BY name")]
         videos = media_dir / "videos"

@@ -11,6 +11,7 @@ and one rewrite per table for all of them.
 
 from __future__ import annotations
 
+from core import cluster
 from core.store import Store
 
 
@@ -18,5 +19,6 @@ def delete_where(store: Store, table: str, where: str, parameters: dict) -> int:
     """Count the rows `where` selects and, if any, delete them physically; returns the count."""
     found = int(store.command(f"SELECT count() FROM {table} WHERE {where}", parameters=parameters))
     if found:
-        store.command(f"ALTER TABLE {table} DELETE WHERE {where} SETTINGS mutations_sync = 2", parameters=parameters)
+        store.command(cluster.alter_table(table, f"DELETE WHERE {where} SETTINGS mutations_sync = 2"),
+                      parameters=parameters)
     return found

@@ -22,6 +22,7 @@ import time
 
 import msgspec
 
+from core import cluster
 from core.store import Store
 from core.tenants import Tenant, all_tenant_ids, load_tenant, save_tenant
 from retention import audit, registry
@@ -63,8 +64,8 @@ def apply(store: Store, tenant: Tenant, changes: dict) -> tuple[dict, dict]:
         field = _field_of(entry.retention_kind)
         if entry.row_ttl and getattr(updated, field) != getattr(tenant, field):
             store.command(
-                f"ALTER TABLE {entry.table} UPDATE retention_days = {{days:UInt16}}"
-                f" WHERE {entry.tenant_column} = {{t:String}} AND retention_days != {{days:UInt16}}",
+                cluster.alter_table(entry.table, "UPDATE retention_days = {days:UInt16}"
+                                    f" WHERE {entry.tenant_column} = {{t:String}} AND retention_days != {{days:UInt16}}"),
                 parameters={"days": getattr(updated, field), "t": tenant.tenant_id},
             )
     return before, settings_of(updated)
@@ -87,7 +88,7 @@ def enforce(store: Store, now: float | None = None) -> dict[str, int]:
             params = {"t": tenant_id, "cutoff": float(cutoff)}
             n = int(store.command(f"SELECT count() FROM {entry.table} WHERE {where}", parameters=params))
             if n:
-                store.command(f"DELETE FROM {entry.table} WHERE {where} SETTINGS lightweight_deletes_sync = 2",
+                store.command(cluster.delete_from(entry.table, where) + " SETTINGS lightweight_deletes_sync = 2",
                               parameters=params)
                 touched.add(entry.table)
             deleted[entry.table] = deleted.get(entry.table, 0) + n
@@ -96,9 +97,10 @@ def enforce(store: Store, now: float | None = None) -> dict[str, int]:
     params = {"cutoff": float(now - audit.ORPHAN_RETENTION_DAYS * 86400)}
     n = int(store.command(f"SELECT count() FROM audit_log WHERE {where}", parameters=params))
     if n:
-        store.command(f"DELETE FROM audit_log WHERE {where} SETTINGS lightweight_deletes_sync = 2", parameters=params)
+        store.command(cluster.delete_from("audit_log", where) + " SETTINGS lightweight_deletes_sync = 2",
+                      parameters=params)
         touched.add("audit_log")
     deleted["audit_log"] = deleted.get("audit_log", 0) + n
     for table in touched:
-        store.command(f"ALTER TABLE {table} APPLY DELETED MASK SETTINGS mutations_sync = 2")
+        store.command(cluster.alter_table(table, "APPLY DELETED MASK SETTINGS mutations_sync = 2"))
     return deleted

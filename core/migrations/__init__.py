@@ -3,7 +3,7 @@ version (`vNNN_*.py`, each a `VERSION`, a `NAME` and its `statements()`), applie
 and recorded in `schema_migrations`.
 
 All DDL lives here (DML stays with the module that owns the table); engines and cluster
-clauses are decided in `ddl.py`. A new table or column is a new version module, listed
+clauses are decided in `core/cluster.py`. A new table or column is a new version module, listed
 below.
 """
 
@@ -26,7 +26,7 @@ from core.migrations import (
     v012_dashboard_sign_outs,
     v013_publisher_takeover,
 )
-from core.migrations.ddl import create_table, engine
+from core.cluster import create_table, engine
 from core.store import Store
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.migrations.ddl import create_table, engine
+from core.cluster import create_table, engine
 
 VERSION = 1
 NAME = "tenants, keys, consents, viewer events"

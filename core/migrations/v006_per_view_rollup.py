@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.migrations.ddl import alter_table, create_table, engine
+from core.cluster import alter_table, create_table, engine
 
 VERSION = 6
 NAME = "per-view rollup"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.migrations.ddl import alter_table
+from core.cluster import alter_table
 
 VERSION = 13
 NAME = "publisher takeover per tenant"

@@ -11,6 +11,7 @@ from typing import Literal
 
 import msgspec
 
+from core import cluster
 from core.cache import TTLCache
 from core.store import Store
 from edge.media_layout import VIDEO_ID, new_video_id  # noqa: F401 - a video's id, made here for callers
@@ -112,7 +113,7 @@ def _video(row: tuple) -> Video:
 
 def delete(store: Store, video: Video) -> None:
     """Remove every version of the row (not a tombstone: the data must be gone)."""
-    store.command("DELETE FROM videos WHERE video_id = {v:String}", parameters={"v": video.video_id})
+    store.command(cluster.delete_from("videos", "video_id = {v:String}"), parameters={"v": video.video_id})
 
 
 class VideoCache:

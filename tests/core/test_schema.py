@@ -77,3 +77,27 @@ def test_every_registered_table_names_a_retention_setting_and_its_ttl_column(sto
     with_column = {row[0] for row in store.rows(
         "SELECT table FROM system.columns WHERE database = currentDatabase() AND name = 'retention_days'")}
     assert {e.table for e in REGISTRY if e.row_ttl} == {e.table for e in REGISTRY} & with_column
+
+
+def test_a_cluster_setting_reaches_every_ddl_statement_and_mutation(monkeypatch):
+    """`WAVE_CLICKHOUSE_CLUSTER` is read in core/cluster.py alone, and every statement that
+    changes tables or rows takes its clause from there (issue #16): with it set, every
+    migration is ON CLUSTER with Replicated engines, and so are the mutations."""
+    from core import cluster, migrations
+
+    monkeypatch.setenv("WAVE_CLICKHOUSE_CLUSTER", "wave")
+    statements = [s for v in migrations._VERSIONS for s in v.statements()]
+    assert statements and all(" ON CLUSTER wave " in s for s in statements), \
+        [s[:80] for s in statements if " ON CLUSTER wave " not in s]
+    creates = [s for s in statements if s.startswith("CREATE TABLE")]
+    assert all("ENGINE = Replicated" in s for s in creates)
+    assert cluster.alter_table("t", "DELETE WHERE 1").startswith("ALTER TABLE t ON CLUSTER wave ")
+    assert cluster.delete_from("t", "x = 1") == "DELETE FROM t ON CLUSTER wave WHERE x = 1"
+    assert " ON CLUSTER wave " in cluster.backup_database("db", "File('x')")
+    monkeypatch.delenv("WAVE_CLICKHOUSE_CLUSTER")
+    assert " ON CLUSTER" not in cluster.alter_table("t", "DELETE WHERE 1")
+    # the environment is read in one module: nothing else names the variable
+    root = __import__("pathlib").Path(cluster.__file__).resolve().parents[1]
+    readers = [str(p.relative_to(root)) for pkg in ("core", "analytics", "retention", "edge")
+               for p in (root / pkg).rglob("*.py") if "WAVE_CLICKHOUSE_CLUSTER" in p.read_text()]
+    assert readers == ["core/cluster.py"], readers
