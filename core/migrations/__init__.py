@@ -3,29 +3,16 @@ version (`vNNN_*.py`, each a `VERSION`, a `NAME` and its `statements()`), applie
 and recorded in `schema_migrations`.
 
 All DDL lives here (DML stays with the module that owns the table); engines and cluster
-clauses are decided in `core/cluster.py`. A new table or column is a new version module, listed
-below.
+clauses are decided in `core/cluster.py`. A new table or column is a new version module.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import re
 from dataclasses import dataclass
 
-from core.migrations import (
-    v001_tenants_keys_consents_viewer_events,
-    v002_streams,
-    v003_videos,
-    v004_session_history,
-    v005_tenants_consent_prompt,
-    v006_per_view_rollup,
-    v007_purge_ledger_and_audit_log,
-    v008_retention_per_kind_of_data,
-    v009_support_grants,
-    v010_small_beacon_parts,
-    v011_provable_email_links,
-    v012_dashboard_sign_outs,
-    v013_publisher_takeover,
-)
 from core.cluster import create_table, engine
 from core.store import Store
 
@@ -37,20 +24,12 @@ class Migration:
     statements: tuple[str, ...]
 
 
-_VERSIONS = (
-    v001_tenants_keys_consents_viewer_events,
-    v002_streams,
-    v003_videos,
-    v004_session_history,
-    v005_tenants_consent_prompt,
-    v006_per_view_rollup,
-    v007_purge_ledger_and_audit_log,
-    v008_retention_per_kind_of_data,
-    v009_support_grants,
-    v010_small_beacon_parts,
-    v011_provable_email_links,
-    v012_dashboard_sign_outs,
-    v013_publisher_takeover,
+# Every `vNNN_*.py` module beside this file, in version order: a new migration is a new
+# file, nothing to list here.
+_VERSIONS = tuple(
+    importlib.import_module(f"{__name__}.{module.name}")
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
+    if re.fullmatch(r"v[0-9]{3}_[a-z0-9_]+", module.name)
 )
 MIGRATIONS: tuple[Migration, ...] = tuple(Migration(v.VERSION, v.NAME, v.statements()) for v in _VERSIONS)
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "versions must run 1..N"
