@@ -36,6 +36,7 @@ from edge import demo as demo_setup, http, logs, metrics_access
 from edge.dependencies import DEPENDENCIES
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
+from edge import media_layout
 from edge.media_layout import video_dir
 from edge.public_media import PublicLinks
 from edge.retention_hooks import ServerHooks
@@ -166,8 +167,8 @@ class Edge:
                 every = self.settings.backup_every_s
                 if every > 0 and await asyncio.to_thread(backups.due, directory, every, time.time()):
                     if await self.buffer.drain(timeout_s=30):
-                        manifest = await asyncio.to_thread(backups.create, self.store, directory,
-                                                           self.settings.media_dir)
+                        media = media_layout.videos_on_disk(self.settings.media_dir)
+                        manifest = await asyncio.to_thread(backups.create, self.store, directory, media)
                         log.info("backup %s (%s) taken", manifest.backup_id, manifest.tier)
             except Exception:
                 log.exception("scheduled backup work failed")

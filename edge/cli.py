@@ -128,6 +128,7 @@ def _backup(args: argparse.Namespace) -> int:
     """`backup create|list|prune|restore`: the embedded store must not be in use."""
     import time
 
+    from edge import media_layout
     from edge.streaming.tokens import load_secret
     from retention import audit, backups
 
@@ -144,7 +145,8 @@ def _backup(args: argparse.Namespace) -> int:
         migrations.apply(store)
         if args.action == "create":
             _drain_spool(settings, store)
-            manifest = backups.create(store, directory, settings.media_dir, tier=args.tier)
+            media = media_layout.videos_on_disk(settings.media_dir)
+            manifest = backups.create(store, directory, media, tier=args.tier)
             out = {k: v for k, v in manifest.public(time.time()).items() if k in ("backup_id", "tier", "expires_at")}
         else:
             try:

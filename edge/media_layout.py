@@ -70,6 +70,12 @@ def videos_dir(media_dir: Path) -> Path:
     return media_dir / "videos"
 
 
+def videos_on_disk(media_dir: Path) -> list[str]:
+    """The videos whose directories exist (a backup's media index)."""
+    videos = videos_dir(media_dir)
+    return sorted(p.name for p in videos.iterdir()) if videos.is_dir() else []
+
+
 def video_dir(media_dir: Path, video_id: str) -> Path:
     return videos_dir(media_dir) / video_id
 

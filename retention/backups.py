@@ -30,6 +30,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from core import cluster
 from core.store import Store, chdb_path
@@ -119,8 +120,10 @@ def choose_tier(existing: list[Manifest], now: float) -> str:
     return "daily"
 
 
-def create(store: Store, directory: Path, media_dir: Path, tier: str | None = None,
+def create(store: Store, directory: Path, media: Iterable[str], tier: str | None = None,
            now: float | None = None) -> Manifest:
+    """A backup of the whole database, with `media` (the videos on disk, from the edge's
+    media layout) listed in its manifest."""
     now = time.time() if now is None else now
     directory.mkdir(parents=True, exist_ok=True)
     tier = tier or choose_tier(list_backups(directory), now)
@@ -133,9 +136,7 @@ def create(store: Store, directory: Path, media_dir: Path, tier: str | None = No
         store.command(cluster.backup_database(_db(store), f"File('{target / 'db'}')"))
         tables = [r[0] for r in store.rows("SELECT name FROM system.tables WHERE database = currentDatabase()"
                                            " AND NOT is_temporary ORDER BY name")]
-        videos = media_dir / "videos"
-        media = sorted(p.name for p in videos.iterdir()) if videos.is_dir() else []
-        manifest = Manifest(backup_id, tier, now, now + TIERS[tier], tables, media)
+        manifest = Manifest(backup_id, tier, now, now + TIERS[tier], tables, sorted(media))
         if store.embedded:  # we wrote those files (a server fsyncs its own, or not ours to read)
             _fsync_tree(target / "db")  # a manifest must never outlive the data it vouches for
         tmp = target / "manifest.json.tmp"
