@@ -35,10 +35,10 @@ from typing import Iterable
 from core import cluster
 from core.store import Store, chdb_path
 from core.timefmt import iso_utc
-from retention import purge
+from retention import purge, receipts
 
 TIERS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
-KEEP_CURRENT = ("purges", "audit_log", "admin_sessions_ended")  # never rolled back by a restore (a sign-out stays)
+KEEP_CURRENT = ("purges", "receipts", "audit_log", "admin_sessions_ended")  # never rolled back by a restore (a sign-out stays)
 REPLAY_MARGIN_S = 600
 _LOCK = ".lock"
 
@@ -206,8 +206,15 @@ def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: f
         store.command(f"RESTORE TABLE {db}.{table} FROM {source} SETTINGS allow_non_empty_tables = true")
     # A purge that started shortly before the backup may have finished after it: replaying
     # a few minutes more than strictly needed costs nothing and misses nobody.
-    erased = purge.replay(store, secret, manifest.created_at - REPLAY_MARGIN_S)
-    return {"backup_id": backup_id, "restored_from": iso_utc(manifest.created_at), "replayed_purges": erased}
+    since = manifest.created_at - REPLAY_MARGIN_S
+    erased = purge.replay(store, secret, since)
+    return {"backup_id": backup_id, "restored_from": iso_utc(manifest.created_at), "replayed_purges": erased,
+            "reapplied_receipts": receipts.issued_since(store, since)}
+
+
+def replays(store: Store, manifest: Manifest) -> list[str]:
+    """The receipts a restore of this backup re-applies: those issued since it was taken."""
+    return receipts.issued_since(store, manifest.created_at - REPLAY_MARGIN_S)
 
 
 def _db(store: Store) -> str:

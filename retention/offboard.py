@@ -19,7 +19,7 @@ from retention import audit, registry
 from retention.deletion import delete_where
 from retention.hooks import MediaDeleted
 
-KEEP = ("audit_log", "purges")
+KEEP = ("audit_log", "purges", "receipts")  # the records that prove what was deleted
 
 
 def tenant_tables(store: Store) -> list[str]:

@@ -18,19 +18,51 @@ that part is behind `RetentionHooks` (retention/hooks.py), implemented by `edge`
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from core.store import Store
+from core.tenants import load_tenant
 from core.validation import BadInput
-from retention import export, offboard, purge, subjects
+from retention import backups, export, offboard, purge, receipts, subjects
 from retention.hooks import RetentionHooks
 from retention.subjects import Subject
 
 
 class RetentionService:
-    def __init__(self, store: Store, secret: bytes, hooks: RetentionHooks) -> None:
+    def __init__(self, store: Store, secret: bytes, hooks: RetentionHooks, backups_dir: Path | None = None) -> None:
         self.store = store
         self.hooks = hooks
         self._secret = secret
+        self.signer = receipts.ReceiptSigner.from_secret(secret)
+        self.backups_dir = backups_dir  # where backups are listed, for what receipts say of them
+
+    def _region(self, tenant_id: str) -> str:
+        tenant = load_tenant(self.store, tenant_id)
+        return tenant.region if tenant is not None else ""
+
+    def _backups(self, done_at: float) -> dict:
+        manifests = backups.list_backups(self.backups_dir) if self.backups_dir is not None else []
+        return receipts.backups_status(manifests, done_at)
+
+    def _purge_receipt(self, tenant_id: str, subject: Subject, result: purge.PurgeResult, actor: str) -> dict:
+        """Sign and store the receipt of a finished purge."""
+        linked = result.subject or subject
+        named = {"kind": subject.kind,
+                 "hash": receipts.subject_hash(self._secret, tenant_id, subject.kind, subject.value),
+                 "linked_viewer_id_hashes": sorted(receipts.subject_hash(self._secret, tenant_id, "viewer_id", v)
+                                                   for v in linked.linked_viewer_ids)}
+        receipt = self.signer.sign(receipts.fields(
+            kind="erasure", purge_id=result.purge_id, tenant_id=tenant_id, region=self._region(tenant_id),
+            subject=named, requested_by=actor, requested_at=result.requested_at, completed_at=result.completed_at,
+            found=result.rows_deleted, after=result.rows_after,
+            spool={"status": "drained", "subject_spooled": False,
+                   "detail": "the write buffer was drained and no spool file names the subject"},
+            backups=self._backups(result.completed_at)))
+        receipts.save(self.store, receipt, result.completed_at)
+        return receipt
+
+    def receipt(self, tenant_id: str, purge_id: str) -> dict | None:
+        return receipts.load(self.store, tenant_id, purge_id)
 
     def subject_params(self, subject: Subject) -> dict[str, str]:
         """The subject as audit records name it: by salted hash only, so the log that
@@ -49,7 +81,9 @@ class RetentionService:
                 needles = [subject.value.removeprefix("::ffff:").encode()]
             if await asyncio.to_thread(self.hooks.spooled, needles):
                 raise BadInput("unavailable", "the subject's beacons are still spooled; retry shortly", status=503)
-            return await asyncio.to_thread(purge.purge, self.store, tenant_id, subject, self._secret, requested_by)
+            result = await asyncio.to_thread(purge.purge, self.store, tenant_id, subject, self._secret, requested_by)
+        result.receipt = await asyncio.to_thread(self._purge_receipt, tenant_id, subject, result, requested_by)
+        return result
 
     async def export(self, tenant_id: str, subject: Subject) -> tuple[Subject, dict[str, dict]]:
         """Every row about the subject (its links resolved), by registered table."""
