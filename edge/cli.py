@@ -80,7 +80,7 @@ def _offline_retention(settings, store):
     from retention.service import RetentionService
 
     return RetentionService(store, load_secret(settings.data_dir, settings.secret_key), OfflineHooks(settings, store),
-                            backups.backups_dir(settings.data_dir, settings.clickhouse_url))
+                            backups.backups_dir(settings.data_dir, settings.clickhouse_url), settings.backup_every_s)
 
 
 def _subject_of(args: argparse.Namespace):
@@ -154,6 +154,26 @@ def _receipt_verify(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps({"valid": True, "purge_id": receipt.get("purge_id"), "type": receipt.get("type"),
                       "key_id": receipt.get("key_id"), "completed_at": receipt.get("completed_at")}))
+    return 0
+
+
+def _ropa(args: argparse.Namespace) -> int:
+    """`ropa --tenant T [--format json|html]`: the tenant's records of processing."""
+    from core.tenants import load_tenant
+    from retention import ropa
+
+    settings = from_env()
+    store = open_store(settings.clickhouse_url)
+    try:
+        migrations.apply(store)
+        tenant = load_tenant(store, args.tenant)
+        if tenant is None:
+            print(json.dumps({"error": "not_found", "detail": f"no tenant {args.tenant!r}"}), file=sys.stderr)
+            return 2
+        record = _offline_retention(settings, store).ropa(tenant)
+    finally:
+        store.close()
+    print(ropa.as_html(record) if args.format == "html" else json.dumps(record))
     return 0
 
 
@@ -351,6 +371,11 @@ def parser() -> argparse.ArgumentParser:
     r_verify.add_argument("--public-key", help="PEM or /.well-known/wave-edge/receipt-key JSON (default: this"
                                                " deployment's key, from WAVE_SECRET_KEY or $WAVE_DATA_DIR/secret.key)")
     r_verify.set_defaults(run=_receipt_verify)
+
+    ropa = sub.add_parser("ropa", help="records of processing (GDPR Art. 30) of a tenant, from the registry")
+    ropa.add_argument("--tenant", required=True)
+    ropa.add_argument("--format", choices=("json", "html"), default="json")
+    ropa.set_defaults(run=_ropa)
 
     backup = sub.add_parser("backup", help="backups in tiers (daily 24 h, weekly 7 d, monthly 30 d)")
     b_actions = backup.add_subparsers(dest="action", required=True)

@@ -26,7 +26,7 @@ from core.query_params import time_range, wants_csv
 from core.store import Store
 from core.tenants import Tenant, TenantDirectory
 from core.validation import BadInput
-from retention import audit, export, policy, purge, receipts, subjects, support
+from retention import audit, export, policy, purge, receipts, ropa, subjects, support
 from retention.service import RetentionService
 
 Days = Annotated[int, msgspec.Meta(ge=1, le=3650)]
@@ -102,6 +102,19 @@ async def receipt_route(retention: Retention, tenant: AdminTenant, purge_id: Fro
     if found is None:
         raise BadInput("not_found", f"no receipt {purge_id!r} for this tenant", "$.path.purge_id", status=404)
     return Response(receipts.encode(found), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@get("/v1/privacy/ropa", responses=errors(*ADMIN))
+async def ropa_route(request: Request, retention: Retention, tenant: AdminTenant) -> Response:
+    """The tenant's records of processing (GDPR Art. 30), generated from the personal-data
+    registry and the tenant's settings: JSON, or `format=html` for a printable page."""
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "html"):
+        raise BadInput("invalid_parameter", "format must be one of: json, html", "$.query.format")
+    record = await asyncio.to_thread(retention.ropa, tenant)
+    if fmt == "html":
+        return Response(ropa.as_html(record), media_type="text/html; charset=utf-8", headers=ropa.HEADERS)
+    return Response(record, headers={"Cache-Control": "no-store"})
 
 
 @get("/.well-known/wave-edge/receipt-key", sync_to_thread=False)
@@ -213,5 +226,5 @@ async def operator_tenant_delete(request: Request, auth: Auth, tenant_directory:
     return Response(await retention.offboard(tenant.tenant_id, actor))
 
 
-ROUTES = [purge_route, receipt_route, receipt_key, export_route, audit_route, retention_show, retention_set, tenant_delete, operator_tenant_delete,
+ROUTES = [purge_route, receipt_route, receipt_key, ropa_route, export_route, audit_route, retention_show, retention_set, tenant_delete, operator_tenant_delete,
           grant_support, list_support_grants, revoke_support]

@@ -18,23 +18,30 @@ that part is behind `RetentionHooks` (retention/hooks.py), implemented by `edge`
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from core.store import Store
-from core.tenants import load_tenant
+from core.tenants import Tenant, load_tenant
 from core.validation import BadInput
-from retention import backups, export, offboard, purge, receipts, subjects
+from retention import backups, export, offboard, purge, receipts, ropa, subjects
 from retention.hooks import RetentionHooks
 from retention.subjects import Subject
 
 
 class RetentionService:
-    def __init__(self, store: Store, secret: bytes, hooks: RetentionHooks, backups_dir: Path | None = None) -> None:
+    def __init__(self, store: Store, secret: bytes, hooks: RetentionHooks, backups_dir: Path | None = None,
+                 backup_every_s: float = 0) -> None:
         self.store = store
         self.hooks = hooks
         self._secret = secret
         self.signer = receipts.ReceiptSigner.from_secret(secret)
         self.backups_dir = backups_dir  # where backups are listed, for what receipts say of them
+        self.backup_every_s = backup_every_s  # the schedule, for the records of processing
+
+    def ropa(self, tenant: Tenant) -> dict:
+        """The tenant's records of processing (retention/ropa.py)."""
+        return ropa.build(tenant, backup_every_s=self.backup_every_s, embedded=self.store.embedded)
 
     def _region(self, tenant_id: str) -> str:
         tenant = load_tenant(self.store, tenant_id)
@@ -92,10 +99,20 @@ class RetentionService:
 
     async def offboard(self, tenant_id: str, actor: str) -> dict:
         """Every row and media file of the tenant, gone and verified; returns the summary."""
+        requested_at = time.time()
+        region = await asyncio.to_thread(self._region, tenant_id)
         await self.hooks.end_tenant_sessions(tenant_id)
         if not await self.hooks.drain_buffers():
             raise BadInput("unavailable", "beacons are waiting for ClickHouse; retry shortly", status=503)
         media = await asyncio.to_thread(self.hooks.delete_tenant_media, tenant_id)
-        summary = await asyncio.to_thread(offboard.delete_tenant, self.store, tenant_id, media, actor)
+        summary, after, done = await asyncio.to_thread(offboard.delete_tenant_counted, self.store, tenant_id, media,
+                                                       actor)
         self.hooks.forget_tenant(tenant_id)
-        return summary
+        receipt = self.signer.sign(receipts.fields(
+            kind="offboarding", purge_id=f"tenant-{tenant_id}", tenant_id=tenant_id, region=region,
+            subject={"kind": "tenant", "videos_deleted": int(media.videos)}, requested_by=actor,
+            requested_at=requested_at, completed_at=done, found=summary["rows_deleted"], after=after,
+            spool={"status": "drained", "detail": "the write buffer was drained before the rows were deleted"},
+            backups=await asyncio.to_thread(self._backups, done)))
+        await asyncio.to_thread(receipts.save, self.store, receipt, done)
+        return {**summary, "receipt": receipt}

@@ -138,3 +138,17 @@ def test_cli_purge_prints_a_receipt_that_cli_verify_accepts_and_rejects_once_cha
     restored = _cli(data, "backup", "restore", json.loads(made.stdout)["backup_id"])
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["reapplied_receipts"] == [receipt["purge_id"]]
+
+
+def test_offboarding_answers_with_a_signed_receipt(server, tenant_factory, store):
+    tenant, key = tenant_factory()
+    assert consent(server.http, tenant.tenant_id, "ob-1").status_code == 201
+    r = server.http.delete("/v1/tenant", params={"confirm": tenant.tenant_id}, headers=_admin(key))
+    assert r.status_code == 200, r.text
+    receipt = r.json()["receipt"]
+    assert receipt["type"] == "offboarding" and receipt["purge_id"] == f"tenant-{tenant.tenant_id}"
+    assert receipt["tables"]["consents"] == {"rows_found": 1, "rows_after_physical": 0}
+    assert receipt["tables"]["tenants"]["rows_after_physical"] == 0
+    public = receipts.public_key_from(server.http.get("/.well-known/wave-edge/receipt-key").text)
+    receipts.verify(json.dumps(receipt).encode(), public)
+    assert receipts.load(store, tenant.tenant_id, receipt["purge_id"]) == receipt
