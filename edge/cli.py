@@ -188,7 +188,7 @@ def _backup(args: argparse.Namespace) -> int:
     settings = from_env()
     directory = backups.backups_dir(settings.data_dir, settings.clickhouse_url)
     if args.action in ("list", "prune"):
-        out = ({"backups": [m.public(time.time()) for m in backups.list_backups(directory)],
+        out = ({"backups": [m.public(time.time(), directory) for m in backups.list_backups(directory)],
                 "incomplete": backups.incomplete(directory)}
                if args.action == "list" else {"pruned": backups.prune(directory)})
         print(json.dumps(out))

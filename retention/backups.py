@@ -56,10 +56,13 @@ class Manifest:
     tables: list[str] = field(default_factory=list)
     media: list[str] = field(default_factory=list)
 
-    def public(self, now: float) -> dict:
-        return {"backup_id": self.backup_id, "tier": self.tier, "created_at": iso_utc(self.created_at),
-                "expires_at": iso_utc(self.expires_at), "age_s": round(now - self.created_at),
-                "expired": self.expires_at <= now}
+    def public(self, now: float, directory: Path | None = None) -> dict:
+        out = {"backup_id": self.backup_id, "tier": self.tier, "created_at": iso_utc(self.created_at),
+               "expires_at": iso_utc(self.expires_at), "age_s": round(now - self.created_at),
+               "expired": self.expires_at <= now}
+        if directory is not None:
+            out["replays"] = replays_noted(directory, self.backup_id)
+        return out
 
 
 def backups_dir(data_dir: Path, clickhouse_url: str) -> Path:
@@ -210,6 +213,30 @@ def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: f
     erased = purge.replay(store, secret, since)
     return {"backup_id": backup_id, "restored_from": iso_utc(manifest.created_at), "replayed_purges": erased,
             "reapplied_receipts": receipts.issued_since(store, since)}
+
+
+_REPLAYS = "replays"
+
+
+def note_replay(directory: Path, backup_ids: Iterable[str], purge_id: str) -> None:
+    """Beside each backup that still holds an erased subject's rows, the receipt a restore
+    of it must replay (one purge id a line, appended): `backup list` shows them without
+    opening the store, while the server runs."""
+    for backup_id in backup_ids:
+        folder = directory / backup_id
+        if folder.is_dir():
+            fd = os.open(folder / _REPLAYS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, purge_id.encode() + b"\n")
+            finally:
+                os.close(fd)
+
+
+def replays_noted(directory: Path, backup_id: str) -> list[str]:
+    try:
+        return [line for line in (directory / backup_id / _REPLAYS).read_text().splitlines() if line]
+    except OSError:
+        return []
 
 
 def replays(store: Store, manifest: Manifest) -> list[str]:

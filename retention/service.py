@@ -66,7 +66,12 @@ class RetentionService:
                    "detail": "the write buffer was drained and no spool file names the subject"},
             backups=self._backups(result.completed_at)))
         receipts.save(self.store, receipt, result.completed_at)
+        self._note_replays(receipt)
         return receipt
+
+    def _note_replays(self, receipt: dict) -> None:
+        if self.backups_dir is not None:
+            backups.note_replay(self.backups_dir, receipt["backups"]["backups_holding_data"], receipt["purge_id"])
 
     def receipt(self, tenant_id: str, purge_id: str) -> dict | None:
         return receipts.load(self.store, tenant_id, purge_id)
@@ -115,4 +120,5 @@ class RetentionService:
             spool={"status": "drained", "detail": "the write buffer was drained before the rows were deleted"},
             backups=await asyncio.to_thread(self._backups, done)))
         await asyncio.to_thread(receipts.save, self.store, receipt, done)
+        await asyncio.to_thread(self._note_replays, receipt)
         return {**summary, "receipt": receipt}

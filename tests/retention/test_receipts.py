@@ -134,7 +134,9 @@ def test_cli_purge_prints_a_receipt_that_cli_verify_accepts_and_rejects_once_cha
     key_file = tmp_path / "other-key.json"
     key_file.write_text(json.dumps(receipts.ReceiptSigner.from_secret(b"elsewhere").published()))
     assert _cli(data, "receipt", "verify", str(path), "--public-key", str(key_file)).returncode == 1
-    # The restore re-applies the receipt, and says so.
+    # The backup lists the receipt a restore must replay; the restore re-applies it, and says so.
+    listed = json.loads(_cli(data, "backup", "list").stdout)["backups"]
+    assert listed[0]["replays"] == [receipt["purge_id"]]
     restored = _cli(data, "backup", "restore", json.loads(made.stdout)["backup_id"])
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["reapplied_receipts"] == [receipt["purge_id"]]
