@@ -51,7 +51,12 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: only the one spelling `_b64` writes (Python's decoder would skip foreign
+    characters and ignore the last character's unused bits: a changed byte unnoticed)."""
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(raw) != text:
+        raise ValueError("not canonical base64url")
+    return raw
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -113,7 +118,7 @@ def _no_duplicates(pairs: list) -> dict:
 def _layouts(obj: dict) -> set[bytes]:
     out = set()
     for ascii_only in (True, False):
-        for kw in ({"separators": (",", ":")}, {}, {"indent": 2}, {"indent": 4}):
+        for kw in ({"separators": (",", ":")}, {}, {"indent": 1}, {"indent": 2}, {"indent": 4}, {"indent": "\t"}):
             text = json.dumps(obj, ensure_ascii=ascii_only, **kw).encode()
             out.update((text, text + b"\n"))
     return out
@@ -133,7 +138,7 @@ def verify(data: bytes, public: Ed25519PublicKey) -> dict:
         raise Invalid("signed with another key")
     try:
         public.verify(_unb64(receipt["signature"]), canonical(receipt))
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError, TypeError):
         raise Invalid("the signature does not match the receipt") from None
     return receipt
 

@@ -44,6 +44,16 @@ def test_a_receipt_verifies_and_any_changed_byte_breaks_it():
             except receipts.Invalid:
                 continue
             raise AssertionError(f"byte {i} changed ({data[i:i + 1]!r} -> {bytes(changed[i:i + 1])!r}) still verifies")
+    # Every other value of each signature byte too (base64's last character has unused bits).
+    start = data.index(b'"signature":"') + len(b'"signature":"')
+    for i in range(start, data.index(b'"', start)):
+        for value in range(256):
+            if value != data[i]:
+                try:
+                    receipts.verify(data[:i] + bytes([value]) + data[i + 1:], signer.public)
+                except receipts.Invalid:
+                    continue
+                raise AssertionError(f"signature byte {i} set to {value} still verifies")
     # Whitespace that no writer puts there is a change too; so is another key.
     assert_invalid = [data.replace(b",", b", ", 1), data.replace(b":", b" :", 1), b" " + data]
     for bad in assert_invalid:
