@@ -90,9 +90,10 @@ def record(store: Store, tenant_id: str, subject: Subject, secret: bytes, reques
     return purge_id
 
 
-def purge(store: Store, tenant_id: str, subject: Subject, secret: bytes, requested_by: str) -> PurgeResult:
+def purge(store: Store, tenant_id: str, subject: Subject, secret: bytes, requested_by: str,
+          requested_at: float | None = None) -> PurgeResult:
     """Erase, verify, and write the ledger (in that order: the ledger states a fact)."""
-    requested_at = time.time()
+    requested_at = time.time() if requested_at is None else requested_at
     subject = subjects.with_links(store, tenant_id, subject)
     deleted, after = erase_counted(store, tenant_id, subject)
     purge_id = record(store, tenant_id, subject, secret, requested_by, deleted, requested_at)

@@ -13,6 +13,10 @@ media and then its rows (retention/offboard.py), and forgets the tenant.
 
 Where the state lives differs between a running edge and the CLI with the server stopped;
 that part is behind `RetentionHooks` (retention/hooks.py), implemented by `edge`.
+
+Each purge and offboarding ends with a signed receipt (retention/receipts.py), stored and
+noted beside the backups that still hold the erased rows; the records of processing
+(retention/ropa.py) are built here too, from the registry and the tenant's settings.
 """
 
 from __future__ import annotations
@@ -82,7 +86,9 @@ class RetentionService:
         return {subject.kind: "sha256:" + subjects.hash_value(self._secret, subject.kind, subject.value)}
 
     async def purge(self, tenant_id: str, subject: Subject, requested_by: str) -> purge.PurgeResult:
-        """Stop accepting the subject's beacons, drain, erase everywhere, verify, record."""
+        """Stop accepting the subject's beacons, drain, erase everywhere, verify, record,
+        and sign the receipt (retention/receipts.py)."""
+        requested_at = time.time()
         linked = await asyncio.to_thread(subjects.with_links, self.store, tenant_id, subject)
         await self.hooks.forget_subject(tenant_id, linked)
         if not await self.hooks.drain_buffers():
@@ -93,7 +99,8 @@ class RetentionService:
                 needles = [subject.value.removeprefix("::ffff:").encode()]
             if await asyncio.to_thread(self.hooks.spooled, needles):
                 raise BadInput("unavailable", "the subject's beacons are still spooled; retry shortly", status=503)
-            result = await asyncio.to_thread(purge.purge, self.store, tenant_id, subject, self._secret, requested_by)
+            result = await asyncio.to_thread(purge.purge, self.store, tenant_id, subject, self._secret, requested_by,
+                                           requested_at)
         result.receipt = await asyncio.to_thread(self._purge_receipt, tenant_id, subject, result, requested_by)
         return result
 
