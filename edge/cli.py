@@ -146,6 +146,10 @@ def _receipt_verify(args: argparse.Namespace) -> int:
             return 2
     else:
         settings = from_env()
+        if not settings.secret_key and not (settings.data_dir / "secret.key").exists():  # never make one here
+            print(json.dumps({"valid": False, "error": "no_key",
+                              "detail": "no deployment secret here: pass --public-key (the well-known key)"}))
+            return 2
         public = receipts.ReceiptSigner.from_secret(load_secret(settings.data_dir, settings.secret_key)).public
     try:
         receipt = receipts.verify(data, public)

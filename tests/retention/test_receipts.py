@@ -144,6 +144,13 @@ def test_cli_purge_prints_a_receipt_that_cli_verify_accepts_and_rejects_once_cha
     key_file = tmp_path / "other-key.json"
     key_file.write_text(json.dumps(receipts.ReceiptSigner.from_secret(b"elsewhere").published()))
     assert _cli(data, "receipt", "verify", str(path), "--public-key", str(key_file)).returncode == 1
+    # Elsewhere (no deployment secret), the published key verifies it; none is made up.
+    mine = tmp_path / "key.json"
+    mine.write_text(json.dumps(receipts.ReceiptSigner.from_secret((data / "secret.key").read_text().strip().encode())
+                               .published()))
+    elsewhere = tmp_path / "elsewhere"
+    assert _cli(elsewhere, "receipt", "verify", str(path), "--public-key", str(mine)).returncode == 0
+    assert _cli(elsewhere, "receipt", "verify", str(path)).returncode == 2 and not elsewhere.exists()
     # The backup lists the receipt a restore must replay; the restore re-applies it, and says so.
     listed = json.loads(_cli(data, "backup", "list").stdout)["backups"]
     assert listed[0]["replays"] == [receipt["purge_id"]]
