@@ -119,7 +119,8 @@ class Edge:
         self.auth = AdminAuth(self.store, self.tenants, self.secret)
         self.audit = audit.AuditWriter(self.store, self.metrics)
         self.audit.start()
-        self.retention = RetentionService(self.store, self.secret, ServerHooks(self))
+        self.retention = RetentionService(self.store, self.secret, ServerHooks(self),
+                                          backups.backups_dir(s.data_dir, s.clickhouse_url), s.backup_every_s)
         self.streams = StreamCache(self.store)
         self.recordings = Recordings(self.store, s.media_dir, self.public_links)
         self.video_cache = VideoCache(self.store)

@@ -76,9 +76,11 @@ def _offline_retention(settings, store):
     """The retention service the API runs, with the server stopped (edge/retention_hooks.py)."""
     from edge.retention_hooks import OfflineHooks
     from edge.streaming.tokens import load_secret
+    from retention import backups
     from retention.service import RetentionService
 
-    return RetentionService(store, load_secret(settings.data_dir, settings.secret_key), OfflineHooks(settings, store))
+    return RetentionService(store, load_secret(settings.data_dir, settings.secret_key), OfflineHooks(settings, store),
+                            backups.backups_dir(settings.data_dir, settings.clickhouse_url), settings.backup_every_s)
 
 
 def _subject_of(args: argparse.Namespace):
@@ -110,6 +112,7 @@ def _privacy(args: argparse.Namespace) -> int:
             result = asyncio.run(service.purge(args.tenant, subject, "cli"))  # drains the spool first
             out = {"purge_id": result.purge_id, "status": result.status, "rows_deleted": result.rows_deleted}
             audit.write(store, audit.row(args.tenant, "cli", "operator", "privacy purge", params=hashed, after=out))
+            out["receipt"] = result.receipt
         else:
             _drain_spool(settings, store)  # the export must see what the stopped edge spooled
             linked, data = asyncio.run(service.export(args.tenant, subject))
@@ -124,6 +127,60 @@ def _privacy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _receipt_verify(args: argparse.Namespace) -> int:
+    """`receipt verify FILE`: exit 0 if the receipt is intact and signed by this
+    deployment's key (or `--public-key`: a PEM file or the well-known JSON), else 1."""
+    from edge.streaming.tokens import load_secret
+    from retention import receipts
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(json.dumps({"valid": False, "error": "unreadable", "detail": str(exc)}))
+        return 2
+    if args.public_key:
+        try:
+            public = receipts.public_key_from(Path(args.public_key).read_text())
+        except (OSError, ValueError, KeyError) as exc:
+            print(json.dumps({"valid": False, "error": "bad_key", "detail": str(exc)}))
+            return 2
+    else:
+        settings = from_env()
+        if not settings.secret_key and not (settings.data_dir / "secret.key").exists():  # never make one here
+            print(json.dumps({"valid": False, "error": "no_key",
+                              "detail": "no deployment secret here: pass --public-key (the well-known key)"}))
+            return 2
+        public = receipts.ReceiptSigner.from_secret(load_secret(settings.data_dir, settings.secret_key)).public
+    try:
+        receipt = receipts.verify(data, public)
+    except receipts.Invalid as exc:
+        print(json.dumps({"valid": False, "error": "invalid_receipt", "detail": str(exc)}))
+        return 1
+    print(json.dumps({"valid": True, "purge_id": receipt.get("purge_id"), "type": receipt.get("type"),
+                      "key_id": receipt.get("key_id"), "completed_at": receipt.get("completed_at")}))
+    return 0
+
+
+def _ropa(args: argparse.Namespace) -> int:
+    """`ropa --tenant T [--format json|html]`: the tenant's records of processing."""
+    from core.tenants import load_tenant
+    from retention import ropa
+
+    settings = from_env()
+    store = open_store(settings.clickhouse_url)
+    try:
+        migrations.apply(store)
+        tenant = load_tenant(store, args.tenant)
+        if tenant is None:
+            print(json.dumps({"error": "not_found", "detail": f"no tenant {args.tenant!r}"}), file=sys.stderr)
+            return 2
+        record = _offline_retention(settings, store).ropa(tenant)
+    finally:
+        store.close()
+    print(ropa.as_html(record) if args.format == "html" else json.dumps(record))
+    return 0
+
+
 def _backup(args: argparse.Namespace) -> int:
     """`backup create|list|prune|restore`: the embedded store must not be in use."""
     import time
@@ -135,7 +192,7 @@ def _backup(args: argparse.Namespace) -> int:
     settings = from_env()
     directory = backups.backups_dir(settings.data_dir, settings.clickhouse_url)
     if args.action in ("list", "prune"):
-        out = ({"backups": [m.public(time.time()) for m in backups.list_backups(directory)],
+        out = ({"backups": [m.public(time.time(), directory) for m in backups.list_backups(directory)],
                 "incomplete": backups.incomplete(directory)}
                if args.action == "list" else {"pruned": backups.prune(directory)})
         print(json.dumps(out))
@@ -311,6 +368,18 @@ def parser() -> argparse.ArgumentParser:
         if action == "export":
             p_action.add_argument("--zip", help="also write the ZIP (a CSV per table and a README) here")
         p_action.set_defaults(run=_privacy)
+
+    receipt = sub.add_parser("receipt", help="erasure receipts").add_subparsers(dest="action", required=True)
+    r_verify = receipt.add_parser("verify", help="check a receipt's signature and integrity (exit 0: valid)")
+    r_verify.add_argument("file")
+    r_verify.add_argument("--public-key", help="PEM or /.well-known/wave-edge/receipt-key JSON (default: this"
+                                               " deployment's key, from WAVE_SECRET_KEY or $WAVE_DATA_DIR/secret.key)")
+    r_verify.set_defaults(run=_receipt_verify)
+
+    ropa = sub.add_parser("ropa", help="records of processing (GDPR Art. 30) of a tenant, from the registry")
+    ropa.add_argument("--tenant", required=True)
+    ropa.add_argument("--format", choices=("json", "html"), default="json")
+    ropa.set_defaults(run=_ropa)
 
     backup = sub.add_parser("backup", help="backups in tiers (daily 24 h, weekly 7 d, monthly 30 d)")
     b_actions = backup.add_subparsers(dest="action", required=True)

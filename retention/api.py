@@ -26,7 +26,7 @@ from core.query_params import time_range, wants_csv
 from core.store import Store
 from core.tenants import Tenant, TenantDirectory
 from core.validation import BadInput
-from retention import audit, export, policy, purge, subjects, support
+from retention import audit, export, policy, purge, receipts, ropa, subjects, support
 from retention.service import RetentionService
 
 Days = Annotated[int, msgspec.Meta(ge=1, le=3650)]
@@ -69,6 +69,7 @@ class PurgeDone(msgspec.Struct):
     purge_id: str
     status: str
     rows_deleted: dict[str, int]
+    receipt: dict  # signed (retention/receipts.py); also at GET /v1/privacy/receipts/{purge_id}
 
 
 def _audit_change(request: Request, **change) -> None:
@@ -88,7 +89,39 @@ async def purge_route(request: Request, retention: Retention, tenant: AdminTenan
         raise BadInput("purge_incomplete", str(exc), status=503) from None
     _audit_change(request, params=retention.subject_params(subject),
                   after={"purge_id": result.purge_id, "rows_deleted": result.rows_deleted})
-    return PurgeDone(result.purge_id, result.status, result.rows_deleted)
+    return PurgeDone(result.purge_id, result.status, result.rows_deleted, result.receipt or {})
+
+
+@get("/v1/privacy/receipts/{purge_id:str}", responses=errors(*ADMIN))
+async def receipt_route(retention: Retention, tenant: AdminTenant, purge_id: FromPath[str]) -> Response:
+    """The signed receipt of one of the tenant's purges, exactly as issued; verify it with
+    the key at `/.well-known/wave-edge/receipt-key` (or `wave-edge receipt verify`)."""
+    if not receipts.PURGE_ID.fullmatch(purge_id):
+        raise BadInput("invalid_parameter", "not a purge id", "$.path.purge_id")
+    found = await asyncio.to_thread(retention.receipt, tenant.tenant_id, purge_id)
+    if found is None:
+        raise BadInput("not_found", f"no receipt {purge_id!r} for this tenant", "$.path.purge_id", status=404)
+    return Response(receipts.encode(found), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@get("/v1/privacy/ropa", responses=errors(*ADMIN))
+async def ropa_route(request: Request, retention: Retention, tenant: AdminTenant) -> Response:
+    """The tenant's records of processing (GDPR Art. 30), generated from the personal-data
+    registry and the tenant's settings: JSON, or `format=html` for a printable page."""
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "html"):
+        raise BadInput("invalid_parameter", "format must be one of: json, html", "$.query.format")
+    record = await asyncio.to_thread(retention.ropa, tenant)
+    if fmt == "html":
+        return Response(ropa.as_html(record), media_type="text/html; charset=utf-8", headers=ropa.HEADERS)
+    return Response(record, headers={"Cache-Control": "no-store"})
+
+
+@get("/.well-known/wave-edge/receipt-key", sync_to_thread=False)
+def receipt_key(retention: Retention) -> Response:
+    """The public key that verifies this deployment's erasure receipts (public, cacheable)."""
+    return Response(retention.signer.published(), headers={"Cache-Control": "public, max-age=3600",
+                                                            "Access-Control-Allow-Origin": "*"})
 
 
 @get("/v1/privacy/export", responses=errors(*ADMIN))
@@ -193,5 +226,5 @@ async def operator_tenant_delete(request: Request, auth: Auth, tenant_directory:
     return Response(await retention.offboard(tenant.tenant_id, actor))
 
 
-ROUTES = [purge_route, export_route, audit_route, retention_show, retention_set, tenant_delete, operator_tenant_delete,
+ROUTES = [purge_route, receipt_route, receipt_key, ropa_route, export_route, audit_route, retention_show, retention_set, tenant_delete, operator_tenant_delete,
           grant_support, list_support_grants, revoke_support]

@@ -35,10 +35,10 @@ from typing import Iterable
 from core import cluster
 from core.store import Store, chdb_path
 from core.timefmt import iso_utc
-from retention import purge
+from retention import purge, receipts
 
 TIERS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
-KEEP_CURRENT = ("purges", "audit_log", "admin_sessions_ended")  # never rolled back by a restore (a sign-out stays)
+KEEP_CURRENT = ("purges", "receipts", "audit_log", "admin_sessions_ended")  # never rolled back by a restore (a sign-out stays)
 REPLAY_MARGIN_S = 600
 _LOCK = ".lock"
 
@@ -56,10 +56,13 @@ class Manifest:
     tables: list[str] = field(default_factory=list)
     media: list[str] = field(default_factory=list)
 
-    def public(self, now: float) -> dict:
-        return {"backup_id": self.backup_id, "tier": self.tier, "created_at": iso_utc(self.created_at),
-                "expires_at": iso_utc(self.expires_at), "age_s": round(now - self.created_at),
-                "expired": self.expires_at <= now}
+    def public(self, now: float, directory: Path | None = None) -> dict:
+        out = {"backup_id": self.backup_id, "tier": self.tier, "created_at": iso_utc(self.created_at),
+               "expires_at": iso_utc(self.expires_at), "age_s": round(now - self.created_at),
+               "expired": self.expires_at <= now}
+        if directory is not None:
+            out["replays"] = replays_noted(directory, self.backup_id)
+        return out
 
 
 def backups_dir(data_dir: Path, clickhouse_url: str) -> Path:
@@ -206,8 +209,39 @@ def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: f
         store.command(f"RESTORE TABLE {db}.{table} FROM {source} SETTINGS allow_non_empty_tables = true")
     # A purge that started shortly before the backup may have finished after it: replaying
     # a few minutes more than strictly needed costs nothing and misses nobody.
-    erased = purge.replay(store, secret, manifest.created_at - REPLAY_MARGIN_S)
-    return {"backup_id": backup_id, "restored_from": iso_utc(manifest.created_at), "replayed_purges": erased}
+    since = manifest.created_at - REPLAY_MARGIN_S
+    erased = purge.replay(store, secret, since)
+    return {"backup_id": backup_id, "restored_from": iso_utc(manifest.created_at), "replayed_purges": erased,
+            "reapplied_receipts": receipts.issued_since(store, since)}
+
+
+_REPLAYS = "replays"
+
+
+def note_replay(directory: Path, backup_ids: Iterable[str], purge_id: str) -> None:
+    """Beside each backup that still holds an erased subject's rows, the receipt a restore
+    of it must replay (one purge id a line, appended): `backup list` shows them without
+    opening the store, while the server runs."""
+    for backup_id in backup_ids:
+        folder = directory / backup_id
+        if folder.is_dir():
+            fd = os.open(folder / _REPLAYS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, purge_id.encode() + b"\n")
+            finally:
+                os.close(fd)
+
+
+def replays_noted(directory: Path, backup_id: str) -> list[str]:
+    try:
+        return [line for line in (directory / backup_id / _REPLAYS).read_text().splitlines() if line]
+    except OSError:
+        return []
+
+
+def replays(store: Store, manifest: Manifest) -> list[str]:
+    """The receipts a restore of this backup re-applies: those issued since it was taken."""
+    return receipts.issued_since(store, manifest.created_at - REPLAY_MARGIN_S)
 
 
 def _db(store: Store) -> str:

@@ -19,7 +19,7 @@ from retention import audit, registry
 from retention.deletion import delete_where
 from retention.hooks import MediaDeleted
 
-KEEP = ("audit_log", "purges")
+KEEP = ("audit_log", "purges", "receipts")  # the records that prove what was deleted
 
 
 def tenant_tables(store: Store) -> list[str]:
@@ -47,9 +47,16 @@ def erase_rows(store: Store, tenant_id: str, tables: list[str]) -> dict[str, int
 def delete_tenant(store: Store, tenant_id: str, media: MediaDeleted, actor: str) -> dict:
     """Erase the tenant everywhere, verify (its media already deleted, by the runner's
     hooks), and leave the two records that must stay."""
+    return delete_tenant_counted(store, tenant_id, media, actor)[0]
+
+
+def delete_tenant_counted(store: Store, tenant_id: str, media: MediaDeleted, actor: str) -> tuple[dict, dict, float]:
+    """`delete_tenant`, also returning each table's physical count after (deleted-rows
+    mask off) and when it was done, for the receipt."""
     tables = tenant_tables(store)
     deleted = erase_rows(store, tenant_id, tables)
-    left = {t: n for t in tables if (n := _rows(store, t, tenant_id))}
+    after = {t: _rows(store, t, tenant_id) for t in tables}
+    left = {t: n for t, n in after.items() if n}
     if left or media.left:
         raise RuntimeError(f"tenant data still present: rows {left}, media {media.left}")
     now = time.time()
@@ -59,4 +66,4 @@ def delete_tenant(store: Store, tenant_id: str, media: MediaDeleted, actor: str)
     }).encode() + b"\n")
     summary = {"tenant_id": tenant_id, "rows_deleted": deleted, "videos_deleted": media.videos}
     audit.write(store, audit.row(tenant_id, actor, "operator", "tenant deleted", after={"deleted": True}, ts=now))
-    return summary
+    return summary, after, now

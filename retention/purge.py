@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.store import Store
 from retention import registry, subjects
@@ -33,8 +33,15 @@ class PurgeIncomplete(RuntimeError):
 class PurgeResult:
     purge_id: str
     status: str
-    rows_deleted: dict[str, int]
+    rows_deleted: dict[str, int]  # the rows found, and deleted, per registered table
     requested_at: float
+    # What the receipt states (retention/receipts.py): the physical count per table after
+    # the delete, the deleted-rows mask off (zero, or the purge would have failed), the
+    # subject with its links resolved, and when the work was done.
+    rows_after: dict[str, int] = field(default_factory=dict)
+    completed_at: float = 0.0
+    subject: Subject | None = None
+    receipt: dict | None = None
 
 
 def _count(store: Store, table: PersonalTable, tenant_id: str, subject: Subject, physical: bool = False) -> int:
@@ -51,6 +58,11 @@ def _count(store: Store, table: PersonalTable, tenant_id: str, subject: Subject,
 
 def erase(store: Store, tenant_id: str, subject: Subject) -> dict[str, int]:
     """Delete the subject's rows from every registered table; verify none is left."""
+    return erase_counted(store, tenant_id, subject)[0]
+
+
+def erase_counted(store: Store, tenant_id: str, subject: Subject) -> tuple[dict[str, int], dict[str, int]]:
+    """`erase`, also returning each table's physical count after (deleted-rows mask off)."""
     deleted: dict[str, int] = {}
     for table in registry.REGISTRY:
         cond = subject.condition(table)
@@ -60,10 +72,11 @@ def erase(store: Store, tenant_id: str, subject: Subject) -> dict[str, int]:
         sql, params = cond
         deleted[table.table] = delete_where(store, table.table, f"{table.tenant_column} = {{tenant:String}} AND {sql}",
                                             {"tenant": tenant_id, **params})
-    left = {t.table: n for t in registry.REGISTRY if (n := _count(store, t, tenant_id, subject, physical=True))}
+    after = {t.table: _count(store, t, tenant_id, subject, physical=True) for t in registry.REGISTRY}
+    left = {table: n for table, n in after.items() if n}
     if left:
         raise PurgeIncomplete(f"rows still present after the purge: {left}")
-    return deleted
+    return deleted, after
 
 
 def record(store: Store, tenant_id: str, subject: Subject, secret: bytes, requested_by: str,
@@ -77,13 +90,14 @@ def record(store: Store, tenant_id: str, subject: Subject, secret: bytes, reques
     return purge_id
 
 
-def purge(store: Store, tenant_id: str, subject: Subject, secret: bytes, requested_by: str) -> PurgeResult:
+def purge(store: Store, tenant_id: str, subject: Subject, secret: bytes, requested_by: str,
+          requested_at: float | None = None) -> PurgeResult:
     """Erase, verify, and write the ledger (in that order: the ledger states a fact)."""
-    requested_at = time.time()
+    requested_at = time.time() if requested_at is None else requested_at
     subject = subjects.with_links(store, tenant_id, subject)
-    deleted = erase(store, tenant_id, subject)
+    deleted, after = erase_counted(store, tenant_id, subject)
     purge_id = record(store, tenant_id, subject, secret, requested_by, deleted, requested_at)
-    return PurgeResult(purge_id, "completed", deleted, requested_at)
+    return PurgeResult(purge_id, "completed", deleted, requested_at, after, time.time(), subject)
 
 
 def replay(store: Store, secret: bytes, since: float) -> dict[str, int]:

@@ -32,10 +32,24 @@ class PersonalTable:
     # e-mail subject reaches that viewer id's data everywhere; empty: never (anyone may
     # write any e-mail into a public request, so an unproven one links nobody).
     links_email_to_viewer: str = ""
+    # For the records of processing (retention/ropa.py, GDPR Art. 30), said here so they
+    # cannot drift from what the code stores: whose data, which categories, why, and on
+    # which legal basis (`consent_mode`: consent for opt-in tenants, legitimate interest
+    # for anonymous ones; or a fixed basis).
+    data_subjects: str = ""
+    categories: tuple[str, ...] = ()
+    purpose: str = ""
+    legal_basis: str = ""
 
 
 REGISTRY: tuple[PersonalTable, ...] = (
-    PersonalTable("viewer_events", ("viewer_id", "email", "ip"), "viewer_events_days"),
+    PersonalTable("viewer_events", ("viewer_id", "email", "ip"), "viewer_events_days",
+                  data_subjects="viewers",
+                  categories=("pseudonymous viewer id", "IP address (per the tenant's IP mode)",
+                              "country, region and city (from the IP address)", "OS, browser and device (user agent)",
+                              "screen and player size", "playback events and times"),
+                  purpose="playback quality and audience analytics for the tenant (QoE, views, watch time)",
+                  legal_basis="consent_mode"),
     # Consents prove the consent behind stored data: a viewer's latest one stays past its
     # period while the viewer still has beacons within it. Only an e-mail the tenant's
     # server vouched for (an identity token, analytics/identity.py) links viewer ids.
@@ -44,12 +58,31 @@ REGISTRY: tuple[PersonalTable, ...] = (
                                    " WHERE tenant_id = {t:String} GROUP BY viewer_id)"
                                    " AND viewer_id IN (SELECT DISTINCT viewer_id FROM viewer_events"
                                    " WHERE tenant_id = {t:String} AND ts >= {cutoff:DateTime64(3)})",
-                  links_email_to_viewer="email_proof != ''"),
-    PersonalTable("sessions", ("ip",), "sessions_days", "started_at"),
+                  links_email_to_viewer="email_proof != ''",
+                  data_subjects="viewers",
+                  categories=("pseudonymous viewer id", "e-mail (identified viewers, proven by the tenant)",
+                              "IP address (per the tenant's IP mode)", "purposes, policy version, grant and withdrawal"),
+                  purpose="proof of the consent behind stored data, and its withdrawal (Art. 7(1))",
+                  legal_basis="legal obligation (Art. 6(1)(c): demonstrating consent, Art. 7(1))"),
+    PersonalTable("sessions", ("ip",), "sessions_days", "started_at",
+                  data_subjects="publishers and viewers",
+                  categories=("IP address (per the tenant's IP mode)", "stream or video, endpoint, start and end"),
+                  purpose="history of successful publisher and viewer sessions: operation, abuse handling, billing",
+                  legal_basis="legitimate interest (Art. 6(1)(f): running and securing the service)"),
     # The per-view rollup (analytics/rollup.py): a viewer's views, by viewer id.
-    PersonalTable("views", ("viewer_id",), "viewer_events_days", "started_at"),
+    PersonalTable("views", ("viewer_id",), "viewer_events_days", "started_at",
+                  data_subjects="viewers",
+                  categories=("pseudonymous viewer id", "per-view startup, playing, rebuffering and seeking times",
+                              "country, OS, browser, device, screen"),
+                  purpose="the tenant's analytics dashboards (a rollup of viewer_events)",
+                  legal_basis="consent_mode"),
     # Admins' and operators' addresses in the audit log.
-    PersonalTable("audit_log", ("ip",), "audit_days"),
+    PersonalTable("audit_log", ("ip",), "audit_days",
+                  data_subjects="tenant admins, support staff and operators",
+                  categories=("key id (never the key)", "IP address", "action, parameters (subjects hashed), outcome"),
+                  purpose="accountability: who accessed or changed what, and when (Art. 5(2), 32)",
+                  legal_basis="legal obligation and legitimate interest (Art. 6(1)(c), (f): security and"
+                              " accountability)"),
 )
 
 

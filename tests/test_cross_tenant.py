@@ -37,7 +37,8 @@ def victim(server, tenant_factory, store):
     wait_for(lambda: count_events(store, a.tenant_id) == 2, what="A's beacons")
     grant = support.grant(store, a.tenant_id, "key:test", 3600)
     identity = server.http.get("/v1/identity-secret", headers=_admin(key_a)).json()["identity_secret"]
-    return {"tenant": a, "key": key_a, "stream_id": stream["stream_id"], "video_id": video.video_id,
+    receipt = server.http.post("/v1/privacy/purge", json={"viewer_id": "nobody"}, headers=_admin(key_a)).json()
+    return {"purge_id": receipt["purge_id"], "tenant": a, "key": key_a, "stream_id": stream["stream_id"], "video_id": video.video_id,
             "grant_id": grant["grant_id"], "key_id": hash_key(key_a)[:KEY_ID_CHARS], "identity_secret": identity}
 
 
@@ -86,6 +87,8 @@ def _cases(a: dict) -> dict:
         ("POST", "/v1/privacy/purge"): ("/v1/privacy/purge", {"json": {"viewer_id": "alice"}},
                                         lambda r: r.status_code == 200 and not any(r.json()["rows_deleted"].values())),
         ("GET", "/v1/privacy/export"): ("/v1/privacy/export", {"params": {"viewer_id": "alice"}}, lacks(vid, tid)),
+        ("GET", "/v1/privacy/receipts/{purge_id}"): (f"/v1/privacy/receipts/{a['purge_id']}", {}, status(404)),
+        ("GET", "/v1/privacy/ropa"): ("/v1/privacy/ropa", {}, lacks(tid, "victim")),
         ("GET", "/v1/audit"): ("/v1/audit", {}, lacks(tid, sid, a["key_id"])),
         ("GET", "/v1/retention"): ("/v1/retention", {}, lacks(tid)),
         ("PUT", "/v1/retention"): ("/v1/retention", {"json": {"viewer_events_days": 7}}, lacks(tid)),
