@@ -32,7 +32,7 @@ from core.metrics import Registry
 from core.store import Store, open_store
 from core.tenants import TenantDirectory
 from core.wire import Health
-from edge import demo as demo_setup, http, logs, metrics_access
+from edge import demo as demo_setup, http, logs, metrics_access, regions
 from edge.dependencies import DEPENDENCIES
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
@@ -255,7 +255,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         exception_handlers=http.EXCEPTION_HANDLERS,
         guards=[csrf.json_content_type],
         middleware=[http.request_metrics(edge.metrics), http.security_headers, http.cors_middleware(edge),
-                    http.rate_limit_middleware(edge),
+                    http.rate_limit_middleware(edge), regions.region_redirect(settings),
                     http.audit_middleware(edge)],
         # The document only, as JSON at /schema and /schema/openapi.json: Litestar's HTML
         # renderers load their scripts from a CDN, on the dashboard's origin (SECURITY.md).

@@ -32,15 +32,32 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _elsewhere(settings, tenant_id: str | None, region: str | None = None) -> bool:
+    """A tenant of another region is none of this deployment's business: its data is kept,
+    purged, exported and offboarded only in its own region. Says so on stderr."""
+    from core.regions import region_of
+
+    region = region or (region_of(tenant_id) if tenant_id else None)
+    if region is None or region == settings.region:
+        return False
+    where = settings.regions.get(region)
+    print(json.dumps({"error": "wrong_region", "detail": (
+        f"this deployment serves region {settings.region!r} only (WAVE_REGION); region {region!r} is served "
+        + (f"at {where}" if where else "by another deployment") + ": run the command there")}), file=sys.stderr)
+    return True
+
+
 def _tenant_create(args: argparse.Namespace) -> int:
     settings = from_env()
+    if _elsewhere(settings, None, args.region):
+        return 2
     store = open_store(settings.clickhouse_url)
     try:
         migrations.apply(store)
         tenant, key = create_tenant(
             store,
             args.name,
-            region=args.region,
+            region=args.region or settings.region,
             retention_days=args.retention_days,
             ip_mode=args.ip_mode,
             allowed_origins=tuple(args.allowed_origin or ()),
@@ -96,6 +113,8 @@ def _privacy(args: argparse.Namespace) -> int:
     from retention import audit, export
 
     settings = from_env()
+    if _elsewhere(settings, args.tenant):
+        return 2
     try:
         subject = _subject_of(args)
     except BadInput as exc:
@@ -169,6 +188,8 @@ def _retention(args: argparse.Namespace) -> int:
     from retention import audit, policy
 
     settings = from_env()
+    if _elsewhere(settings, getattr(args, "tenant", None)):
+        return 2
     store = open_store(settings.clickhouse_url)
     try:
         migrations.apply(store)
@@ -201,6 +222,8 @@ def _tenant_delete(args: argparse.Namespace) -> int:
     import asyncio
 
     settings = from_env()
+    if _elsewhere(settings, args.tenant_id):
+        return 2
     store = open_store(settings.clickhouse_url)
     try:
         migrations.apply(store)
@@ -237,6 +260,8 @@ def _tenant_key(args: argparse.Namespace) -> int:
     from retention import audit
 
     settings = from_env()
+    if _elsewhere(settings, args.tenant_id):
+        return 2
     store = open_store(settings.clickhouse_url)
     try:
         migrations.apply(store)
@@ -284,7 +309,8 @@ def parser() -> argparse.ArgumentParser:
     tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="action", required=True)
     create = tenant.add_parser("create", help="create a tenant; prints its id and admin key")
     create.add_argument("name")
-    create.add_argument("--region", default="eu")
+    create.add_argument("--region", default=None,
+                        help="the tenant's region for life; only the one this deployment serves (WAVE_REGION)")
     create.add_argument("--retention-days", type=int, default=395)
     create.add_argument("--ip-mode", choices=IP_MODES, default="truncated")
     create.add_argument("--allowed-origin", action="append", help="repeat for each origin")

@@ -22,6 +22,7 @@ from core.metrics import Registry
 from core.paths import is_admin_path
 from core.store import StoreUnavailable
 from core.validation import BadInput
+from edge import media_layout
 from retention import audit
 
 log = logging.getLogger("edge.http")
@@ -150,7 +151,7 @@ def cors_middleware(edge):
     return factory
 
 
-_MEDIA_PATH = re.compile(r"^/(?:v1/playback|vod|live|whep|whip)/((?:vd|st)_[0-9a-f]{16})(?:/|$)")
+_MEDIA_PATH = re.compile(rf"^/(?:v1/playback|vod|live|whep|whip)/({media_layout.MEDIA_ID_PATTERN})(?:/|$)")
 
 
 async def _origin_allowed(edge, path: str, origin: bytes) -> bool:
