@@ -247,7 +247,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
                         *whip.ROUTES, *whep.ROUTES, *whep_events.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
                         *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES, *dashboard_api.ROUTES,
                         *dashboard.ROUTES, *retention_api.ROUTES, *keys_api.ROUTES,
-                        *identity_api.ROUTES],
+                        *identity_api.ROUTES, *regions.ROUTES],
         state=State({"edge": edge}),
         dependencies=DEPENDENCIES,
         on_startup=[on_startup],

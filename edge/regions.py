@@ -25,6 +25,8 @@ Ids and keys without a region (made before regions) belong to the edge that hold
 from __future__ import annotations
 
 import msgspec
+from litestar import get
+from litestar.datastructures import State
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.regions import region_of
@@ -74,10 +76,30 @@ def _region_in_body(body: bytes, field: str, known: dict[str, str]) -> str | Non
     return _key_region(value, known) if field == "admin_key" else region_of(value)
 
 
+class RegionMap(msgspec.Struct):
+    region: str
+    regions: dict[str, str]
+
+
+@get("/.well-known/wave-edge/regions", sync_to_thread=False)
+def region_map(state: State) -> RegionMap:
+    """The region this edge serves and where every region's edge is (`WAVE_REGIONS`). The
+    dashboard asks it when a sign-in was redirected: a browser hides the `Location` of a
+    cross-origin redirect from the page, so the page finds the key's region's edge here."""
+    settings = state.edge.settings
+    return RegionMap(settings.region, dict(settings.regions))
+
+
+ROUTES = [region_map]
+
+
 def region_redirect(settings) -> object:
     """The middleware factory (Litestar `middleware=[...]`)."""
     here = settings.region
     regions = settings.regions
+    # With no other region known, a body naming one cannot be routed anyway, and its
+    # handler refuses the unknown tenant without storing anything: skip reading it.
+    inspect_bodies = any(name != here for name in regions)
 
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -85,7 +107,7 @@ def region_redirect(settings) -> object:
                 await app(scope, receive, send)
                 return
             region = region_of_request(scope, regions)
-            field = _BODY_FIELD.get(scope["path"]) if scope["method"] == "POST" else None
+            field = _BODY_FIELD.get(scope["path"]) if scope["method"] == "POST" and inspect_bodies else None
             if region is None and field is not None:
                 messages, body = await _read_body(receive)
                 region = _region_in_body(body, field, regions)

@@ -285,6 +285,22 @@ async def _watch_in_chromium(away: Region, video_id: str) -> str:
         return origin, stored["viewer_id"]
 
 
+async def _dashboard_in_chromium(away: Region, home: Region) -> None:
+    """Signing in on the wrong region's dashboard lands on the right one, where it works."""
+    async with chromium() as (context, errors):
+        page = await context.new_page()
+        await page.goto(f"{away.base}/admin")
+        await page.fill("#key", home.tenant["admin_key"])
+        await page.click("#signin button[type=submit]")
+        await page.wait_for_url(f"{home.base}/admin", timeout=15_000)
+        await page.fill("#key", home.tenant["admin_key"])
+        await page.click("#signin button[type=submit]")
+        await page.locator('body[data-view="dashboard"]').wait_for(timeout=15_000)
+        assert await page.locator("#tenant").inner_text() == home.tenant_name
+        # The only console error allowed: the first edge's redirect of the sign-in itself.
+        assert not [e for e in errors if "admin/session" not in e], errors
+
+
 _SCAN = """
 import json, sys
 import clickhouse_connect
@@ -351,6 +367,9 @@ def test_two_regions_keep_their_tenants_data_to_themselves(tmp_path):
             finally:
                 drive.close()
         # The player: a us video embedded from the eu edge plays, and its beacons land in us.
+        assert httpx.get(f"{eu.base}/.well-known/wave-edge/regions").json() == {
+            "region": "eu", "regions": {"eu": eu.base, "us": us.base}}
+        asyncio.run(_dashboard_in_chromium(us, eu))
         origin, browser_viewer = asyncio.run(_watch_in_chromium(eu, made["us"]["video_id"]))
         assert origin == us.base
         viewers["us"].append(browser_viewer)
