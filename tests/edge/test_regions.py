@@ -5,7 +5,8 @@ its own embedded store and media (one chDB path per process), and asks every pub
 admin path of each region's tenant of the *other* region's edge first: each answers 307
 with `Location` on the right edge, and following it works (uploads, WHIP publish, WHEP
 and HLS playback, consent, beacons, analytics, privacy, audit, keys, the dashboard's
-sign-in, and the player in Chromium). After both edges stop, every table of each store is
+sign-in in Chromium, and the player in Chromium as an iframe embed opened on the wrong
+edge and as a script embed whose script came from it). After both edges stop, every table of each store is
 read in full (deleted rows included) and every file under each data directory is read:
 none holds an id, name, viewer or key of the other region's tenant.
 """
@@ -37,6 +38,7 @@ from edge.streaming import rtc
 from tests.browser import chromium, played
 from tests.conftest import ROOT, free_port, wait_for
 from tests.edge.test_cli_and_http import _cli
+from tests.edge.test_player_browser import _Site
 from tests.edge.test_whep import _watch
 from tests.media import PatternTrack, ToneTrack
 
@@ -301,6 +303,29 @@ async def _dashboard_in_chromium(away: Region, home: Region) -> None:
         assert not [e for e in errors if "admin/session" not in e], errors
 
 
+async def _script_embed_in_chromium(away: Region, home: Region, video_id: str, viewer: str, root: Path) -> list[str]:
+    """A tenant's own site loads the player script from the wrong region's edge: the config
+    request is redirected, and from then on the player talks to the media's region only."""
+    site = _Site(root)
+    requests: list[str] = []
+    try:
+        url = site.page("index.html", f"""<!doctype html><html><head><meta charset="utf-8">
+<link rel="icon" href="data:,"><script src="{away.base}/player/wave-player.js"></script></head><body>
+<wave-player video-id="{video_id}" consent="granted" viewer-id="{viewer}"></wave-player></body></html>""")
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            await page.goto(url)
+            await page.click(".wave-play")
+            await played(page, 2.0)
+            await page.goto("about:blank")
+            await asyncio.sleep(0.5)
+            assert not errors, errors
+    finally:
+        site.close()
+    return requests
+
+
 _SCAN = """
 import json, sys
 import clickhouse_connect
@@ -373,10 +398,18 @@ def test_two_regions_keep_their_tenants_data_to_themselves(tmp_path):
         origin, browser_viewer = asyncio.run(_watch_in_chromium(eu, made["us"]["video_id"]))
         assert origin == us.base
         viewers["us"].append(browser_viewer)
+        host_viewer = f"host-viewer-{secrets.token_hex(4)}"
+        requests = asyncio.run(_script_embed_in_chromium(eu, us, made["us"]["video_id"], host_viewer,
+                                                         tmp_path / "site"))
+        viewers["us"].append(host_viewer)
+        assert any(r.startswith(f"{us.base}/v1/collect") for r in requests), requests
+        assert not [r for r in requests if r.startswith(eu.base) and "/player/" not in r
+                    and "/v1/playback/" not in r], requests
         key = {"authorization": f"Bearer {us.tenant['admin_key']}"}
-        wait_for(lambda: any(r["type"] == "viewend" for r in httpx.get(
-            f"{us.base}/v1/privacy/export", params={"viewer_id": browser_viewer}, headers=key, timeout=10,
-        ).json()["tables"].get("viewer_events", [])), timeout=30, what="the browser's beacons in the us store")
+        for viewer in (browser_viewer, host_viewer):
+            wait_for(lambda: any(r["type"] == "viewend" for r in httpx.get(
+                f"{us.base}/v1/privacy/export", params={"viewer_id": viewer}, headers=key, timeout=10,
+            ).json()["tables"].get("viewer_events", [])), timeout=30, what="the browser's beacons in the us store")
     finally:
         for region in (eu, us):
             region.stop()
