@@ -168,7 +168,8 @@ class Edge:
                 if every > 0 and await asyncio.to_thread(backups.due, directory, every, time.time()):
                     if await self.buffer.drain(timeout_s=30):
                         media = media_layout.videos_on_disk(self.settings.media_dir)
-                        manifest = await asyncio.to_thread(backups.create, self.store, directory, media)
+                        manifest = await asyncio.to_thread(backups.create, self.store, directory, media,
+                                                            region=self.settings.region)
                         log.info("backup %s (%s) taken", manifest.backup_id, manifest.tier)
             except Exception:
                 log.exception("scheduled backup work failed")

@@ -165,14 +165,15 @@ def _backup(args: argparse.Namespace) -> int:
         if args.action == "create":
             _drain_spool(settings, store)
             media = media_layout.videos_on_disk(settings.media_dir)
-            manifest = backups.create(store, directory, media, tier=args.tier)
+            manifest = backups.create(store, directory, media, tier=args.tier, region=settings.region)
             out = {k: v for k, v in manifest.public(time.time()).items() if k in ("backup_id", "tier", "expires_at")}
         else:
             try:
                 out = backups.restore(store, directory, args.backup_id,
-                                      load_secret(settings.data_dir, settings.secret_key))
+                                      load_secret(settings.data_dir, settings.secret_key), region=settings.region)
             except LookupError as exc:
-                error = "incomplete" if isinstance(exc, backups.Incomplete) else "not_found"
+                error = ("incomplete" if isinstance(exc, backups.Incomplete)
+                         else "wrong_region" if isinstance(exc, backups.WrongRegion) else "not_found")
                 print(json.dumps({"error": error, "detail": str(exc)}), file=sys.stderr)
                 return 2
         audit.write(store, audit.row("", "cli", "operator", f"backup {args.action}", after=out))

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from edge.regions import region_of_request
 from edge.settings import from_env, parse_regions
 from edge.streaming import rtc
 from tests.browser import chromium, played
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, query_path, wait_for
 from tests.edge.test_cli_and_http import _cli
 from tests.edge.test_player_browser import _Site
 from tests.edge.test_whep import _watch
@@ -429,3 +430,22 @@ def test_two_regions_keep_their_tenants_data_to_themselves(tmp_path):
             assert tenant["tenant_id"] in own[table]["hits"] or made[home.name]["stream_id"] in own[table]["hits"] \
                 or made[home.name]["video_id"] in own[table]["hits"], (table, own[table])
         assert _scan_files(home, [made[home.name]["video_id"]]), "the video's media is at home"
+
+
+def test_a_backup_is_restored_only_in_its_region(tmp_path):
+    """A backup of the us store copied to an eu deployment is refused there, and nothing of
+    it lands in the eu store; in its own region it restores as before."""
+    us_dir, eu_dir = tmp_path / "us", tmp_path / "eu"
+    made = _cli(us_dir, "tenant", "create", "acme-us", WAVE_REGION="us")
+    assert made.returncode == 0, made.stderr
+    tenant_id = json.loads(made.stdout)["tenant_id"]
+    backup = _cli(us_dir, "backup", "create", WAVE_REGION="us")
+    assert backup.returncode == 0, backup.stderr
+    backup_id = json.loads(backup.stdout)["backup_id"]
+    assert _cli(eu_dir, "tenant", "create", "acme-eu", WAVE_REGION="eu").returncode == 0
+    shutil.copytree(us_dir / "backups" / backup_id, eu_dir / "backups" / backup_id)
+    refused = _cli(eu_dir, "backup", "restore", backup_id, WAVE_REGION="eu")
+    assert refused.returncode == 2 and json.loads(refused.stderr)["error"] == "wrong_region", refused.stderr
+    assert query_path(eu_dir / "clickhouse", f"SELECT count() FROM tenants WHERE tenant_id = '{tenant_id}'") == [[0]]
+    restored = _cli(us_dir, "backup", "restore", backup_id, WAVE_REGION="us")
+    assert restored.returncode == 0, restored.stderr
