@@ -87,6 +87,20 @@ def test_requests_are_routed_by_path_key_and_support_tenant():
     assert region_of_request(scope("/v1/streams/st_0123456789abcdef"), known) is None
 
 
+def test_a_region_this_edge_cannot_locate_is_misdirected_not_served(server, tenant_factory):
+    """An id of a region missing from WAVE_REGIONS: 421 in the error shape, nothing done;
+    a key that only looks like one stays with this edge (401 when unknown here)."""
+    r = server.http.get("/v1/playback/vd_ap_0123456789abcdef")
+    assert r.status_code == 421 and r.json()["error"] == "unknown_region"
+    assert set(r.json()["detail"]) == {"path", "message"}
+    r = server.http.post("/v1/streams", json={"name": "x"}, headers={"authorization": "Bearer wk_ap_" + "a" * 43})
+    assert r.status_code == 401
+    _, key = tenant_factory()
+    assert key.startswith("wk_eu_")
+    assert server.http.post("/v1/streams", json={"name": "x"}, headers={"authorization": f"Bearer {key}"}).json()[
+        "stream_id"].startswith("st_eu_")
+
+
 def test_tenant_create_refuses_a_region_this_deployment_does_not_serve(tmp_path):
     out = _cli(tmp_path / "var", "tenant", "create", "acme", "--region", "us", WAVE_REGION="eu")
     assert out.returncode != 0
