@@ -31,6 +31,7 @@ from litestar.di import NamedDependency
 
 from core import admin_sessions, csrf
 from core.cache import TTLCache
+from core.regions import REGION_PATTERN
 from core.store import Store
 from core.tenants import Tenant, TenantDirectory, hash_key, tenant_id_for_key_hash
 from core.validation import BadInput
@@ -39,7 +40,7 @@ _CACHE_S = 2.0
 COOKIE = "wave_admin"
 SESSION_S = 8 * 3600
 # What the edge issues: `wk_` admin, `sk_` support, `ok_` operator keys (core/tenants.py).
-_KEY_SHAPE = re.compile(r"^(?:wk|sk|ok)_[A-Za-z0-9_-]{43}$", re.ASCII)
+_KEY_SHAPE = re.compile(rf"^(?:wk|sk|ok)_(?:{REGION_PATTERN}_)?[A-Za-z0-9_-]{{43}}$", re.ASCII)  # `wk_eu_…` or legacy
 # Lookups of keys not in the cache at once: a flood of guessed keys waits on itself, not on
 # the threads that beacons and consents need.
 _LOOKUPS_AT_ONCE = 2

@@ -9,7 +9,6 @@ nothing for secrets with that much entropy, and lookups stay one indexed read).
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import time
 from typing import Literal, get_args
@@ -17,11 +16,11 @@ from typing import Literal, get_args
 import msgspec
 
 from core.cache import TTLCache
+from core.regions import REGION, region_of, tagged
 from core.store import Store
 
 IpMode = Literal["full", "truncated", "none"]
 IP_MODES: tuple[str, ...] = ("full", "truncated", "none")
-_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{1,31}$")
 
 
 Takeover = Literal["idle", "newest"]
@@ -78,7 +77,7 @@ def create_tenant(
     """Create a tenant and its first admin key; the clear key is returned once, never stored."""
     if not name.strip():
         raise TenantError("name must not be empty")
-    if not _REGION.match(region):
+    if not REGION.match(region):
         raise TenantError("region must be 2-32 lowercase letters, digits or '-'")
     if not 1 <= retention_days <= 3650:
         raise TenantError("retention_days must be between 1 and 3650")
@@ -91,7 +90,7 @@ def create_tenant(
     if publisher_takeover not in TAKEOVERS:
         raise TenantError(f"publisher_takeover must be one of {', '.join(TAKEOVERS)}")
     tenant = Tenant(
-        tenant_id="tn_" + secrets.token_hex(8),
+        tenant_id=tagged("tn_", region, secrets.token_hex(8)),  # the region for life
         name=name.strip(),
         region=region,
         retention_days=retention_days,
@@ -131,8 +130,9 @@ KEY_ID_CHARS = 12  # a key's public name: the start of its hash (audit actors us
 
 
 def create_admin_key(store: Store, tenant_id: str) -> str:
-    """A new admin key for the tenant; only its hash is stored, the key is shown once."""
-    admin_key = "wk_" + secrets.token_urlsafe(32)
+    """A new admin key for the tenant; only its hash is stored, the key is shown once.
+    It names the tenant's region (`wk_eu_...`), so any edge can send its calls there."""
+    admin_key = tagged("wk_", region_of(tenant_id), secrets.token_urlsafe(32))
     store.command(
         "INSERT INTO api_keys (key_hash, tenant_id, role, created_at, updated_at)"
         " VALUES ({h:String}, {id:String}, 'admin', now64(6), now64(6))",

@@ -32,7 +32,7 @@ from core.metrics import Registry
 from core.store import Store, open_store
 from core.tenants import TenantDirectory
 from core.wire import Health
-from edge import demo as demo_setup, http, logs, metrics_access
+from edge import demo as demo_setup, http, logs, metrics_access, regions
 from edge.dependencies import DEPENDENCIES
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
@@ -169,7 +169,8 @@ class Edge:
                 if every > 0 and await asyncio.to_thread(backups.due, directory, every, time.time()):
                     if await self.buffer.drain(timeout_s=30):
                         media = media_layout.videos_on_disk(self.settings.media_dir)
-                        manifest = await asyncio.to_thread(backups.create, self.store, directory, media)
+                        manifest = await asyncio.to_thread(backups.create, self.store, directory, media,
+                                                            region=self.settings.region)
                         log.info("backup %s (%s) taken", manifest.backup_id, manifest.tier)
             except Exception:
                 log.exception("scheduled backup work failed")
@@ -248,7 +249,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
                         *whip.ROUTES, *whep.ROUTES, *whep_events.ROUTES, *hls.ROUTES, *vod_serve.ROUTES,
                         *vod_api.ROUTES, *vod_upload.ROUTES, *embed_routes.ROUTES, *dashboard_api.ROUTES,
                         *dashboard.ROUTES, *retention_api.ROUTES, *keys_api.ROUTES,
-                        *identity_api.ROUTES],
+                        *identity_api.ROUTES, *regions.ROUTES],
         state=State({"edge": edge}),
         dependencies=DEPENDENCIES,
         on_startup=[on_startup],
@@ -256,7 +257,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         exception_handlers=http.EXCEPTION_HANDLERS,
         guards=[csrf.json_content_type],
         middleware=[http.request_metrics(edge.metrics), http.security_headers, http.cors_middleware(edge),
-                    http.rate_limit_middleware(edge),
+                    http.rate_limit_middleware(edge), regions.region_redirect(settings),
                     http.audit_middleware(edge)],
         # The document only, as JSON at /schema and /schema/openapi.json: Litestar's HTML
         # renderers load their scripts from a CDN, on the dashboard's origin (SECURITY.md).

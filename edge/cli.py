@@ -32,15 +32,32 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _elsewhere(settings, tenant_id: str | None, region: str | None = None) -> bool:
+    """A tenant of another region is none of this deployment's business: its data is kept,
+    purged, exported and offboarded only in its own region. Says so on stderr."""
+    from core.regions import region_of
+
+    region = region or (region_of(tenant_id) if tenant_id else None)
+    if region is None or region == settings.region:
+        return False
+    where = settings.regions.get(region)
+    print(json.dumps({"error": "wrong_region", "detail": (
+        f"this deployment serves region {settings.region!r} only (WAVE_REGION); region {region!r} is served "
+        + (f"at {where}" if where else "by another deployment") + ": run the command there")}), file=sys.stderr)
+    return True
+
+
 def _tenant_create(args: argparse.Namespace) -> int:
     settings = from_env()
+    if _elsewhere(settings, None, args.region):
+        return 2
     store = open_store(settings.clickhouse_url)
     try:
         migrations.apply(store)
         tenant, key = create_tenant(
             store,
             args.name,
-            region=args.region,
+            region=args.region or settings.region,
             retention_days=args.retention_days,
             ip_mode=args.ip_mode,
             allowed_origins=tuple(args.allowed_origin or ()),
@@ -98,6 +115,8 @@ def _privacy(args: argparse.Namespace) -> int:
     from retention import audit, export
 
     settings = from_env()
+    if _elsewhere(settings, args.tenant):
+        return 2
     try:
         subject = _subject_of(args)
     except BadInput as exc:
@@ -203,14 +222,15 @@ def _backup(args: argparse.Namespace) -> int:
         if args.action == "create":
             _drain_spool(settings, store)
             media = media_layout.videos_on_disk(settings.media_dir)
-            manifest = backups.create(store, directory, media, tier=args.tier)
+            manifest = backups.create(store, directory, media, tier=args.tier, region=settings.region)
             out = {k: v for k, v in manifest.public(time.time()).items() if k in ("backup_id", "tier", "expires_at")}
         else:
             try:
                 out = backups.restore(store, directory, args.backup_id,
-                                      load_secret(settings.data_dir, settings.secret_key))
+                                      load_secret(settings.data_dir, settings.secret_key), region=settings.region)
             except LookupError as exc:
-                error = "incomplete" if isinstance(exc, backups.Incomplete) else "not_found"
+                error = ("incomplete" if isinstance(exc, backups.Incomplete)
+                         else "wrong_region" if isinstance(exc, backups.WrongRegion) else "not_found")
                 print(json.dumps({"error": error, "detail": str(exc)}), file=sys.stderr)
                 return 2
         audit.write(store, audit.row("", "cli", "operator", f"backup {args.action}", after=out))
@@ -226,6 +246,8 @@ def _retention(args: argparse.Namespace) -> int:
     from retention import audit, policy
 
     settings = from_env()
+    if _elsewhere(settings, getattr(args, "tenant", None)):
+        return 2
     store = open_store(settings.clickhouse_url)
     try:
         migrations.apply(store)
@@ -258,6 +280,8 @@ def _tenant_delete(args: argparse.Namespace) -> int:
     import asyncio
 
     settings = from_env()
+    if _elsewhere(settings, args.tenant_id):
+        return 2
     store = open_store(settings.clickhouse_url)
     try:
         migrations.apply(store)
@@ -294,6 +318,8 @@ def _tenant_key(args: argparse.Namespace) -> int:
     from retention import audit
 
     settings = from_env()
+    if _elsewhere(settings, args.tenant_id):
+        return 2
     store = open_store(settings.clickhouse_url)
     try:
         migrations.apply(store)
@@ -341,7 +367,8 @@ def parser() -> argparse.ArgumentParser:
     tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="action", required=True)
     create = tenant.add_parser("create", help="create a tenant; prints its id and admin key")
     create.add_argument("name")
-    create.add_argument("--region", default="eu")
+    create.add_argument("--region", default=None,
+                        help="the tenant's region for life; only the one this deployment serves (WAVE_REGION)")
     create.add_argument("--retention-days", type=int, default=395)
     create.add_argument("--ip-mode", choices=IP_MODES, default="truncated")
     create.add_argument("--allowed-origin", action="append", help="repeat for each origin")

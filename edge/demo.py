@@ -122,11 +122,11 @@ async def ensure(edge) -> Demo:
     if existing is not None:
         return existing
     tenant, key = await asyncio.to_thread(
-        create_tenant, edge.store, "Demo", retention_days=30,
+        create_tenant, edge.store, "Demo", region=edge.settings.region, retention_days=30,
         consent_text="This demo measures how the video plays (start-up, stalls, errors) to show "
                      "the analytics dashboard. Nothing leaves this machine.",
     )
-    video = videos.Video(video_id=videos.new_video_id(), tenant_id=tenant.tenant_id,
+    video = videos.Video(video_id=videos.new_video_id(tenant.region), tenant_id=tenant.tenant_id,
                          title="wave-edge demo: test pattern", tags=["demo"])
     await asyncio.to_thread(videos.save, edge.store, video)
     source = media_layout.upload_path(edge.settings.media_dir, video.video_id)

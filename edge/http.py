@@ -19,9 +19,11 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from core import client_address
 from core.limits import RateLimited
 from core.metrics import Registry
+from core.regions import region_of
 from core.paths import is_admin_path
 from core.store import StoreUnavailable
 from core.validation import BadInput
+from edge import media_layout
 from retention import audit
 
 log = logging.getLogger("edge.http")
@@ -150,7 +152,7 @@ def cors_middleware(edge):
     return factory
 
 
-_MEDIA_PATH = re.compile(r"^/(?:v1/playback|vod|live|whep|whip)/((?:vd|st)_[0-9a-f]{16})(?:/|$)")
+_MEDIA_PATH = re.compile(rf"^/(?:v1/playback|vod|live|whep|whip)/({media_layout.MEDIA_ID_PATTERN})(?:/|$)")
 
 
 async def _origin_allowed(edge, path: str, origin: bytes) -> bool:
@@ -160,6 +162,8 @@ async def _origin_allowed(edge, path: str, origin: bytes) -> bool:
     if m is None or edge.tenants is None:
         return True
     media_id = m.group(1)
+    if region_of(media_id) not in (None, edge.settings.region):
+        return True  # another region's media: redirected (edge/regions.py), its edge decides
     if media_id.startswith("vd_"):
         media = await edge.video_cache.get(media_id)
     else:

@@ -8,9 +8,9 @@ patterns, never by a path, so nothing outside the media directory can be asked f
 
 ```
 $WAVE_DATA_DIR/media/
-  videos/vd_<16 hex>/   init.mp4, seg_NNNNN.m4s, vod.m3u8, poster.jpg (and, while it is
+  videos/vd_<region>_<16 hex>/   init.mp4, seg_NNNNN.m4s, vod.m3u8, poster.jpg (and, while it is
                         a live publish's directory, the sliding index.m3u8)
-  uploads/vd_<16 hex>.part
+  uploads/vd_<region>_<16 hex>.part
   public/{vod,live}/<media id> -> ../../videos/vd_...   (public media only)
 ```
 
@@ -25,23 +25,29 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
+from core.regions import REGION_PATTERN, tagged
+
 # -- ids ------------------------------------------------------------------------------
 STREAM_PREFIX = "st_"
 VIDEO_PREFIX = "vd_"
 _HEX = 16  # random hex digits after the prefix
-# Regular-expression sources, for patterns composed elsewhere (the nginx front's location).
-MEDIA_ID_PATTERN = rf"(?:vd|st)_[0-9a-f]{{{_HEX}}}"
-STREAM_ID = re.compile(rf"^st_[0-9a-f]{{{_HEX}}}$")
-VIDEO_ID = re.compile(rf"^vd_[0-9a-f]{{{_HEX}}}$")
+# New ids carry the owning tenant's region (`st_eu_<hex>`, core/regions.py), so a request
+# naming media can be sent to its region by any edge; ids without one (made before
+# regions) stay valid. Regular-expression sources, for patterns composed elsewhere (the
+# nginx front's location, the region redirect).
+_TAIL = rf"_(?:{REGION_PATTERN}_)?[0-9a-f]{{{_HEX}}}"
+MEDIA_ID_PATTERN = rf"(?:vd|st){_TAIL}"
+STREAM_ID = re.compile(rf"^st{_TAIL}$")
+VIDEO_ID = re.compile(rf"^vd{_TAIL}$")
 MEDIA_ID = re.compile(rf"^{MEDIA_ID_PATTERN}$")
 
 
-def new_stream_id() -> str:
-    return STREAM_PREFIX + secrets.token_hex(_HEX // 2)
+def new_stream_id(region: str | None = None) -> str:
+    return tagged(STREAM_PREFIX, region, secrets.token_hex(_HEX // 2))
 
 
-def new_video_id() -> str:
-    return VIDEO_PREFIX + secrets.token_hex(_HEX // 2)
+def new_video_id(region: str | None = None) -> str:
+    return tagged(VIDEO_PREFIX, region, secrets.token_hex(_HEX // 2))
 
 
 # -- file names -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from core.limits import Limit
+from core.regions import DEFAULT_REGION, REGION
 from edge.vod.limits import MediaLimits
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -90,6 +91,11 @@ class Settings(msgspec.Struct, kw_only=True):
     # Who may read /metrics: a bearer token, and/or client addresses (default: this host).
     metrics_token: str | None = None
     metrics_allow: tuple[Network, ...] = LOOPBACK
+    # The one region this edge serves (its store and media hold that region's tenants
+    # only), and where every region's edge is: region -> base URL, e.g.
+    # {"eu": "https://eu.example", "us": "https://us.example"} (edge/regions.py).
+    region: str = DEFAULT_REGION
+    regions: dict[str, str] = {}
 
     @property
     def spool_dir(self) -> Path:
@@ -151,8 +157,33 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         max_head_bytes=int(env.get("WAVE_MAX_HEAD_BYTES") or 32 * 1024),
         metrics_token=env.get("WAVE_METRICS_TOKEN") or None,
         metrics_allow=parse_networks(env["WAVE_METRICS_ALLOW"]) if "WAVE_METRICS_ALLOW" in env else LOOPBACK,
+        region=_region(env.get("WAVE_REGION") or DEFAULT_REGION),
+        regions=parse_regions(env.get("WAVE_REGIONS", "")),
         **{name: Limit.parse(env[var]) for name, var in _LIMITS.items() if var in env},
     )
+
+
+def _region(name: str) -> str:
+    if not REGION.match(name):
+        raise ValueError(f"WAVE_REGION={name!r}: 2-32 lowercase letters, digits or '-'")
+    return name
+
+
+def parse_regions(text: str) -> dict[str, str]:
+    """`eu=https://eu.example,us=https://us.example` -> {region: base URL}. A value with no
+    '=' is the path of a file holding the same entries (one a line or comma-separated, '#'
+    starts a comment). A bad entry is a start-up error, not ignored."""
+    text = text.strip()
+    if text and "=" not in text:
+        lines = Path(text).read_text().splitlines()
+        text = ",".join(line.split("#", 1)[0] for line in lines)
+    regions: dict[str, str] = {}
+    for entry in _words(text):
+        name, sep, url = (part.strip() for part in entry.partition("="))
+        if not sep or not REGION.match(name) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"WAVE_REGIONS entry {entry!r}: want region=http(s)://host[:port]")
+        regions[name] = url.rstrip("/")
+    return regions
 
 
 def _media_limits(env: dict[str, str]) -> MediaLimits:

@@ -55,6 +55,7 @@ class Manifest:
     expires_at: float
     tables: list[str] = field(default_factory=list)
     media: list[str] = field(default_factory=list)
+    region: str = ""  # the region whose store this is ("" before regions): restored only there
 
     def public(self, now: float, directory: Path | None = None) -> dict:
         out = {"backup_id": self.backup_id, "tier": self.tier, "created_at": iso_utc(self.created_at),
@@ -124,7 +125,7 @@ def choose_tier(existing: list[Manifest], now: float) -> str:
 
 
 def create(store: Store, directory: Path, media: Iterable[str], tier: str | None = None,
-           now: float | None = None) -> Manifest:
+           now: float | None = None, region: str = "") -> Manifest:
     """A backup of the whole database, with `media` (the videos on disk, from the edge's
     media layout) listed in its manifest."""
     now = time.time() if now is None else now
@@ -139,7 +140,7 @@ def create(store: Store, directory: Path, media: Iterable[str], tier: str | None
         store.command(cluster.backup_database(_db(store), f"File('{target / 'db'}')"))
         tables = [r[0] for r in store.rows("SELECT name FROM system.tables WHERE database = currentDatabase()"
                                            " AND NOT is_temporary ORDER BY name")]
-        manifest = Manifest(backup_id, tier, now, now + TIERS[tier], tables, sorted(media))
+        manifest = Manifest(backup_id, tier, now, now + TIERS[tier], tables, sorted(media), region)
         if store.embedded:  # we wrote those files (a server fsyncs its own, or not ours to read)
             _fsync_tree(target / "db")  # a manifest must never outlive the data it vouches for
         tmp = target / "manifest.json.tmp"
@@ -189,8 +190,14 @@ def prune(directory: Path, now: float | None = None) -> list[str]:
     return sorted(gone)
 
 
-def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: float | None = None) -> dict:
-    """Replace the data with the backup's, then erase again every subject purged since."""
+class WrongRegion(LookupError):
+    """A backup of another region's store: its tenants' data must not land here."""
+
+
+def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: float | None = None,
+            region: str = "") -> dict:
+    """Replace the data with the backup's, then erase again every subject purged since.
+    A backup stays in its region: one made by another region's deployment is refused."""
     now = time.time() if now is None else now
     manifest = next((m for m in list_backups(directory) if m.backup_id == backup_id), None)
     if manifest is None and backup_id in incomplete(directory):
@@ -198,6 +205,9 @@ def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: f
                          " `wave-edge backup prune` deletes it")
     if manifest is None:
         raise LookupError(f"no backup {backup_id!r} (expired backups are deleted)")
+    if manifest.region and region and manifest.region != region:
+        raise WrongRegion(f"backup {backup_id} holds region {manifest.region!r}; this deployment serves {region!r}:"
+                          " nothing was restored")
     if manifest.expires_at <= now:
         raise LookupError(f"backup {backup_id} expired at {iso_utc(manifest.expires_at)}")
     db = _db(store)

@@ -12,6 +12,7 @@ from typing import Literal
 import msgspec
 
 from core.cache import TTLCache
+from core.regions import region_of
 from core.store import Store
 from core.tenants import hash_key
 from edge.media_layout import STREAM_ID, new_stream_id
@@ -30,7 +31,7 @@ class Stream(msgspec.Struct, frozen=True):
 def create_stream(store: Store, tenant_id: str, name: str, playback: str) -> tuple[Stream, str]:
     """A new stream and its publish token (returned once, stored as a hash)."""
     token = "pt_" + secrets.token_urlsafe(32)
-    stream = Stream(new_stream_id(), tenant_id, name, playback, hash_key(token))  # type: ignore[arg-type]
+    stream = Stream(new_stream_id(region_of(tenant_id)), tenant_id, name, playback, hash_key(token))  # type: ignore[arg-type]
     store.command(
         "INSERT INTO streams (stream_id, tenant_id, name, publish_token_hash, playback, created_at, updated_at)"
         " VALUES ({s:String}, {t:String}, {n:String}, {h:String}, {p:String}, now64(6), now64(6))",

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from core.regions import region_of
 from core.store import Store
 from edge.media_layout import video_dir
 from edge.public_media import PublicLinks
@@ -37,7 +38,7 @@ class Recordings:
 
     async def begin(self, stream: Stream) -> tuple[videos.Video, Path]:
         video = videos.Video(
-            video_id=videos.new_video_id(),
+            video_id=videos.new_video_id(region_of(stream.tenant_id)),
             tenant_id=stream.tenant_id,
             title=f"{stream.name} {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             source="recording",

@@ -44,7 +44,7 @@ async def upload_video(request: Request, state: State, tenant: NamedDependency[T
     if declared is not None and declared > limit + 64 * 1024:
         raise BadInput("body_too_large", f"uploads are limited to {limit} bytes", status=413)
 
-    video_id = videos.new_video_id()
+    video_id = videos.new_video_id(tenant.region)
     target = upload_path(edge.settings.media_dir, video_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     fields = await _receive(request, options["boundary"], target, limit)

@@ -253,6 +253,9 @@ export class WavePlayer extends HTMLElement {
     }
     const config = await res.json();
     this.config = config;
+    // The edge of the media's region: another region's edge redirected the config request
+    // there (307), and beacons must go straight to it (sendBeacon follows no redirect).
+    if (res.url) this.edge = new URL(res.url).origin;
     this.urls = {
       consent: `${this.edge}/v1/consent`,
       withdraw: `${this.edge}/v1/consent/withdraw`,

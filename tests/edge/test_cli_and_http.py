@@ -10,8 +10,8 @@ from pathlib import Path
 from tests.conftest import ROOT, collect, consent, event, insert_beacons_at, query_path
 
 
-def _cli(data_dir, *args):
-    env = dict(os.environ, WAVE_DATA_DIR=str(data_dir))
+def _cli(data_dir, *args, **env_vars):
+    env = dict(os.environ, WAVE_DATA_DIR=str(data_dir), **env_vars)
     env.pop("WAVE_CLICKHOUSE_URL", None)
     script = Path(sys.executable).parent / "wave-edge"  # the installed console script
     return subprocess.run([str(script), *args], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -19,10 +19,11 @@ def _cli(data_dir, *args):
 
 def test_tenant_create_prints_id_and_key_and_stores_only_the_hash(tmp_path):
     out = _cli(tmp_path / "var", "tenant", "create", "demo", "--region", "eu-north", "--retention-days", "30",
-               "--ip-mode", "none")
+               "--ip-mode", "none", WAVE_REGION="eu-north")
     assert out.returncode == 0, out.stderr
     printed = json.loads(out.stdout)
     assert set(printed) == {"tenant_id", "admin_key"}
+    assert printed["tenant_id"].startswith("tn_eu-north_") and printed["admin_key"].startswith("wk_eu-north_")
     chdb_dir = tmp_path / "var" / "clickhouse"
     tenants = query_path(chdb_dir, "SELECT tenant_id, name, region, retention_days, toString(ip_mode) FROM tenants")
     assert tenants == [[printed["tenant_id"], "demo", "eu-north", 30, "none"]]

@@ -12,7 +12,7 @@ from tests.edge.test_whip_hls import _publish, stream  # noqa: F401 - fixture
 from tests.media import PatternTrack, read_counter
 
 
-async def _watch(base_url, stream_id, frames_wanted=30, timeout=20.0):
+async def _watch(base_url, stream_id, frames_wanted=30, timeout=20.0, follow=False):
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
@@ -34,7 +34,7 @@ async def _watch(base_url, stream_id, frames_wanted=30, timeout=20.0):
         asyncio.ensure_future(read())
 
     await pc.setLocalDescription(await pc.createOffer())
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, follow_redirects=follow) as http:
         r = await http.post(f"/whep/{stream_id}", content=pc.localDescription.sdp,
                             headers={"content-type": "application/sdp"})
     assert r.status_code == 201, r.text
@@ -42,7 +42,7 @@ async def _watch(base_url, stream_id, frames_wanted=30, timeout=20.0):
     assert "H264/90000" in video_section and "VP8" not in video_section
     await pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
     await asyncio.wait_for(done.wait(), timeout)
-    return pc, got, r.headers["location"]
+    return pc, got, str(r.url.join(r.headers["location"]))
 
 
 def test_whep_viewers_share_the_encoder_and_decode_frames(server, stream):

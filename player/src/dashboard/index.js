@@ -215,6 +215,24 @@ async function signedIn() {
   state.timer = setInterval(renderRealtime, 10_000);
 }
 
+// A key names its tenant's region (`wk_<region>_...`), and the tenant's data lives only
+// there: send the admin to that region's dashboard (the key is typed again there; it is
+// never carried in a URL). The browser hides a cross-origin redirect's Location from the
+// page, so the region's address comes from this edge's region map.
+async function toKeysRegion(key) {
+  const m = /^wk_([a-z0-9][a-z0-9-]{1,31})_/.exec(key);
+  if (!m) return false;
+  try {
+    const res = await fetch("/.well-known/wave-edge/regions", { credentials: "omit" });
+    const base = (await res.json()).regions[m[1]];
+    if (!base) return false;
+    location.assign(`${base}/admin`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function signIn(event) {
   event.preventDefault();
   const key = $("#key").value.trim();
@@ -224,7 +242,9 @@ async function signIn(event) {
     credentials: "same-origin",
     headers: { "content-type": "application/json", "x-wave-csrf": "1" },
     body: JSON.stringify({ admin_key: key }),
+    redirect: "manual", // another region's key: this edge answers 307 to that region's edge
   });
+  if (res.type === "opaqueredirect" && (await toKeysRegion(key))) return;
   if (res.status !== 201) {
     $("#signin-error").textContent = "That key was not accepted.";
     $("#signin-error").hidden = false;
