@@ -3,7 +3,7 @@
 A receipt names the subject only by a hash salted per tenant (from the edge's secret), so
 it links to nobody: after the purge no row names the subject any more, and only someone
 who already knows the identifier *and* holds the deployment's secret can confirm a guess.
-Receipts are kept (table `receipts`, migration 15) as proof records, not as personal
+Receipts are kept (table `receipts`, migration 14) as proof records, not as personal
 data, which is why that table has no subject column and is not in the registry; like the
 purge ledger it survives restores and offboarding.
 

@@ -1,10 +1,10 @@
-"""Migration 15: signed erasure receipts (retention/receipts.py)."""
+"""Migration 14: signed erasure receipts (retention/receipts.py)."""
 
 from __future__ import annotations
 
 from core.cluster import create_table, engine
 
-VERSION = 15
+VERSION = 14
 NAME = "erasure receipts"
 
 
