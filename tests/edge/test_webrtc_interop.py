@@ -155,6 +155,24 @@ async def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
+async def _page(context, site: str):
+    """A fresh tab on the studio site, the clients loaded."""
+    page = await context.new_page()
+    await page.goto(f"{site}/index.html")
+    return page
+
+
+async def _studio_on_air(server, context, site: str, stream: dict):
+    """A studio tab publishing the fake camera with whip-whep, once the edge has its
+    media: (the tab, the edge's publish session)."""
+    studio = await _page(context, site)
+    await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
+    sid = stream["stream_id"]
+    session = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
+    await _wait(lambda: session.idle_s() < 0.3, 15, "media from the browser")
+    return studio, session
+
+
 async def _plays(page, timeout: float = 20.0) -> int:
     first = None
     deadline = time.monotonic() + timeout
@@ -177,16 +195,11 @@ def test_whip_whep_clients_publish_and_play_from_the_tenants_own_site(server, tm
 
         async def scenario():
             async with chromium(extra_args=FAKE_MEDIA) as (context, errors):
-                studio = await context.new_page()
-                await studio.goto(f"{site}/index.html")
-                await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
-                session = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
-                await _wait(lambda: session.idle_s() < 0.3, 15, "media from the browser")
+                studio, session = await _studio_on_air(server, context, site, stream)
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
                     await _wait_segments(http, sid, 2, timeout=15)
 
-                viewer = await context.new_page()
-                await viewer.goto(f"{site}/index.html")
+                viewer = await _page(context, site)
                 await viewer.evaluate("(u) => viewWhipWhep(u)", stream["whep_url"])
                 width = await _plays(viewer)
                 assert len(server.edge.live.get(sid).viewers) == 1
@@ -214,8 +227,7 @@ def test_a_studio_on_a_site_the_tenant_does_not_list_cannot_publish(server, tmp_
 
         async def scenario():
             async with chromium(extra_args=FAKE_MEDIA) as (context, _errors):
-                page = await context.new_page()
-                await page.goto(f"{site}/index.html")
+                page = await _page(context, site)
                 failure = await page.evaluate(
                     "([u, t]) => publishWhipWhep(u, t).then(() => null, (e) => String(e))",
                     [stream["whip_url"], stream["publish_token"]])
@@ -236,15 +248,13 @@ def test_eyevinn_clients_publish_and_play(server, tmp_path):
 
         async def scenario():
             async with chromium(extra_args=FAKE_MEDIA) as (context, errors):
-                studio = await context.new_page()
-                await studio.goto(f"{site}/index.html")
+                studio = await _page(context, site)
                 failure = await studio.evaluate("([u, t]) => publishEyevinn(u, t).then(() => null, (e) => String(e))",
                                                 [stream["whip_url"], stream["publish_token"]])
                 assert failure is None, (failure, await studio.evaluate("calls"), errors)
                 session = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 await _wait(lambda: session.idle_s() < 0.3, 15, "media from the browser")
-                viewer = await context.new_page()
-                await viewer.goto(f"{site}/index.html")
+                viewer = await _page(context, site)
                 await viewer.evaluate("(u) => viewEyevinn(u)", stream["whep_url"])
                 width = await _plays(viewer)
                 await studio.evaluate("eyevinnWhip.destroy()")
@@ -268,16 +278,11 @@ def test_a_crashed_browser_studio_is_back_on_air_within_two_seconds(server, tmp_
 
         async def scenario():
             async with chromium(extra_args=FAKE_MEDIA) as (context, _errors):
-                studio = await context.new_page()
-                await studio.goto(f"{site}/index.html")
-                await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
-                old = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
-                await _wait(lambda: old.idle_s() < 0.3, 15, "media from the browser")
+                studio, old = await _studio_on_air(server, context, site, stream)
                 with contextlib.suppress(Exception):
                     await studio.goto("chrome://crash", timeout=3000)
                 crashed_at = time.monotonic()
-                again = await context.new_page()
-                await again.goto(f"{site}/index.html")
+                again = await _page(context, site)
                 while True:
                     failure = await again.evaluate(
                         "([u, t]) => publishWhipWhep(u, t).then(() => null, (e) => String(e))",
@@ -306,8 +311,7 @@ def test_whip_whep_restart_gets_422_and_a_new_publish_recovers(server, tmp_path)
 
         async def scenario():
             async with chromium(extra_args=FAKE_MEDIA) as (context, _errors):
-                studio = await context.new_page()
-                await studio.goto(f"{site}/index.html")
+                studio = await _page(context, site)
                 await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
                 first = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 await _wait(lambda: first.idle_s() < 0.3, 15, "media")
@@ -336,14 +340,9 @@ def test_a_browser_sending_mdns_candidates_plays(server, tmp_path):
 
         async def scenario():
             async with chromium(extra_args=FAKE_MEDIA) as (context, _):
-                studio = await context.new_page()
-                await studio.goto(f"{site}/index.html")
-                await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
-                session = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
-                await _wait(lambda: session.idle_s() < 0.3, 15, "media from the studio")
+                studio, session = await _studio_on_air(server, context, site, stream)
                 async with chromium(mdns=True) as (viewers, errors):
-                    viewer = await viewers.new_page()
-                    await viewer.goto(f"{site}/index.html")
+                    viewer = await _page(viewers, site)
                     await viewer.evaluate("(u) => viewWhipWhep(u)", stream["whep_url"])
                     width = await _plays(viewer)
                     calls = await viewer.evaluate("calls")
@@ -383,8 +382,7 @@ def test_a_simulcast_publish_keeps_its_largest_layer(server, tmp_path):
 
         async def scenario():
             async with chromium(extra_args=FAKE_MEDIA) as (context, errors):
-                studio = await context.new_page()
-                await studio.goto(f"{site}/index.html")
+                studio = await _page(context, site)
                 await studio.evaluate(SIMULCAST, [stream["whip_url"], stream["publish_token"], encodings])
                 await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
@@ -412,13 +410,11 @@ def test_whip_whep_clients_same_origin(server, tmp_path):
 
         async def scenario():
             async with chromium(extra_args=FAKE_MEDIA) as (context, errors):
-                studio = await context.new_page()
-                await studio.goto(f"{site}/index.html")
+                studio = await _page(context, site)
                 await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [whip_url, stream["publish_token"]])
                 session = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
                 await _wait(lambda: session.idle_s() < 0.3, 15, "media from the browser")
-                viewer = await context.new_page()
-                await viewer.goto(f"{site}/index.html")
+                viewer = await _page(context, site)
                 await viewer.evaluate("(u) => viewWhipWhep(u)", whep_url)
                 width = await _plays(viewer)
                 await viewer.evaluate("whep.stop()")
