@@ -3,12 +3,12 @@ publish token; `PATCH` on the returned Location trickles ICE candidates (trickle
 `DELETE` on it ends the publish, and answers 200 again for a session that has just ended.
 
 A publisher that crashed (no DELETE, no close) is replaced by the next authenticated POST
-as soon as its session has sent no media for `WAVE_PUBLISH_TAKEOVER_S` (1 s); before that
-the POST gets 409 with `Retry-After`, so an encoder that reconnects is back on air within
-a second or two instead of waiting out the 10 s silence watchdog."""
+as soon as its session has sent no media for `WAVE_PUBLISH_TAKEOVER_S` (1 s), or at once
+for a tenant that lets the newest publisher win; before that the POST gets 409 with
+`Retry-After`, so an encoder that reconnects is back on air within a second or two
+instead of waiting out the 10 s silence watchdog."""
 
 from __future__ import annotations
-
 
 from litestar import Request, Response, delete, patch, post
 from litestar.datastructures import State
