@@ -32,3 +32,21 @@ def test_limits_report_every_limit_as_the_edge_sees_it():
     assert report["WAVE_LIMIT_IP"] == "5/10; one address per viewer"
     assert report["WAVE_LIMIT_WHEP_IP"] == report["WAVE_LIMIT_WHEP_TENANT"] == "off"
     assert report["WAVE_LIMIT_ADMIN_IP"] == "20/400"  # the edge's default
+
+
+def test_edge_capacity_step_with_viewers_that_cannot_connect_is_an_error_not_0_fps():
+    """bench/edge.py once counted refused WHEP viewers as viewers at 0 fps."""
+    import socket
+
+    import pytest
+
+    sys.path.insert(0, str(ROOT))
+    from bench.edge import StepFailed, viewer_capacity
+
+    with socket.socket() as s:  # a loopback port nothing listens on: every viewer fails
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StepFailed) as failed:
+        viewer_capacity(f"http://127.0.0.1:{port}", "st_none", [2], 0.1)
+    assert (failed.value.step, failed.value.failed) == (2, 2)
+    assert "2 of 2 failed to connect" in str(failed.value)
