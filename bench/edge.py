@@ -10,6 +10,9 @@
    frame's number: latency = now - sent (what a player sees at best, before buffering).
 5. WHEP capacity: while publishing, steps of N viewers in another process
    (bench/whep_load.py: frames counted, not decoded) until the slowest drops under 29 fps.
+   The WHEP abuse limits are off (all those viewers share one address and one tenant); a
+   step where any viewer fails to connect ends the run with an `"error"` naming the step
+   and the count, and exit status 1: a refused viewer is not a viewer at 0 fps.
 6. HLS serving: after the publish, `wrk` fetches one recorded segment three ways, in
    alternation for three rounds (medians compared): from the edge's Python process directly; through the nginx front as deployed
    (`wave-edge front-config`: public segments by sendfile from the link tree, each request
@@ -17,7 +20,7 @@
    file. The ratio is front / bare nginx; the Python-only ratio is reported beside it.
    Needs `apt-get install nginx-light wrk` (the tests need nginx-light too, not wrk).
 
-Prints one JSON object.
+Prints one JSON object, with `"limits"`: each abuse limit as the edge ran it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import limits  # noqa: E402
 from tests.media import PatternTrack, decode_fmp4, read_counter  # noqa: E402
 
 
@@ -57,15 +61,32 @@ class TimedPattern(PatternTrack):
         return frame
 
 
+class StepFailed(RuntimeError):
+    """A capacity step whose viewers did not all connect: its frame rate would measure the
+    refusals (an abuse limit, a crash of the load process), not the edge's delivery."""
+
+    def __init__(self, message: str, step: int, failed: int | None) -> None:
+        super().__init__(message)
+        self.step, self.failed = step, failed
+
+
 def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float) -> dict:
     """Largest step of counting WHEP viewers (another process) whose slowest viewer holds
-    at least 29 fps."""
+    at least 29 fps. A step where any viewer failed to connect raises StepFailed."""
     script = Path(__file__).with_name("whep_load.py")
     held, detail = 0, {}
     for n in steps:
         out = subprocess.run([sys.executable, str(script), base, stream_id, str(n), str(seconds)],
                              capture_output=True, text=True, timeout=300)
-        fps = json.loads(out.stdout.strip().splitlines()[-1])["fps"] if out.returncode == 0 else [0.0]
+        try:
+            step = json.loads(out.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise StepFailed(f"step of {n} WHEP viewers: the load process exited {out.returncode} "
+                             f"without a result: {out.stderr.strip()[-500:]}", n, None) from None
+        if out.returncode != 0 or step["failed"]:
+            raise StepFailed(f"step of {n} WHEP viewers: {step['failed']} of {n} failed to connect "
+                             f"({json.dumps(step['failures'])}); not reported as 0 fps", n, step["failed"])
+        fps = step["fps"]
         detail[n] = {"min_fps": min(fps), "median_fps": statistics.median(fps)}
         if min(fps) < 29:
             break
@@ -131,11 +152,13 @@ async def run(base: str, stream: dict, seconds: float, width: int, height: int,
             await asyncio.sleep(0.05)
         latency_run = list(whep_latencies)  # the latency run ends here
         capacity = {}
-        if viewer_steps:
-            capacity = await asyncio.to_thread(viewer_capacity, base, stream["stream_id"], viewer_steps, 8.0)
-        await http.delete(whip_location, headers={"authorization": f"Bearer {stream['publish_token']}"})
-        await viewer.close()
-        await pub.close()
+        try:
+            if viewer_steps:
+                capacity = await asyncio.to_thread(viewer_capacity, base, stream["stream_id"], viewer_steps, 8.0)
+        finally:
+            await http.delete(whip_location, headers={"authorization": f"Bearer {stream['publish_token']}"})
+            await viewer.close()
+            await pub.close()
     steady = latency_run[len(latency_run) // 5:]  # skip the first second or so
     return {
         "whep_latency_ms_p50": round(statistics.median(steady) * 1000, 1),
@@ -195,7 +218,7 @@ def front(env: dict, edge_port: int, port: int) -> subprocess.Popen | None:
     return proc
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--width", type=int, default=1280)
@@ -203,7 +226,11 @@ def main() -> None:
     ap.add_argument("--viewer-steps", default="10,25,50,75", help="WHEP viewer counts to try, in order")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-bench-"))
-    env = dict(os.environ, WAVE_DATA_DIR=str(work / "var"), WAVE_ICE_HOSTS="127.0.0.1")
+    # Every WHEP viewer of the capacity steps comes from this machine's one address and one
+    # tenant: the per-address and per-tenant WHEP limits (2/s burst 20, 100/s burst 500)
+    # would refuse them as an attack and be what is measured. Off, and said in the output.
+    env = limits.turned_off(dict(os.environ, WAVE_DATA_DIR=str(work / "var"), WAVE_ICE_HOSTS="127.0.0.1"),
+                            "WAVE_LIMIT_WHEP_IP", "WAVE_LIMIT_WHEP_TENANT")
     env.pop("WAVE_CLICKHOUSE_URL", None)
     cli = [sys.executable, "-m", "edge.cli"]
     key = json.loads(subprocess.run([*cli, "tenant", "create", "bench"], cwd=ROOT, env=env, check=True,
@@ -213,6 +240,7 @@ def main() -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     result: dict = {}
+    failed = None
     try:
         for _ in range(100):
             try:
@@ -223,7 +251,11 @@ def main() -> None:
         stream = httpx.post(f"{base}/v1/streams", json={"name": "bench"},
                             headers={"authorization": f"Bearer {key}"}).json()
         steps = [int(n) for n in args.viewer_steps.split(",") if n.strip()]
-        result = asyncio.run(run(base, stream, args.seconds, args.width, args.height, steps))
+        try:
+            result = asyncio.run(run(base, stream, args.seconds, args.width, args.height, steps))
+        except StepFailed as exc:
+            failed = {"error": str(exc), "step": exc.step, "viewers_failed": exc.failed}
+            return 1  # after the `finally` below has stopped the edge and printed the error
         time.sleep(3)  # the recording becomes a video
         videos = httpx.get(f"{base}/v1/videos", headers={"authorization": f"Bearer {key}"}).json()["videos"]
         video_id = videos[0]["video_id"]
@@ -261,8 +293,12 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
+        if failed:  # no figures from a run whose viewers were refused: an error, loudly
+            print(json.dumps({**failed, "limits": limits.report(env)}))
+    result["limits"] = limits.report(env)
     print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -38,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import limits  # noqa: E402
+
 UAS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
@@ -52,6 +54,12 @@ def viewer_ip(n: int) -> str:
     """Each viewer its own public address, as the trusted proxy reports it: per-address
     limits see what they would in production, and geolocation has countries to find."""
     return f"{PREFIXES[n % len(PREFIXES)]}{n // len(PREFIXES) % 250 + 1}"
+
+
+def addresses(viewers: int) -> int:
+    """How many distinct addresses `viewers` viewers send from."""
+    return min(viewers, len(PREFIXES) * 250)
+
 TYPES = ["heartbeat", "playing", "rebuffer_start", "rebuffer_end", "rendition_change", "pause"]
 EVENTS_PER_BATCH = 50
 
@@ -76,6 +84,13 @@ class Conn:
                 length = int(line[15:])
         body = await self.reader.readexactly(length) if length else b""
         return status, body
+
+    def close(self) -> None:
+        """Closes the connection if one was opened: a worker may have had nothing to send
+        (`--warmup 0`, fewer viewers than connections)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def post(path: str, body: bytes, ua: str, ip: str, content_type: str = "application/json") -> bytes:
@@ -119,9 +134,8 @@ def make_batches(tenant_id: str, viewers: list[str], count: int) -> list[tuple[s
 
 async def metric(port: int, name: str) -> float:
     conn = Conn(port)
-    conn.writer = None
     status, body = await conn.request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    conn.writer.close()
+    conn.close()
     for line in body.decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
@@ -141,7 +155,7 @@ async def load(port: int, tenant_id: str, batches: int, concurrency: int, viewer
             ).encode()
             status, body = await c.request(post("/v1/consent", consent, UAS[0], viewer_ip(n)))
             assert status == 201, body
-        c.writer.close()
+        c.close()
 
     await asyncio.gather(*(consent_all() for _ in range(concurrency)))
 
@@ -166,7 +180,7 @@ async def load(port: int, tenant_id: str, batches: int, concurrency: int, viewer
                     accepted += json.loads(resp)["accepted"]
                 else:
                     errors[status] = errors.get(status, 0) + 1
-            c.writer.close()
+            c.close()
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -176,9 +190,11 @@ async def load(port: int, tenant_id: str, batches: int, concurrency: int, viewer
 
     # Warm-up, not measured: first-seen user agents and addresses, and the merges of the
     # consent phase's many small parts, would otherwise be billed to the first batches.
-    await send_all(make_batches(tenant_id, viewer_ids, warmup), measure=False)
-    await drained()
-    await asyncio.sleep(1.0)
+    # `--warmup 0` measures exactly that cold start.
+    if warmup:
+        await send_all(make_batches(tenant_id, viewer_ids, warmup), measure=False)
+        await drained()
+        await asyncio.sleep(1.0)
 
     work = make_batches(tenant_id, viewer_ids, batches)
     if profile_at:  # optional: py-spy the edge during the load phase only (not a dependency)
@@ -276,9 +292,12 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-bench-"))
     # One tenant at full speed: its per-tenant event budget (100k/s by default, about what
-    # one edge process takes) would be what is measured, so it is off unless asked for.
-    env = dict(os.environ, WAVE_DATA_DIR=str(work / "edge"), WAVE_TRUSTED_PROXIES="127.0.0.1",
-               WAVE_LIMIT_TENANT_EVENTS=args.tenant_limit)
+    # one edge process takes) would be what is measured, so it is off unless asked for; its
+    # consent budget is off so that the set-up's burst of consents passes at any --viewers.
+    # The per-address limit stays on: the load comes from one address per viewer.
+    env = limits.turned_off(dict(os.environ, WAVE_DATA_DIR=str(work / "edge"), WAVE_TRUSTED_PROXIES="127.0.0.1"),
+                            "WAVE_LIMIT_TENANT_CONSENTS")
+    env["WAVE_LIMIT_TENANT_EVENTS"] = args.tenant_limit
     env.pop("WAVE_CLICKHOUSE_URL", None)
     cli = [sys.executable, "-m", "edge.cli"]
     tenant = json.loads(
@@ -333,6 +352,9 @@ def main() -> None:
         **costs,
         "batch_events": EVENTS_PER_BATCH,
         "concurrency": args.concurrency,
+        "warmup_batches": args.warmup,
+        "limits": limits.report(env, {"WAVE_LIMIT_IP": f"load spread over {addresses(args.viewers)} addresses"
+                                                       " (X-Forwarded-For from the trusted proxy)"}),
     }))
 
 

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analytics import rollup  # noqa: E402
+from bench import limits  # noqa: E402
 from bench.queries import AVG_EVENTS_PER_VIEW, GENERATE, TENANT  # noqa: E402
 from core import migrations
 from core.store import open_store  # noqa: E402
@@ -158,6 +159,7 @@ def main() -> None:
         "others_intact": others_left == total - exported["viewer_events"] - more_deleted,
         "more_purges_s": more,
         "purge_statements": sorted(spent, reverse=True)[:6],
+        "limits": limits.not_on_path("in-process: export and purge call the store directly, no HTTP request"),
     }))
     store.close()
 

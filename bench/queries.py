@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from analytics import queries, rollup  # noqa: E402
 from analytics.views import fold_sql  # noqa: E402
+from bench import limits  # noqa: E402
 from core import migrations
 from core.store import open_store  # noqa: E402
 
@@ -173,6 +174,7 @@ def main() -> None:
         "same_answers_as_raw_sql": not mismatches, "mismatches": mismatches,
         "median_speedup": statistics.median(r["speedup"] for r in results.values()),
         "queries": results,
+        "limits": limits.not_on_path("in-process: the queries call the store directly, no HTTP request"),
     }))
     store.close()
 

@@ -52,7 +52,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import whep_load  # noqa: E402  (importing it swaps aiortc's decoder for a frame counter)
+from bench import limits, whep_load  # noqa: E402  (importing it swaps aiortc's decoder for a frame counter)
 from bench.ingest import UAS, Conn, cpu_seconds, post  # noqa: E402
 from edge.streaming.rtc import restrict_host_candidates  # noqa: E402
 from tests.media import PatternTrack, write_file  # noqa: E402
@@ -93,10 +93,17 @@ class Recorder:
 # --- the edge process ------------------------------------------------------------------
 
 def edge_env(work: Path) -> dict:
-    env = dict(os.environ, WAVE_DATA_DIR=str(work / "var"), WAVE_ICE_HOSTS="127.0.0.1",
-               WAVE_TRUSTED_PROXIES="127.0.0.1/32")
+    """Beacons and HLS come from one address per simulated viewer (behind the trusted
+    proxy), so the per-address limits stay at their defaults; the WHEP viewers all come
+    from this process's one address, so the WHEP limits are off (see LIMITS_MET)."""
+    env = limits.turned_off(dict(os.environ, WAVE_DATA_DIR=str(work / "var"), WAVE_ICE_HOSTS="127.0.0.1",
+                                 WAVE_TRUSTED_PROXIES="127.0.0.1/32"), "WAVE_LIMIT_WHEP_IP", "WAVE_LIMIT_WHEP_TENANT")
     env.pop("WAVE_CLICKHOUSE_URL", None)
     return env
+
+
+LIMITS_MET = {"WAVE_LIMIT_IP": "one address per simulated viewer (X-Forwarded-For from the trusted proxy)",
+              "WAVE_LIMIT_ADMIN_IP": "the dashboard's few calls every --dashboard-every s, from one address"}
 
 
 def create_tenant(env: dict) -> dict:
@@ -646,6 +653,7 @@ def main() -> None:
         "consents_stored": stored["consents"],
         "server_exit_code": exit_code,  # uvicorn re-raises SIGTERM after a graceful shutdown: -15
         "server_log_errors": server_log_errors(log),
+        "limits": limits.report(env, LIMITS_MET),
         "setup": {"minutes": args.minutes, "viewers": args.viewers, "population": args.population,
                   "batch_every_s": args.batch_every,
                   "hls_live_viewers": args.hls_viewers, "hls_vod_viewers": args.hls_viewers,

@@ -1,0 +1,52 @@
+"""The benchmarks run and say what they measured under: smoke runs, no timed assertions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ingest_cold_start_runs_and_names_its_limits():
+    """`--warmup 0` (a cold start) once crashed closing a connection never opened."""
+    out = subprocess.run([sys.executable, "bench/ingest.py", "--warmup", "0", "--batches", "200",
+                          "--viewers", "50", "--concurrency", "4"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["warmup_batches"] == 0 and result["all_stored_once"] and result["errors"] == {}
+    assert result["limits"]["WAVE_LIMIT_TENANT_EVENTS"] == "off"
+    assert "spread over 50 addresses" in result["limits"]["WAVE_LIMIT_IP"]
+
+
+def test_limits_report_every_limit_as_the_edge_sees_it():
+    sys.path.insert(0, str(ROOT))
+    from bench import limits
+
+    env = limits.turned_off({"WAVE_LIMIT_IP": "5/10"}, "WAVE_LIMIT_WHEP_IP", "WAVE_LIMIT_WHEP_TENANT")
+    report = limits.report(env, {"WAVE_LIMIT_IP": "one address per viewer", "WAVE_LIMIT_WHEP_IP": "ignored"})
+    assert set(report) == set(limits.NAMES)
+    assert report["WAVE_LIMIT_IP"] == "5/10; one address per viewer"
+    assert report["WAVE_LIMIT_WHEP_IP"] == report["WAVE_LIMIT_WHEP_TENANT"] == "off"
+    assert report["WAVE_LIMIT_ADMIN_IP"] == "20/400"  # the edge's default
+
+
+def test_edge_capacity_step_with_viewers_that_cannot_connect_is_an_error_not_0_fps():
+    """bench/edge.py once counted refused WHEP viewers as viewers at 0 fps."""
+    import socket
+
+    import pytest
+
+    sys.path.insert(0, str(ROOT))
+    from bench.edge import StepFailed, viewer_capacity
+
+    with socket.socket() as s:  # a loopback port nothing listens on: every viewer fails
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StepFailed) as failed:
+        viewer_capacity(f"http://127.0.0.1:{port}", "st_none", [2], 0.1)
+    assert (failed.value.step, failed.value.failed) == (2, 2)
+    assert "2 of 2 failed to connect" in str(failed.value)
