@@ -123,25 +123,39 @@ def summary(store: Store, scope: Scope, source: str = ROLLUP) -> dict:
     return figures(rows[0])
 
 
-def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20, source: str = ROLLUP) -> list[dict]:
+def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20, source: str = ROLLUP,
+              k: int = 1) -> list[dict]:
     """Rows by `dimension`, most views first; past `limit`, one "other" row for the rest.
 
     One pass: each value's aggregates are kept as states (uniqExact and the quantiles are
-    not additive), ranked, and the states past the limit merged into "other".
+    not additive), ranked, and the states past the limit merged into "other". A value
+    with fewer than `k` unique viewers (analytics/suppression.py) is never a row of its
+    own: it ranks after every shown value and merges into "other" too.
     """
     expr = DIMENSIONS[dimension]
     sql = f"""
-        SELECT if(rank <= {{limit:UInt32}}, value, 'other') AS bucket, {_MERGED}, min(rank) AS first
+        SELECT if(rank <= {{limit:UInt32}} AND viewers >= {{k:UInt32}}, value, 'other') AS bucket, {_MERGED},
+               min(rank) AS first
         FROM (
-            SELECT {expr} AS value, {_STATES}, row_number() OVER (ORDER BY count() DESC, value) AS rank
-            FROM {source} WHERE {scope.where()}
-            GROUP BY value
+            SELECT *, row_number() OVER (ORDER BY viewers < {{k:UInt32}}, n_views DESC, value) AS rank
+            FROM (
+                SELECT {expr} AS value, {_STATES}, uniqExact(viewer_id) AS viewers
+                FROM {source} WHERE {scope.where()}
+                GROUP BY value
+            )
         )
         GROUP BY bucket ORDER BY first
         {SETTINGS}
     """
-    rows = store.rows(sql, {**scope.parameters(), "limit": limit})
+    rows = store.rows(sql, {**scope.parameters(), "limit": limit, "k": k})
     return [{"value": str(r[0]), **figures(r[1:1 + _N_AGGREGATES])} for r in rows]
+
+
+def unique_viewers(store: Store, scope: Scope, source: str = ROLLUP) -> int:
+    """Distinct viewers of the views that started in the scope."""
+    rows = store.rows(f"SELECT uniqExact(viewer_id) FROM {source} WHERE {scope.where()} {SETTINGS}",
+                      scope.parameters())
+    return int(rows[0][0])
 
 
 def _buckets(scope: Scope, step: int) -> list[int]:
