@@ -71,7 +71,8 @@ async def breakdown(request: Request, tenant: NamedDependency[Tenant], store: Na
 @get("/v1/analytics/timeseries", responses=errors(*ADMIN))
 async def timeseries(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Series | Response[str]:
     """One metric per minute, hour or day, every bucket present; `concurrent_viewers` is
-    views active in each minute (the peak minute per hour or day)."""
+    views active in each minute (the peak minute per hour or day). Filtered by media, a
+    bucket of fewer than the tenant's `k_anonymity` viewers is null."""
     metric = choice(request, "metric", queries.METRICS, "views")
     interval = choice(request, "interval", tuple(queries.INTERVALS), "hour")
     where = scope(request, tenant.tenant_id)
@@ -83,7 +84,8 @@ async def timeseries(request: Request, tenant: NamedDependency[Tenant], store: N
         where = suppression.snapped(where)
         viewers = await asyncio.to_thread(queries.unique_viewers, store, where)
         suppression.check_filtered(where, viewers, tenant.k_anonymity)
-    points = await asyncio.to_thread(queries.timeseries, store, where, metric, interval)
+    k = tenant.k_anonymity if where.video_id else 1  # unfiltered totals stay exact
+    points = await asyncio.to_thread(queries.timeseries, store, where, metric, interval, k=k)
     if as_csv:
         return csv_response(points, ["t", "value"], f"{metric}-{interval}.csv")
     return Series(metric=metric, interval=interval, points=[SeriesPoint(**p) for p in points])

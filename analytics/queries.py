@@ -168,19 +168,24 @@ def points(scope: Scope, interval: str) -> int:
     return len(_buckets(scope, step))
 
 
-def timeseries(store: Store, scope: Scope, metric: str, interval: str, source: str = ROLLUP) -> list[dict]:
-    """`metric` per `interval` bucket, every bucket present (None or 0 where no views)."""
+def timeseries(store: Store, scope: Scope, metric: str, interval: str, source: str = ROLLUP,
+               k: int = 1) -> list[dict]:
+    """`metric` per `interval` bucket, every bucket present (None or 0 where no views).
+
+    With `k` > 1 (a media filter, analytics/suppression.py) a bucket whose views came
+    from 1..k-1 unique viewers is None (for `concurrent_viewers`: a count of 1..k-1)."""
     step = INTERVALS[interval]
     buckets = _buckets(scope, step)
     if metric == "concurrent_viewers":
         values = _concurrent(store, scope, step, source)
-        return [{"t": iso_utc(t), "value": values.get(t, 0)} for t in buckets]
+        return [{"t": iso_utc(t), "value": None if 0 < values.get(t, 0) < k else values.get(t, 0)} for t in buckets]
     rows = store.rows(
         f"SELECT intDiv(toUInt32(toUnixTimestamp(started_at)), {step}) * {step} AS t, {_AGGREGATES}"
         f" FROM {source} WHERE {scope.where()} GROUP BY t {SETTINGS}",
         scope.parameters(),
     )
-    by_t = {int(r[0]): figures(r[1:])[metric] for r in rows}
+    # r[2] is the bucket's unique viewers (`_MEASURES`' second).
+    by_t = {int(r[0]): None if r[2] < k else figures(r[1:])[metric] for r in rows}
     empty = figures((0,) * _N_AGGREGATES)[metric]
     return [{"t": iso_utc(t), "value": by_t.get(t, empty)} for t in buckets]
 

@@ -153,3 +153,20 @@ def test_tenant_create_takes_k_anonymity(tmp_path):
     assert query_path(chdb_dir, "SELECT tenant_id, k_anonymity FROM tenants") == [[tenant_id, 3]]
     out = _cli(tmp_path / "var", "tenant", "create", "demo", "--k-anonymity", "0")
     assert out.returncode == 2 and json.loads(out.stderr)["error"] == "invalid_tenant"
+
+
+def test_a_filtered_series_nulls_buckets_under_k_and_totals_stay_exact(data):
+    """vd_big's eight viewers came one a minute: per minute each bucket would be one
+    viewer's view (and startup time), so filtered minute buckets are null; the hour, with
+    eight, is shown. Unfiltered, every minute stays exact."""
+    server, key, hour = data
+    window = {"from": _iso(hour), "to": _iso(hour + HOUR)}
+
+    def values(**params):
+        return [p["value"] for p in _get(server, key, "/v1/analytics/timeseries", **window, **params)["points"]]
+
+    assert values(metric="views", interval="minute", video_id="vd_big") == [None] * 8 + [0] * 52
+    assert values(metric="startup_time_ms_p50", interval="minute", video_id="vd_big")[:8] == [None] * 8
+    assert set(values(metric="concurrent_viewers", interval="minute", video_id="vd_big")) <= {None, 0}
+    assert values(metric="views", interval="hour", video_id="vd_big") == [8]
+    assert values(metric="views", interval="minute") == [1] * 9 + [0] * 51
