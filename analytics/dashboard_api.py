@@ -93,8 +93,9 @@ async def timeseries(request: Request, tenant: NamedDependency[Tenant], store: N
 
 @get("/v1/analytics/realtime", responses=errors(*ADMIN))
 async def realtime(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Realtime:
-    """The last 5 minutes: viewers now, viewers per minute, the most watched media."""
-    data = await asyncio.to_thread(queries.realtime, store, tenant.tenant_id)
+    """The last 5 minutes: viewers now, viewers per minute, the most watched media (those
+    with at least the tenant's `k_anonymity` unique viewers now)."""
+    data = await asyncio.to_thread(queries.realtime, store, tenant.tenant_id, k=tenant.k_anonymity)
     return msgspec.convert(data, Realtime)
 
 

@@ -209,9 +209,10 @@ def _concurrent(store: Store, scope: Scope, step: int, source: str) -> dict[int,
     return {int(t): int(n) for t, n in rows}
 
 
-def realtime(store: Store, tenant_id: str, now: float | None = None) -> dict:
+def realtime(store: Store, tenant_id: str, now: float | None = None, k: int = 1) -> dict:
     """The last five minutes from the raw beacons (the rollup lags by a pass): viewers per
-    minute, viewers in the current minute, and the videos they watch."""
+    minute, viewers in the current minute, and the videos they watch (only those with at
+    least `k` unique viewers: analytics/suppression.py; the totals stay exact)."""
     now = time.time() if now is None else now
     start = (int(now) // 60 - 4) * 60
     params = {"tenant": tenant_id, "start": float(start), "now": now}
@@ -223,8 +224,9 @@ def realtime(store: Store, tenant_id: str, now: float | None = None) -> dict:
     current = int(now) // 60 * 60
     top = store.rows(
         f"SELECT video_id, uniqExact(view_id) AS n FROM viewer_events WHERE {where}"
-        " AND ts >= {current:DateTime64(3)} GROUP BY video_id ORDER BY n DESC, video_id LIMIT 10",
-        {**params, "current": float(current)})
+        " AND ts >= {current:DateTime64(3)} GROUP BY video_id HAVING uniqExact(viewer_id) >= {k:UInt32}"
+        " ORDER BY n DESC, video_id LIMIT 10",
+        {**params, "current": float(current), "k": k})
     return {
         "viewers_now": int(per_minute.get(current, 0)),
         "per_minute": [{"t": iso_utc(m), "viewers": int(per_minute.get(m, 0))} for m in range(start, current + 60, 60)],

@@ -170,3 +170,20 @@ def test_a_filtered_series_nulls_buckets_under_k_and_totals_stay_exact(data):
     assert set(values(metric="concurrent_viewers", interval="minute", video_id="vd_big")) <= {None, 0}
     assert values(metric="views", interval="hour", video_id="vd_big") == [8]
     assert values(metric="views", interval="minute") == [1] * 9 + [0] * 51
+
+
+def test_realtime_names_only_media_with_k_viewers_now(server, tenant_factory, store):
+    """The realtime panel's top media is a breakdown too: a stream watched by 2 viewers now
+    is left out at k = 3 (the viewer totals stay exact), named at k = 2."""
+    tenant, key = tenant_factory(k_anonymity=3)
+    if time.time() % 60 < 2:  # every beacon must fall in the current minute
+        time.sleep(2)
+    t0 = time.time() - 1
+    for i, (stream, viewer) in enumerate([("st_big", "a"), ("st_big", "b"), ("st_big", "c"),
+                                          ("st_small", "d"), ("st_small", "e")]):
+        store_view(store, tenant.tenant_id, f"live-{i}", [(0, "viewstart")], stream, t0=t0, viewer_id=viewer)
+    data = _get(server, key, "/v1/analytics/realtime")
+    assert data["viewers_now"] == 5 and data["top_videos"] == [{"video_id": "st_big", "viewers": 3}]
+    server.http.put("/v1/privacy/settings", json={"k_anonymity": 2}, headers=_admin(key))
+    data = _get(server, key, "/v1/analytics/realtime")
+    assert data["top_videos"] == [{"video_id": "st_big", "viewers": 3}, {"video_id": "st_small", "viewers": 2}]
