@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
-from analytics import queries
+from analytics import queries, suppression
 from analytics.wire import Breakdown, BreakdownRow, Realtime, Series, SeriesPoint, Summary
 from core.csv_responses import csv_response
 from core.openapi import ADMIN, errors
@@ -40,21 +40,29 @@ def scope(request: Request, tenant_id: str) -> queries.Scope:
 async def summary(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Summary:
     """Views, unique viewers, playing and watch time, startup p50/p95, rebuffering,
     failures and exits before start for the range (views that started in it)."""
-    figures = await asyncio.to_thread(queries.summary, store, scope(request, tenant.tenant_id))
+    where = scope(request, tenant.tenant_id)
+    if where.video_id:  # a filter: whole hours, and never fewer than k viewers
+        where = suppression.snapped(where)
+    figures = await asyncio.to_thread(queries.summary, store, where)
+    suppression.check_filtered(where, figures["unique_viewers"], tenant.k_anonymity)
     return Summary(**figures)
 
 
 @get("/v1/analytics/breakdown", responses=errors(*ADMIN))
 async def breakdown(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Breakdown | Response[str]:
     """Figures by country, region, city, os, browser, device, screen or video; most views
-    first, `limit` rows (default 20) and an "other" row for the rest."""
+    first, `limit` rows (default 20) and an "other" row for the rest and for every value
+    under the tenant's `k_anonymity` unique viewers; the range counts whole hours."""
     dimension = choice(request, "dimension", tuple(queries.DIMENSIONS))
     limit = ascii_int(request.query_params.get("limit", "20"), 4)
     if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise BadInput("invalid_parameter", f"limit must be a whole number from 1 to {MAX_LIMIT}", "$.query.limit")
     as_csv = wants_csv(request)
-    rows = await asyncio.to_thread(queries.breakdown, store, scope(request, tenant.tenant_id),
-                                   dimension, limit)
+    where = suppression.snapped(scope(request, tenant.tenant_id))
+    if where.video_id:  # else "other" would be the isolated group
+        viewers = await asyncio.to_thread(queries.unique_viewers, store, where)
+        suppression.check_filtered(where, viewers, tenant.k_anonymity)
+    rows = await asyncio.to_thread(queries.breakdown, store, where, dimension, limit, k=tenant.k_anonymity)
     if as_csv:
         return csv_response(rows, ["value", *queries.SUMMARY_FIELDS], f"breakdown-{dimension}.csv")
     return Breakdown(dimension=dimension, rows=[BreakdownRow(**row) for row in rows])
@@ -63,7 +71,8 @@ async def breakdown(request: Request, tenant: NamedDependency[Tenant], store: Na
 @get("/v1/analytics/timeseries", responses=errors(*ADMIN))
 async def timeseries(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Series | Response[str]:
     """One metric per minute, hour or day, every bucket present; `concurrent_viewers` is
-    views active in each minute (the peak minute per hour or day)."""
+    views active in each minute (the peak minute per hour or day). Filtered by media, a
+    bucket of fewer than the tenant's `k_anonymity` viewers is null."""
     metric = choice(request, "metric", queries.METRICS, "views")
     interval = choice(request, "interval", tuple(queries.INTERVALS), "hour")
     where = scope(request, tenant.tenant_id)
@@ -71,7 +80,12 @@ async def timeseries(request: Request, tenant: NamedDependency[Tenant], store: N
         raise BadInput("invalid_parameter", f"too many {interval}s in this range (at most {queries.MAX_POINTS});"
                        " use a coarser interval", "$.query.interval")
     as_csv = wants_csv(request)
-    points = await asyncio.to_thread(queries.timeseries, store, where, metric, interval)
+    if where.video_id:  # a filter: whole hours, and never fewer than k viewers
+        where = suppression.snapped(where)
+        viewers = await asyncio.to_thread(queries.unique_viewers, store, where)
+        suppression.check_filtered(where, viewers, tenant.k_anonymity)
+    k = tenant.k_anonymity if where.video_id else 1  # unfiltered totals stay exact
+    points = await asyncio.to_thread(queries.timeseries, store, where, metric, interval, k=k)
     if as_csv:
         return csv_response(points, ["t", "value"], f"{metric}-{interval}.csv")
     return Series(metric=metric, interval=interval, points=[SeriesPoint(**p) for p in points])
@@ -79,8 +93,9 @@ async def timeseries(request: Request, tenant: NamedDependency[Tenant], store: N
 
 @get("/v1/analytics/realtime", responses=errors(*ADMIN))
 async def realtime(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Realtime:
-    """The last 5 minutes: viewers now, viewers per minute, the most watched media."""
-    data = await asyncio.to_thread(queries.realtime, store, tenant.tenant_id)
+    """The last 5 minutes: viewers now, viewers per minute, the most watched media (those
+    with at least the tenant's `k_anonymity` unique viewers now)."""
+    data = await asyncio.to_thread(queries.realtime, store, tenant.tenant_id, k=tenant.k_anonymity)
     return msgspec.convert(data, Realtime)
 
 

@@ -123,25 +123,39 @@ def summary(store: Store, scope: Scope, source: str = ROLLUP) -> dict:
     return figures(rows[0])
 
 
-def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20, source: str = ROLLUP) -> list[dict]:
+def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20, source: str = ROLLUP,
+              k: int = 1) -> list[dict]:
     """Rows by `dimension`, most views first; past `limit`, one "other" row for the rest.
 
     One pass: each value's aggregates are kept as states (uniqExact and the quantiles are
-    not additive), ranked, and the states past the limit merged into "other".
+    not additive), ranked, and the states past the limit merged into "other". A value
+    with fewer than `k` unique viewers (analytics/suppression.py) is never a row of its
+    own: it ranks after every shown value and merges into "other" too.
     """
     expr = DIMENSIONS[dimension]
     sql = f"""
-        SELECT if(rank <= {{limit:UInt32}}, value, 'other') AS bucket, {_MERGED}, min(rank) AS first
+        SELECT if(rank <= {{limit:UInt32}} AND viewers >= {{k:UInt32}}, value, 'other') AS bucket, {_MERGED},
+               min(rank) AS first
         FROM (
-            SELECT {expr} AS value, {_STATES}, row_number() OVER (ORDER BY count() DESC, value) AS rank
-            FROM {source} WHERE {scope.where()}
-            GROUP BY value
+            SELECT *, row_number() OVER (ORDER BY viewers < {{k:UInt32}}, n_views DESC, value) AS rank
+            FROM (
+                SELECT {expr} AS value, {_STATES}, uniqExact(viewer_id) AS viewers
+                FROM {source} WHERE {scope.where()}
+                GROUP BY value
+            )
         )
         GROUP BY bucket ORDER BY first
         {SETTINGS}
     """
-    rows = store.rows(sql, {**scope.parameters(), "limit": limit})
+    rows = store.rows(sql, {**scope.parameters(), "limit": limit, "k": k})
     return [{"value": str(r[0]), **figures(r[1:1 + _N_AGGREGATES])} for r in rows]
+
+
+def unique_viewers(store: Store, scope: Scope, source: str = ROLLUP) -> int:
+    """Distinct viewers of the views that started in the scope."""
+    rows = store.rows(f"SELECT uniqExact(viewer_id) FROM {source} WHERE {scope.where()} {SETTINGS}",
+                      scope.parameters())
+    return int(rows[0][0])
 
 
 def _buckets(scope: Scope, step: int) -> list[int]:
@@ -154,19 +168,24 @@ def points(scope: Scope, interval: str) -> int:
     return len(_buckets(scope, step))
 
 
-def timeseries(store: Store, scope: Scope, metric: str, interval: str, source: str = ROLLUP) -> list[dict]:
-    """`metric` per `interval` bucket, every bucket present (None or 0 where no views)."""
+def timeseries(store: Store, scope: Scope, metric: str, interval: str, source: str = ROLLUP,
+               k: int = 1) -> list[dict]:
+    """`metric` per `interval` bucket, every bucket present (None or 0 where no views).
+
+    With `k` > 1 (a media filter, analytics/suppression.py) a bucket whose views came
+    from 1..k-1 unique viewers is None (for `concurrent_viewers`: a count of 1..k-1)."""
     step = INTERVALS[interval]
     buckets = _buckets(scope, step)
     if metric == "concurrent_viewers":
         values = _concurrent(store, scope, step, source)
-        return [{"t": iso_utc(t), "value": values.get(t, 0)} for t in buckets]
+        return [{"t": iso_utc(t), "value": None if 0 < values.get(t, 0) < k else values.get(t, 0)} for t in buckets]
     rows = store.rows(
         f"SELECT intDiv(toUInt32(toUnixTimestamp(started_at)), {step}) * {step} AS t, {_AGGREGATES}"
         f" FROM {source} WHERE {scope.where()} GROUP BY t {SETTINGS}",
         scope.parameters(),
     )
-    by_t = {int(r[0]): figures(r[1:])[metric] for r in rows}
+    # r[2] is the bucket's unique viewers (`_MEASURES`' second).
+    by_t = {int(r[0]): None if r[2] < k else figures(r[1:])[metric] for r in rows}
     empty = figures((0,) * _N_AGGREGATES)[metric]
     return [{"t": iso_utc(t), "value": by_t.get(t, empty)} for t in buckets]
 
@@ -190,9 +209,10 @@ def _concurrent(store: Store, scope: Scope, step: int, source: str) -> dict[int,
     return {int(t): int(n) for t, n in rows}
 
 
-def realtime(store: Store, tenant_id: str, now: float | None = None) -> dict:
+def realtime(store: Store, tenant_id: str, now: float | None = None, k: int = 1) -> dict:
     """The last five minutes from the raw beacons (the rollup lags by a pass): viewers per
-    minute, viewers in the current minute, and the videos they watch."""
+    minute, viewers in the current minute, and the videos they watch (only those with at
+    least `k` unique viewers: analytics/suppression.py; the totals stay exact)."""
     now = time.time() if now is None else now
     start = (int(now) // 60 - 4) * 60
     params = {"tenant": tenant_id, "start": float(start), "now": now}
@@ -204,8 +224,9 @@ def realtime(store: Store, tenant_id: str, now: float | None = None) -> dict:
     current = int(now) // 60 * 60
     top = store.rows(
         f"SELECT video_id, uniqExact(view_id) AS n FROM viewer_events WHERE {where}"
-        " AND ts >= {current:DateTime64(3)} GROUP BY video_id ORDER BY n DESC, video_id LIMIT 10",
-        {**params, "current": float(current)})
+        " AND ts >= {current:DateTime64(3)} GROUP BY video_id HAVING uniqExact(viewer_id) >= {k:UInt32}"
+        " ORDER BY n DESC, video_id LIMIT 10",
+        {**params, "current": float(current), "k": k})
     return {
         "viewers_now": int(per_minute.get(current, 0)),
         "per_minute": [{"t": iso_utc(m), "viewers": int(per_minute.get(m, 0))} for m in range(start, current + 60, 60)],

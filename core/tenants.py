@@ -25,6 +25,8 @@ IP_MODES: tuple[str, ...] = ("full", "truncated", "none")
 
 Takeover = Literal["idle", "newest"]
 TAKEOVERS: tuple[str, ...] = get_args(Takeover)
+# The small-group threshold's bounds: 1 shows every group (suppression off).
+MIN_K, MAX_K = 1, 1000
 
 
 class Tenant(msgspec.Struct, frozen=True):
@@ -46,6 +48,9 @@ class Tenant(msgspec.Struct, frozen=True):
     # Who may replace a live publish: "idle" (a publish silent for WAVE_PUBLISH_TAKEOVER_S)
     # or "newest" (any new authenticated publish, as MediaMTX does by default).
     publisher_takeover: Takeover = "idle"
+    # Small groups: a breakdown row or a filtered figure under this many unique viewers is
+    # never shown on its own (analytics/suppression.py). 1 turns suppression off.
+    k_anonymity: int = 5
 
     def origin_allowed(self, origin: str | None) -> bool:
         """No list means any origin (script embeds work out of the box); else exact match."""
@@ -73,6 +78,7 @@ def create_tenant(
     policy_version: str = "1",
     identified_viewers: bool = False,
     publisher_takeover: str = "idle",
+    k_anonymity: int = 5,
 ) -> tuple[Tenant, str]:
     """Create a tenant and its first admin key; the clear key is returned once, never stored."""
     if not name.strip():
@@ -89,6 +95,8 @@ def create_tenant(
         raise TenantError("policy_version must be 1-64 characters")
     if publisher_takeover not in TAKEOVERS:
         raise TenantError(f"publisher_takeover must be one of {', '.join(TAKEOVERS)}")
+    if not MIN_K <= k_anonymity <= MAX_K:
+        raise TenantError(f"k_anonymity must be between {MIN_K} and {MAX_K}")
     tenant = Tenant(
         tenant_id=tagged("tn_", region, secrets.token_hex(8)),  # the region for life
         name=name.strip(),
@@ -101,13 +109,15 @@ def create_tenant(
         policy_version=policy_version,
         identified_viewers=identified_viewers,
         publisher_takeover=publisher_takeover,  # type: ignore[arg-type]
+        k_anonymity=k_anonymity,
     )
     store.command(
         "INSERT INTO tenants (tenant_id, name, region, retention_days, ip_mode, allowed_origins,"
-        " drop_bots, consent_text, policy_version, identified_viewers, publisher_takeover, created_at, updated_at)"
+        " drop_bots, consent_text, policy_version, identified_viewers, publisher_takeover, k_anonymity,"
+        " created_at, updated_at)"
         " VALUES ({id:String}, {name:String}, {region:String}, {days:UInt16}, {mode:String},"
         " {origins:Array(String)}, {bots:Bool}, {text:String}, {policy:String}, {identified:Bool},"
-        " {takeover:String}, now64(6), now64(6))",
+        " {takeover:String}, {k:UInt16}, now64(6), now64(6))",
         parameters={
             "id": tenant.tenant_id,
             "name": tenant.name,
@@ -120,6 +130,7 @@ def create_tenant(
             "policy": tenant.policy_version,
             "identified": tenant.identified_viewers,
             "takeover": tenant.publisher_takeover,
+            "k": tenant.k_anonymity,
         },
     )
     return tenant, create_admin_key(store, tenant.tenant_id)

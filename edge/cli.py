@@ -66,6 +66,7 @@ def _tenant_create(args: argparse.Namespace) -> int:
             policy_version=args.policy_version,
             identified_viewers=args.identified_viewers,
             publisher_takeover=args.publisher_takeover,
+            k_anonymity=args.k_anonymity,
         )
         from retention import audit
 
@@ -379,6 +380,8 @@ def parser() -> argparse.ArgumentParser:
                         help="viewers may be identified by email (proven by identity tokens the tenant's server signs)")
     create.add_argument("--publisher-takeover", choices=("idle", "newest"), default="idle",
                         help="a new publish replaces a live one: only when silent (idle) or always (newest)")
+    create.add_argument("--k-anonymity", type=int, default=5, metavar="N",
+                        help="analytics never show a group of fewer than N unique viewers (1 = off)")
     create.set_defaults(run=_tenant_create)
     delete = tenant.add_parser("delete", help="offboard: delete every row and media file of the tenant")
     delete.add_argument("tenant_id")

@@ -24,7 +24,7 @@ from core.csv_responses import csv_response
 from core.openapi import ADMIN, body, errors
 from core.query_params import time_range, wants_csv
 from core.store import Store
-from core.tenants import Tenant, TenantDirectory
+from core.tenants import MAX_K, MIN_K, Tenant, TenantDirectory, save_tenant
 from core.validation import BadInput
 from retention import audit, export, policy, purge, receipts, ropa, subjects, support
 from retention.service import RetentionService
@@ -57,6 +57,16 @@ class RetentionChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     audit_days: Days | None = None
     server_logs_days: Days | None = None
     ip_mode: Literal["full", "truncated", "none"] | None = None
+
+
+class PrivacySettings(msgspec.Struct):
+    k_anonymity: int  # analytics figures never single out fewer unique viewers (analytics/suppression.py)
+
+
+class PrivacyChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Any subset of the settings; k_anonymity from 1 (off) to 1000."""
+
+    k_anonymity: Annotated[int, msgspec.Meta(ge=MIN_K, le=MAX_K)] | None = None
 
 
 class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -175,6 +185,24 @@ async def retention_set(request: Request, store: Db, tenant_directory: Tenants,
     return RetentionSettings(**after)
 
 
+@get("/v1/privacy/settings", responses=errors(*ADMIN))
+async def privacy_show(request: Request, tenant: AdminTenant) -> PrivacySettings:
+    """The tenant's privacy settings beside retention: the small-group threshold."""
+    return PrivacySettings(k_anonymity=tenant.k_anonymity)
+
+
+@put("/v1/privacy/settings", request_max_body_size=4096, responses=errors(*ADMIN), opt=body(PrivacyChange))
+async def privacy_set(request: Request, store: Db, tenant_directory: Tenants, tenant: AdminTenant) -> PrivacySettings:
+    """Change any of the settings; the next analytics answer uses them."""
+    change = validation.decode(await request.body(), PrivacyChange)
+    changes = {k: v for k, v in msgspec.structs.asdict(change).items() if v is not None}
+    updated = msgspec.structs.replace(tenant, **changes)
+    await asyncio.to_thread(save_tenant, store, updated)
+    tenant_directory.forget(tenant.tenant_id)
+    _audit_change(request, before={"k_anonymity": tenant.k_anonymity}, after={"k_anonymity": updated.k_anonymity})
+    return PrivacySettings(k_anonymity=updated.k_anonymity)
+
+
 @delete("/v1/tenant", status_code=200, responses=errors(*ADMIN))
 async def tenant_delete(request: Request, retention: Retention, tenant: AdminTenant) -> Response:
     """Offboard this tenant: every row and media file, verified. `?confirm=<tenant_id>`
@@ -226,5 +254,5 @@ async def operator_tenant_delete(request: Request, auth: Auth, tenant_directory:
     return Response(await retention.offboard(tenant.tenant_id, actor))
 
 
-ROUTES = [purge_route, receipt_route, receipt_key, ropa_route, export_route, audit_route, retention_show, retention_set, tenant_delete, operator_tenant_delete,
+ROUTES = [purge_route, receipt_route, receipt_key, ropa_route, export_route, audit_route, retention_show, retention_set, privacy_show, privacy_set, tenant_delete, operator_tenant_delete,
           grant_support, list_support_grants, revoke_support]

@@ -49,9 +49,10 @@ VIEWS = [
 
 @pytest.fixture
 def data(server, tenant_factory, store):
-    """Tenant A with the five views; tenant B reuses A's video and view ids with other numbers."""
-    a, key_a = tenant_factory()
-    b, key_b = tenant_factory()
+    """Tenant A with the five views; tenant B reuses A's video and view ids with other numbers.
+    Both show groups of any size (k_anonymity 1): small groups are test_small_groups.py's."""
+    a, key_a = tenant_factory(k_anonymity=1)
+    b, key_b = tenant_factory(k_anonymity=1)
     t0 = (int(time.time()) // HOUR - 2) * HOUR + 5
     since = time.time() - 1
     for view_id, video_id, offset, common, timeline in VIEWS:
@@ -130,7 +131,7 @@ def test_timeseries_fill_empty_buckets_and_count_concurrent_viewers(data):
 
 
 def test_realtime_counts_the_last_minutes_from_raw_beacons(server, tenant_factory, store):
-    tenant, key = tenant_factory()
+    tenant, key = tenant_factory(k_anonymity=1)
     if time.time() % 60 < 2:  # both views' beacons must fall in the current minute
         time.sleep(2)
     t0 = time.time() - 1
