@@ -83,9 +83,12 @@ def test_purge_by_email_erases_every_linked_row_physically_and_nothing_else(peop
     ledger = store.rows("SELECT kind, subject_hashes, rows_deleted FROM purges WHERE purge_id = {p:String}",
                         {"p": body["purge_id"]})
     assert ledger[0][0] == "email" and len(ledger[0][1]) == 3
-    dump = json.dumps(store.rows("SELECT * FROM audit_log WHERE tenant_id = {t:String}", {"t": a.tenant_id}),
-                      default=str)
-    assert "alice" not in dump and "POST /v1/privacy/purge" in dump
+    # Audit rows are written by their own thread, after the response: wait for the purge's.
+    def audit_dump() -> str:
+        return json.dumps(store.rows("SELECT * FROM audit_log WHERE tenant_id = {t:String}", {"t": a.tenant_id}),
+                          default=str)
+    wait_for(lambda: "POST /v1/privacy/purge" in audit_dump())
+    assert "alice" not in audit_dump()
     # A purged viewer's consent is gone: her next beacon is refused, not stored.
     late = collect(server.http, a.tenant_id, "alice-1",
                    [{"type": "heartbeat", "ts": int(time.time() * 1000), "view_id": "x", "video_id": "vd_1"}])
