@@ -7,8 +7,8 @@ and a hang must fail that test, not freeze pytest). Usage:
 
 - `sharded`: the cluster layout (`<table>_local` + Distributed `<table>` sharded by tenant
   and viewer, mutations against the local tables, IN PARTITION) without the two things
-  chDB cannot run, Replicated engines and ON CLUSTER: schema, ingest, rollup, purge,
-  retention, backup and restore, all for real.
+  chDB cannot run, Replicated engines and ON CLUSTER: schema, the real edge's collector
+  and admin purge, the rollup, retention, backup and restore, all for real.
 - `replicated`: creates the whole schema with Replicated engines (Keeper: ClickHouse's
   in-process `testkeeper`) and records why no replicated table takes a write here.
 """
@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import clickhouse_connect
@@ -95,14 +97,45 @@ def _view(tenant_id: str, viewer_id: str, view_id: str, t0: float, retention_day
             for offset, kind in ((0, "viewstart"), (1.5, "playing"), (31.5, "heartbeat"), (61.5, "viewend"))]
 
 
+@contextmanager
+def running_edge(store: Store, directory: Path):
+    """The edge app on `store`, served on loopback; yields an HTTP client to it."""
+    import httpx
+    import uvicorn
+
+    from edge import serving
+    from edge.app import create_app
+    from edge.settings import Settings, parse_networks
+    from tests.conftest import free_port
+
+    settings = Settings(data_dir=directory / "edge", clickhouse_url=store.url, flush_ms=50,
+                        trusted_proxies=parse_networks("127.0.0.1/32"), ice_hosts=("127.0.0.1",))
+    app = create_app(settings, store=store)
+    port = free_port()
+    server = uvicorn.Server(serving.config(app, settings, "127.0.0.1", port, timeout_graceful_shutdown=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the edge did not start")
+        time.sleep(0.02)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
 def sharded(directory: Path) -> dict:
     import msgspec
 
     from analytics import events, rollup
     from core import migrations
     from core.tenants import create_tenant, load_tenant, save_tenant
-    from retention import backups, offboard, policy, purge
-    from retention.subjects import Subject
+    from retention import backups, offboard, policy
+    from tests.conftest import collect, consent, event, wait_for
 
     cluster.force_layout(cluster.Layout(CLUSTER, replicated=False, ddl_on_cluster=False))
     store = open_node(directory)
@@ -111,35 +144,50 @@ def sharded(directory: Path) -> dict:
     out["applied"] = migrations.apply(store)
     out["engines"] = _engines(store)
 
-    tenant, _ = create_tenant(store, "cluster", retention_days=400, ip_mode="full")
+    tenant, admin_key = create_tenant(store, "cluster", retention_days=400, ip_mode="full")
     other, _ = create_tenant(store, "other", retention_days=400, ip_mode="full")
     t = tenant.tenant_id
     now = time.time()
-    month_ago = now - 32 * 86400  # another month's partition, inside 400 days
-    old = now - 45 * 86400  # past 30 days: the enforcer's, once the tenant chooses 30
-    rows = (_view(t, "v1", "w1", now - 3600) + _view(t, "v1", "w2", month_ago) + _view(t, "v2", "w3", now - 3600)
-            + _view(t, "v3", "w4", old) + _view(other.tenant_id, "v1", "w5", now - 3600))
-    events.insert(store, events.encode_rows(rows))  # the collector's own insert, through the Distributed table
-    rollup.fold_all(store)  # INSERT ... SELECT from Distributed to Distributed
-    out["ingested"] = {
-        "viewer_events": int(store.command("SELECT count() FROM viewer_events")),
-        "viewer_events_local": int(store.command(f"SELECT count() FROM {cluster.local('viewer_events')}")),
-        "views": int(store.command("SELECT count() FROM views FINAL")),
-        "shards": store.rows("SELECT DISTINCT _shard_num FROM viewer_events"),
-        "partitions_v1": sorted(r[0] for r in store.rows(
-            "SELECT DISTINCT _partition_id FROM viewer_events WHERE viewer_id = 'v1' AND tenant_id = {t:String}",
-            {"t": t})),
-    }
-
-    result = purge.purge(store, t, Subject("viewer_id", "v1"), b"k" * 32, "test")
+    # The real edge on this store: consent and beacons through its HTTP collector, the
+    # purge through its admin API.
+    with running_edge(store, directory) as http:
+        for viewer in ("v1", "v2"):
+            assert consent(http, t, viewer).status_code == 201
+            views = [event(kind, ts=int((now - 3600 + offset) * 1000), view_id=f"w-{viewer}", video_id="vd_1")
+                     for offset, kind in ((0, "viewstart"), (1.5, "playing"), (31.5, "heartbeat"), (61.5, "viewend"))]
+            r = collect(http, t, viewer, views)
+            assert r.status_code == 202, r.text
+        wait_for(lambda: int(store.command("SELECT count() FROM viewer_events WHERE tenant_id = {t:String}",
+                                           {"t": t})) == 8, 60, "the collector's rows")
+        month_ago = now - 32 * 86400  # another month's partition, inside 400 days
+        old = now - 45 * 86400  # past 30 days: the enforcer's, once the tenant chooses 30
+        rows = _view(t, "v1", "w2", month_ago) + _view(t, "v3", "w4", old) + _view(other.tenant_id, "v1", "w5", now - 3600)
+        events.insert(store, events.encode_rows(rows))  # the write buffer's own insert, as the spool replays it
+        rollup.fold_all(store)  # INSERT ... SELECT from Distributed to Distributed
+        out["ingested"] = {
+            "viewer_events": int(store.command("SELECT count() FROM viewer_events")),
+            "viewer_events_local": int(store.command(f"SELECT count() FROM {cluster.local('viewer_events')}")),
+            "consents": int(store.command(f"SELECT count() FROM {cluster.local('consents')}")),
+            "country": store.rows("SELECT DISTINCT country FROM viewer_events WHERE tenant_id = {t:String}"
+                                  " AND viewer_id = 'v2'", {"t": t}),
+            "views": int(store.command("SELECT count() FROM views FINAL")),
+            "shards": store.rows("SELECT DISTINCT _shard_num FROM viewer_events"),
+            "partitions_v1": sorted(r[0] for r in store.rows(
+                "SELECT DISTINCT _partition_id FROM viewer_events WHERE viewer_id = 'v1' AND tenant_id = {t:String}",
+                {"t": t})),
+        }
+        r = http.post("/v1/privacy/purge", json={"viewer_id": "v1"}, headers={"authorization": f"Bearer {admin_key}"})
+        assert r.status_code == 200, r.text
     sub = "tenant_id = {t:String} AND viewer_id = {v:String}"
     out["purge"] = {
-        "rows_deleted": result.rows_deleted,
+        "response": {k: r.json()[k] for k in ("status", "rows_deleted")},
         "left_v1_events": _physical(store, "viewer_events", sub, {"t": t, "v": "v1"}),
         "left_v1_views": _physical(store, "views", sub, {"t": t, "v": "v1"}),
+        "left_v1_consents": _physical(store, "consents", sub, {"t": t, "v": "v1"}),
         "kept_v2_events": _physical(store, "viewer_events", sub, {"t": t, "v": "v2"}),
         "kept_other_tenant_v1": _physical(store, "viewer_events", sub, {"t": other.tenant_id, "v": "v1"}),
-        "ledger": int(store.command("SELECT count() FROM purges WHERE purge_id = {p:String}", {"p": result.purge_id})),
+        "ledger": int(store.command("SELECT count() FROM purges WHERE purge_id = {p:String}",
+                                    {"p": r.json()["purge_id"]})),
     }
 
     # Retention: the tenant now keeps 30 days; the enforcer deletes what is older, physically.

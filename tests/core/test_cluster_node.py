@@ -1,6 +1,7 @@
 """The cluster layout, run: one embedded ClickHouse configured as a one-shard cluster of
 itself (`remote_servers` naming this node, `macros`, Keeper as ClickHouse's in-process
-`testkeeper`), driven by the code's own migrations, store, purge, retention and backups.
+`testkeeper`), driven by the code's own migrations, the real edge (collector and admin
+purge over HTTP), the rollup, retention and backups.
 
 Each run is a subprocess (tests/core/cluster_node.py) with a timeout, so a hang fails here.
 What chDB can and cannot run of a cluster is README "Scaling out": the Distributed layout
@@ -31,7 +32,7 @@ def _run(mode: str, directory) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_schema_ingest_purge_retention_and_restore_on_a_one_shard_cluster(tmp_path):
+def test_schema_collector_purge_retention_and_restore_on_a_one_shard_cluster(tmp_path):
     out = _run("sharded", tmp_path)
     assert out["clusters"] == [["wave", 1, "localhost", 1]]  # the cluster is this node
     assert out["applied"] == list(range(1, len(out["applied"]) + 1)) and len(out["applied"]) >= 15
@@ -45,16 +46,21 @@ def test_schema_ingest_purge_retention_and_restore_on_a_one_shard_cluster(tmp_pa
         assert engines[table].endswith("cityHash64(tenant_id, viewer_id))")
     assert "TTL toDateTime(ts)" in engines["viewer_events_local"] and "TTL" not in engines["viewer_events"]
 
-    # ingest through the Distributed tables (the collector's insert, the rollup's INSERT SELECT)
+    # ingest through the Distributed tables: the edge's collector (consent, enrichment,
+    # write buffer), the write buffer's insert, the rollup's INSERT SELECT
     ingested = out["ingested"]
     assert ingested["viewer_events"] == ingested["viewer_events_local"] == 20
+    assert ingested["consents"] == 2 and ingested["country"] == [["GB"]]
     assert ingested["views"] == 5 and ingested["shards"] == [[1]]
     assert len(ingested["partitions_v1"]) == 2
 
-    # a purge: the subject's rows gone from disk in the local tables, nobody else's
+    # a purge through the admin API: the subject's rows gone from disk in the local
+    # tables, nobody else's
     purge = out["purge"]
-    assert purge["rows_deleted"]["viewer_events"] == 8 and purge["rows_deleted"]["views"] == 2
-    assert purge["left_v1_events"] == purge["left_v1_views"] == 0
+    assert purge["response"]["status"] == "completed"
+    deleted = purge["response"]["rows_deleted"]
+    assert deleted["viewer_events"] == 8 and deleted["views"] == 2 and deleted["consents"] == 1
+    assert purge["left_v1_events"] == purge["left_v1_views"] == purge["left_v1_consents"] == 0
     assert purge["kept_v2_events"] == 4 and purge["kept_other_tenant_v1"] == 4 and purge["ledger"] == 1
     # ...by one mutation per partition the subject's rows sat in, of the local table
     deletes = [m for m in out["mutations"] if m.startswith("(DELETE IN PARTITION ID") and "'v1'" in m]
