@@ -107,9 +107,13 @@ def logical(table: str) -> str:
 
 
 class Ddl(str):
-    """A statement, plus the statements that must follow it (`expand` lists them all)."""
+    """A statement, plus the statements that must follow it (`expand` lists them all).
+    Appending to it (`+ " SETTINGS ..."`) keeps them."""
 
     follow_ups: tuple[str, ...] = ()
+
+    def __add__(self, other: str) -> Ddl:
+        return _ddl(str.__add__(self, other), *self.follow_ups)
 
 
 def _ddl(statement: str, *follow_ups: str) -> Ddl:

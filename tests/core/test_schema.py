@@ -159,6 +159,10 @@ def test_a_cluster_setting_reaches_every_ddl_statement_and_mutation(monkeypatch)
     assert cluster.restorable("t_local") and not cluster.restorable("t")
     with pytest.raises(ValueError):
         cluster.delete_rows("t", "1", "2026' OR '1")  # a partition id is never SQL
+    # a migration may append settings to a statement without losing its follow-ups
+    assert cluster.expand([cluster.alter_table("t", "ADD COLUMN IF NOT EXISTS c UInt8") + " SETTINGS alter_sync = 2"]) \
+        == ("ALTER TABLE t_local ON CLUSTER wave ADD COLUMN IF NOT EXISTS c UInt8 SETTINGS alter_sync = 2",
+            "ALTER TABLE t ON CLUSTER wave ADD COLUMN IF NOT EXISTS c UInt8")
 
     monkeypatch.delenv("WAVE_CLICKHOUSE_CLUSTER")
     assert _schema_statements() == one_node
