@@ -94,8 +94,10 @@ def enforce(store: Store, now: float | None = None) -> dict[str, int]:
     n = _delete_expired(store, "audit_log", where, params, touched)
     deleted["audit_log"] = deleted.get("audit_log", 0) + n
     for table, partitions in touched.items():
-        # One rewrite per partition touched (all of the table if any DELETE named none).
-        for partition in [None] if None in partitions else sorted(partitions):
+        # One rewrite per partition touched; of the whole table if a DELETE named none or
+        # the tenants' expired rows sat in many partitions.
+        whole = None in partitions or len(partitions) > deletion.MAX_PRUNED_PARTITIONS
+        for partition in [None] if whole else sorted(partitions):
             store.command(cluster.apply_deleted_mask(table, partition) + " SETTINGS mutations_sync = 2")
     return deleted
 
