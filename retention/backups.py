@@ -213,10 +213,10 @@ def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: f
     db = _db(store)
     source = f"File('{directory / backup_id / 'db'}')"
     for table in manifest.tables:
-        if table in KEEP_CURRENT or table.startswith(".inner"):
+        if cluster.logical(table) in KEEP_CURRENT or table.startswith(".inner") or not cluster.restorable(table):
             continue
-        store.command(f"TRUNCATE TABLE IF EXISTS {db}.{table}")
-        store.command(f"RESTORE TABLE {db}.{table} FROM {source} SETTINGS allow_non_empty_tables = true")
+        store.command(cluster.truncate_table(db, table))
+        store.command(cluster.restore_table(db, table, source) + " SETTINGS allow_non_empty_tables = true")
     # A purge that started shortly before the backup may have finished after it: replaying
     # a few minutes more than strictly needed costs nothing and misses nobody.
     since = manifest.created_at - REPLAY_MARGIN_S

@@ -4,9 +4,13 @@ A synchronous mutation (`ALTER TABLE ... DELETE ... mutations_sync = 2`) rewrite
 that held the rows without them, so they are physically gone when it returns, not merely
 hidden (a lightweight DELETE then `APPLY DELETED MASK` did the same with two rewrites).
 Its cost is rewriting those parts (beacon parts are capped at 32 MiB for this, migration
-10) plus a hard-link clone of every other part of the table (README, "Erasure").
+10) plus a hard-link clone of every other part of the table (README, "Erasure"), which
+`IN PARTITION` avoids: when the rows sit in a few partitions (a subject's recent months),
+one mutation per partition touches only those partitions' parts.
 The retention enforcer batches differently on purpose: one lightweight DELETE per tenant
 and one rewrite per table for all of them.
+
+The statements come from `core.cluster` (on a cluster: the local tables, `ON CLUSTER`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,30 @@ from __future__ import annotations
 from core import cluster
 from core.store import Store
 
+# Up to this many partitions, a mutation per partition (each prunes the others); past it,
+# one mutation for the table (fewer round trips through the cluster's DDL queue).
+MAX_PRUNED_PARTITIONS = 4
+
+
+def matching_partitions(store: Store, table: str, where: str, parameters: dict) -> tuple[int, list[str | None]]:
+    """How many rows `where` selects, and the partitions a mutation should name to reach
+    them: their ids when they are few and the table is partitioned, else `[None]` (the
+    whole table), and `[]` when there is nothing to do."""
+    rows = store.rows(f"SELECT _partition_id, count() FROM {table} WHERE {where} GROUP BY _partition_id"
+                      " ORDER BY _partition_id", parameters)
+    found = sum(int(n) for _, n in rows)
+    if not found:
+        return 0, []
+    partitions = [str(p) for p, _ in rows]
+    if len(partitions) > MAX_PRUNED_PARTITIONS or partitions == ["all"]:  # "all": not partitioned
+        return found, [None]
+    return found, partitions
+
 
 def delete_where(store: Store, table: str, where: str, parameters: dict) -> int:
     """Count the rows `where` selects and, if any, delete them physically; returns the count."""
-    found = int(store.command(f"SELECT count() FROM {table} WHERE {where}", parameters=parameters))
-    if found:
-        store.command(cluster.alter_table(table, f"DELETE WHERE {where} SETTINGS mutations_sync = 2"),
+    found, partitions = matching_partitions(store, table, where, parameters)
+    for partition in partitions:
+        store.command(cluster.delete_rows(table, where, partition) + " SETTINGS mutations_sync = 2",
                       parameters=parameters)
     return found

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 
+from core import cluster
 from core.store import Store
 from retention import audit, registry
 from retention.deletion import delete_where
@@ -25,7 +26,7 @@ KEEP = ("audit_log", "purges", "receipts")  # the records that prove what was de
 def tenant_tables(store: Store) -> list[str]:
     catalogue = {r[0] for r in store.rows(
         "SELECT table FROM system.columns WHERE database = currentDatabase() AND name = 'tenant_id'"
-        " AND table NOT LIKE '.inner%'")}
+        " AND table NOT LIKE '.inner%'") if not cluster.is_local(r[0])}  # a cluster's tables by the names queried
     return sorted(catalogue | {entry.table for entry in registry.REGISTRY})
 
 

@@ -25,7 +25,7 @@ import msgspec
 from core import cluster
 from core.store import Store
 from core.tenants import Tenant, all_tenant_ids, load_tenant, save_tenant
-from retention import audit, registry
+from retention import audit, deletion, registry
 
 # Setting name (the API's and the CLI's) -> the tenant field holding its days. Which tables
 # each one governs is said once, by the registry's `retention_kind`; `server_logs_days`
@@ -64,8 +64,8 @@ def apply(store: Store, tenant: Tenant, changes: dict) -> tuple[dict, dict]:
         field = _field_of(entry.retention_kind)
         if entry.row_ttl and getattr(updated, field) != getattr(tenant, field):
             store.command(
-                cluster.alter_table(entry.table, "UPDATE retention_days = {days:UInt16}"
-                                    f" WHERE {entry.tenant_column} = {{t:String}} AND retention_days != {{days:UInt16}}"),
+                cluster.update_rows(entry.table, "retention_days = {days:UInt16}",
+                                    f"{entry.tenant_column} = {{t:String}} AND retention_days != {{days:UInt16}}"),
                 parameters={"days": getattr(updated, field), "t": tenant.tenant_id},
             )
     return before, settings_of(updated)
@@ -75,7 +75,7 @@ def enforce(store: Store, now: float | None = None) -> dict[str, int]:
     """Delete every row past its tenant's period, physically; returns rows deleted per table."""
     now = time.time() if now is None else now
     deleted: dict[str, int] = {}
-    touched: set[str] = set()
+    touched: dict[str, set[str | None]] = {}  # table -> partitions whose mask to apply
     for tenant_id in all_tenant_ids(store):
         tenant = load_tenant(store, tenant_id)
         if tenant is None:
@@ -86,21 +86,28 @@ def enforce(store: Store, now: float | None = None) -> dict[str, int]:
             if entry.kept_past_period:
                 where += f" AND NOT ({entry.kept_past_period})"
             params = {"t": tenant_id, "cutoff": float(cutoff)}
-            n = int(store.command(f"SELECT count() FROM {entry.table} WHERE {where}", parameters=params))
-            if n:
-                store.command(cluster.delete_from(entry.table, where) + " SETTINGS lightweight_deletes_sync = 2",
-                              parameters=params)
-                touched.add(entry.table)
+            n = _delete_expired(store, entry.table, where, params, touched)
             deleted[entry.table] = deleted.get(entry.table, 0) + n
     # Audit rows no tenant owns (operator calls, refused anonymous calls) have their own period.
     where = "tenant_id = '' AND ts < {cutoff:DateTime64(3)}"
     params = {"cutoff": float(now - audit.ORPHAN_RETENTION_DAYS * 86400)}
-    n = int(store.command(f"SELECT count() FROM audit_log WHERE {where}", parameters=params))
-    if n:
-        store.command(cluster.delete_from("audit_log", where) + " SETTINGS lightweight_deletes_sync = 2",
-                      parameters=params)
-        touched.add("audit_log")
+    n = _delete_expired(store, "audit_log", where, params, touched)
     deleted["audit_log"] = deleted.get("audit_log", 0) + n
-    for table in touched:
-        store.command(cluster.alter_table(table, "APPLY DELETED MASK SETTINGS mutations_sync = 2"))
+    for table, partitions in touched.items():
+        # One rewrite per partition touched; of the whole table if a DELETE named none or
+        # the tenants' expired rows sat in many partitions.
+        whole = None in partitions or len(partitions) > deletion.MAX_PRUNED_PARTITIONS
+        for partition in [None] if whole else sorted(partitions):
+            store.command(cluster.apply_deleted_mask(table, partition) + " SETTINGS mutations_sync = 2")
     return deleted
+
+
+def _delete_expired(store: Store, table: str, where: str, params: dict, touched: dict[str, set[str | None]]) -> int:
+    """Mask the expired rows (a lightweight DELETE per partition they sit in, months mostly)
+    and note the partitions whose deleted-rows mask `enforce` then applies."""
+    n, partitions = deletion.matching_partitions(store, table, where, params)
+    for partition in partitions:
+        store.command(cluster.delete_from(table, where, partition) + " SETTINGS lightweight_deletes_sync = 2",
+                      parameters=params)
+        touched.setdefault(table, set()).add(partition)
+    return n

@@ -1,6 +1,10 @@
 """Migrations, TTL retention and the personal-data registry, on the real engine."""
 
+import pathlib
+import re
 import time
+
+import pytest
 
 from analytics import events
 from core import migrations
@@ -79,25 +83,110 @@ def test_every_registered_table_names_a_retention_setting_and_its_ttl_column(sto
     assert {e.table for e in REGISTRY if e.row_ttl} == {e.table for e in REGISTRY} & with_column
 
 
-def test_a_cluster_setting_reaches_every_ddl_statement_and_mutation(monkeypatch):
-    """`WAVE_CLICKHOUSE_CLUSTER` is read in core/cluster.py alone, and every statement that
-    changes tables or rows takes its clause from there (issue #16): with it set, every
-    migration is ON CLUSTER with Replicated engines, and so are the mutations."""
+def _schema_statements() -> list[str]:
+    """Every DDL statement of the schema for the layout in force, as `migrations.apply` runs them."""
     from core import cluster, migrations
 
+    return list(cluster.expand([migrations.schema_migrations()])) + [s for m in migrations.MIGRATIONS for s in m.statements]
+
+
+def _created(statements: list[str]) -> list[str]:
+    return [re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", s).group(1) for s in statements if s.startswith("CREATE TABLE")]
+
+
+def test_a_cluster_setting_reaches_every_ddl_statement_and_mutation(monkeypatch):
+    """`WAVE_CLICKHOUSE_CLUSTER` is read in core/cluster.py alone, and every statement that
+    changes tables or rows takes its table and clause from there (issues #16, #17): with it
+    set, every table is a Replicated `<name>_local` plus a Distributed `<name>` sharded by
+    tenant (and viewer), every DDL statement is ON CLUSTER, and every mutation runs ON
+    CLUSTER against the local table, IN PARTITION when given one."""
+    from core import cluster
+
+    one_node = _schema_statements()
     monkeypatch.setenv("WAVE_CLICKHOUSE_CLUSTER", "wave")
-    statements = [s for v in migrations._VERSIONS for s in v.statements()]
+    statements = _schema_statements()
     assert statements and all(" ON CLUSTER wave " in s for s in statements), \
         [s[:80] for s in statements if " ON CLUSTER wave " not in s]
+
+    # Every table of the one-node schema is, on the cluster, a replicated local table
+    # immediately followed by the Distributed table of the same name over it.
+    tables = _created(one_node)
+    assert len(tables) >= 12 and not any(t.endswith("_local") for t in tables)
     creates = [s for s in statements if s.startswith("CREATE TABLE")]
-    assert all("ENGINE = Replicated" in s for s in creates)
-    assert cluster.alter_table("t", "DELETE WHERE 1").startswith("ALTER TABLE t ON CLUSTER wave ")
-    assert cluster.delete_from("t", "x = 1") == "DELETE FROM t ON CLUSTER wave WHERE x = 1"
+    assert len(creates) == 2 * len(tables)
+    for table in tables:
+        local = next(i for i, s in enumerate(statements) if s.startswith(f"CREATE TABLE IF NOT EXISTS {table}_local "))
+        assert "ENGINE = Replicated" in statements[local] and "MergeTree('/clickhouse/tables/{shard}/{database}/{table}'," \
+            " '{replica}'" in statements[local], statements[local][:200]
+        distributed = statements[local + 1]
+        assert distributed.startswith(f"CREATE TABLE IF NOT EXISTS {table} ON CLUSTER wave AS {table}_local"
+                                      f" ENGINE = Distributed(wave, currentDatabase(), {table}_local, "), distributed
+    # A subject's rows sit on one shard: hashed by tenant and viewer where there is a viewer.
+    def key(table):
+        return next(s for s in creates if s.startswith(f"CREATE TABLE IF NOT EXISTS {table} ON CLUSTER wave AS "))
+    for table in ("viewer_events", "consents", "views"):
+        assert key(table).endswith("cityHash64(tenant_id, viewer_id))")
+    for table in ("tenants", "api_keys", "sessions", "audit_log", "videos", "purges"):
+        assert key(table).endswith("cityHash64(tenant_id))")
+    assert key("schema_migrations").endswith("cityHash64(version))")
+    # Storage (TTL, ORDER BY, indexes) lives on the local table only.
+    assert "TTL toDateTime(ts)" in next(s for s in creates if s.startswith("CREATE TABLE IF NOT EXISTS viewer_events_local"))
+
+    # Every ALTER works on the local table; column changes also reach the Distributed one.
+    alters = [s for s in statements if s.startswith("ALTER TABLE")]
+    for i, s in enumerate(statements):
+        if s.startswith("ALTER TABLE") and "ADD COLUMN" in s and "_local " in s.split(" ADD ")[0]:
+            table = re.match(r"ALTER TABLE (\w+)_local ", s).group(1)
+            assert statements[i + 1].startswith(f"ALTER TABLE {table} ON CLUSTER wave ADD COLUMN IF NOT EXISTS"), s
+    assert {re.match(r"ALTER TABLE (\w+) ", s).group(1) for s in alters if " ADD COLUMN" not in s} <= \
+        {f"{t}_local" for t in tables}
+    assert not any("MATERIALIZE" in s or "SETTING" in s for s in alters if not re.match(r"ALTER TABLE \w+_local ", s))
+
+    # Mutations: the local table, ON CLUSTER, IN PARTITION when given.
+    assert cluster.delete_rows("t", "x = 1", "202612") == \
+        "ALTER TABLE t_local ON CLUSTER wave DELETE IN PARTITION ID '202612' WHERE x = 1"
+    assert cluster.update_rows("t", "d = 1", "x = 1") == "ALTER TABLE t_local ON CLUSTER wave UPDATE d = 1 WHERE x = 1"
+    assert cluster.delete_from("t", "x = 1") == "DELETE FROM t_local ON CLUSTER wave WHERE x = 1"
+    assert cluster.delete_from("t", "x = 1", "202611") == \
+        "DELETE FROM t_local ON CLUSTER wave IN PARTITION ID '202611' WHERE x = 1"
+    assert cluster.apply_deleted_mask("t", "202611") == \
+        "ALTER TABLE t_local ON CLUSTER wave APPLY DELETED MASK IN PARTITION ID '202611'"
+    assert cluster.modify_ttl("t", "ts + INTERVAL 1 DAY") == "ALTER TABLE t_local ON CLUSTER wave MODIFY TTL ts + INTERVAL 1 DAY"
+    assert cluster.alter_table("t", "DELETE WHERE 1").startswith("ALTER TABLE t_local ON CLUSTER wave ")
     assert " ON CLUSTER wave " in cluster.backup_database("db", "File('x')")
+    assert cluster.truncate_table("db", "t_local") == "TRUNCATE TABLE IF EXISTS db.t_local ON CLUSTER wave"
+    assert cluster.restore_table("db", "t_local", "File('x')") == "RESTORE TABLE db.t_local ON CLUSTER wave FROM File('x')"
+    assert cluster.restorable("t_local") and not cluster.restorable("t")
+    with pytest.raises(ValueError):
+        cluster.delete_rows("t", "1", "2026' OR '1")  # a partition id is never SQL
+    # a migration may append settings to a statement without losing its follow-ups
+    assert cluster.expand([cluster.alter_table("t", "ADD COLUMN IF NOT EXISTS c UInt8") + " SETTINGS alter_sync = 2"]) \
+        == ("ALTER TABLE t_local ON CLUSTER wave ADD COLUMN IF NOT EXISTS c UInt8 SETTINGS alter_sync = 2",
+            "ALTER TABLE t ON CLUSTER wave ADD COLUMN IF NOT EXISTS c UInt8")
+
     monkeypatch.delenv("WAVE_CLICKHOUSE_CLUSTER")
-    assert " ON CLUSTER" not in cluster.alter_table("t", "DELETE WHERE 1")
+    assert _schema_statements() == one_node
+    assert not any(" ON CLUSTER" in s or "Replicated" in s or "Distributed" in s or "_local" in s for s in one_node)
+    assert cluster.delete_rows("t", "x = 1") == "ALTER TABLE t DELETE WHERE x = 1"
+    assert cluster.delete_from("t", "x = 1") == "DELETE FROM t WHERE x = 1"
     # the environment is read in one module: nothing else names the variable
-    root = __import__("pathlib").Path(cluster.__file__).resolve().parents[1]
-    readers = [str(p.relative_to(root)) for pkg in ("core", "analytics", "retention", "edge")
-               for p in (root / pkg).rglob("*.py") if "WAVE_CLICKHOUSE_CLUSTER" in p.read_text()]
+    root = pathlib.Path(cluster.__file__).resolve().parents[1]
+    sources = [p for pkg in ("core", "analytics", "retention", "edge") for p in (root / pkg).rglob("*.py")]
+    readers = [str(p.relative_to(root)) for p in sources if "WAVE_CLICKHOUSE_CLUSTER" in p.read_text()]
     assert readers == ["core/cluster.py"], readers
+    # and no other module writes a DDL statement or a mutation itself: they all ask cluster.py
+    literal = re.compile(r"""[fr]?["'](ALTER TABLE|DELETE FROM|CREATE TABLE|CREATE MATERIALIZED VIEW|BACKUP|RESTORE"""
+                         r"""|TRUNCATE|OPTIMIZE|DROP TABLE|RENAME TABLE|EXCHANGE)\b""")
+    builders = [f"{p.relative_to(root)}: {m.group(0)}" for p in sources if p.name != "cluster.py"
+                for m in literal.finditer(p.read_text())]
+    assert builders == [], builders
+
+
+def test_a_table_replaced_by_key_without_a_tenant_must_name_its_shard_key():
+    """Every version of a ReplacingMergeTree row must meet on one shard; without tenant_id
+    the table says how (checked in every mode, so it fails here, not on a cluster)."""
+    from core import cluster
+
+    with pytest.raises(ValueError, match="shard_by"):
+        cluster.create_table("x", "k String, v UInt8", "ENGINE = ReplacingMergeTree(v) ORDER BY k")
+    assert "Distributed" not in cluster.create_table("x", "k String", "ENGINE = MergeTree ORDER BY k")
