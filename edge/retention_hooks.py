@@ -67,6 +67,7 @@ class ServerHooks:
         edge = self._edge
         for viewer_id in ([subject.value] if subject.kind == "viewer_id" else list(subject.linked_viewer_ids)):
             edge.consents.forget(tenant_id, viewer_id)
+            await edge.webrtc_qoe.forget_viewer(tenant_id, viewer_id)
         if subject.kind == "ip":
             await edge.front_log.collect(time.time() + 2)  # the nginx front's unread hand-off files, too
             edge.sessions.forget_ip(subject.value, tenant_id)
