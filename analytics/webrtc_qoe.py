@@ -151,7 +151,8 @@ _PER_SESSION = f"""
            max(packets_sent) AS sent, max(bytes_sent) AS bytes,
            argMaxIf(packets_lost, ts, packets_lost IS NOT NULL) AS lost,
            avg(jitter_ms) AS jitter, max(jitter_ms) AS jitter_max, avg(rtt_ms) AS rtt, max(rtt_ms) AS rtt_max,
-           max(viewer_id != '') AS linked, countIf(packets_lost IS NOT NULL) AS reports
+           max(viewer_id != '') AS linked, countIf(packets_lost IS NOT NULL) AS reports,
+           sum(jitter_ms) AS jitter_sum, count(jitter_ms) AS jitter_n, sum(rtt_ms) AS rtt_sum, count(rtt_ms) AS rtt_n
     FROM {TABLE} WHERE {_WHERE}
     GROUP BY session_id, stream_id, kind
 """
@@ -180,7 +181,7 @@ def sessions(store: Store, tenant_id: str, start: float, end: float, stream_id: 
     )
     out = []
     for (session_id, stream, kind, started, ended, samples, sent, sent_bytes, lost, jitter, jitter_max, rtt,
-         rtt_max, linked, reports) in rows:
+         rtt_max, linked, reports, *_) in rows:
         lost = int(lost) if reports else None
         out.append({
             "session_id": session_id, "stream_id": stream, "kind": kind,
@@ -195,11 +196,13 @@ def sessions(store: Store, tenant_id: str, start: float, end: float, stream_id: 
 
 def streams(store: Store, tenant_id: str, start: float, end: float, stream_id: str | None = None) -> list[dict]:
     """Per stream: viewer sessions, packets sent and lost (the sessions' newest reports),
-    loss %, and the mean jitter and round trip over every sample."""
+    loss % (of the packets sent in sessions that had a report), and the mean jitter and
+    round trip over every sample that had one."""
     rows = store.rows(
         f"""
         SELECT stream_id, uniqExact(session_id), sum(sent), sumIf(greatest(lost, 0), reports > 0),
-               sumIf(sent, reports > 0), avgWeighted(jitter, samples), avgWeighted(rtt, samples)
+               sumIf(sent, reports > 0), if(sum(jitter_n) > 0, sum(jitter_sum) / sum(jitter_n), NULL),
+               if(sum(rtt_n) > 0, sum(rtt_sum) / sum(rtt_n), NULL)
         FROM ({_PER_SESSION})
         GROUP BY stream_id ORDER BY stream_id
         """,
