@@ -88,6 +88,8 @@ class QoeSampler:
         self.interval_s = interval_s
         self.started_at: float | None = None
         self.samples = 0
+        self.rows = 0  # rows handed to the sink
+        self.final_at: float | None = None  # when the last sample was taken, at the close
         self._task: asyncio.Task | None = None
         self._closed = False
         self._rates: dict[str, int] = {}
@@ -113,15 +115,15 @@ class QoeSampler:
             await asyncio.sleep(self.interval_s)
             await self.sample()
 
-    async def sample(self) -> None:
+    async def sample(self, now: float | None = None) -> None:
         """Read every sender once and hand the rows to the sink."""
         if self.started_at is None:
             return  # never connected: nothing was sent, no session to describe
-        now = time.time()
+        now = time.time() if now is None else now
         rows = []
         for transceiver in self.pc.getTransceivers():
-            sender = transceiver.sender
-            if sender is None or sender.track is None:
+            sender = transceiver.sender  # its track is already detached when the session closes
+            if sender is None or sender.transport is None:
                 continue
             kind = sender.kind
             rate = self._rates.get(transceiver.mid or "", DEFAULT_CLOCK.get(kind, 90_000))
@@ -130,10 +132,11 @@ class QoeSampler:
             except Exception:  # noqa: BLE001 - a sender torn down mid-read: skip this round
                 log.debug("sender stats not readable", exc_info=True)
                 continue
-            if fields is not None:
+            if fields is not None and (fields["packets_sent"] or fields["rtt_ms"] is not None):
                 rows.append(Sample(ts=now, started_at=self.started_at, **self._base, **fields))
         if rows:
             self.samples += 1
+            self.rows += len(rows)
             self._sink(rows)
 
     async def stop(self) -> None:
@@ -143,7 +146,8 @@ class QoeSampler:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-        await self.sample()
+        self.final_at = time.time()
+        await self.sample(self.final_at)
 
 
 def start(pc: RTCPeerConnection, sink: Sink, *, tenant_id: str, stream_id: str, viewer_id: str,

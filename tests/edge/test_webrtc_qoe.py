@@ -98,11 +98,20 @@ def test_a_whep_session_is_sampled_with_loss_jitter_and_rtt_and_no_personal_key(
         # Receiver reports come every 0.5-1.5 s; a round trip needs one echoing a sender report.
         await _until(lambda: _rows(store, sid, "kind = 'video' AND rtt_ms IS NOT NULL AND packets_sent > 0"),
                      40, "a video sample with a round-trip time")
-        before_end = len(_rows(store, sid))
+        session_id = w.headers["location"].rsplit("/", 1)[1]
+        sampler = srv.edge.live.viewer(sid, session_id).qoe
+        deleted_at = time.time()
         async with httpx.AsyncClient(base_url=srv.base_url) as http:
             assert (await http.delete(w.headers["location"])).status_code == 200
-        # The final sample, taken as the session closes, lands too.
-        await _until(lambda: len(_rows(store, sid)) > before_end, 20, "the final sample")
+        # The final sample, taken as the session closes, lands too (for both senders)...
+        await _until(lambda: sampler.final_at is not None, 10, "the session's close")
+        final = f"ts = fromUnixTimestamp64Milli({int(sampler.final_at * 1000)})"
+        assert sampler.final_at >= deleted_at
+        await _until(lambda: {r[1] for r in _rows(store, sid, final)} == {"video", "audio"}, 20, "the final sample")
+        # ... and then none: every sample taken is in the table, and no more are taken.
+        await asyncio.sleep(STATS_S * 3)
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(srv.edge.webrtc_qoe.flush(), srv.edge.loop))
+        assert len(_rows(store, sid)) == sampler.rows
         await viewer.close()
         await publisher.close()
         return w.headers["location"].rsplit("/", 1)[1], viewer.frames
