@@ -213,3 +213,44 @@ def test_jitter_is_converted_from_rtp_units_with_the_codec_clock_and_fraction_fr
     assert video == {"kind": "video", "packets_sent": 1000, "bytes_sent": 900_000, "packets_lost": 10,
                      "fraction_lost": 0.25, "jitter_ms": 10.0, "rtt_ms": 25.0}
     assert webrtc_stats.from_stats(report, "audio", 48_000)["jitter_ms"] == pytest.approx(18.75)
+
+
+def test_the_player_links_its_whep_session_only_after_consent(qoe_server, tenant_factory, store):
+    """Chromium with the embed player: a viewer who declined is measured without an id;
+    one who accepted sends its consented viewer id with the WHEP offer, and the rows hold it."""
+    from tests.browser import advances, chromium
+
+    srv = qoe_server
+    stream = _stream(srv, tenant_factory)
+    sid, tenant_id = stream["stream_id"], stream["tenant_id"]
+
+    async def scenario():
+        publisher, r = await _publish(srv.base_url, stream)
+        assert r.status_code == 201, r.text
+        try:
+            async with chromium() as (context, errors):
+                for answer in ("decline", "accept"):
+                    page = await context.new_page()
+                    await page.goto(f"{srv.base_url}/embed/{sid}?transport=whep")
+                    if answer == "accept":  # the grant is recorded before the play button is pressed
+                        async with page.expect_response(lambda resp: resp.url.endswith("/v1/consent")) as granted:
+                            await page.click(f'[data-consent="{answer}"]')
+                        assert (await granted.value).status == 201
+                    else:
+                        await page.click(f'[data-consent="{answer}"]')
+                    await page.click(".wave-play")
+                    await advances(page, 1.0)
+                    assert await page.evaluate("document.querySelector('wave-player').transport") == "whep"
+                    await _until(lambda: len({r[0] for r in _rows(store, sid, "rtt_ms IS NOT NULL")}) >=
+                                 (1 if answer == "decline" else 2), 40, f"samples of the {answer} session")
+                    await page.close()
+                return errors
+        finally:
+            await publisher.close()
+
+    errors = asyncio.run(scenario())
+    assert not errors, errors
+    consented = store.rows("SELECT DISTINCT viewer_id FROM consents WHERE tenant_id = {t:String}", {"t": tenant_id})
+    assert len(consented) == 1
+    linked = {r[8] for r in _rows(store, sid)}
+    assert linked == {"", consented[0][0]}, linked
