@@ -136,3 +136,38 @@ def test_dashboard_shows_the_webrtc_panel(server, tenant_factory, store):
     assert by_stream[b][1:5] == ["1", "100.0 ms", "8.0 ms", "50.00 %"]
     assert sessions == [[r["session_id"], r["kind"]] for r in api["rows"]]
     assert csv_href.startswith("/v1/analytics/webrtc?") and "format=csv" in csv_href
+
+
+def test_the_writer_keeps_a_viewer_id_only_while_its_consent_stands(store, tenant):
+    """The consent is asked again at every flush: a withdrawal unlinks the rows written
+    after it; a purge's `forget_viewer` unlinks rows still buffered."""
+    from analytics.consent import ConsentLedger
+
+    t = tenant.tenant_id
+    stream = f"st_eu_w{t[-8:]}"
+
+    async def scenario():
+        ledger = ConsentLedger(store)
+        log = QoeLog(store, ledger)
+        await ledger.record(tenant_id=t, viewer_id="v-ok", action="grant", purposes=["analytics"],
+                            policy_version="1", email="", ip="::", browser="")
+        await ledger.record(tenant_id=t, viewer_id="v-other-purpose", action="grant", purposes=["personalisation"],
+                            policy_version="1", email="", ip="::", browser="")
+        log.add([_sample(t, stream, "s1", "video", T0, 10, viewer="v-ok"),
+                 _sample(t, stream, "s2", "video", T0, 10, viewer="v-other-purpose"),
+                 _sample(t, stream, "s3", "video", T0, 10, viewer="v-unknown")])
+        await log.flush()
+        await ledger.record(tenant_id=t, viewer_id="v-ok", action="withdraw", purposes=[],
+                            policy_version="1", email="", ip="::", browser="")
+        log.add([_sample(t, stream, "s1", "video", T0 + 5, 20, viewer="v-ok")])
+        await log.flush()
+        await ledger.record(tenant_id=t, viewer_id="v-ok", action="grant", purposes=["analytics"],
+                            policy_version="1", email="", ip="::", browser="")
+        log.add([_sample(t, stream, "s1", "video", T0 + 10, 30, viewer="v-ok")])
+        await log.forget_viewer(t, "v-ok")  # a purge of v-ok, before this row is written
+        await log.flush()
+
+    asyncio.run(scenario())
+    rows = store.rows("SELECT session_id, packets_sent, viewer_id FROM webrtc_samples WHERE stream_id = {s:String}"
+                      " ORDER BY session_id, packets_sent", {"s": stream})
+    assert rows == [("s1", 10, "v-ok"), ("s1", 20, ""), ("s1", 30, ""), ("s2", 10, ""), ("s3", 10, "")]
