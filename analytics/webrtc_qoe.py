@@ -66,9 +66,12 @@ class QoeLog:
         self._rows: list[Sample] = []
         self._lock = asyncio.Lock()  # one flush at a time; `forget_viewer` waits for it
         self._task: asyncio.Task | None = None
+        self._gone_tenants: set[str] = set()  # offboarded: their sessions' last rows are dropped
         self.dropped = 0
 
     def add(self, rows: list[Sample]) -> None:
+        if self._gone_tenants:
+            rows = [r for r in rows if r.tenant_id not in self._gone_tenants]
         self._rows.extend(rows)
         if len(self._rows) > MAX_BUFFERED:
             over = len(self._rows) - MAX_BUFFERED
@@ -113,6 +116,14 @@ class QoeLog:
             for row in self._rows:
                 if row.tenant_id == tenant_id and row.viewer_id == viewer_id:
                     row.viewer_id = ""
+
+    async def forget_tenant(self, tenant_id: str) -> None:
+        """Offboarding: the tenant's buffered rows go, rows its closing sessions still hand
+        in are dropped, and a flush under way has finished (before the tenant's rows are
+        erased, so none is written back after)."""
+        async with self._lock:
+            self._gone_tenants.add(tenant_id)
+            self._rows = [r for r in self._rows if r.tenant_id != tenant_id]
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flush_forever(), name="webrtc-qoe-flush")

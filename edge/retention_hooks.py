@@ -84,6 +84,7 @@ class ServerHooks:
 
     async def end_tenant_sessions(self, tenant_id: str) -> None:
         await self._edge.live.end_tenant(tenant_id, "tenant deleted", "offboarded")
+        await self._edge.webrtc_qoe.forget_tenant(tenant_id)  # its viewers' last QoE samples too
 
     def delete_tenant_media(self, tenant_id: str) -> MediaDeleted:
         return delete_tenant_media(self._edge.store, self._edge.settings.media_dir, tenant_id)

@@ -19,7 +19,7 @@ def _admin(key):
 
 def _sample(tenant_id, stream_id, session_id, kind, ts, sent, lost=None, jitter=None, rtt=None, viewer=""):
     return Sample(tenant_id=tenant_id, stream_id=stream_id, session_id=session_id, kind=kind, ts=ts,
-                  started_at=STARTED[session_id], packets_sent=sent, bytes_sent=sent * 1000, packets_lost=lost,
+                  started_at=STARTED.get(session_id, T0), packets_sent=sent, bytes_sent=sent * 1000, packets_lost=lost,
                   fraction_lost=None if lost is None else 0.0, jitter_ms=jitter, rtt_ms=rtt, viewer_id=viewer,
                   retention_days=30)
 
@@ -171,3 +171,23 @@ def test_the_writer_keeps_a_viewer_id_only_while_its_consent_stands(store, tenan
     rows = store.rows("SELECT session_id, packets_sent, viewer_id FROM webrtc_samples WHERE stream_id = {s:String}"
                       " ORDER BY session_id, packets_sent", {"s": stream})
     assert rows == [("s1", 10, "v-ok"), ("s1", 20, ""), ("s1", 30, ""), ("s2", 10, ""), ("s3", 10, "")]
+
+
+def test_an_offboarded_tenants_rows_are_never_written_back(store, tenant_factory):
+    """Offboarding ends the tenant's sessions, whose closing samples arrive afterwards:
+    `forget_tenant` drops what is buffered and whatever comes later; others' rows stay."""
+    gone, _ = tenant_factory()
+    kept, _ = tenant_factory()
+    stream = f"st_eu_o{gone.tenant_id[-8:]}"
+
+    async def scenario():
+        log = QoeLog(store, consents=None)
+        log.add([_sample(gone.tenant_id, stream, "s1", "video", T0, 10), _sample(kept.tenant_id, stream, "k1", "video", T0, 10)])
+        await log.forget_tenant(gone.tenant_id)
+        log.add([_sample(gone.tenant_id, stream, "s1", "video", T0 + 5, 20), _sample(kept.tenant_id, stream, "k1", "video", T0 + 5, 20)])
+        return await log.flush()
+
+    assert asyncio.run(scenario()) == 2
+    rows = store.rows("SELECT tenant_id, packets_sent FROM webrtc_samples WHERE stream_id = {s:String} ORDER BY ts",
+                      {"s": stream})
+    assert rows == [(kept.tenant_id, 10), (kept.tenant_id, 20)]
