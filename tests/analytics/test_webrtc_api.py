@@ -132,7 +132,7 @@ def test_dashboard_shows_the_webrtc_panel(server, tenant_factory, store):
     by_stream = {row[0]: row[1:] for row in streams}
     assert set(by_stream) == {a, b}
     assert by_stream[a][0] == "keynote (live)"  # the stream's name, from /v1/streams
-    assert by_stream[a][1:5] == ["2", "20.0 ms", "2.3 ms", f"{api['streams'][0]['loss_pct']:.2f} %"]
+    assert by_stream[a][1:5] == ["2", "20.0 ms", "2.3 ms", f"{round(100 * 10 / 1500, 2):.2f} %"]
     assert by_stream[b][1:5] == ["1", "100.0 ms", "8.0 ms", "50.00 %"]
     assert sessions == [[r["session_id"], r["kind"]] for r in api["rows"]]
     assert csv_href.startswith("/v1/analytics/webrtc?") and "format=csv" in csv_href
