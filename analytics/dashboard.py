@@ -58,6 +58,9 @@ main { padding: 16px; max-width: 1400px; margin: 0 auto; }
 .panel { background: #fff; border-radius: 8px; padding: 12px; box-shadow: 0 1px 2px rgba(0,0,0,.08); overflow-x: auto; }
 .panel h2 { font-size: 15px; margin: 0 0 8px; }
 .panel h2 .csv { font-size: 12px; font-weight: normal; margin-left: 6px; }
+.panel h3 { font-size: 13px; margin: 12px 0 6px; }
+.note { color: #5b6472; font-size: 12px; margin: 0 0 8px; }
+#webrtc { margin-top: 12px; }
 .chart-box { position: relative; height: 280px; }
 #breakdowns { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 12px; margin-top: 12px; }
 table { border-collapse: collapse; width: 100%; }
@@ -109,6 +112,14 @@ footer { color: #5b6472; font-size: 12px; padding: 16px; text-align: center; }
     <section class="panel"><h2>Watching now</h2><strong id="realtime-now">–</strong>
       <span>viewers in the current minute; last 5 minutes: <span id="realtime-minutes"></span></span></section>
   </div>
+  <section class="panel" id="webrtc"><h2>Live streams over WebRTC <a class="csv" id="webrtc-csv" href="/v1/analytics/webrtc?format=csv">CSV</a></h2>
+    <p class="note">Measured by the edge from each viewer's RTCP receiver reports (no client script involved).</p>
+    <table data-panel="webrtc-streams"><thead><tr><th>Stream</th><th>Sessions</th><th>Avg RTT</th><th>Avg jitter</th>
+      <th>Packet loss</th><th>Packets sent</th></tr></thead><tbody></tbody></table>
+    <h3>Viewer sessions</h3>
+    <table data-panel="webrtc-sessions"><thead><tr><th>Session</th><th>Stream</th><th>Media</th><th>Started</th>
+      <th>RTT</th><th>Jitter</th><th>Loss</th><th>Sent</th></tr></thead><tbody></tbody></table>
+  </section>
   <div id="breakdowns"></div>
 </section>
 </main>

@@ -167,3 +167,43 @@ class IdentitySecret(Struct):
     identity_secret: str
     version: int
     identified_viewers: bool  # tokens are only accepted for tenants that identify viewers
+
+
+# ---- WebRTC viewer QoE (analytics/webrtc_qoe.py) ------------------------------------------
+
+
+class WebrtcSession(Struct):
+    """One WHEP viewer session's sender of one kind, as the edge measured it: counters are
+    the session's newest sample's; `packets_lost` the viewer's newest RTCP receiver report
+    (null before any); jitter and round trip averaged over the samples, and their max."""
+
+    session_id: str
+    stream_id: str
+    kind: str
+    started_at: str
+    ended_at: str  # the newest sample in the range
+    samples: int
+    packets_sent: int
+    bytes_sent: int
+    packets_lost: int | None
+    loss_pct: float | None
+    jitter_ms: float | None
+    jitter_ms_max: float | None
+    rtt_ms: float | None
+    rtt_ms_max: float | None
+    viewer_linked: bool  # the viewer presented a consented viewer id (the rows hold it)
+
+
+class WebrtcStream(Struct):
+    stream_id: str
+    sessions: int
+    packets_sent: int
+    packets_lost: int
+    loss_pct: float | None
+    jitter_ms: float | None
+    rtt_ms: float | None
+
+
+class WebrtcQoe(Struct):
+    streams: list[WebrtcStream]
+    rows: list[WebrtcSession]

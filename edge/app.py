@@ -24,6 +24,7 @@ from analytics.enrichment.geo import GeoLocator
 from analytics.identity import IdentityTokens
 from analytics.rollup import ViewRollup
 from analytics.spool import Spool
+from analytics.webrtc_qoe import QoeLog
 from analytics.write_buffer import WriteBuffer
 from core import client_address, csrf, keys_api, migrations, openapi
 from core.auth import AdminAuth
@@ -84,6 +85,7 @@ class Edge:
         self._housekeeping_task: asyncio.Task | None = None
         self.recordings: Recordings | None = None
         self.sessions: SessionLog | None = None
+        self.webrtc_qoe: QoeLog | None = None  # WHEP viewers' QoE samples, batched into the store
         self.video_cache: VideoCache | None = None
         self.packaging = FairJobs(settings.transcode_jobs)  # uploads packaged at once, one per tenant
         self.metrics.gauge("wave_uploads_packaging", "Uploads being packaged now", lambda: self.packaging.running)
@@ -126,6 +128,8 @@ class Edge:
         self.video_cache = VideoCache(self.store)
         self.sessions = SessionLog(self.store)
         self.sessions.start()
+        self.webrtc_qoe = QoeLog(self.store, self.consents)
+        self.webrtc_qoe.start()
         self.live = LiveStreams(self.recordings, self.public_links, self.sessions, self.rtc_closed,
                                 silence_s=s.publish_silence_s, connect_timeout_s=s.rtc_connect_timeout_s)
         await vod_upload.resume(self)
@@ -204,6 +208,8 @@ class Edge:
             await asyncio.wait(finishing, timeout=30)
         if self.sessions is not None:
             await self.sessions.stop()
+        if self.webrtc_qoe is not None:
+            await self.webrtc_qoe.stop()
         if self.consents is not None:
             await self.consents.stop()
         if self.audit is not None:

@@ -34,7 +34,7 @@ PUBLIC_PREFIXES = ("/v1/collect", "/v1/consent", "/v1/playback/", "/healthz", "/
 # What WHIP and WHEP clients in a browser need (RFC 9725 §4.8): trickle and restart by
 # PATCH with If-Match, and the session's Location, ETag and Link headers readable.
 _CORS_METHODS = b"GET, POST, PATCH, DELETE, OPTIONS"
-_CORS_HEADERS = b"content-type, authorization, if-match"
+_CORS_HEADERS = b"content-type, authorization, if-match, x-wave-viewer"
 _CORS_EXPOSE = b"location, etag, link, retry-after"
 
 

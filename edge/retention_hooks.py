@@ -67,6 +67,7 @@ class ServerHooks:
         edge = self._edge
         for viewer_id in ([subject.value] if subject.kind == "viewer_id" else list(subject.linked_viewer_ids)):
             edge.consents.forget(tenant_id, viewer_id)
+            await edge.webrtc_qoe.forget_viewer(tenant_id, viewer_id)
         if subject.kind == "ip":
             await edge.front_log.collect(time.time() + 2)  # the nginx front's unread hand-off files, too
             edge.sessions.forget_ip(subject.value, tenant_id)
@@ -83,6 +84,7 @@ class ServerHooks:
 
     async def end_tenant_sessions(self, tenant_id: str) -> None:
         await self._edge.live.end_tenant(tenant_id, "tenant deleted", "offboarded")
+        await self._edge.webrtc_qoe.forget_tenant(tenant_id)  # its viewers' last QoE samples too
 
     def delete_tenant_media(self, tenant_id: str) -> MediaDeleted:
         return delete_tenant_media(self._edge.store, self._edge.settings.media_dir, tenant_id)

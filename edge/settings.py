@@ -55,6 +55,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # one whose peer stops answering ICE consent checks this long is closed (RFC 7675: 30 s).
     rtc_connect_timeout_s: float = 10.0
     rtc_consent_timeout_s: float = 30.0
+    # How often each WHEP viewer's RTP senders are sampled for QoE (RTCP receiver reports:
+    # loss, jitter, round trip; bytes sent), analytics/webrtc_qoe.py; and once at the end.
+    webrtc_stats_s: float = 5.0
     # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
     secret_key: str | None = None
     # The built player (`npm run build` in player/), served under /player/.
@@ -143,6 +146,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         publish_takeover_s=float(env.get("WAVE_PUBLISH_TAKEOVER_S") or 1.0),
         rtc_connect_timeout_s=float(env.get("WAVE_RTC_CONNECT_TIMEOUT_S") or 10.0),
         rtc_consent_timeout_s=float(env.get("WAVE_RTC_CONSENT_TIMEOUT_S") or 30.0),
+        webrtc_stats_s=float(env.get("WAVE_WEBRTC_STATS_S") or 5.0),
         ice_servers=_words(env.get("WAVE_ICE_SERVERS", "")),
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
         player_dir=Path(env["WAVE_PLAYER_DIR"]).resolve() if env.get("WAVE_PLAYER_DIR") else DEFAULT_PLAYER_DIR,

@@ -41,7 +41,14 @@ COLUMN_NOTES = {
     "started_at": "when the session or view began", "ended_at": "when it ended",
     "playing_ms": "time the video was playing, in milliseconds",
     "bytes_sent": "bytes of video sent to you",
-    "kind": "publisher or viewer session (WebRTC, HLS)",
+    "kind": "sessions: publisher or viewer session (WebRTC, HLS); WebRTC samples: video or audio",
+    "stream_id": "the live stream watched",
+    "session_id": "one viewing session (a random id)",
+    "packets_sent": "media packets the platform sent you in that session so far",
+    "packets_lost": "of those, how many your browser reported lost",
+    "fraction_lost": "share of packets lost just before the sample (0 to 1)",
+    "jitter_ms": "variation in packet arrival times your browser reported, in milliseconds",
+    "rtt_ms": "round-trip time between the platform and your browser, in milliseconds",
     "received_at": "when the platform received it (UTC)",
 }
 

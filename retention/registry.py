@@ -76,6 +76,16 @@ REGISTRY: tuple[PersonalTable, ...] = (
                               "country, OS, browser, device, screen"),
                   purpose="the tenant's analytics dashboards (a rollup of viewer_events)",
                   legal_basis="consent_mode"),
+    # WHEP viewers' QoE as the edge measured it (analytics/webrtc_qoe.py): operational data
+    # with a random session id, personal only on rows whose viewer presented a consented
+    # viewer id (then `viewer_id` is filled); kept as long as the tenant keeps beacons.
+    PersonalTable("webrtc_samples", ("viewer_id",), "viewer_events_days",
+                  data_subjects="viewers watching live streams over WebRTC (linked only with their consent)",
+                  categories=("pseudonymous viewer id (consented viewers only)",
+                              "per WebRTC session: stream, times, packets and bytes sent, packets lost,"
+                              " jitter, round-trip time"),
+                  purpose="delivery quality of live streams for the tenant (server-side WebRTC QoE)",
+                  legal_basis="consent_mode"),
     # Admins' and operators' addresses in the audit log.
     PersonalTable("audit_log", ("ip",), "audit_days",
                   data_subjects="tenant admins, support staff and operators",

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 
+from analytics.webrtc_qoe import Sample
 from core.tenants import KEY_ID_CHARS, hash_key
 from edge.vod import videos
 from retention import support
@@ -38,6 +40,10 @@ def victim(server, tenant_factory, store):
     grant = support.grant(store, a.tenant_id, "key:test", 3600)
     identity = server.http.get("/v1/identity-secret", headers=_admin(key_a)).json()["identity_secret"]
     receipt = server.http.post("/v1/privacy/purge", json={"viewer_id": "nobody"}, headers=_admin(key_a)).json()
+    store.insert_json_lines("webrtc_samples", msgspec.json.encode(Sample(  # a WHEP viewer's QoE, linked to alice
+        tenant_id=a.tenant_id, stream_id=stream["stream_id"], session_id="qoe-a", kind="video", ts=time.time() - 60,
+        started_at=time.time() - 70, packets_sent=100, bytes_sent=100_000, packets_lost=1, fraction_lost=0.0,
+        jitter_ms=1.0, rtt_ms=2.0, viewer_id="alice", retention_days=30)) + b"\n")
     return {"purge_id": receipt["purge_id"], "tenant": a, "key": key_a, "stream_id": stream["stream_id"], "video_id": video.video_id,
             "grant_id": grant["grant_id"], "key_id": hash_key(key_a)[:KEY_ID_CHARS], "identity_secret": identity}
 
@@ -84,6 +90,8 @@ def _cases(a: dict) -> dict:
                                               lambda r: r.status_code == 200
                                               and all(not p["value"] for p in r.json()["points"])),
         ("GET", "/v1/analytics/realtime"): ("/v1/analytics/realtime", {}, lacks(vid, "alice")),
+        ("GET", "/v1/analytics/webrtc"): ("/v1/analytics/webrtc", {"params": window},
+                                          lambda r: r.status_code == 200 and r.json() == {"streams": [], "rows": []}),
         ("POST", "/v1/privacy/purge"): ("/v1/privacy/purge", {"json": {"viewer_id": "alice"}},
                                         lambda r: r.status_code == 200 and not any(r.json()["rows_deleted"].values())),
         ("GET", "/v1/privacy/export"): ("/v1/privacy/export", {"params": {"viewer_id": "alice"}}, lacks(vid, tid)),
@@ -137,6 +145,8 @@ def test_no_admin_route_reaches_another_tenants_data(server, tenant_factory, vic
     assert server.http.get(f"/v1/streams/{victim['stream_id']}", headers=a).status_code == 200
     assert server.http.get(f"/v1/videos/{victim['video_id']}", headers=a).json()["title"] == "a-video"
     assert count_events(store, victim["tenant"].tenant_id) == 2
+    qoe = server.http.get("/v1/analytics/webrtc", params={"stream_id": victim["stream_id"]}, headers=a).json()
+    assert [row["session_id"] for row in qoe["rows"]] == ["qoe-a"]
     assert victim["grant_id"] in server.http.get("/v1/support-grants", headers=a).text
     assert server.http.get("/v1/retention", headers=a).json()["viewer_events_days"] != 7
     assert server.http.get("/v1/privacy/settings", headers=a).json() == {"k_anonymity": 5}

@@ -18,7 +18,7 @@ from litestar.params import FromPath
 from core.openapi import SDP, body, errors
 from core.tenants import Tenant
 from core.validation import BadInput
-from edge.streaming import events, liveness, rtc, sdp, trickle
+from edge.streaming import events, liveness, rtc, sdp, trickle, webrtc_stats
 from edge.streaming.relay import PacketTrack
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class ViewerSession:
         self.user_agent = user_agent
         self.started = time.time()
         self.watch: liveness.Watch | None = None
+        self.qoe: webrtc_stats.QoeSampler | None = None
 
 
 @post("/whep/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201,
@@ -59,6 +60,8 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
         raise _not_live()
     edge.limits.whep_per_tenant.check(stream.tenant_id, "WebRTC viewers joining this tenant's streams")
     offer = (await request.body()).decode("utf-8", "replace")
+    viewer_id = await webrtc_stats.consented_viewer(request.headers.get(webrtc_stats.VIEWER_HEADER),
+                                                    publish.tenant.tenant_id, edge.consents)
     try:
         offer = sdp.only_h264(offer) if "m=video" in offer else offer
     except sdp.NoH264 as exc:
@@ -81,6 +84,10 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
     if not live.add_viewer(session, pipeline):  # the publish ended while the answer was made
         await rtc.close(pc)
         raise _not_live()
+    session.qoe = webrtc_stats.start(pc, edge.webrtc_qoe.add, tenant_id=publish.tenant.tenant_id,
+                                     stream_id=stream.stream_id, viewer_id=viewer_id,
+                                     retention_days=publish.tenant.retention_days,
+                                     interval_s=edge.settings.webrtc_stats_s)
     location = f"/whep/{stream.stream_id}/{session.session_id}"
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": location, "ETag": f'"{session.session_id}"',

@@ -290,7 +290,10 @@ export class WavePlayer extends HTMLElement {
     };
     if (this.config.live && this.whepUrl && transport !== "hls") {
       try {
-        this.source = await attachWhep(this.video, this.whepUrl, { onEnded: () => this.liveEnded() });
+        this.source = await attachWhep(this.video, this.whepUrl, {
+          onEnded: () => this.liveEnded(),
+          viewerId: this.consented ? this.viewerId : null, // only with a recorded consent
+        });
         this.transport = "whep";
         return;
       } catch (err) {

@@ -85,7 +85,7 @@ function connected(pc, timeoutMs) {
  * back to HLS.
  * @returns {Promise<{destroy: () => void}>}
  */
-export async function attachWhep(video, url, { timeoutMs = 6_000, onEnded = null } = {}) {
+export async function attachWhep(video, url, { timeoutMs = 6_000, onEnded = null, viewerId = null } = {}) {
   if (typeof RTCPeerConnection !== "function") throw new Error("no WebRTC in this browser");
   const pc = new RTCPeerConnection({ iceServers: [] });
   let location = null;
@@ -114,9 +114,13 @@ export async function attachWhep(video, url, { timeoutMs = 6_000, onEnded = null
     pc.addEventListener("track", (e) => stream.addTrack(e.track));
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc, 2_000);
+    // A consented viewer's id lets the edge link its own measurements of this session
+    // (loss, jitter, round trip) to the viewer; without it they are stored anonymously.
+    const headers = { "content-type": "application/sdp" };
+    if (viewerId) headers["x-wave-viewer"] = viewerId;
     const res = await fetch(url, {
       method: "POST",
-      headers: { "content-type": "application/sdp" },
+      headers,
       body: pc.localDescription.sdp,
     });
     if (res.status !== 201) throw new Error(`WHEP answered ${res.status}`);

@@ -55,6 +55,7 @@ export function format(value, unit) {
     return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
   }
   if (unit === "ms") return `${Math.round(value)} ms`;
+  if (unit === "ms1") return `${Number(value).toFixed(1)} ms`;
   if (unit === "%") return `${Number(value).toFixed(2)} %`;
   return Number.isInteger(value) ? value.toLocaleString("en") : Number(value).toFixed(2);
 }
@@ -79,7 +80,7 @@ async function api(path, params = {}) {
 
 // ---- state --------------------------------------------------------------------------
 
-const state = { from: null, to: null, video: "", metric: "views", titles: {}, chart: null, timer: null };
+const state = { from: null, to: null, live: true, video: "", metric: "views", titles: {}, chart: null, timer: null };
 
 function range() {
   return { from: new Date(state.from).toISOString(), to: new Date(state.to).toISOString(), video_id: state.video };
@@ -93,6 +94,7 @@ function interval() {
 }
 
 function setPreset(hours) {
+  state.live = true;
   state.to = Date.now();
   state.from = state.to - hours * 3600e3;
   $("#from").value = new Date(state.from).toISOString().slice(0, 16);
@@ -148,6 +150,42 @@ function csvLink(dimension) {
   return url.pathname + url.search;
 }
 
+// WebRTC viewers as the edge measured them (RTCP receiver reports): per stream, then the
+// newest viewer sessions (one row per session and media kind from the API, shown per kind).
+const WEBRTC_SESSIONS_SHOWN = 50;
+
+function webrtcParams() {
+  const { from, to, video_id: stream } = range();
+  // A preset range ends now: the live panel keeps following the present.
+  return { from, to: state.live ? new Date().toISOString() : to, stream_id: stream };
+}
+
+function renderWebrtc(data) {
+  const name = (id) => state.titles[id] || id;
+  const streams = data.streams.map((s) =>
+    el("tr", { "data-stream": s.stream_id }, el("td", {}, name(s.stream_id)), el("td", {}, format(s.sessions)),
+      el("td", {}, format(s.rtt_ms, "ms1")), el("td", {}, format(s.jitter_ms, "ms1")),
+      el("td", {}, format(s.loss_pct, "%")), el("td", {}, format(s.packets_sent))));
+  $('table[data-panel="webrtc-streams"] tbody').replaceChildren(...streams);
+  const sessions = data.rows.slice(0, WEBRTC_SESSIONS_SHOWN).map((r) =>
+    el("tr", { "data-session": r.session_id, "data-kind": r.kind }, el("td", {}, r.session_id.slice(0, 8)),
+      el("td", {}, name(r.stream_id)), el("td", {}, r.kind), el("td", {}, r.started_at.replace("T", " ").replace("Z", "")),
+      el("td", {}, format(r.rtt_ms, "ms1")), el("td", {}, format(r.jitter_ms, "ms1")),
+      el("td", {}, format(r.loss_pct, "%")), el("td", {}, format(r.packets_sent))));
+  $('table[data-panel="webrtc-sessions"] tbody').replaceChildren(...sessions);
+  const csv = new URL("/v1/analytics/webrtc", location.origin);
+  for (const [k, v] of Object.entries({ ...webrtcParams(), format: "csv" })) if (v) csv.searchParams.set(k, v);
+  $("#webrtc-csv").setAttribute("href", csv.pathname + csv.search);
+}
+
+async function refreshWebrtc() {
+  try {
+    renderWebrtc(await api("/v1/analytics/webrtc", webrtcParams()));
+  } catch (err) {
+    if (err.status === 401) signedOut();
+  }
+}
+
 async function renderRealtime() {
   try {
     const rt = await api("/v1/analytics/realtime");
@@ -161,12 +199,14 @@ async function renderRealtime() {
 async function refresh() {
   $("#error").hidden = true;
   try {
-    const [summary, series, ...tables] = await Promise.all([
+    const [summary, series, webrtc, ...tables] = await Promise.all([
       api("/v1/analytics/summary", range()),
       api("/v1/analytics/timeseries", { ...range(), metric: state.metric, interval: interval() }),
+      api("/v1/analytics/webrtc", webrtcParams()),
       ...BREAKDOWNS.map(([d]) => api("/v1/analytics/breakdown", { ...range(), dimension: d })),
     ]);
     renderTiles(summary);
+    renderWebrtc(webrtc);
     renderChart(series);
     $("#breakdowns").replaceChildren(...BREAKDOWNS.map(([d, title, heading], i) => renderBreakdown(d, title, heading, tables[i].rows)));
     document.body.dataset.loaded = "true";
@@ -212,7 +252,10 @@ async function signedIn() {
   await refresh();
   renderRealtime();
   clearInterval(state.timer);
-  state.timer = setInterval(renderRealtime, 10_000);
+  state.timer = setInterval(() => {
+    renderRealtime();
+    if (state.live) refreshWebrtc(); // a preset range (up to now): the live panel follows
+  }, 10_000);
 }
 
 // A key names its tenant's region (`wk_<region>_...`), and the tenant's data lives only
@@ -274,6 +317,7 @@ function start() {
   }
   $("#range").addEventListener("submit", (e) => {
     e.preventDefault();
+    state.live = false;
     state.from = Date.parse($("#from").value + "Z");
     state.to = Date.parse($("#to").value + "Z");
     refresh();
