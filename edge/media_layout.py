@@ -10,8 +10,9 @@ patterns, never by a path, so nothing outside the media directory can be asked f
 $WAVE_DATA_DIR/media/
   videos/vd_<region>_<16 hex>/   init.mp4, seg_NNNNN.m4s, vod.m3u8, poster.jpg (and, while it is
                         a live publish's directory, the sliding index.m3u8)
-                        an upload's ladder instead: main.m3u8 (multivariant), per rung
-                        r<H>.m3u8, r<H>_init.mp4, r<H>_NNNNN.m4s; and for every VOD
+                        since the ladder: main.m3u8 (multivariant), r<H>.m3u8 per rendition
+                        (the top one over init.mp4 and seg_*, the lower ones over
+                        r<H>_init.mp4 and r<H>_NNNNN.m4s) instead of vod.m3u8; and
                         storyboard.vtt with sprite-N.jpg (seek previews)
   uploads/vd_<region>_<16 hex>.part
   public/{vod,live}/<media id> -> ../../videos/vd_...   (public media only)
@@ -56,7 +57,7 @@ def new_video_id(region: str | None = None) -> str:
 # -- file names -----------------------------------------------------------------------
 PLAYLIST = "index.m3u8"  # the live playlist; the name players ask for, live or VOD
 INIT = "init.mp4"  # the fMP4 initialization section
-VOD_PLAYLIST = "vod.m3u8"  # every segment of a finished video, served as index.m3u8
+VOD_PLAYLIST = "vod.m3u8"  # a finished video's one playlist before the ladder, served as index.m3u8
 POSTER = "poster.jpg"
 PACKAGER_PLAYLIST = "hls.m3u8"  # what FFmpeg's muxer writes while packaging an upload (unused after)
 SEGMENT_TEMPLATE = "seg_%05d.m4s"  # FFmpeg's `hls_segment_filename` pattern
@@ -83,8 +84,10 @@ _RUNG = r"r[0-9]{2,4}"
 VOD_FILE = re.compile(
     rf"^(index\.m3u8|init\.mp4|{SEGMENT_FILE_PATTERN}|poster\.jpg|storyboard\.vtt|sprite-[0-9]{{1,3}}\.jpg"
     rf"|{_RUNG}\.m3u8|{_RUNG}_init\.mp4|{_RUNG}_[0-9]{{5,9}}\.m4s)$")
-# What the front serves itself for public VOD (never playlists or the storyboard's text).
-VOD_FRONT_FILE_PATTERN = rf"{_RUNG}_init\.mp4|{_RUNG}_[0-9]{{5,9}}\.m4s|sprite-[0-9]{{1,3}}\.jpg"
+# What the front serves itself for public VOD (never playlists or the storyboard's text):
+# the lower renditions' files (plays, handed to the session history) and sprites (not).
+VOD_FRONT_FILE_PATTERN = rf"{_RUNG}_init\.mp4|{_RUNG}_[0-9]{{5,9}}\.m4s"
+SPRITE_FILE_PATTERN = r"sprite-[0-9]{1,3}\.jpg"
 
 
 def rung_name(height: int) -> str:

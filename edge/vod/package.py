@@ -1,8 +1,8 @@
 """Turning a directory of fMP4 segments into a VOD: playlists, duration, size, codecs.
 
 Recordings and uploads share one layout (`edge/media_layout.py`): the top rendition is
-`init.mp4`, `seg_NNNNN.m4s` and `vod.m3u8`; an upload's lower rungs are `r<H>_init.mp4`,
-`r<H>_NNNNN.m4s` and `r<H>.m3u8`; `main.m3u8` is the multivariant playlist over them all
+`init.mp4`, `seg_NNNNN.m4s` and `r<H>.m3u8` (H its height; `vod.m3u8` before the ladder);
+an upload's lower rungs are `r<H>_init.mp4`, `r<H>_NNNNN.m4s` and `r<H>.m3u8`; `main.m3u8` is the multivariant playlist over them all
 (what `/vod/{id}/index.m3u8` serves), its figures measured on these files
 (`ladder.write_multivariant`). A recording without a storyboard gets one here.
 A recording's segments are written atomically (temporary name, then rename) by the live
@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 
 from edge import media_layout
-from edge.media_layout import INIT, POSTER, SEGMENT, VOD_PLAYLIST
+from edge.media_layout import INIT, POSTER, SEGMENT
 from edge.vod import ladder, storyboard
 
 
@@ -53,7 +53,7 @@ def _segment_duration(init: bytes, segment: Path) -> float:
 
 
 def finalize(directory: Path) -> Probe:
-    """Write every rendition's media playlist (`vod.m3u8` for the top one), the multivariant
+    """Write every rendition's media playlist (`r<H>.m3u8`), the multivariant
     `main.m3u8` and, if missing, the storyboard; raise ValueError if the top rendition has
     no whole segment."""
     init_path = directory / INIT
@@ -62,7 +62,7 @@ def finalize(directory: Path) -> Probe:
         raise ValueError("no complete segment was recorded")
     init = init_path.read_bytes()
     probe = Probe(segments=len(parts))
-    top = _rendition(directory, init_path, parts, VOD_PLAYLIST)
+    top = _rendition(directory, init_path, parts, None)
     probe.video_codec, probe.audio_codec = top.video_codec, top.audio_codec
     probe.width, probe.height = top.variant.width, top.variant.height
     variants = [top.variant]
@@ -70,7 +70,7 @@ def finalize(directory: Path) -> Probe:
     for rung_init in sorted(directory.glob("r*_init.mp4"), key=lambda p: -int(p.name[1:].split("_")[0])):
         height = int(rung_init.name[1:].split("_")[0])
         rung_parts = media_layout.rung_segments(directory, height)
-        if rung_parts:
+        if rung_parts and height != top.variant.height:
             rendition = _rendition(directory, rung_init, rung_parts, media_layout.rung_playlist(height))
             variants.append(rendition.variant)
             size += rendition.size_bytes
@@ -92,10 +92,14 @@ class _Rendition:
     audio_codec: str
 
 
-def _rendition(directory: Path, init_path: Path, parts: list[Path], playlist: str) -> _Rendition:
-    """Write one rendition's media playlist from its segments; describe it for the
-    multivariant playlist from what the files contain."""
+def _rendition(directory: Path, init_path: Path, parts: list[Path], playlist: str | None) -> _Rendition:
+    """Write one rendition's media playlist from its segments (`r<H>.m3u8`; None: the top
+    one, named by its height once it is known); describe it for the multivariant playlist
+    from what the files contain."""
     init = init_path.read_bytes()
+    with av.open(io.BytesIO(init + parts[0].read_bytes()), "r") as first:
+        height = first.streams.video[0].codec_context.height if first.streams.video else 0
+    playlist = playlist or media_layout.rung_playlist(height)
     durations = [_segment_duration(init, part) for part in parts]
     lines = [
         "#EXTM3U",
