@@ -16,6 +16,7 @@ import pytest
 
 from edge.vod import ladder, package
 from tests.conftest import wait_for
+from tests.edge.test_front import front  # noqa: F401 - the nginx front fixture
 
 STREAM_INF = re.compile(r"^#EXT-X-STREAM-INF:(.*)\n(\S+)$", re.M)
 
@@ -275,3 +276,23 @@ def test_codec_names_come_from_the_sps():
     with pytest.raises(ValueError):
         ladder.avc1(b"\x00\x00\x01\x68\xee\x3c\x80")
     assert ladder.bitrates([1000, 3000], [2.0, 2.0]) == (12000, 8000)
+
+
+def test_the_front_serves_public_renditions_and_sprites_from_disk(front, tenant_factory, tmp_path):
+    """nginx sends a public video's lower renditions and sprites itself (sendfile); the
+    playlists and the storyboard's text still come from the edge."""
+    server, client = front
+    _, key = tenant_factory()
+    source = tmp_path / "clip.mp4"
+    write_clip(source, (854, 480), seconds=3)
+    vid = _upload(server, key, source)["video_id"]
+    media = server.edge.settings.media_dir / "videos" / vid
+    for name in ("index.m3u8", "r360.m3u8", "storyboard.vtt"):
+        r = client.get(f"/vod/{vid}/{name}")
+        assert r.status_code == 200 and "x-wave-front" not in r.headers, name
+    for name, kind in (("r360_init.mp4", "video/mp4"), ("r360_00000.m4s", "video/iso.segment"),
+                       ("sprite-0.jpg", "image/jpeg")):
+        r = client.get(f"/vod/{vid}/{name}")
+        assert r.status_code == 200 and r.headers["x-wave-front"] == "file", name
+        assert r.headers["content-type"] == kind and r.content == (media / name).read_bytes()
+    assert client.get(f"/vod/{vid}/r360_00999.m4s").status_code == 404  # not there: the edge says so
