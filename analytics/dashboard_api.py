@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
-from analytics import queries, suppression
+from analytics import quality, queries, suppression
 from analytics.wire import Breakdown, BreakdownRow, Realtime, Series, SeriesPoint, Summary
 from core.csv_responses import csv_response
 from core.openapi import ADMIN, errors
@@ -39,13 +39,14 @@ def scope(request: Request, tenant_id: str) -> queries.Scope:
 @get("/v1/analytics/summary", responses=errors(*ADMIN))
 async def summary(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Summary:
     """Views, unique viewers, playing and watch time, startup p50/p95, rebuffering,
-    failures and exits before start for the range (views that started in it)."""
+    failures and exits before start for the range (views that started in it); average
+    bitrate and upscale % over the playing time in it."""
     where = scope(request, tenant.tenant_id)
     if where.video_id:  # a filter: whole hours, and never fewer than k viewers
         where = suppression.snapped(where)
     figures = await asyncio.to_thread(queries.summary, store, where)
     suppression.check_filtered(where, figures["unique_viewers"], tenant.k_anonymity)
-    return Summary(**figures)
+    return Summary(**figures, **await asyncio.to_thread(quality.quality, store, where))
 
 
 @get("/v1/analytics/breakdown", responses=errors(*ADMIN))

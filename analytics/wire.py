@@ -101,7 +101,7 @@ class Withdrawn(Struct):
 # ---- admin analytics (analytics/dashboard_api.py) ----------------------------------------
 
 
-class Summary(Struct):
+class Figures(Struct):
     """DESIGN.md §4 figures; ratios are null where their denominator is zero."""
 
     views: int
@@ -116,7 +116,15 @@ class Summary(Struct):
     exits_before_start_pct: float | None
 
 
-class BreakdownRow(Summary):
+class Summary(Figures):
+    """The figures, and video quality from the renditions played (analytics/quality.py):
+    null where no playing time had a rendition reported."""
+
+    average_bitrate_kbps: float | None = None
+    upscale_pct: float | None = None
+
+
+class BreakdownRow(Figures):
     value: str = ""
 
 

@@ -26,6 +26,8 @@ const TILES = [
   ["rebuffer_frequency_per_min", "Rebuffers / min", ""],
   ["playback_failure_pct", "Playback failures", "%"],
   ["exits_before_start_pct", "Exits before start", "%"],
+  ["average_bitrate_kbps", "Average bitrate", "kbps"],
+  ["upscale_pct", "Upscaled", "%"],
 ];
 // dimension, panel title, column heading
 const BREAKDOWNS = [
@@ -55,6 +57,7 @@ export function format(value, unit) {
     return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
   }
   if (unit === "ms") return `${Math.round(value)} ms`;
+  if (unit === "kbps") return value >= 1000 ? `${(value / 1000).toFixed(2)} Mbps` : `${Math.round(value)} kbps`;
   if (unit === "%") return `${Number(value).toFixed(2)} %`;
   return Number.isInteger(value) ? value.toLocaleString("en") : Number(value).toFixed(2);
 }
