@@ -3,8 +3,9 @@
 The output's top rung is the source's size, at most 1920x1080 (or 1080x1920 upright,
 aspect kept, never upscaled): encoding costs grow with the picture, and nobody streams
 more from one upload. Below it the standard rungs of `ladder.plan`. H.264 video with AAC
-(or no) audio whose size is already the top rung's is remuxed into that rung: packets are
-copied untouched. Anything else PyAV can decode is transcoded to H.264/AAC.
+(or no) audio whose size is already the top rung's, at a bitrate near the rung's cap
+(`REMUX_MAX_RATIO`), is remuxed into that rung: packets are copied untouched. Anything
+else PyAV can decode is transcoded to H.264/AAC.
 
 One pass over the source: each frame is decoded once, scaled to every lower rung and
 encoded by that rung's encoder; the audio is encoded once (or copied) and muxed into every
@@ -40,6 +41,10 @@ HLS_OPTIONS = {
 }
 Progress = Callable[[float], None]
 MAX_OUTPUT = (1920, 1080)  # the long side and the short side of a transcoded picture
+# A source is copied into the top rung only if its bitrate is at most this times the
+# rung's cap: a 30 Mbps phone video as the top of an ABR ladder would stall every viewer
+# whose player picks it, so it is encoded like any other.
+REMUX_MAX_RATIO = 1.5
 
 
 class Unplayable(ValueError):
@@ -55,20 +60,27 @@ def plan(source: Path, limits: MediaLimits = MediaLimits(), deadline: Deadline |
                 raise Unplayable("the file has no video stream")
             ctx = container.streams.video[0].codec_context
             audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
+            bit_rate = container.bit_rate or 0
             check_stream(container, limits, deadline or limits.deadline())
     except av.FFmpegError as exc:
         raise Unplayable(f"not a media file that can be read ({exc.strerror or exc})") from None
     fits = ctx.width > 0 and ctx.height > 0 and output_size(ctx.width, ctx.height) == (ctx.width, ctx.height)
-    return "remux" if ctx.name == "h264" and audio in (None, "aac") and fits else "transcode"
+    lean = fits and not (bit_rate and bit_rate > REMUX_MAX_RATIO * 1000 * ladder.plan(ctx.width, ctx.height)[0].max_kbps)
+    return "remux" if ctx.name == "h264" and audio in (None, "aac") and lean else "transcode"
 
 
-def package_upload(source: Path, directory: Path, progress: Progress, limits: MediaLimits = MediaLimits()) -> str:
+def package_upload(source: Path, directory: Path, progress: Progress, limits: MediaLimits = MediaLimits(), *,
+                   rungs: Callable[[int, int], list[ladder.Rung]] = ladder.plan, remux: bool = True) -> str:
     """Write the HLS ladder and the storyboard for `source` into `directory`; returns how the
-    top rung was made ('remux' or 'transcode'). `package.finalize` then writes the playlists."""
+    top rung was made ('remux' or 'transcode'). `package.finalize` then writes the playlists.
+    `rungs` and `remux=False` are for bench/vod_ladder.py's in-run baseline (one rendition,
+    transcoded)."""
     how = plan(source, limits, limits.deadline())
+    if not remux:
+        how = "transcode"
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        _package(source, directory, progress, limits, remux_top=how == "remux")
+        _package(source, directory, progress, limits, remux_top=how == "remux", ladder_for=rungs)
     except av.ArgumentError:
         # EINVAL while decoding a file that opened fine: the decoder refused a picture over
         # `max_pixels` (a stream that grows mid-way); damaged data gives INVALIDDATA instead.
@@ -146,14 +158,15 @@ def _encoder(out, rung: ladder.Rung, rate: Fraction, time_base, gop: int):
     return stream
 
 
-def _package(source: Path, directory: Path, progress: Progress, limits: MediaLimits, remux_top: bool) -> None:
+def _package(source: Path, directory: Path, progress: Progress, limits: MediaLimits, remux_top: bool,
+             ladder_for: Callable[[int, int], list[ladder.Rung]] = ladder.plan) -> None:
     with av.open(str(source), "r") as src:
         vin = src.streams.video[0]
         vin.codec_context.options = limits.decoder_options()
         ain = src.streams.audio[0] if src.streams.audio else None
         if vin.codec_context.width <= 0 or vin.codec_context.height <= 0:
             raise Unplayable("the video stream does not say its picture size")
-        rungs = ladder.plan(*output_size(vin.codec_context.width, vin.codec_context.height))
+        rungs = ladder_for(*output_size(vin.codec_context.width, vin.codec_context.height))
         deadline = Deadline(limits.budget_s * ladder.work_factor(rungs))
         rate = vin.average_rate or vin.guessed_rate or Fraction(30)
         # Transcoded: a keyframe every 2 s in every rung. Remuxed top: the lower rungs take

@@ -296,3 +296,28 @@ def test_the_front_serves_public_renditions_and_sprites_from_disk(front, tenant_
         assert r.status_code == 200 and r.headers["x-wave-front"] == "file", name
         assert r.headers["content-type"] == kind and r.content == (media / name).read_bytes()
     assert client.get(f"/vod/{vid}/r360_00999.m4s").status_code == 404  # not there: the edge says so
+
+
+def test_only_a_lean_h264_source_is_copied_into_the_top_rung(tmp_path):
+    """A source far above the top rung's bitrate cap would stall the players that pick the
+    top rung: it is encoded like any other."""
+    from edge.vod import packager
+
+    lean, heavy = tmp_path / "lean.mp4", tmp_path / "heavy.mp4"
+    write_clip(lean, (640, 360), seconds=1)
+    with av.open(str(heavy), "w", format="mp4") as out:  # lossless noise: tens of Mbps
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        rng = np.random.default_rng(3)
+        for i in range(25):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (360, 640, 3), dtype=np.uint8), format="rgb24")
+            frame = frame.reformat(format="yuv420p")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    with av.open(str(heavy)) as c:
+        assert c.bit_rate > packager.REMUX_MAX_RATIO * 730_000
+    assert packager.plan(lean) == "remux"
+    assert packager.plan(heavy) == "transcode"
