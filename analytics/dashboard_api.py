@@ -16,7 +16,7 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
 from analytics import quality, queries, suppression
-from analytics.wire import Breakdown, BreakdownRow, Realtime, Series, SeriesPoint, Summary
+from analytics.wire import Breakdown, BreakdownRow, Quality, Realtime, Series, SeriesPoint, Summary
 from core.csv_responses import csv_response
 from core.openapi import ADMIN, errors
 from core.query_params import choice, time_range, wants_csv
@@ -39,14 +39,26 @@ def scope(request: Request, tenant_id: str) -> queries.Scope:
 @get("/v1/analytics/summary", responses=errors(*ADMIN))
 async def summary(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Summary:
     """Views, unique viewers, playing and watch time, startup p50/p95, rebuffering,
-    failures and exits before start for the range (views that started in it); average
-    bitrate and upscale % over the playing time in it."""
+    failures and exits before start for the range (views that started in it)."""
     where = scope(request, tenant.tenant_id)
     if where.video_id:  # a filter: whole hours, and never fewer than k viewers
         where = suppression.snapped(where)
     figures = await asyncio.to_thread(queries.summary, store, where)
     suppression.check_filtered(where, figures["unique_viewers"], tenant.k_anonymity)
-    return Summary(**figures, **await asyncio.to_thread(quality.quality, store, where))
+    return Summary(**figures)
+
+
+@get("/v1/analytics/quality", responses=errors(*ADMIN))
+async def video_quality(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Quality:
+    """Average bitrate (kbps) and upscale % over the playing time in the range, billed to
+    the renditions the players reported (`rendition_change`); filtered by media like the
+    summary (whole hours, never fewer than the tenant's `k_anonymity` viewers)."""
+    where = scope(request, tenant.tenant_id)
+    if where.video_id:
+        where = suppression.snapped(where)
+        viewers = await asyncio.to_thread(queries.unique_viewers, store, where)
+        suppression.check_filtered(where, viewers, tenant.k_anonymity)
+    return Quality(**await asyncio.to_thread(quality.quality, store, where))
 
 
 @get("/v1/analytics/breakdown", responses=errors(*ADMIN))
@@ -100,4 +112,4 @@ async def realtime(request: Request, tenant: NamedDependency[Tenant], store: Nam
     return msgspec.convert(data, Realtime)
 
 
-ROUTES = [summary, breakdown, timeseries, realtime]
+ROUTES = [summary, video_quality, breakdown, timeseries, realtime]

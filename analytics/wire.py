@@ -101,7 +101,7 @@ class Withdrawn(Struct):
 # ---- admin analytics (analytics/dashboard_api.py) ----------------------------------------
 
 
-class Figures(Struct):
+class Summary(Struct):
     """DESIGN.md §4 figures; ratios are null where their denominator is zero."""
 
     views: int
@@ -116,16 +116,16 @@ class Figures(Struct):
     exits_before_start_pct: float | None
 
 
-class Summary(Figures):
-    """The figures, and video quality from the renditions played (analytics/quality.py):
-    null where no playing time had a rendition reported."""
-
-    average_bitrate_kbps: float | None = None
-    upscale_pct: float | None = None
-
-
-class BreakdownRow(Figures):
+class BreakdownRow(Summary):
     value: str = ""
+
+
+class Quality(Struct):
+    """Video quality over the playing time in the range (analytics/quality.py): null where no
+    playing time had a rendition reported."""
+
+    average_bitrate_kbps: float | None
+    upscale_pct: float | None
 
 
 class Breakdown(Struct):

@@ -49,14 +49,30 @@ def test_bitrate_and_upscale_are_weighted_by_playing_time_on_each_rendition(stor
     assert quality.quality(store, queries.Scope(other.tenant_id, t0 - 60, t0 + 600))["upscale_pct"] is None
 
 
-def test_the_summary_shows_them(server, store, tenant_factory):
-    tenant, key = tenant_factory()
+def test_the_quality_route_and_the_dashboard_show_them(server, store, tenant_factory):
+    import asyncio
+
+    from tests.browser import chromium
+
+    tenant, key = tenant_factory(k_anonymity=1)
     t0 = time.time() - 3600
     _views(store, tenant.tenant_id, t0)
-    r = server.http.get("/v1/analytics/summary", headers={"authorization": f"Bearer {key}"})
+    admin = {"authorization": f"Bearer {key}"}
+    r = server.http.get("/v1/analytics/quality", headers=admin)
     assert r.status_code == 200, r.text
-    body = r.json()
-    assert (body["average_bitrate_kbps"], body["upscale_pct"]) == (2838.0, 35.0)
-    breakdown = server.http.get("/v1/analytics/breakdown", params={"dimension": "country"},
-                                headers={"authorization": f"Bearer {key}"}).json()
-    assert all("upscale_pct" not in row for row in breakdown["rows"])  # breakdown rows are unchanged
+    assert r.json() == {"average_bitrate_kbps": 2838.0, "upscale_pct": 35.0}
+    assert server.http.get("/v1/analytics/quality", params={"from": "yesterday"}, headers=admin).status_code == 400
+    assert server.http.get("/v1/analytics/quality").status_code == 401
+
+    async def tiles():
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            await page.goto(f"{server.base_url}/admin")
+            await page.fill("#key", key)
+            await page.click("#signin button[type=submit]")
+            await page.locator("body[data-loaded=true]").wait_for(timeout=20_000)
+            return [await page.locator(f'.tile[data-field="{f}"] .value').inner_text()
+                    for f in ("average_bitrate_kbps", "upscale_pct")], errors
+
+    shown, errors = asyncio.run(tiles())
+    assert shown == ["2.84 Mbps", "35.00 %"] and not errors, (shown, errors)

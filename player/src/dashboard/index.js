@@ -164,12 +164,13 @@ async function renderRealtime() {
 async function refresh() {
   $("#error").hidden = true;
   try {
-    const [summary, series, ...tables] = await Promise.all([
+    const [summary, quality, series, ...tables] = await Promise.all([
       api("/v1/analytics/summary", range()),
+      api("/v1/analytics/quality", range()),
       api("/v1/analytics/timeseries", { ...range(), metric: state.metric, interval: interval() }),
       ...BREAKDOWNS.map(([d]) => api("/v1/analytics/breakdown", { ...range(), dimension: d })),
     ]);
-    renderTiles(summary);
+    renderTiles({ ...summary, ...quality });
     renderChart(series);
     $("#breakdowns").replaceChildren(...BREAKDOWNS.map(([d, title, heading], i) => renderBreakdown(d, title, heading, tables[i].rows)));
     document.body.dataset.loaded = "true";
