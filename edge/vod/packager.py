@@ -158,8 +158,39 @@ def _encoder(out, rung: ladder.Rung, rate: Fraction, time_base, gop: int):
     return stream
 
 
+def add_renditions(directory: Path, limits: MediaLimits = MediaLimits()) -> int:
+    """A recording's lower rungs, made after its publish ended from its own segments (the
+    live encoder makes only the source's size): the same one pass, its H.264 kept as the
+    top rung untouched, the lower rungs' keyframes where the recording has them. Returns
+    how many renditions were added (0: the recording is already the smallest rung).
+    The segments are read as one fragmented MP4 (init + segments, concatenated in a
+    temporary file beside them, deleted after)."""
+    from edge.vod.package import segments
+
+    parts = segments(directory)
+    if not parts:
+        return 0
+    source = directory / ".recording-source.mp4"  # no served name matches it
+    try:
+        with source.open("wb") as out:
+            for part in [directory / media_layout.INIT, *parts]:
+                out.write(part.read_bytes())
+        with av.open(str(source), "r") as probe:
+            ctx = probe.streams.video[0].codec_context
+            rungs = ladder.plan(ctx.width, ctx.height)
+        if len(rungs) == 1:
+            return 0
+        _package(source, directory, lambda percent: None, limits, remux_top=True, ladder_for=lambda w, h: rungs,
+                 skip_top=True)
+        return len(rungs) - 1
+    finally:
+        source.unlink(missing_ok=True)
+
+
 def _package(source: Path, directory: Path, progress: Progress, limits: MediaLimits, remux_top: bool,
-             ladder_for: Callable[[int, int], list[ladder.Rung]] = ladder.plan) -> None:
+             ladder_for: Callable[[int, int], list[ladder.Rung]] = ladder.plan, skip_top: bool = False) -> None:
+    """The one pass. `skip_top` (with `remux_top`): the top rung's files exist already (a
+    recording's), only the lower rungs and the storyboard are written."""
     with av.open(str(source), "r") as src:
         vin = src.streams.video[0]
         vin.codec_context.options = limits.decoder_options()
@@ -172,18 +203,20 @@ def _package(source: Path, directory: Path, progress: Progress, limits: MediaLim
         # Transcoded: a keyframe every 2 s in every rung. Remuxed top: the lower rungs take
         # a keyframe exactly where the source has one, and none elsewhere.
         gop = max(1, int(round(float(rate) * 2))) if not remux_top else 1 << 20
-        outputs = [_output(directory, rung) for rung in rungs]
+        outputs = [None if skip_top and rung.top else _output(directory, rung) for rung in rungs]
+        written = [out for out in outputs if out is not None]
         try:
             encoded = rungs[1:] if remux_top else rungs
-            vouts = ([outputs[0].add_stream_from_template(vin)] if remux_top else []) + [
+            top = [outputs[0].add_stream_from_template(vin) if outputs[0] is not None else None] if remux_top else []
+            vouts = top + [
                 _encoder(out, rung, rate, vin.time_base, gop)
                 for out, rung in zip(outputs[len(rungs) - len(encoded):], encoded)]
             scalers = [av.video.reformatter.VideoReformatter() for _ in encoded]
             aouts, aencoder = [], None
             if ain is not None and remux_top:
-                aouts = [out.add_stream_from_template(ain) for out in outputs]
+                aouts = [out.add_stream_from_template(ain) for out in written]
             elif ain is not None:
-                for out in outputs:  # the same AAC settings everywhere: one encoder feeds them all
+                for out in written:  # the same AAC settings everywhere: one encoder feeds them all
                     stream = out.add_stream("aac", rate=48_000)
                     stream.layout, stream.bit_rate = "stereo", ladder.AUDIO_KBPS * 1000
                     aouts.append(stream)
@@ -203,7 +236,7 @@ def _package(source: Path, directory: Path, progress: Progress, limits: MediaLim
                     if packet.size == 0:
                         continue
                     if aencoder is None:
-                        _mux_all(outputs, aouts, packet)
+                        _mux_all(written, aouts, packet)
                         continue
                     for frame in ain.decode(packet):
                         frame.pts = None
@@ -214,10 +247,10 @@ def _package(source: Path, directory: Path, progress: Progress, limits: MediaLim
                             chunk.pts, chunk.time_base = samples, Fraction(1, 48_000)
                             samples += 1024
                             for encoded_packet in aencoder.encode(chunk):
-                                _mux_all(outputs, aouts, encoded_packet)
+                                _mux_all(written, aouts, encoded_packet)
                     continue
                 frames = vin.decode(packet)  # an empty flush packet drains the decoder
-                if remux_top and packet.size:
+                if remux_top and packet.size and outputs[0] is not None:
                     packet.stream = vouts[0]
                     outputs[0].mux(packet)
                 for frame in frames:
@@ -240,8 +273,8 @@ def _package(source: Path, directory: Path, progress: Progress, limits: MediaLim
                     outputs[rungs.index(rung)].mux(out_packet)
             if aencoder is not None:
                 for encoded_packet in aencoder.encode(None):
-                    _mux_all(outputs, aouts, encoded_packet)
+                    _mux_all(written, aouts, encoded_packet)
             board.finish()
         finally:
-            for out in outputs:
+            for out in written:
                 out.close()
