@@ -20,6 +20,7 @@ the processing budget grows with the ladder's extra pixels (`ladder.work_factor`
 
 from __future__ import annotations
 
+import io
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -170,16 +171,19 @@ def add_renditions(directory: Path, limits: MediaLimits = MediaLimits()) -> int:
     parts = segments(directory)
     if not parts:
         return 0
+    init = (directory / media_layout.INIT).read_bytes()
+    with av.open(io.BytesIO(init + parts[0].read_bytes()), "r") as probe:
+        if not probe.streams.video:
+            return 0
+        ctx = probe.streams.video[0].codec_context
+        rungs = ladder.plan(ctx.width, ctx.height)
+    if len(rungs) == 1:
+        return 0
     source = directory / ".recording-source.mp4"  # no served name matches it
     try:
         with source.open("wb") as out:
             for part in [directory / media_layout.INIT, *parts]:
                 out.write(part.read_bytes())
-        with av.open(str(source), "r") as probe:
-            ctx = probe.streams.video[0].codec_context
-            rungs = ladder.plan(ctx.width, ctx.height)
-        if len(rungs) == 1:
-            return 0
         _package(source, directory, lambda percent: None, limits, remux_top=True, ladder_for=lambda w, h: rungs,
                  skip_top=True)
         return len(rungs) - 1
