@@ -85,3 +85,33 @@ def test_chromium_plays_the_ladder_shows_seek_previews_and_reports_renditions(se
     for w, h, kbps, player_w, _ in rows:
         assert f"{w}x{h}" in ladder and kbps == round(ladder[f"{w}x{h}"] / 1000), (rows, ladder)
         assert player_w == 960
+
+
+def test_under_a_throttled_network_hls_js_plays_a_lower_rung_and_reports_it(server, tenant_factory, store, tmp_path):
+    """DevTools network emulation at 1.2 Mbit/s: the 1080p rung (several Mbit/s) cannot
+    keep up, hls.js's ABR plays a rung of at most 480p, and the beacons say which."""
+    tenant, key = tenant_factory()
+    source = tmp_path / "clip.mp4"
+    write_clip(source, (1920, 1080), seconds=8)
+    video_id = _upload(server, key, source)["video_id"]
+
+    async def scenario():
+        async with chromium(viewport=(960, 600)) as (context, errors):
+            page = await context.new_page()
+            cdp = await context.new_cdp_session(page)
+            await cdp.send("Network.enable")
+            await cdp.send("Network.emulateNetworkConditions", {
+                "offline": False, "latency": 20, "downloadThroughput": 1_200_000 / 8, "uploadThroughput": 1_000_000 / 8})
+            await page.goto(f"{server.base_url}/embed/{video_id}")
+            await page.click('[data-consent="accept"]')
+            await page.click(".wave-play")
+            await played(page, 2.5, timeout=90)
+            height = await page.evaluate("document.querySelector('wave-player video').videoHeight")
+            await page.goto("about:blank")
+            await asyncio.sleep(0.5)
+            return height, errors
+
+    height, errors = asyncio.run(scenario())
+    assert height <= 480, height
+    wait_for(lambda: any(r[1] <= 480 for r in _renditions(store, tenant.tenant_id)), what="a low rung's beacon")
+    assert all(h in (1080, 720, 480, 360) for _, h, *_ in _renditions(store, tenant.tenant_id))
