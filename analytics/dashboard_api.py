@@ -15,8 +15,8 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
-from analytics import queries, suppression, webrtc_qoe
-from analytics.wire import (Breakdown, BreakdownRow, Realtime, Series, SeriesPoint, Summary, WebrtcQoe,
+from analytics import quality, queries, suppression, webrtc_qoe
+from analytics.wire import (Breakdown, BreakdownRow, Quality, Realtime, Series, SeriesPoint, Summary, WebrtcQoe,
                             WebrtcSession, WebrtcStream)
 from core.csv_responses import csv_response
 from core.openapi import ADMIN, errors
@@ -48,6 +48,19 @@ async def summary(request: Request, tenant: NamedDependency[Tenant], store: Name
     figures = await asyncio.to_thread(queries.summary, store, where)
     suppression.check_filtered(where, figures["unique_viewers"], tenant.k_anonymity)
     return Summary(**figures)
+
+
+@get("/v1/analytics/quality", responses=errors(*ADMIN))
+async def video_quality(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Quality:
+    """Average bitrate (kbps) and upscale % over the playing time in the range, billed to
+    the renditions the players reported (`rendition_change`); filtered by media like the
+    summary (whole hours, never fewer than the tenant's `k_anonymity` viewers)."""
+    where = scope(request, tenant.tenant_id)
+    if where.video_id:
+        where = suppression.snapped(where)
+        viewers = await asyncio.to_thread(queries.unique_viewers, store, where)
+        suppression.check_filtered(where, viewers, tenant.k_anonymity)
+    return Quality(**await asyncio.to_thread(quality.quality, store, where))
 
 
 @get("/v1/analytics/breakdown", responses=errors(*ADMIN))
@@ -124,4 +137,4 @@ async def webrtc(request: Request, tenant: NamedDependency[Tenant], store: Named
     return WebrtcQoe(streams=[WebrtcStream(**s) for s in per_stream], rows=[WebrtcSession(**r) for r in rows])
 
 
-ROUTES = [summary, breakdown, timeseries, realtime, webrtc]
+ROUTES = [summary, video_quality, breakdown, timeseries, realtime, webrtc]

@@ -26,7 +26,7 @@ MAX_SPAN_MS = 60 * 60 * 1000
 
 _STATES = """
     SELECT tenant_id, view_id, viewer_id, video_id, type, fatal, ts,
-        country, region, city, os, browser, device, screen_w, screen_h, retention_days,
+        country, region, city, os, browser, device, screen_w, screen_h, retention_days,{carry}
         anyLast(multiIf(
             type IN ('playing', 'heartbeat', 'rebuffer_end'), 'playing',
             type = 'rebuffer_start', 'rebuffering',
@@ -90,7 +90,16 @@ FOLD_SQL = f"""
 
 def fold_sql(where: str) -> str:
     """The per-view fold over the beacons `where` selects (a condition on viewer_events)."""
-    return FOLD_SQL.replace("{where}", where)
+    return FOLD_SQL.replace("{carry}", "").replace("{where}", where)
+
+
+def spans_sql(where: str, carry: str = "") -> str:
+    """Every beacon `where` selects, with the state its view was in from it to the next
+    beacon (`state`) and that span's billable length in ms (`span`), as the fold bills them.
+    `carry`: extra columns over the per-view window `w` in time order, each ending with a
+    comma (e.g. `anyLast(rendition_w) OVER w AS rendition_now,`), for figures that bill a
+    span to something else in effect at the time (analytics/quality.py)."""
+    return _SPANS.replace("{carry}", carry).replace("{where}", where)
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,14 @@ class BreakdownRow(Summary):
     value: str = ""
 
 
+class Quality(Struct):
+    """Video quality over the playing time in the range (analytics/quality.py): null where no
+    playing time had a rendition reported."""
+
+    average_bitrate_kbps: float | None
+    upscale_pct: float | None
+
+
 class Breakdown(Struct):
     dimension: str
     rows: list[BreakdownRow]

@@ -124,7 +124,7 @@ class Edge:
         self.retention = RetentionService(self.store, self.secret, ServerHooks(self),
                                           backups.backups_dir(s.data_dir, s.clickhouse_url), s.backup_every_s)
         self.streams = StreamCache(self.store)
-        self.recordings = Recordings(self.store, s.media_dir, self.public_links)
+        self.recordings = Recordings(self.store, s.media_dir, self.public_links, self.packaging, s.upload_limits)
         self.video_cache = VideoCache(self.store)
         self.sessions = SessionLog(self.store)
         self.sessions.start()

@@ -1,7 +1,7 @@
 """The nginx front for production: `wave-edge front-config` prints its configuration.
 
-nginx serves what needs no decision (public media's `init.mp4` and segments, from the
-link tree `public_media` keeps) with `sendfile`, and passes everything else to the edge,
+nginx serves what needs no decision (public media's `init.mp4` and segments, a VOD's
+other renditions and storyboard sprites, from the link tree `public_media` keeps) with `sendfile`, and passes everything else to the edge,
 which stays the only place that checks tokens, writes playlists, takes beacons and runs
 WebRTC. Requests nginx served itself are handed to the edge in per-second files it
 consumes and deletes (`front_log`), so the session history stays complete without an
@@ -29,7 +29,7 @@ http {{
     server_tokens off;
     access_log off;
     client_max_body_size 0;  # the edge enforces its own upload cap (413)
-    types {{ video/mp4 mp4; video/iso.segment m4s; application/vnd.apple.mpegurl m3u8; }}
+    types {{ video/mp4 mp4; video/iso.segment m4s; application/vnd.apple.mpegurl m3u8; image/jpeg jpg; }}
     default_type application/octet-stream;
     log_format wave_hls escape=json
         '{{"uri":"$uri","bytes":$body_bytes_sent,"addr":"$remote_addr","at":$msec,"ua":"$http_user_agent","status":$status}}';
@@ -54,6 +54,25 @@ http {{
             add_header Access-Control-Allow-Origin "*";
             add_header X-Wave-Front "file";
             access_log {front_log}/$wave_second.jsonl wave_hls;
+        }}
+
+        # Public VOD's lower renditions, likewise.
+        location ~ "^/vod/({media_id})/({vod_file})$" {{
+            root {public};
+            try_files /vod/$1/$2 @edge;
+            add_header Cache-Control "public, max-age=86400, immutable";
+            add_header Access-Control-Allow-Origin "*";
+            add_header X-Wave-Front "file";
+            access_log {front_log}/$wave_second.jsonl wave_hls;
+        }}
+
+        # Seek-preview sprites: pictures, not plays (no hand-off line).
+        location ~ "^/vod/({media_id})/({sprite_file})$" {{
+            root {public};
+            try_files /vod/$1/$2 @edge;
+            add_header Cache-Control "public, max-age=86400, immutable";
+            add_header Access-Control-Allow-Origin "*";
+            add_header X-Wave-Front "file";
         }}
 
         location / {{
@@ -105,6 +124,8 @@ def render(settings: Settings, *, listen: str, edge: str, workers: str = "auto")
         public=media_layout.public_dir(settings.media_dir),
         media_id=media_layout.MEDIA_ID_PATTERN,
         media_file=media_layout.FRONT_FILE_PATTERN,
+        vod_file=media_layout.VOD_FRONT_FILE_PATTERN,
+        sprite_file=media_layout.SPRITE_FILE_PATTERN,
         front_log=settings.front_log_path,
         proxy_params=run / "front-proxy.conf",
         trusted=trusted_hint(edge),

@@ -20,6 +20,7 @@ _TYPES = {
     ".mp4": "video/mp4",
     ".m4s": "video/iso.segment",
     ".jpg": "image/jpeg",
+    ".vtt": "text/vtt; charset=utf-8",
 }
 SEGMENT_CACHE = "public, max-age=86400, immutable"
 
@@ -44,10 +45,12 @@ def respond(path: Path, data: bytes, *, playlist_cache: str, token: str | None) 
     suffix = path.suffix
     if suffix == ".m3u8" and token:
         data = with_token(data, token)
+    elif suffix == ".vtt" and token:
+        data = storyboard_with_token(data, token)
     return Response(
         data,
         media_type=_TYPES[suffix],
-        headers={"Cache-Control": playlist_cache if suffix == ".m3u8" else SEGMENT_CACHE},
+        headers={"Cache-Control": playlist_cache if suffix in (".m3u8", ".vtt") else SEGMENT_CACHE},
     )
 
 
@@ -62,3 +65,9 @@ def with_token(playlist: bytes, token: str) -> bytes:
             line = line.replace(b'.mp4"', b".mp4" + suffix + b'"')
         lines.append(line)
     return b"\n".join(lines)
+
+
+def storyboard_with_token(vtt: bytes, token: str) -> bytes:
+    """Carry the playback token onto the sprite images a storyboard's cues name
+    (`sprite-0.jpg#xywh=...` -> `sprite-0.jpg?token=...#xywh=...`)."""
+    return vtt.replace(b".jpg#", f".jpg?token={token}#".encode())

@@ -10,6 +10,10 @@ patterns, never by a path, so nothing outside the media directory can be asked f
 $WAVE_DATA_DIR/media/
   videos/vd_<region>_<16 hex>/   init.mp4, seg_NNNNN.m4s, vod.m3u8, poster.jpg (and, while it is
                         a live publish's directory, the sliding index.m3u8)
+                        since the ladder: main.m3u8 (multivariant), r<H>.m3u8 per rendition
+                        (the top one over init.mp4 and seg_*, the lower ones over
+                        r<H>_init.mp4 and r<H>_NNNNN.m4s) instead of vod.m3u8; and
+                        storyboard.vtt with sprite-N.jpg (seek previews)
   uploads/vd_<region>_<16 hex>.part
   public/{vod,live}/<media id> -> ../../videos/vd_...   (public media only)
 ```
@@ -53,7 +57,7 @@ def new_video_id(region: str | None = None) -> str:
 # -- file names -----------------------------------------------------------------------
 PLAYLIST = "index.m3u8"  # the live playlist; the name players ask for, live or VOD
 INIT = "init.mp4"  # the fMP4 initialization section
-VOD_PLAYLIST = "vod.m3u8"  # every segment of a finished video, served as index.m3u8
+VOD_PLAYLIST = "vod.m3u8"  # a finished video's one playlist before the ladder, served as index.m3u8
 POSTER = "poster.jpg"
 PACKAGER_PLAYLIST = "hls.m3u8"  # what FFmpeg's muxer writes while packaging an upload (unused after)
 SEGMENT_TEMPLATE = "seg_%05d.m4s"  # FFmpeg's `hls_segment_filename` pattern
@@ -66,6 +70,52 @@ FRONT_FILE_PATTERN = rf"init\.mp4|{SEGMENT_FILE_PATTERN}"
 
 def segment_template(directory: Path) -> str:
     return str(directory / SEGMENT_TEMPLATE)
+
+
+# -- VOD renditions and seek previews ---------------------------------------------------
+# A ready video's `index.m3u8` is MULTIVARIANT when it exists (every video packaged since
+# the ladder), else the single media playlist VOD_PLAYLIST (videos packaged before it).
+# An upload's rungs are named by their picture height (`r720`): flat names in the video's
+# directory, so a request still names a file, never a path.
+MULTIVARIANT = "main.m3u8"
+STORYBOARD = "storyboard.vtt"
+SPRITE_TEMPLATE = "sprite-{}.jpg"
+_RUNG = r"r[0-9]{2,4}"
+VOD_FILE = re.compile(
+    rf"^(index\.m3u8|init\.mp4|{SEGMENT_FILE_PATTERN}|poster\.jpg|storyboard\.vtt|sprite-[0-9]{{1,3}}\.jpg"
+    rf"|{_RUNG}\.m3u8|{_RUNG}_init\.mp4|{_RUNG}_[0-9]{{5,9}}\.m4s)$")
+# What the front serves itself for public VOD (never playlists or the storyboard's text):
+# the lower renditions' files (plays, handed to the session history) and sprites (not).
+VOD_FRONT_FILE_PATTERN = rf"{_RUNG}_init\.mp4|{_RUNG}_[0-9]{{5,9}}\.m4s"
+SPRITE_FILE_PATTERN = r"sprite-[0-9]{1,3}\.jpg"
+
+
+def rung_name(height: int) -> str:
+    """A rendition's file stem, from its picture height (`r720`)."""
+    return f"r{height}"
+
+
+def rung_playlist(height: int) -> str:
+    return f"{rung_name(height)}.m3u8"
+
+
+def rung_init(height: int) -> str:
+    return f"{rung_name(height)}_init.mp4"
+
+
+def rung_segment_template(directory: Path, height: int) -> str:
+    return str(directory / f"{rung_name(height)}_%05d.m4s")
+
+
+def rung_segments(directory: Path, height: int) -> list[Path]:
+    """A rung's segments in order."""
+    pattern = re.compile(rf"^{rung_name(height)}_(\d+)\.m4s$")
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := pattern.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def sprite_name(index: int) -> str:
+    return SPRITE_TEMPLATE.format(index)
 
 
 # -- directories ----------------------------------------------------------------------

@@ -50,3 +50,15 @@ def test_edge_capacity_step_with_viewers_that_cannot_connect_is_an_error_not_0_f
         viewer_capacity(f"http://127.0.0.1:{port}", "st_none", [2], 0.1)
     assert (failed.value.step, failed.value.failed) == (2, 2)
     assert "2 of 2 failed to connect" in str(failed.value)
+
+
+def test_vod_ladder_bench_runs_and_measures_against_its_baseline():
+    out = subprocess.run([sys.executable, "bench/vod_ladder.py", "--seconds", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["baseline"]["renditions"] == 1 and result["baseline"]["how"] == "transcode"
+    assert result["ladder_transcode"]["renditions"] == result["ladder_remux_top"]["renditions"] == 4
+    # a 1 s source is mostly its first keyframe: maybe too dense to be copied (it says which it did)
+    assert result["ladder_remux_top"]["how"] in ("remux", "transcode") and result["cpu_model"]
+    assert result["ladder_transcode_vs_baseline"] > 0

@@ -81,6 +81,9 @@ def _cases(a: dict) -> dict:
         ("POST", "/v1/videos/{video_id}/playback-token"): (f"/v1/videos/{vid}/playback-token", {}, status(404)),
         ("GET", "/v1/analytics/summary"): ("/v1/analytics/summary", {"params": {**window, "video_id": vid}},
                                            zero_views),
+        ("GET", "/v1/analytics/quality"): ("/v1/analytics/quality", {"params": {**window, "video_id": vid}},
+                                           lambda r: r.status_code == 200
+                                           and r.json() == {"average_bitrate_kbps": None, "upscale_pct": None}),
         ("GET", "/v1/analytics/breakdown"): ("/v1/analytics/breakdown",
                                              {"params": {**window, "dimension": "country", "video_id": vid}},
                                              lambda r: r.status_code == 200 and r.json()["rows"] == []),

@@ -4,12 +4,19 @@ The live pipeline's segments are the recording (nothing is written twice). When 
 publish ends, or at the next start after a crash, the segments on disk are listed in a
 VOD playlist and the row gets duration, resolution, codecs and size, or `failed` with
 the reason if not one whole segment exists.
+
+Then, in the fair packaging queue with the uploads (`jobs.FairJobs`, one job per tenant at
+a time), the recording gets the ladder's lower rungs from its own segments
+(`packager.add_renditions`) and its multivariant playlist is written again over them: the
+video plays from the moment it is `ready`, with one rendition, and gains the others when
+they are done. A failure there costs only the extra renditions, never the recording.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +26,9 @@ from core.store import Store
 from edge.media_layout import video_dir
 from edge.public_media import PublicLinks
 from edge.streaming.registry import Stream
-from edge.vod import package, videos
+from edge.vod import package, packager, videos
+from edge.vod.jobs import FairJobs
+from edge.vod.limits import MediaLimits
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +40,13 @@ class Writing(Protocol):
 
 
 class Recordings:
-    def __init__(self, store: Store, media_dir: Path, links: PublicLinks) -> None:
+    def __init__(self, store: Store, media_dir: Path, links: PublicLinks, jobs: FairJobs | None = None,
+                 limits: MediaLimits = MediaLimits()) -> None:
         self._store = store
         self._media_dir = media_dir
         self._links = links
+        self._jobs = jobs  # None: recordings keep their one rendition
+        self._limits = limits
 
     async def begin(self, stream: Stream) -> tuple[videos.Video, Path]:
         video = videos.Video(
@@ -52,7 +64,31 @@ class Recordings:
     async def end(self, video: videos.Video, writer: Writing) -> videos.Video:
         """Wait for the writer's last segment, then make the video ready."""
         await asyncio.to_thread(writer.join, 30)
-        return await asyncio.to_thread(self.finalize, video)
+        video = await asyncio.to_thread(self.finalize, video)
+        if video.status == "ready" and self._jobs is not None:
+            await self.add_renditions(video)
+        return video
+
+    async def add_renditions(self, video: videos.Video) -> None:
+        """The ladder's lower rungs for a ready recording, in the tenant's packaging turn."""
+        directory = video_dir(self._media_dir, video.video_id)
+        async with self._jobs.turn(video.tenant_id):
+            try:
+                added = await asyncio.to_thread(packager.add_renditions, directory, self._limits)
+                if not added:
+                    return
+                probe = await asyncio.to_thread(package.finalize, directory)
+            except Exception as exc:  # the recording stays as it was: one rendition
+                log.warning("renditions for recording %s failed: %s", video.video_id, exc)
+                for extra in directory.glob("r*_*"):
+                    extra.unlink(missing_ok=True)
+                return
+        current = await asyncio.to_thread(videos.get, self._store, video.video_id)
+        if current is None:  # deleted meanwhile: its files too
+            shutil.rmtree(directory, ignore_errors=True)
+            return
+        current.size_bytes = probe.size_bytes
+        await asyncio.to_thread(videos.save, self._store, current)
 
     def finalize(self, video: videos.Video) -> videos.Video:
         try:

@@ -6,6 +6,7 @@
 
 import { ConsentMemory, recordGrant, recordWithdrawal } from "./consent.js";
 import { CONSENT, READY, RECORDED, hostAnswer } from "./host.js";
+import { SeekPreview } from "./preview.js";
 import { attachHls, attachWhep } from "./sources.js";
 import { ViewTracker, randomId } from "./telemetry.js";
 import { Batcher } from "./transport.js";
@@ -138,6 +139,7 @@ export class WavePlayer extends HTMLElement {
     this.replaceChildren(root);
     this.root = root;
     this.video = video;
+    this.preview = new SeekPreview(root, this.seek, { format: clock });
     this.wireControls();
   }
 
@@ -161,6 +163,7 @@ export class WavePlayer extends HTMLElement {
       if (!live) {
         this.seek.max = String(v.duration || 0);
         this.seek.value = String(v.currentTime);
+        this.seek.setAttribute("aria-valuetext", `${clock(v.currentTime)} of ${clock(v.duration || 0)}`);
       }
       this.time.textContent = live ? "LIVE" : `${clock(v.currentTime)} / ${clock(v.duration || 0)}`;
     };
@@ -265,11 +268,19 @@ export class WavePlayer extends HTMLElement {
     this.whepUrl = config.whep_url ? new URL(config.whep_url, this.edge + "/").href : null;
     if (config.poster_url) this.video.poster = new URL(config.poster_url, this.edge + "/").href;
     if (config.title) this.root.setAttribute("aria-label", `Video player: ${config.title}`);
+    if (!config.live) this.loadStoryboard();
     this.setUpTelemetry();
     this.setUpConsent();
     this.listenToVideo();
     if (!config.live) await this.ensureSource(); // VOD: first frame ready before the click
     if (this.hasAttribute("autoplay")) setTimeout(() => this.play(), 0); // after `ready` settles
+  }
+
+  /** Seek previews: the storyboard sits beside the VOD's playlist (DESIGN §3), with its token. */
+  loadStoryboard() {
+    const url = new URL(this.hlsUrl);
+    url.pathname = url.pathname.replace(/[^/]+$/, "storyboard.vtt");
+    this.preview.load(url.href).then((ok) => { if (ok) this.seek.dataset.previews = "on"; });
   }
 
   ensureSource() {

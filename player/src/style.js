@@ -23,6 +23,10 @@ wave-player { display: block; width: 100%; max-width: 100%; }
 .wave-consent button { margin-right: 8px; min-height: 32px; padding: 0 14px; border-radius: 4px; border: 0;
   cursor: pointer; font: inherit; }
 .wave-consent [data-consent="accept"] { background: #4c9ffe; color: #000; }
+.wave-preview { position: absolute; bottom: 50px; padding: 2px; background: rgba(0,0,0,.8); border-radius: 4px;
+  pointer-events: none; text-align: center; }
+.wave-preview-image { background-repeat: no-repeat; border-radius: 2px; }
+.wave-preview-time { display: block; font-size: 12px; font-variant-numeric: tabular-nums; }
 [hidden] { display: none !important; }
 @media (max-width: 420px) { .wave-time { display: none; } .wave-controls { gap: 3px; } }
 `;

@@ -28,6 +28,7 @@ export class ViewTracker {
     // idle | starting | playing | paused | seeking | rebuffering | ended
     this.state = "idle";
     this.heartbeat = null;
+    this.current = null; // the rendition playing: {bitrate_kbps, rendition_w, rendition_h}
   }
 
   /** Play intent: a new view starts unless one is under way. */
@@ -36,6 +37,7 @@ export class ViewTracker {
     this.viewId = this.newId();
     this.state = "starting";
     this.emit("viewstart");
+    if (this.current) this.emit("rendition_change", this.current);
   }
 
   /** The playhead moves (first frame, after a pause, a seek or a stall). */
@@ -80,13 +82,20 @@ export class ViewTracker {
     if (this.resumeState === "paused") this.state = "paused";
   }
 
+  /**
+   * The player switched renditions (hls.js LEVEL_SWITCHED). Remembered even before a view
+   * starts (a VOD's first rendition is chosen before the click), and repeated right after
+   * each `viewstart`: the dashboard's average bitrate and upscale % bill every span of a
+   * view to the rendition in effect, so every view must say which one it starts on.
+   */
   rendition({ bitrateKbps, width, height }) {
-    if (this.viewId === null) return;
-    this.emit("rendition_change", {
+    this.current = {
       bitrate_kbps: Math.max(0, Math.round(bitrateKbps || 0)),
       rendition_w: width || undefined,
       rendition_h: height || undefined,
-    });
+    };
+    if (this.viewId === null) return;
+    this.emit("rendition_change", this.current);
   }
 
   error({ code, message, fatal }) {

@@ -117,6 +117,22 @@ test("pagehide ends the view once; a later play is a new view", () => {
   assert.equal(events.at(-2).type, "viewstart");
 });
 
+test("the rendition chosen before the view starts is reported with the view, and again with the next", () => {
+  const { t, events, types } = tracker();
+  t.rendition({ bitrateKbps: 5716.5, width: 1920, height: 1080 }); // hls.js picked it before the click
+  assert.deepEqual(types(), [], "nothing before play intent");
+  t.loadIntent();
+  t.playing();
+  t.rendition({ bitrateKbps: 730, width: 640, height: 360 });
+  t.ended();
+  t.loadIntent(); // replay: a new view on the rendition now playing
+  assert.deepEqual(types(), ["viewstart", "rendition_change", "playing", "rendition_change", "ended", "viewstart",
+    "rendition_change"]);
+  assert.deepEqual([events[1].rendition_w, events[1].rendition_h, events[1].bitrate_kbps], [1920, 1080, 5717]);
+  assert.equal(events[1].view_id, events[0].view_id);
+  assert.deepEqual([events[6].rendition_h, events[6].bitrate_kbps, events[6].view_id], [360, 730, "view-2"]);
+});
+
 test("a fatal error ends the view; rendition changes carry the bitrate", () => {
   const { t, events, types } = tracker();
   t.loadIntent();

@@ -69,9 +69,12 @@ def test_front_serves_public_segments_from_disk_and_passes_the_rest(front, tenan
     media = server.edge.settings.media_dir / "videos"
     ua = {"user-agent": f"front-test/{uuid.uuid4().hex[:6]}"}
 
-    playlist = client.get(f"/vod/{public}/index.m3u8", headers=ua)
-    assert playlist.status_code == 200 and "x-wave-front" not in playlist.headers  # the edge wrote it
-    assert playlist.headers["content-type"] == "application/vnd.apple.mpegurl"
+    variants = client.get(f"/vod/{public}/index.m3u8", headers=ua)
+    assert variants.status_code == 200 and "x-wave-front" not in variants.headers  # the edge wrote it
+    assert variants.headers["content-type"] == "application/vnd.apple.mpegurl"
+    top = next(line for line in variants.text.splitlines() if line and not line.startswith("#"))
+    playlist = client.get(f"/vod/{public}/{top}", headers=ua)  # the top rendition's media playlist
+    assert playlist.status_code == 200 and "x-wave-front" not in playlist.headers
     names = ["init.mp4", *[line for line in playlist.text.splitlines() if line.startswith("seg_")]]
     sent = 0
     for name in names:

@@ -32,7 +32,10 @@ def _wait_done(server, key, video_id):
 
 
 def _hls_bytes(server, video_id):
-    playlist = server.http.get(f"/vod/{video_id}/index.m3u8").text
+    """The top rendition's init section and segments (the multivariant playlist lists it first)."""
+    variants = server.http.get(f"/vod/{video_id}/index.m3u8").text
+    top = next(line for line in variants.splitlines() if line and not line.startswith("#"))
+    playlist = server.http.get(f"/vod/{video_id}/{top}").text
     segments = re.findall(r"^(seg_\d+\.m4s)$", playlist, re.M)
     init = server.http.get(f"/vod/{video_id}/init.mp4").content
     return init, [server.http.get(f"/vod/{video_id}/{s}").content for s in segments]

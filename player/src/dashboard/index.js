@@ -26,6 +26,8 @@ const TILES = [
   ["rebuffer_frequency_per_min", "Rebuffers / min", ""],
   ["playback_failure_pct", "Playback failures", "%"],
   ["exits_before_start_pct", "Exits before start", "%"],
+  ["average_bitrate_kbps", "Average bitrate", "kbps"],
+  ["upscale_pct", "Upscaled", "%"],
 ];
 // dimension, panel title, column heading
 const BREAKDOWNS = [
@@ -56,6 +58,7 @@ export function format(value, unit) {
   }
   if (unit === "ms") return `${Math.round(value)} ms`;
   if (unit === "ms1") return `${Number(value).toFixed(1)} ms`;
+  if (unit === "kbps") return value >= 1000 ? `${(value / 1000).toFixed(2)} Mbps` : `${Math.round(value)} kbps`;
   if (unit === "%") return `${Number(value).toFixed(2)} %`;
   return Number.isInteger(value) ? value.toLocaleString("en") : Number(value).toFixed(2);
 }
@@ -199,13 +202,14 @@ async function renderRealtime() {
 async function refresh() {
   $("#error").hidden = true;
   try {
-    const [summary, series, webrtc, ...tables] = await Promise.all([
+    const [summary, quality, series, webrtc, ...tables] = await Promise.all([
       api("/v1/analytics/summary", range()),
+      api("/v1/analytics/quality", range()),
       api("/v1/analytics/timeseries", { ...range(), metric: state.metric, interval: interval() }),
       api("/v1/analytics/webrtc", webrtcParams()),
       ...BREAKDOWNS.map(([d]) => api("/v1/analytics/breakdown", { ...range(), dimension: d })),
     ]);
-    renderTiles(summary);
+    renderTiles({ ...summary, ...quality });
     renderWebrtc(webrtc);
     renderChart(series);
     $("#breakdowns").replaceChildren(...BREAKDOWNS.map(([d, title, heading], i) => renderBreakdown(d, title, heading, tables[i].rows)));
