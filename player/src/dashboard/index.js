@@ -101,12 +101,32 @@ function setPreset(hours) {
 
 // ---- panels -------------------------------------------------------------------------
 
+/**
+ * How the figures counted viewers (the API's `unique_viewers_scope`): consented viewers
+ * are unique over the range; anonymous ones have a key that lasts a day, so their
+ * "unique viewers" are per day, summed over the range. Returns [badge text, tile label].
+ */
+export function countingLabel(scope) {
+  if (scope === "day") return ["anonymous counting: unique viewers per day", "Unique viewers (per day)"];
+  if (scope === "mixed") {
+    return ["mixed counting: consented viewers unique over the range, anonymous viewers per day",
+      "Unique viewers (mixed)"];
+  }
+  return ["consented viewers: unique over the range", "Unique viewers"];
+}
+
 function renderTiles(summary) {
   const tiles = $("#tiles");
+  const [badge, uniqueLabel] = countingLabel(summary.unique_viewers_scope);
   tiles.replaceChildren(
     ...TILES.map(([key, label, unit]) =>
-      el("div", { class: "tile", "data-field": key }, el("span", { class: "label" }, label),
-        el("strong", { class: "value" }, format(summary[key], unit)))),
+      el("div", { class: "tile", "data-field": key },
+        el("span", { class: "label" }, key === "unique_viewers" ? uniqueLabel : label),
+        el("strong", { class: "value" }, format(summary[key], unit)),
+        ...(key === "unique_viewers"
+          ? [el("span", { class: "badge", id: "counting", "data-scope": summary.unique_viewers_scope || "range",
+              "data-mode": summary.consent_mode || "opt-in" }, badge)]
+          : []))),
   );
 }
 
