@@ -144,9 +144,9 @@ function renderChart(series) {
   });
 }
 
-function renderBreakdown(dimension, title, heading, rows) {
+function renderBreakdown(dimension, title, heading, rows, scope) {
   const head = el("tr", {}, el("th", {}, heading),
-    el("th", {}, "Views"), el("th", {}, "Viewers"), el("th", {}, "Watch time"), el("th", {}, "Rebuffering"),
+    el("th", {}, "Views"), el("th", {}, scope === "day" ? "Viewers per day" : "Viewers"), el("th", {}, "Watch time"), el("th", {}, "Rebuffering"),
     el("th", {}, "Failures"));
   const body = rows.map((r) => {
     let name = r.value;
@@ -188,7 +188,8 @@ async function refresh() {
     ]);
     renderTiles(summary);
     renderChart(series);
-    $("#breakdowns").replaceChildren(...BREAKDOWNS.map(([d, title, heading], i) => renderBreakdown(d, title, heading, tables[i].rows)));
+    $("#breakdowns").replaceChildren(...BREAKDOWNS.map(([d, title, heading], i) => renderBreakdown(d, title, heading, tables[i].rows,
+      tables[i].unique_viewers_scope)));
     document.body.dataset.loaded = "true";
   } catch (err) {
     if (err.status === 401) return signedOut();
