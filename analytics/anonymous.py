@@ -3,7 +3,7 @@
 A tenant in `consent_mode = "anonymous"` asks its viewers nothing, so nothing it stores
 may single out a person beyond one day (the Plausible approach):
 
-- the ONLY viewer key is `anon-` + the first 128 bits of
+- the ONLY viewer key is `anon~` + the first 128 bits of
   HMAC-SHA256(salt of the day, tenant_id \\n ip \\n user_agent), computed on the edge;
   whatever viewer id the client sends is ignored;
 - the salt of a day (UTC) is 32 random bytes, never derived from anything, kept in this
@@ -41,7 +41,10 @@ from core.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "anon-"  # anonymous viewer keys; opt-in viewer ids may not start with it
+# Anonymous viewer keys start with it. `~` is outside the characters a client's viewer id
+# may have (analytics/wire.py ID_CHARS), so no client can send, consent under, export or
+# purge by an anonymous key, and no opt-in id is ever taken for one.
+KEY_PREFIX = "anon~"
 TABLE = "anonymous_salts"
 UNSPECIFIED_IP = "::"  # what the `ip` column holds for every anonymous row
 

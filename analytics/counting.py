@@ -4,7 +4,7 @@ Opt-in viewers carry a stable random id, so "unique viewers" over a week counts 
 them once. Anonymous viewers (analytics/anonymous.py) get a new key every day, so the same
 week counts a daily visitor seven times: the figure means "unique viewers per day, summed".
 A tenant may switch modes, so the answer comes from the views in the range (anonymous
-keys carry their own prefix, which opt-in ids may not use), not from today's setting.
+keys carry a prefix no client's viewer id can have), not from today's setting.
 """
 
 from __future__ import annotations

@@ -59,9 +59,9 @@ class Event(Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 class CollectBatch(Struct, forbid_unknown_fields=True, kw_only=True):
     tenant_id: Id
-    # Required for opt-in tenants (the consenting viewer), and never `anon-...` (the
-    # prefix of anonymous keys). Anonymous tenants ignore it: the edge derives the only
-    # viewer key itself (analytics/anonymous.py), so the player sends none.
+    # Required for opt-in tenants (the consenting viewer). Anonymous tenants ignore it: the
+    # edge derives the only viewer key itself (analytics/anonymous.py), so the player
+    # sends none.
     viewer_id: Id | None = None
     events: Annotated[list[Event], Meta(min_length=1, max_length=MAX_EVENTS)]
     # Accepted for compatibility and never stored: the viewer id's proven link in the

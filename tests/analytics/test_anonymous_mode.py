@@ -73,6 +73,20 @@ def test_anonymous_beacons_need_no_consent_and_keep_no_ip_no_stable_id(server, s
     assert store.rows("SELECT count() FROM consents WHERE tenant_id = {t:String}", {"t": tenant.tenant_id}) == [(0,)]
 
 
+def test_the_playback_config_tells_the_player_the_mode_and_no_cookie_is_set(server, tenant_factory):
+    tenant, key = tenant_factory(consent_mode="anonymous")
+    sid = server.http.post("/v1/streams", json={"name": "Launch"}, headers=_admin(key)).json()["stream_id"]
+    r = server.http.get(f"/v1/playback/{sid}")
+    assert r.status_code == 200 and r.json()["consent"]["mode"] == "anonymous"
+    assert "set-cookie" not in r.headers
+    page = server.http.get(f"/embed/{sid}")
+    assert page.status_code == 200 and "set-cookie" not in page.headers
+    server.http.put("/v1/privacy/settings", json={"consent_mode": "opt-in"}, headers=_admin(key))
+    server.edge.tenants.forget(tenant.tenant_id)
+    consent_config = server.http.get(f"/v1/playback/{sid}").json()["consent"]
+    assert consent_config["mode"] == "opt-in" and consent_config["valid_from_ms"] > 0  # remembered grants: stale
+
+
 def test_opt_in_tenants_still_need_consent_and_a_viewer_id_of_their_own(server, store, tenant_factory):
     tenant, _ = tenant_factory()  # opt-in, the default
     assert load_tenant(store, tenant.tenant_id).consent_mode == "opt-in"
@@ -80,10 +94,13 @@ def test_opt_in_tenants_still_need_consent_and_a_viewer_id_of_their_own(server, 
     assert r.status_code == 400 and r.json()["detail"]["message"].endswith("`viewer_id`")
     r = _post(server, tenant.tenant_id, {"viewer_id": "viewer-x"})
     assert r.status_code == 403 and r.json()["error"] == "consent_required"
-    # An opt-in id may never pass for an anonymous key (dashboards tell them apart by it).
-    assert consent(server.http, tenant.tenant_id, "anon-0123").status_code == 400
-    r = _post(server, tenant.tenant_id, {"viewer_id": "anon-0123"})
+    # No client id can pass for an anonymous key (dashboards tell them apart by it), and a
+    # host id that merely looks like one ("anon-...") is an ordinary viewer id.
+    fake = anonymous.KEY_PREFIX + "0" * 32
+    assert consent(server.http, tenant.tenant_id, fake).status_code == 400
+    r = _post(server, tenant.tenant_id, {"viewer_id": fake})
     assert r.status_code == 400 and r.json()["detail"]["path"] == "$.viewer_id"
+    assert consent(server.http, tenant.tenant_id, "anon-0123").status_code == 201
     wait_for(lambda: server.edge.buffer.pending_rows == 0)
     assert count_events(store, tenant.tenant_id) == 0
 
@@ -150,7 +167,7 @@ def test_switching_modes_keeps_history_and_asks_for_consent_again(server, store,
     wait_for(lambda: count_events(store, tid) == 2, what="the anonymous row")
     ids = [row[0] for row in store.rows("SELECT viewer_id FROM viewer_events WHERE tenant_id = {t:String}"
                                         " ORDER BY view_id", {"t": tid})]
-    assert ids[0] == "viewer-old" and ids[1].startswith("anon-")
+    assert ids[0] == "viewer-old" and ids[1].startswith(anonymous.KEY_PREFIX)
 
     r = server.http.put("/v1/privacy/settings", json={"consent_mode": "opt-in"}, headers=_admin(key))
     assert r.status_code == 200 and r.json()["consent_mode"] == "opt-in"
@@ -168,9 +185,10 @@ def test_switching_modes_keeps_history_and_asks_for_consent_again(server, store,
     assert bad.status_code == 400 and bad.json()["detail"]["path"] == "$.consent_mode"
 
 
-def test_purge_and_export_cannot_link_anonymous_rows_to_an_address(server, store, tenant_factory):
+def test_purge_and_export_cannot_link_anonymous_rows_to_anyone(server, store, tenant_factory):
     """No address is stored, so a purge or export by IP finds nothing of an anonymous
-    viewer; the daily key is reachable only by whoever holds it (the rows' own value)."""
+    viewer, and the daily key is no subject anyone can name: it links to nobody. The rows
+    leave with the tenant's retention period (or the tenant)."""
     tenant, key = tenant_factory(consent_mode="anonymous", ip_mode="full")
     tid = tenant.tenant_id
     assert _post(server, tid, {}).status_code == 202
@@ -182,9 +200,12 @@ def test_purge_and_export_cannot_link_anonymous_rows_to_an_address(server, store
     assert purged.status_code == 200 and purged.json()["rows_deleted"].get("viewer_events", 0) == 0
     assert count_events(store, tid) == 1
     anon_key = store.rows("SELECT viewer_id FROM viewer_events WHERE tenant_id = {t:String}", {"t": tid})[0][0]
+    assert anon_key.startswith(anonymous.KEY_PREFIX)
     purged = server.http.post("/v1/privacy/purge", json={"viewer_id": anon_key}, headers=_admin(key))
-    assert purged.status_code == 200 and purged.json()["rows_deleted"]["viewer_events"] == 1
-    assert count_events(store, tid) == 0
+    assert purged.status_code == 400 and purged.json()["detail"]["path"].endswith("viewer_id"), purged.text
+    exported = server.http.get("/v1/privacy/export", params={"viewer_id": anon_key}, headers=_admin(key))
+    assert exported.status_code == 400
+    assert count_events(store, tid) == 1
 
 
 def test_answers_say_unique_viewers_count_per_day(server, store, tenant_factory):
@@ -195,8 +216,8 @@ def test_answers_say_unique_viewers_count_per_day(server, store, tenant_factory)
     t0 = (int(time.time()) // day - 2) * day + 3600
     play = [(0, "viewstart"), (1, "playing"), (5, "viewend")]
     # One viewer on two days: two daily keys, so 2 "unique viewers" over the range.
-    store_view(store, anon.tenant_id, "a-1", play, t0=t0, viewer_id="anon-" + "1" * 32)
-    store_view(store, anon.tenant_id, "a-2", play, t0=t0 + day, viewer_id="anon-" + "2" * 32)
+    store_view(store, anon.tenant_id, "a-1", play, t0=t0, viewer_id=anonymous.KEY_PREFIX + "1" * 32)
+    store_view(store, anon.tenant_id, "a-2", play, t0=t0 + day, viewer_id=anonymous.KEY_PREFIX + "2" * 32)
     store_view(store, opt.tenant_id, "o-1", play, t0=t0, viewer_id="viewer-1")
     store_view(store, opt.tenant_id, "o-2", play, t0=t0 + day, viewer_id="viewer-1")
     rollup.fold_touched(store, since)
@@ -211,7 +232,7 @@ def test_answers_say_unique_viewers_count_per_day(server, store, tenant_factory)
             assert (body["consent_mode"], body["unique_viewers_scope"]) == (mode, scope), path
     # The opt-in tenant switches: its range now holds both kinds of views.
     server.http.put("/v1/privacy/settings", json={"consent_mode": "anonymous"}, headers=_admin(opt_key))
-    store_view(store, opt.tenant_id, "o-3", play, t0=t0 + day + 60, viewer_id="anon-" + "3" * 32)
+    store_view(store, opt.tenant_id, "o-3", play, t0=t0 + day + 60, viewer_id=anonymous.KEY_PREFIX + "3" * 32)
     rollup.fold_touched(store, since)
     summary = server.http.get("/v1/analytics/summary", params=window, headers=_admin(opt_key)).json()
     assert (summary["consent_mode"], summary["unique_viewers_scope"]) == ("anonymous", "mixed")
