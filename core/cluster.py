@@ -43,5 +43,7 @@ def delete_from(table: str, where: str) -> str:
     return f"DELETE FROM {table}{on_cluster()} WHERE {where}"
 
 
-def backup_database(database: str, target: str) -> str:
-    return f"BACKUP DATABASE {database}{on_cluster()} TO {target}"
+def backup_database(database: str, target: str, except_tables: tuple[str, ...] = ()) -> str:
+    """`except_tables`: tables no backup may hold (retention/registry.py NOT_BACKED_UP)."""
+    skip = f" EXCEPT TABLES {', '.join(f'{database}.{t}' for t in except_tables)}" if except_tables else ""
+    return f"BACKUP DATABASE {database}{skip}{on_cluster()} TO {target}"

@@ -96,6 +96,9 @@ class SupportingTable:
     purpose: str
     retention: str
     measures: tuple[str, ...] = ()
+    # False: no backup may hold it (its rows must be gone when their day is, and a backup
+    # lives for weeks); a restore leaves the current rows as they are.
+    backed_up: bool = True
 
 
 SUPPORTING: tuple[SupportingTable, ...] = (
@@ -106,9 +109,12 @@ SUPPORTING: tuple[SupportingTable, ...] = (
                             " stable id",
                     retention="the current day only (UTC): the partition of a past day is dropped, files included,"
                               " within a minute after midnight, and the edge forgets it; a 2-day TTL as a backstop",
-                    measures=("never derived from anything, never logged (log_queries = 0), never sent anywhere",
-                              "once dropped, a past day's keys cannot be recomputed or linked to a person")),
+                    measures=("never derived from anything, never logged (log_queries = 0), never sent anywhere,"
+                              " never in a backup",
+                              "once dropped, a past day's keys cannot be recomputed or linked to a person"),
+                    backed_up=False),
 )
+NOT_BACKED_UP: tuple[str, ...] = tuple(t.table for t in SUPPORTING if not t.backed_up)
 
 
 def by_table() -> dict[str, PersonalTable]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 import time
 from pathlib import Path
 
@@ -261,3 +262,22 @@ def test_tenant_create_takes_consent_mode(tmp_path):
     assert _cli(tmp_path / "var", "tenant", "create", "demo", "--consent-mode", "maybe").returncode != 0
     out = _cli(tmp_path / "var", "tenant", "create", "demo", "--consent-mode", "anonymous", "--identified-viewers")
     assert out.returncode == 2 and json.loads(out.stderr)["error"] == "invalid_tenant"
+
+
+def test_no_backup_holds_a_daily_salt_and_a_restore_keeps_todays(tmp_path):
+    """A backup lives for weeks: the salt of a day must not outlive the day in one."""
+    data = tmp_path / "var"
+    assert _cli(data, "tenant", "create", "t", "--consent-mode", "anonymous").returncode == 0
+    ch = data / "clickhouse"
+    salt = secrets.token_hex(32)  # random, as real ones are (a repetitive one compresses out of sight)
+    query_path(ch, f"INSERT INTO anonymous_salts (day, salt, created_at) VALUES (today(), '{salt}', now64(3))")
+    assert _files_containing(ch, salt.encode()), "the scan must find a salt that is there"
+    made = _cli(data, "backup", "create")
+    assert made.returncode == 0, made.stderr
+    backup_id = json.loads(made.stdout)["backup_id"]
+    folder = data / "backups" / backup_id
+    assert any(folder.rglob("*")) and _files_containing(folder, salt.encode()) == []
+    assert "anonymous_salts" not in json.loads((folder / "manifest.json").read_text())["tables"]
+    restored = _cli(data, "backup", "restore", backup_id)
+    assert restored.returncode == 0, restored.stderr
+    assert query_path(ch, "SELECT salt FROM anonymous_salts") == [[salt]]  # today's stays in use
