@@ -179,7 +179,11 @@ class Collector:
         if self.salts is None:
             raise BadInput("unavailable", "anonymous counting is not set up on this edge", status=503)
         day = anonymous.utc_day(now)
-        salt = self.salts.cached(day) or await asyncio.to_thread(self.salts.salt, day)
+        try:
+            salt = self.salts.cached(day) or await asyncio.to_thread(self.salts.salt, day)
+        except anonymous.SaltGone:  # this host's clock went back over midnight: never remake a salt
+            raise BadInput("unavailable", "the edge's clock is behind the day it counts; retry later",
+                           status=503) from None
         country, device = anonymous.coarse(geo, agent)
         key = anonymous.viewer_key(salt, tenant.tenant_id, str(ip or ""), user_agent)
         return (tenant.tenant_id, key, "", anonymous.UNSPECIFIED_IP, country, "", "", "",

@@ -64,6 +64,10 @@ def test_anonymous_beacons_need_no_consent_and_keep_no_ip_no_stable_id(server, s
     assert "client-chosen-id" not in keys and "other-id" not in keys
     # The same address and browser: one key (with or without a client id); another browser: another key.
     assert rows[0][0] == rows[1][0] != rows[2][0]
+    # ...which is the day's hash of exactly tenant, address and browser (tested day by day below).
+    salt = server.edge.salts.salt(anonymous.utc_day())
+    assert rows[0][0] == anonymous.viewer_key(salt, tenant.tenant_id, PUBLIC_IP, CHROME_WIN)
+    assert rows[2][0] == anonymous.viewer_key(salt, tenant.tenant_id, PUBLIC_IP, IPHONE)
     for row in rows:  # no e-mail, no address at all, country and device class only
         assert row[1:] in (("", "::", "GB", "", "", "", "", "", "", "", "desktop"),
                            ("", "::", "GB", "", "", "", "", "", "", "", "mobile"))
