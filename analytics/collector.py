@@ -3,6 +3,9 @@
     bytes -> CollectBatch (strict) -> clock window -> tenant -> origin -> consent
           -> user agent + geo (before the IP is cut) -> tenant IP mode -> rows -> spool
 
+A tenant in anonymous mode skips the consent step and gets other rows: the viewer key is
+the edge's daily hash, with no IP, country and device class only (analytics/anonymous.py).
+
 Every check runs before anything is written, so a rejected batch stores nothing; the
 answer is given only after the rows are fsync'd in the spool, so an accepted batch is
 never lost.
@@ -10,10 +13,12 @@ never lost.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from urllib.parse import urlsplit
 
-from analytics import validation
+from analytics import anonymous, validation
+from analytics.anonymous import DailySalts
 from analytics.consent import ConsentLedger
 from analytics.enrichment.geo import GeoLocator
 from analytics.enrichment.useragent import parse_user_agent
@@ -68,6 +73,20 @@ def same_origin(origin: str | None, host: str | None) -> bool:
     return _without_default_port(host.strip().lower()) == own
 
 
+def _consenting_viewer(viewer_id: str | None) -> str:
+    """An opt-in viewer's id: required (its characters never make an anonymous key's)."""
+    if viewer_id is None:
+        raise BadInput("invalid_field", "Object missing required field `viewer_id`", "$")
+    return viewer_id
+
+
+def _consents_used(tenant: Tenant) -> None:
+    """An anonymous tenant records no consents: there is nothing to consent to."""
+    if tenant.anonymous:
+        raise BadInput("consent_not_used", "this tenant counts viewers anonymously and records no consent;"
+                       " nothing was stored", "$.tenant_id", status=409)
+
+
 def _without_default_port(netloc: str) -> str:
     return netloc.removesuffix(":80").removesuffix(":443")
 
@@ -83,8 +102,10 @@ class Collector:
         trusted_proxies: tuple[Network, ...] = (),
         limits: Limits | None = None,
         identity: IdentityTokens | None = None,
+        salts: DailySalts | None = None,
     ) -> None:
         self.tenants = tenants
+        self.salts = salts
         self.identity = identity
         self.consents = consents
         self.geo = geo
@@ -109,13 +130,15 @@ class Collector:
         validation.check_clock(batch, int(now * 1000))
         validation.check_event_ids(batch)
         tenant = await self._tenant(batch.tenant_id, request)
-        if not await self.consents.allows_analytics(tenant.tenant_id, batch.viewer_id):
-            raise BadInput(
-                "consent_required",
-                "this viewer has no active consent for analytics; nothing was stored",
-                "$.viewer_id",
-                status=403,
-            )
+        if not tenant.anonymous:
+            viewer_id = _consenting_viewer(batch.viewer_id)
+            if not await self.consents.allows_analytics(tenant.tenant_id, viewer_id, tenant.grants_valid_from_ms):
+                raise BadInput(
+                    "consent_required",
+                    "this viewer has no active consent for analytics; nothing was stored",
+                    "$.viewer_id",
+                    status=403,
+                )
         if self.limits is not None:  # after consent: refused junk does not spend the tenant's budget
             self.limits.tenant_events.check(tenant.tenant_id, "events for this tenant", len(batch.events))
         agent = parse_user_agent(request.user_agent)
@@ -124,33 +147,52 @@ class Collector:
             return 0
         ip = client_ip(request.peer, request.forwarded_for, self.trusted_proxies)
         geo = self.geo.lookup(ip)  # before the tenant's IP mode cuts the address
-        stored = stored_ip(ip, tenant.ip_mode)
-        context = (
-            tenant.tenant_id,
-            batch.viewer_id,
-            "",  # never the batch's viewer_email: anyone can write it (see ConsentGrant)
-            stored,
-            geo.country,
-            geo.region,
-            geo.region_code,
-            geo.city,
-            agent.os,
-            agent.os_version,
-            agent.browser,
-            agent.browser_version,
-            agent.device,
-            agent.is_bot,
-            tenant.retention_days,
-            now,
-        )
+        if tenant.anonymous:
+            context = await self._anonymous_context(tenant, ip, request.user_agent, geo, agent, now)
+        else:
+            context = (
+                tenant.tenant_id,
+                viewer_id,
+                "",  # never the batch's viewer_email: anyone can write it (see ConsentGrant)
+                stored_ip(ip, tenant.ip_mode),
+                geo.country,
+                geo.region,
+                geo.region_code,
+                geo.city,
+                agent.os,
+                agent.os_version,
+                agent.browser,
+                agent.browser_version,
+                agent.device,
+                agent.is_bot,
+                tenant.retention_days,
+                now,
+            )
         count = len(batch.events)
         await self.buffer.submit(encode_batch(context, batch.events, self._ids), count)
         self.accepted.inc(count)
         return count
 
+    async def _anonymous_context(self, tenant: Tenant, ip, user_agent: str, geo, agent, now: float) -> tuple:
+        """The shared part of an anonymous row: the day's hash as the only viewer key; no
+        e-mail, no IP (not even cut), no region, city, OS or browser."""
+        if self.salts is None:
+            raise BadInput("unavailable", "anonymous counting is not set up on this edge", status=503)
+        day = anonymous.utc_day(now)
+        try:
+            salt = self.salts.cached(day) or await asyncio.to_thread(self.salts.salt, day)
+        except anonymous.SaltGone:  # this host's clock went back over midnight: never remake a salt
+            raise BadInput("unavailable", "the edge's clock is behind the day it counts; retry later",
+                           status=503) from None
+        country, device = anonymous.coarse(geo, agent)
+        key = anonymous.viewer_key(salt, tenant.tenant_id, str(ip or ""), user_agent)
+        return (tenant.tenant_id, key, "", anonymous.UNSPECIFIED_IP, country, "", "", "",
+                "", "", "", "", device, agent.is_bot, tenant.retention_days, now)
+
     async def grant(self, body: bytes, request: RequestInfo) -> str:
         grant = validation.decode(body, ConsentGrant)
         tenant = await self._tenant(grant.tenant_id, request)
+        _consents_used(tenant)
         proof = self._proven_email(tenant, grant) if grant.viewer_email or grant.identity_token else ""
         return await self._ledger_row(
             tenant, grant.viewer_id, request, "grant",
@@ -176,6 +218,9 @@ class Collector:
     async def withdraw(self, body: bytes, request: RequestInfo) -> str:
         withdraw = validation.decode(body, ConsentWithdraw)
         tenant = await self._tenant(withdraw.tenant_id, request)
+        # A withdrawal is always recorded, in any mode: a viewer who consented before the
+        # tenant went anonymous may still withdraw that consent (and it counts if it
+        # ever switches back).
         return await self._ledger_row(tenant, withdraw.viewer_id, request, "withdraw", [], "", "", "")
 
     async def _ledger_row(

@@ -92,15 +92,21 @@ class ConsentLedger:
         return consent_id
 
     # -- the hot path -----------------------------------------------------------------
-    async def allows_analytics(self, tenant_id: str, viewer_id: str) -> bool:
+    async def allows_analytics(self, tenant_id: str, viewer_id: str, valid_from_ms: int = 0) -> bool:
+        """Does the viewer's newest ledger row grant analytics? Only a grant recorded at or
+        after `valid_from_ms` counts (a tenant back in opt-in mode asks everyone again)."""
+        granted, row_us = await self._newest(tenant_id, viewer_id)
+        return granted and row_us >= valid_from_ms * 1000
+
+    async def _newest(self, tenant_id: str, viewer_id: str) -> tuple[bool, int]:
         key = (tenant_id, viewer_id)
         entry = self._cache.get(key)
         if entry is not None and time.monotonic() - entry.cached_at < self._max_age_s:
-            return entry.granted
+            return entry.granted, entry.row_us
         pending = self._lookups.get(key)
         if pending is not None:  # one query per viewer, however many beacons wait on it
             return await asyncio.shield(pending)
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[bool, int]] = asyncio.get_running_loop().create_future()
         self._lookups[key] = future
         try:
             rows = await asyncio.to_thread(
@@ -111,11 +117,13 @@ class ConsentLedger:
             )
             if rows:
                 action, purposes, row_us = rows[0]
-                granted = self._offer(key, int(row_us), _grants_analytics(action, purposes))
+                self._offer(key, int(row_us), _grants_analytics(action, purposes))
             else:
-                granted = self._offer(key, 0, False)
-            future.set_result(granted)
-            return granted
+                self._offer(key, 0, False)
+            winner = self._cache[key]
+            answer = (winner.granted, winner.row_us)
+            future.set_result(answer)
+            return answer
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost

@@ -55,6 +55,8 @@ main { padding: 16px; max-width: 1400px; margin: 0 auto; }
 .tile { background: #fff; border-radius: 8px; padding: 10px 12px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
 .tile .label { display: block; color: #5b6472; font-size: 12px; }
 .tile .value { font-size: 20px; }
+.tile .badge { display: block; margin-top: 4px; font-size: 11px; color: #14213d; background: #e3ebf8;
+  border-radius: 4px; padding: 1px 5px; }
 .panel { background: #fff; border-radius: 8px; padding: 12px; box-shadow: 0 1px 2px rgba(0,0,0,.08); overflow-x: auto; }
 .panel h2 { font-size: 15px; margin: 0 0 8px; }
 .panel h2 .csv { font-size: 12px; font-weight: normal; margin-left: 6px; }

@@ -15,9 +15,9 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
-from analytics import quality, queries, suppression, webrtc_qoe
-from analytics.wire import (Breakdown, BreakdownRow, Quality, Realtime, Series, SeriesPoint, Summary, WebrtcQoe,
-                            WebrtcSession, WebrtcStream)
+from analytics import counting, quality, queries, suppression, webrtc_qoe
+from analytics.wire import (Breakdown, BreakdownRow, CountedSummary, Quality, Realtime, Series, SeriesPoint,
+                            WebrtcQoe, WebrtcSession, WebrtcStream)
 from core.csv_responses import csv_response
 from core.openapi import ADMIN, errors
 from core.query_params import choice, time_range, wants_csv
@@ -39,15 +39,18 @@ def scope(request: Request, tenant_id: str) -> queries.Scope:
 
 
 @get("/v1/analytics/summary", responses=errors(*ADMIN))
-async def summary(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> Summary:
+async def summary(request: Request, tenant: NamedDependency[Tenant], store: NamedDependency[Store]) -> CountedSummary:
     """Views, unique viewers, playing and watch time, startup p50/p95, rebuffering,
-    failures and exits before start for the range (views that started in it)."""
+    failures and exits before start for the range (views that started in it); with
+    `consent_mode` and `unique_viewers_scope` ("day" for anonymous counting: each day's
+    unique viewers, summed)."""
     where = scope(request, tenant.tenant_id)
     if where.video_id:  # a filter: whole hours, and never fewer than k viewers
         where = suppression.snapped(where)
     figures = await asyncio.to_thread(queries.summary, store, where)
     suppression.check_filtered(where, figures["unique_viewers"], tenant.k_anonymity)
-    return Summary(**figures)
+    label = await asyncio.to_thread(counting.label, store, where, tenant)
+    return CountedSummary(**figures, **label)
 
 
 @get("/v1/analytics/quality", responses=errors(*ADMIN))
@@ -80,7 +83,8 @@ async def breakdown(request: Request, tenant: NamedDependency[Tenant], store: Na
     rows = await asyncio.to_thread(queries.breakdown, store, where, dimension, limit, k=tenant.k_anonymity)
     if as_csv:
         return csv_response(rows, ["value", *queries.SUMMARY_FIELDS], f"breakdown-{dimension}.csv")
-    return Breakdown(dimension=dimension, rows=[BreakdownRow(**row) for row in rows])
+    label = await asyncio.to_thread(counting.label, store, where, tenant)
+    return Breakdown(dimension=dimension, rows=[BreakdownRow(**row) for row in rows], **label)
 
 
 @get("/v1/analytics/timeseries", responses=errors(*ADMIN))
@@ -103,7 +107,8 @@ async def timeseries(request: Request, tenant: NamedDependency[Tenant], store: N
     points = await asyncio.to_thread(queries.timeseries, store, where, metric, interval, k=k)
     if as_csv:
         return csv_response(points, ["t", "value"], f"{metric}-{interval}.csv")
-    return Series(metric=metric, interval=interval, points=[SeriesPoint(**p) for p in points])
+    label = await asyncio.to_thread(counting.label, store, where, tenant)
+    return Series(metric=metric, interval=interval, points=[SeriesPoint(**p) for p in points], **label)
 
 
 @get("/v1/analytics/realtime", responses=errors(*ADMIN))

@@ -57,9 +57,12 @@ class Event(Struct, forbid_unknown_fields=True, omit_defaults=True):
     fatal: bool | None = None
 
 
-class CollectBatch(Struct, forbid_unknown_fields=True):
+class CollectBatch(Struct, forbid_unknown_fields=True, kw_only=True):
     tenant_id: Id
-    viewer_id: Id
+    # Required for opt-in tenants (the consenting viewer). Anonymous tenants ignore it: the
+    # edge derives the only viewer key itself (analytics/anonymous.py), so the player
+    # sends none.
+    viewer_id: Id | None = None
     events: Annotated[list[Event], Meta(min_length=1, max_length=MAX_EVENTS)]
     # Accepted for compatibility and never stored: the viewer id's proven link in the
     # consent ledger is what ties beacons to an e-mail (analytics/identity.py).
@@ -128,9 +131,24 @@ class Quality(Struct):
     upscale_pct: float | None
 
 
+# How the figures of an answer counted viewers (analytics/counting.py): the tenant's mode
+# now, and what `unique_viewers` means for the views in the range: "range" (distinct
+# consenting viewers over the whole range), "day" (anonymous views: a viewer's key lasts
+# one day, so each day's unique viewers add up) or "mixed" (the range holds both).
+ConsentModeName = Literal["opt-in", "anonymous"]
+UniqueViewersScope = Literal["range", "day", "mixed"]
+
+
+class CountedSummary(Summary):
+    consent_mode: ConsentModeName = "opt-in"
+    unique_viewers_scope: UniqueViewersScope = "range"
+
+
 class Breakdown(Struct):
     dimension: str
     rows: list[BreakdownRow]
+    consent_mode: ConsentModeName = "opt-in"
+    unique_viewers_scope: UniqueViewersScope = "range"
 
 
 class SeriesPoint(Struct):
@@ -142,6 +160,8 @@ class Series(Struct):
     metric: str
     interval: str
     points: list[SeriesPoint]
+    consent_mode: ConsentModeName = "opt-in"
+    unique_viewers_scope: UniqueViewersScope = "range"
 
 
 class MinuteViewers(Struct):

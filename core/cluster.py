@@ -259,8 +259,12 @@ def modify_ttl(table: str, ttl: str) -> str:
     return f"ALTER TABLE {local(table)}{on_cluster()} MODIFY TTL {ttl}"
 
 
-def backup_database(database: str, target: str) -> str:
-    return f"BACKUP DATABASE {database}{on_cluster()} TO {target}"
+def backup_database(database: str, target: str, except_tables: tuple[str, ...] = ()) -> str:
+    """`except_tables`: tables no backup may hold (retention/registry.py NOT_BACKED_UP); on a
+    cluster both halves of each (the rows' local table and the Distributed one)."""
+    names = [n for t in except_tables for n in dict.fromkeys((local(t), t))]
+    skip = f" EXCEPT TABLES {', '.join(f'{database}.{t}' for t in names)}" if names else ""
+    return f"BACKUP DATABASE {database}{skip}{on_cluster()} TO {target}"
 
 
 def truncate_table(database: str, table: str) -> str:

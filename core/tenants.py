@@ -27,6 +27,10 @@ Takeover = Literal["idle", "newest"]
 TAKEOVERS: tuple[str, ...] = get_args(Takeover)
 # The small-group threshold's bounds: 1 shows every group (suppression off).
 MIN_K, MAX_K = 1, 1000
+# How viewers are counted: "opt-in" stores beacons only under a recorded consent;
+# "anonymous" asks nothing and keeps no stable viewer id, no IP (analytics/anonymous.py).
+ConsentMode = Literal["opt-in", "anonymous"]
+CONSENT_MODES: tuple[str, ...] = get_args(ConsentMode)
 
 
 class Tenant(msgspec.Struct, frozen=True):
@@ -51,6 +55,14 @@ class Tenant(msgspec.Struct, frozen=True):
     # Small groups: a breakdown row or a filtered figure under this many unique viewers is
     # never shown on its own (analytics/suppression.py). 1 turns suppression off.
     k_anonymity: int = 5
+    consent_mode: ConsentMode = "opt-in"
+    # Consents recorded before this instant (epoch ms) do not count: set when the tenant
+    # switches (back) to opt-in, so every viewer is asked again (`with_consent_mode`).
+    grants_valid_from_ms: int = 0
+
+    @property
+    def anonymous(self) -> bool:
+        return self.consent_mode == "anonymous"
 
     def origin_allowed(self, origin: str | None) -> bool:
         """No list means any origin (script embeds work out of the box); else exact match."""
@@ -79,6 +91,7 @@ def create_tenant(
     identified_viewers: bool = False,
     publisher_takeover: str = "idle",
     k_anonymity: int = 5,
+    consent_mode: str = "opt-in",
 ) -> tuple[Tenant, str]:
     """Create a tenant and its first admin key; the clear key is returned once, never stored."""
     if not name.strip():
@@ -97,6 +110,10 @@ def create_tenant(
         raise TenantError(f"publisher_takeover must be one of {', '.join(TAKEOVERS)}")
     if not MIN_K <= k_anonymity <= MAX_K:
         raise TenantError(f"k_anonymity must be between {MIN_K} and {MAX_K}")
+    if consent_mode not in CONSENT_MODES:
+        raise TenantError(f"consent_mode must be one of {', '.join(CONSENT_MODES)}")
+    if consent_mode == "anonymous" and identified_viewers:
+        raise TenantError("an anonymous tenant cannot identify its viewers: drop identified_viewers")
     tenant = Tenant(
         tenant_id=tagged("tn_", region, secrets.token_hex(8)),  # the region for life
         name=name.strip(),
@@ -110,14 +127,15 @@ def create_tenant(
         identified_viewers=identified_viewers,
         publisher_takeover=publisher_takeover,  # type: ignore[arg-type]
         k_anonymity=k_anonymity,
+        consent_mode=consent_mode,  # type: ignore[arg-type]
     )
     store.command(
         "INSERT INTO tenants (tenant_id, name, region, retention_days, ip_mode, allowed_origins,"
         " drop_bots, consent_text, policy_version, identified_viewers, publisher_takeover, k_anonymity,"
-        " created_at, updated_at)"
+        " consent_mode, created_at, updated_at)"
         " VALUES ({id:String}, {name:String}, {region:String}, {days:UInt16}, {mode:String},"
         " {origins:Array(String)}, {bots:Bool}, {text:String}, {policy:String}, {identified:Bool},"
-        " {takeover:String}, {k:UInt16}, now64(6), now64(6))",
+        " {takeover:String}, {k:UInt16}, {consent_mode:String}, now64(6), now64(6))",
         parameters={
             "id": tenant.tenant_id,
             "name": tenant.name,
@@ -131,9 +149,30 @@ def create_tenant(
             "identified": tenant.identified_viewers,
             "takeover": tenant.publisher_takeover,
             "k": tenant.k_anonymity,
+            "consent_mode": tenant.consent_mode,
         },
     )
     return tenant, create_admin_key(store, tenant.tenant_id)
+
+
+def with_consent_mode(tenant: Tenant, mode: str, now_ms: int) -> Tenant:
+    """The tenant after switching its consent mode; what a switch means for data and consents:
+
+    - to `anonymous`: stored history stays as it is (its consents still prove it, and it
+      keeps its retention); beacons from now on are anonymous, and no consent is asked or
+      recorded (`/v1/consent` answers 409);
+    - back to `opt-in`: beacons need a consent again, and only one given *after* the switch
+      counts (`grants_valid_from_ms`), because a viewer who consented long ago may have
+      been counted anonymously in between and must be asked again, not assumed.
+    Switching to the mode the tenant is already in changes nothing."""
+    if mode not in CONSENT_MODES:
+        raise TenantError(f"consent_mode must be one of {', '.join(CONSENT_MODES)}")
+    if mode == tenant.consent_mode:
+        return tenant
+    changes: dict = {"consent_mode": mode}
+    if mode == "opt-in":
+        changes["grants_valid_from_ms"] = now_ms
+    return msgspec.structs.replace(tenant, **changes)
 
 
 # ---- a tenant's admin keys: rotation is "create a new one, then revoke the old one" ----
@@ -188,7 +227,7 @@ def load_tenant(store: Store, tenant_id: str) -> Tenant | None:
 
 _FIELDS = Tenant.__struct_fields__
 # Enums come back as strings; everything else as the field's own type.
-_SELECT = ", ".join(f"toString({f})" if f == "ip_mode" else f for f in _FIELDS)
+_SELECT = ", ".join(f"toString({f})" if f in ("ip_mode", "consent_mode") else f for f in _FIELDS)
 
 
 def all_tenant_ids(store: Store) -> list[str]:

@@ -18,6 +18,7 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from analytics import api as analytics_api, dashboard, dashboard_api, identity_api
+from analytics.anonymous import DailySalts
 from analytics.collector import Collector
 from analytics.consent import ConsentLedger
 from analytics.enrichment.geo import GeoLocator
@@ -74,6 +75,7 @@ class Edge:
         self.collector: Collector | None = None
         self.geo: GeoLocator | None = None
         self.consents: ConsentLedger | None = None
+        self.salts: DailySalts | None = None
         self.tenants: TenantDirectory | None = None
         self.auth: AdminAuth | None = None
         self.audit: audit.AuditWriter | None = None
@@ -117,6 +119,8 @@ class Edge:
         await self.buffer.start()
         self.consents = ConsentLedger(self.store, s.consent_poll_s)
         self.consents.start()
+        self.salts = DailySalts(self.store)  # anonymous tenants' daily salts; past days dropped
+        self.salts.start()
         self.tenants = TenantDirectory(self.store)
         self.auth = AdminAuth(self.store, self.tenants, self.secret)
         self.audit = audit.AuditWriter(self.store, self.metrics)
@@ -151,6 +155,7 @@ class Edge:
             s.trusted_proxies,
             self.limits,
             IdentityTokens(self.secret),
+            self.salts,
         )
         self.demo = await demo_setup.ensure(self) if s.demo else demo_setup.load(s.data_dir)
         # Everything built so far lives as long as the process: keep it out of the cyclic
@@ -212,6 +217,8 @@ class Edge:
             await self.webrtc_qoe.stop()
         if self.consents is not None:
             await self.consents.stop()
+        if self.salts is not None:
+            await self.salts.stop()
         if self.audit is not None:
             await self.audit.stop()
         if self.buffer is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core import migrations
 from core.store import open_store
-from core.tenants import IP_MODES, TenantError, create_tenant
+from core.tenants import CONSENT_MODES, IP_MODES, TenantError, create_tenant
 from edge.settings import from_env
 
 
@@ -67,11 +67,13 @@ def _tenant_create(args: argparse.Namespace) -> int:
             identified_viewers=args.identified_viewers,
             publisher_takeover=args.publisher_takeover,
             k_anonymity=args.k_anonymity,
+            consent_mode=args.consent_mode,
         )
         from retention import audit
 
         audit.write(store, audit.row(tenant.tenant_id, "cli", "operator", "tenant create",
-                                     after={"name": tenant.name, "region": tenant.region}))
+                                     after={"name": tenant.name, "region": tenant.region,
+                                            "consent_mode": tenant.consent_mode}))
     except TenantError as exc:
         print(json.dumps({"error": "invalid_tenant", "detail": str(exc)}), file=sys.stderr)
         return 2
@@ -382,6 +384,9 @@ def parser() -> argparse.ArgumentParser:
                         help="a new publish replaces a live one: only when silent (idle) or always (newest)")
     create.add_argument("--k-anonymity", type=int, default=5, metavar="N",
                         help="analytics never show a group of fewer than N unique viewers (1 = off)")
+    create.add_argument("--consent-mode", choices=CONSENT_MODES, default="opt-in",
+                        help="opt-in: beacons only with the viewer's consent; anonymous: no consent asked, no stable"
+                             " viewer id, no IP stored (a daily-rotating hash; unique viewers count per day)")
     create.set_defaults(run=_tenant_create)
     delete = tenant.add_parser("delete", help="offboard: delete every row and media file of the tenant")
     delete.add_argument("tenant_id")

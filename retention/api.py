@@ -24,7 +24,7 @@ from core.csv_responses import csv_response
 from core.openapi import ADMIN, body, errors
 from core.query_params import time_range, wants_csv
 from core.store import Store
-from core.tenants import MAX_K, MIN_K, Tenant, TenantDirectory, save_tenant
+from core.tenants import MAX_K, MIN_K, ConsentMode, Tenant, TenantDirectory, save_tenant, with_consent_mode
 from core.validation import BadInput
 from retention import audit, export, policy, purge, receipts, ropa, subjects, support
 from retention.service import RetentionService
@@ -61,12 +61,21 @@ class RetentionChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
 
 class PrivacySettings(msgspec.Struct):
     k_anonymity: int  # analytics figures never single out fewer unique viewers (analytics/suppression.py)
+    # "opt-in": beacons only under a recorded consent; "anonymous": no consent asked, a
+    # daily-rotating hash as the only viewer key, no IP (analytics/anonymous.py).
+    consent_mode: str
 
 
 class PrivacyChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Any subset of the settings; k_anonymity from 1 (off) to 1000."""
+    """Any subset of the settings; k_anonymity from 1 (off) to 1000. Switching
+    consent_mode keeps stored data; back to opt-in, only consents given from then on count."""
 
     k_anonymity: Annotated[int, msgspec.Meta(ge=MIN_K, le=MAX_K)] | None = None
+    consent_mode: ConsentMode | None = None
+
+
+def _privacy_of(tenant: Tenant) -> dict:
+    return {"k_anonymity": tenant.k_anonymity, "consent_mode": tenant.consent_mode}
 
 
 class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -187,20 +196,25 @@ async def retention_set(request: Request, store: Db, tenant_directory: Tenants,
 
 @get("/v1/privacy/settings", responses=errors(*ADMIN))
 async def privacy_show(request: Request, tenant: AdminTenant) -> PrivacySettings:
-    """The tenant's privacy settings beside retention: the small-group threshold."""
-    return PrivacySettings(k_anonymity=tenant.k_anonymity)
+    """The tenant's privacy settings beside retention: the small-group threshold and the
+    consent mode."""
+    return PrivacySettings(**_privacy_of(tenant))
 
 
 @put("/v1/privacy/settings", request_max_body_size=4096, responses=errors(*ADMIN), opt=body(PrivacyChange))
 async def privacy_set(request: Request, store: Db, tenant_directory: Tenants, tenant: AdminTenant) -> PrivacySettings:
     """Change any of the settings; the next analytics answer uses them."""
     change = validation.decode(await request.body(), PrivacyChange)
-    changes = {k: v for k, v in msgspec.structs.asdict(change).items() if v is not None}
-    updated = msgspec.structs.replace(tenant, **changes)
-    await asyncio.to_thread(save_tenant, store, updated)
+    updated = tenant
+    if change.k_anonymity is not None:
+        updated = msgspec.structs.replace(updated, k_anonymity=change.k_anonymity)
+    if change.consent_mode is not None:  # what a switch does to data and consents: with_consent_mode
+        updated = with_consent_mode(updated, change.consent_mode, int(time.time() * 1000))
+    if updated != tenant:
+        await asyncio.to_thread(save_tenant, store, updated)
     tenant_directory.forget(tenant.tenant_id)
-    _audit_change(request, before={"k_anonymity": tenant.k_anonymity}, after={"k_anonymity": updated.k_anonymity})
-    return PrivacySettings(k_anonymity=updated.k_anonymity)
+    _audit_change(request, before=_privacy_of(tenant), after=_privacy_of(updated))
+    return PrivacySettings(**_privacy_of(updated))
 
 
 @delete("/v1/tenant", status_code=200, responses=errors(*ADMIN))

@@ -35,7 +35,7 @@ from typing import Iterable
 from core import cluster
 from core.store import Store, chdb_path
 from core.timefmt import iso_utc
-from retention import purge, receipts
+from retention import purge, receipts, registry
 
 TIERS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
 KEEP_CURRENT = ("purges", "receipts", "audit_log", "admin_sessions_ended")  # never rolled back by a restore (a sign-out stays)
@@ -137,9 +137,10 @@ def create(store: Store, directory: Path, media: Iterable[str], tier: str | None
     target = directory / backup_id
     with _create_lock(directory):
         target.mkdir()
-        store.command(cluster.backup_database(_db(store), f"File('{target / 'db'}')"))
+        # Some tables must never outlive their rows in a backup (the anonymous mode's daily salts).
+        store.command(cluster.backup_database(_db(store), f"File('{target / 'db'}')", registry.NOT_BACKED_UP))
         tables = [r[0] for r in store.rows("SELECT name FROM system.tables WHERE database = currentDatabase()"
-                                           " AND NOT is_temporary ORDER BY name")]
+                                           " AND NOT is_temporary ORDER BY name") if r[0] not in registry.NOT_BACKED_UP]
         manifest = Manifest(backup_id, tier, now, now + TIERS[tier], tables, sorted(media), region)
         if store.embedded:  # we wrote those files (a server fsyncs its own, or not ours to read)
             _fsync_tree(target / "db")  # a manifest must never outlive the data it vouches for
@@ -213,7 +214,8 @@ def restore(store: Store, directory: Path, backup_id: str, secret: bytes, now: f
     db = _db(store)
     source = f"File('{directory / backup_id / 'db'}')"
     for table in manifest.tables:
-        if cluster.logical(table) in KEEP_CURRENT or table.startswith(".inner") or not cluster.restorable(table):
+        if (cluster.logical(table) in KEEP_CURRENT or cluster.logical(table) in registry.NOT_BACKED_UP
+                or table.startswith(".inner") or not cluster.restorable(table)):
             continue
         store.command(cluster.truncate_table(db, table))
         store.command(cluster.restore_table(db, table, source) + " SETTINGS allow_non_empty_tables = true")

@@ -96,5 +96,36 @@ REGISTRY: tuple[PersonalTable, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class SupportingTable:
+    """A table without any subject column that still serves the processing of personal
+    data, so the records of processing name it (purge and export have nothing to find in
+    it: no row is about a person)."""
+
+    table: str
+    purpose: str
+    retention: str
+    measures: tuple[str, ...] = ()
+    # False: no backup may hold it (its rows must be gone when their day is, and a backup
+    # lives for weeks); a restore leaves the current rows as they are.
+    backed_up: bool = True
+
+
+SUPPORTING: tuple[SupportingTable, ...] = (
+    # analytics/anonymous.py: the salt of the day that anonymous viewer keys are hashed with.
+    SupportingTable("anonymous_salts",
+                    purpose="anonymous mode: a random salt per day, hashed with a viewer's address and browser into"
+                            " that day's only viewer key, so views are counted without consent and without any"
+                            " stable id",
+                    retention="the current day only (UTC): the partition of a past day is dropped, files included,"
+                              " within a minute after midnight, and the edge forgets it; a 2-day TTL as a backstop",
+                    measures=("never derived from anything, never logged (log_queries = 0), never sent anywhere,"
+                              " never in a backup",
+                              "once dropped, a past day's keys cannot be recomputed or linked to a person"),
+                    backed_up=False),
+)
+NOT_BACKED_UP: tuple[str, ...] = tuple(t.table for t in SUPPORTING if not t.backed_up)
+
+
 def by_table() -> dict[str, PersonalTable]:
     return {entry.table: entry for entry in REGISTRY}

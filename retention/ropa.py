@@ -36,6 +36,14 @@ MEASURES = (
     "One region per edge and store: a request for another region's tenant is redirected, never stored here",
     "Rate limits, request-size and slow-client guards on every public and admin route",
 )
+# For tenants in anonymous mode (analytics/anonymous.py), instead of the consent measure.
+ANONYMOUS_MEASURES = (
+    "Anonymous mode: no consent asked and nothing stored on the viewer's device (no cookie, no local storage)",
+    "Anonymous mode: the only viewer key is a hash of address and browser with a random salt of the day; the salt"
+    " is deleted after the day, so keys change daily and cannot be linked across days or to a person",
+    "Anonymous mode: no IP address (not even truncated), no region, city, OS or browser stored: country and device"
+    " class only; unique viewers are counted per day",
+)
 
 
 def legal_basis(entry: registry.PersonalTable, consent_mode: str) -> str:
@@ -49,7 +57,7 @@ def legal_basis(entry: registry.PersonalTable, consent_mode: str) -> str:
 def build(tenant: Tenant, *, backup_every_s: float, embedded: bool, now: float | None = None) -> dict:
     """The tenant's record of processing, one entry per registered table."""
     now = time.time() if now is None else now
-    consent_mode = getattr(tenant, "consent_mode", "opt-in")
+    consent_mode = tenant.consent_mode
     settings = policy.settings_of(tenant)
     entries = []
     for entry in registry.REGISTRY:
@@ -88,8 +96,11 @@ def build(tenant: Tenant, *, backup_every_s: float, embedded: bool, now: float |
             "tiers": {tier: f"kept {seconds // 86400} day(s)" for tier, seconds in backups.TIERS.items()},
             "erasures": "a restore replays every erasure (purge ledger) made since the backup",
         },
-        "technical_measures": list(MEASURES),
+        "technical_measures": list(ANONYMOUS_MEASURES if consent_mode == "anonymous" else ()) + list(MEASURES),
         "entries": entries,
+        "supporting_tables": [{"table": t.table, "purpose": t.purpose, "retention": t.retention,
+                               "personal_data": "none (no row is about a person)", "technical_measures": list(t.measures)}
+                              for t in registry.SUPPORTING],
     }
 
 
@@ -141,5 +152,7 @@ def as_html(record: dict) -> str:
         + "; ".join(f"{_e(t)}: {_e(v)}" for t, v in b["tiers"].items())
         + f". {_e(b['erasures'])}.</p>"
         f"<h2>Technical and organisational measures</h2>{_list(record['technical_measures'])}"
-        "</body></html>"
+        "<h2>Supporting tables (no personal data in them)</h2>"
+        + _list([f"{t['table']}: {t['purpose']}; kept {t['retention']}" for t in record["supporting_tables"]])
+        + "</body></html>"
     )

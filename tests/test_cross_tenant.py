@@ -104,9 +104,9 @@ def _cases(a: dict) -> dict:
         ("GET", "/v1/retention"): ("/v1/retention", {}, lacks(tid)),
         ("PUT", "/v1/retention"): ("/v1/retention", {"json": {"viewer_events_days": 7}}, lacks(tid)),
         ("GET", "/v1/privacy/settings"): ("/v1/privacy/settings", {}, lambda r: r.status_code == 200
-                                          and r.json() == {"k_anonymity": 5} and tid not in r.text),
+                                          and r.json() == {"k_anonymity": 5, "consent_mode": "opt-in"} and tid not in r.text),
         ("PUT", "/v1/privacy/settings"): ("/v1/privacy/settings", {"json": {"k_anonymity": 1}},
-                                          lambda r: r.status_code == 200 and r.json() == {"k_anonymity": 1}),
+                                          lambda r: r.status_code == 200 and r.json() == {"k_anonymity": 1, "consent_mode": "opt-in"}),
         ("DELETE", "/v1/tenant"): ("/v1/tenant", {"params": {"confirm": tid}}, status(400)),
         ("DELETE", "/v1/tenants/{tenant_id}"): (f"/v1/tenants/{tid}", {}, status(401)),
         ("POST", "/v1/support-grants"): ("/v1/support-grants", {}, lambda r: r.status_code == 201
@@ -152,5 +152,5 @@ def test_no_admin_route_reaches_another_tenants_data(server, tenant_factory, vic
     assert [row["session_id"] for row in qoe["rows"]] == ["qoe-a"]
     assert victim["grant_id"] in server.http.get("/v1/support-grants", headers=a).text
     assert server.http.get("/v1/retention", headers=a).json()["viewer_events_days"] != 7
-    assert server.http.get("/v1/privacy/settings", headers=a).json() == {"k_anonymity": 5}
+    assert server.http.get("/v1/privacy/settings", headers=a).json() == {"k_anonymity": 5, "consent_mode": "opt-in"}
     assert server.http.get("/v1/identity-secret", headers=a).json()["identity_secret"] == victim["identity_secret"]

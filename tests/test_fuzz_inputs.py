@@ -99,6 +99,8 @@ def test_collector_decoder_names_the_broken_field(value, field, junk):
     decoded = _decode(json.dumps(broken).encode())
     if decoded is None:
         return
+    if field == "viewer_id" and junk is None:  # optional (anonymous tenants): null is its absence
+        broken = {k: v for k, v in broken.items() if k != "viewer_id"}
     assert _builtins(decoded) == broken  # the junk happened to be valid
 
 

@@ -66,7 +66,7 @@ async def playback_config(state: State, media_id: str, token: str | None) -> Pla
         whep_url=(whep + (q if private else "")) if whep else None,
         poster_url=poster,
         consent=ConsentPrompt(tenant.consent_text, tenant.policy_version, tenant.identified_viewers,
-                              list(tenant.allowed_origins)),
+                              list(tenant.allowed_origins), tenant.consent_mode, tenant.grants_valid_from_ms),
     )
 
 

@@ -19,6 +19,12 @@ class ConsentPrompt(Struct):
     policy_version: str
     identified: bool
     host_origins: list[str]
+    # "opt-in", or "anonymous": then the player shows no prompt, sends no viewer id and
+    # stores nothing on the device (the edge derives a daily key itself).
+    mode: Literal["opt-in", "anonymous"] = "opt-in"
+    # A consent the player remembers from before this instant (epoch ms) is stale: the
+    # tenant came back to opt-in since, and the edge counts only newer grants.
+    valid_from_ms: int = 0
 
 
 class PlaybackConfig(Struct):

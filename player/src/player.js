@@ -4,7 +4,7 @@
 // the consent buttons, and can style them. Everything the viewer sees is built here;
 // everything the edge hears goes through ViewTracker -> Batcher, and only after consent.
 
-import { ConsentMemory, recordGrant, recordWithdrawal } from "./consent.js";
+import { ANONYMOUS_NOTICE, ConsentMemory, envelope, isAnonymous, recordGrant, recordWithdrawal } from "./consent.js";
 import { CONSENT, READY, RECORDED, hostAnswer } from "./host.js";
 import { SeekPreview } from "./preview.js";
 import { attachHls, attachWhep } from "./sources.js";
@@ -357,7 +357,8 @@ export class WavePlayer extends HTMLElement {
         }).then((r) => r.status, () => 0),
       beacon: (body) => typeof navigator.sendBeacon === "function" && navigator.sendBeacon(this.urls.collect, body),
       // No e-mail in beacons: the proven link made with the consent is what ties them to it.
-      envelope: () => ({ tenant_id: this.config.tenant_id, viewer_id: this.viewerId }),
+      // Anonymous mode: no viewer id at all (the edge derives a daily key itself).
+      envelope: () => envelope(this.config.tenant_id, this.viewerId),
     });
     this.tracker = new ViewTracker({
       videoId: this.mediaId,
@@ -377,6 +378,7 @@ export class WavePlayer extends HTMLElement {
 
   setUpConsent() {
     const consent = this.config.consent;
+    if (isAnonymous(consent)) return void this.countAnonymously();
     this.memory = new ConsentMemory(localStore(), this.config.tenant_id);
     // Who the host says the viewer is. Script embed: its attributes (the host's own code
     // wrote them, in its own origin). Iframe embed: only what an allowed parent posts.
@@ -396,7 +398,7 @@ export class WavePlayer extends HTMLElement {
     const host = this.embedded ? null : this.getAttribute("consent");
     if (host === "granted") return void this.accept({ fromHost: true });
     if (host === "declined") return void this.decline();
-    const remembered = this.memory.read(consent.policy_version);
+    const remembered = this.memory.read(consent.policy_version, consent.valid_from_ms || 0);
     if (remembered) {
       this.viewerId = remembered;
       this.consented = true;
@@ -404,6 +406,22 @@ export class WavePlayer extends HTMLElement {
       return;
     }
     this.showConsent(false);
+  }
+
+  /**
+   * The tenant counts anonymously: no prompt, no viewer id, and no storage of any kind
+   * (no ConsentMemory over localStorage: it is never even opened). Beacons flow at once.
+   */
+  countAnonymously() {
+    this.anonymous = true;
+    this.memory = new ConsentMemory(null, this.config.tenant_id);
+    this.hostIds = { viewerId: null, email: null, token: null };
+    this.viewerId = null;
+    this.consented = true;
+    if (this.embedded && window.parent !== window) {
+      window.parent.postMessage({ type: READY, media_id: this.mediaId }, "*"); // says nothing about the viewer
+    }
+    this.batcher.release();
   }
 
   /** The prompt (first visit) or the privacy panel (from the Privacy button). */
@@ -415,7 +433,12 @@ export class WavePlayer extends HTMLElement {
       return;
     }
     panel.replaceChildren();
-    if (this.consented) {
+    if (this.anonymous) {
+      panel.append(
+        el("p", { class: "wave-consent-text" }, ANONYMOUS_NOTICE),
+        el("button", { type: "button", "data-consent": "close" }, "Close"),
+      );
+    } else if (this.consented) {
       panel.append(
         el("p", {}, "You share viewing statistics with this site's video platform."),
         el("button", { type: "button", "data-consent": "withdraw" }, "Stop sharing and forget me"),
@@ -473,7 +496,7 @@ export class WavePlayer extends HTMLElement {
 
   /** One grant at a time: a second answer while the first is being recorded waits for it. */
   accept(options) {
-    if (this.consented) return Promise.resolve();
+    if (this.consented || this.anonymous) return Promise.resolve(); // anonymous: nothing to record
     if (!this.granting) this.granting = this.grant(options).finally(() => { this.granting = null; });
     return this.granting;
   }
@@ -481,7 +504,8 @@ export class WavePlayer extends HTMLElement {
   async grant({ fromHost }) {
     this.panel.hidden = true;
     const hostId = this.hostIds.viewerId;
-    const viewerId = hostId || this.memory.read(this.config.consent.policy_version) || randomId();
+    const viewerId = hostId || this.memory.read(this.config.consent.policy_version, this.config.consent.valid_from_ms || 0)
+      || randomId();
     // An e-mail goes only with the host's own viewer id and the token its server signed
     // for both: the edge refuses anything less (a link must be proven).
     const identified = this.config.consent.identified && hostId && this.hostIds.email && this.hostIds.token;

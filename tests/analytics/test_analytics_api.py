@@ -78,6 +78,7 @@ def test_summary_matches_the_hand_derived_figures(data):
         "startup_time_ms_p50": 1200, "startup_time_ms_p95": 2000,
         "rebuffer_pct": round(100 * 3 / 78, 3), "rebuffer_frequency_per_min": round(1 / (78 / 60), 3),
         "playback_failure_pct": 20.0, "exits_before_start_pct": 20.0,
+        "consent_mode": "opt-in", "unique_viewers_scope": "range",  # consented viewers: unique over the range
     }
     # B's view: 5 s + 15 s playing, a 2 s seek (0.5 s seeking + 1.5 s stall after it): no rebuffer.
     b = _get(server, key_b, "/v1/analytics/summary", **window)

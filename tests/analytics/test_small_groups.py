@@ -83,9 +83,9 @@ def test_breakdown_rows_under_k_fold_into_other_and_totals_stay_exact(data):
 def test_the_threshold_is_a_tenant_setting(data):
     server, key, hour = data
     window = {"from": _iso(hour), "to": _iso(hour + HOUR)}
-    assert _get(server, key, "/v1/privacy/settings") == {"k_anonymity": 5}
+    assert _get(server, key, "/v1/privacy/settings") == {"k_anonymity": 5, "consent_mode": "opt-in"}
     r = server.http.put("/v1/privacy/settings", json={"k_anonymity": 2}, headers=_admin(key))
-    assert r.status_code == 200 and r.json() == {"k_anonymity": 2}
+    assert r.status_code == 200 and r.json() == {"k_anonymity": 2, "consent_mode": "opt-in"}
     assert _rows(server, key, "country", **window) == [("DE", 6, 6), ("FR", 2, 2), ("other", 1, 1)]
     server.http.put("/v1/privacy/settings", json={"k_anonymity": 1}, headers=_admin(key))
     assert _rows(server, key, "country", **window) == [("DE", 6, 6), ("FR", 2, 2), ("US", 1, 1)]
@@ -95,7 +95,7 @@ def test_the_threshold_is_a_tenant_setting(data):
                       ({"k_anonymity": "5"}, "$.k_anonymity"), ({"k": 5}, "$")):
         r = server.http.put("/v1/privacy/settings", json=bad, headers=_admin(key))
         assert r.status_code == 400 and r.json()["detail"]["path"].startswith(path), (bad, r.text)
-    assert _get(server, key, "/v1/privacy/settings") == {"k_anonymity": 1}
+    assert _get(server, key, "/v1/privacy/settings") == {"k_anonymity": 1, "consent_mode": "opt-in"}
 
 
 def test_a_tiny_range_cannot_isolate_a_viewer(data):

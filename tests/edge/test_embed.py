@@ -26,7 +26,8 @@ def test_playback_config_of_a_stream_carries_the_tenants_prompt(server, tenant_f
     assert r.json() == {
         "media_id": sid, "kind": "stream", "tenant_id": tenant.tenant_id, "title": "Launch", "live": True,
         "hls_url": f"/live/{sid}/index.m3u8", "whep_url": f"/whep/{sid}", "poster_url": None,
-        "consent": {"text": "Count my views?", "policy_version": "v9", "identified": True, "host_origins": []},
+        "consent": {"text": "Count my views?", "policy_version": "v9", "identified": True, "host_origins": [],
+                    "mode": "opt-in", "valid_from_ms": 0},
     }
 
 

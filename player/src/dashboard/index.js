@@ -106,12 +106,32 @@ function setPreset(hours) {
 
 // ---- panels -------------------------------------------------------------------------
 
+/**
+ * How the figures counted viewers (the API's `unique_viewers_scope`): consented viewers
+ * are unique over the range; anonymous ones have a key that lasts a day, so their
+ * "unique viewers" are per day, summed over the range. Returns [badge text, tile label].
+ */
+export function countingLabel(scope) {
+  if (scope === "day") return ["anonymous counting: unique viewers per day", "Unique viewers (per day)"];
+  if (scope === "mixed") {
+    return ["mixed counting: consented viewers unique over the range, anonymous viewers per day",
+      "Unique viewers (mixed)"];
+  }
+  return ["consented viewers: unique over the range", "Unique viewers"];
+}
+
 function renderTiles(summary) {
   const tiles = $("#tiles");
+  const [badge, uniqueLabel] = countingLabel(summary.unique_viewers_scope);
   tiles.replaceChildren(
     ...TILES.map(([key, label, unit]) =>
-      el("div", { class: "tile", "data-field": key }, el("span", { class: "label" }, label),
-        el("strong", { class: "value" }, format(summary[key], unit)))),
+      el("div", { class: "tile", "data-field": key },
+        el("span", { class: "label" }, key === "unique_viewers" ? uniqueLabel : label),
+        el("strong", { class: "value" }, format(summary[key], unit)),
+        ...(key === "unique_viewers"
+          ? [el("span", { class: "badge", id: "counting", "data-scope": summary.unique_viewers_scope || "range",
+              "data-mode": summary.consent_mode || "opt-in" }, badge)]
+          : []))),
   );
 }
 
@@ -129,9 +149,9 @@ function renderChart(series) {
   });
 }
 
-function renderBreakdown(dimension, title, heading, rows) {
+function renderBreakdown(dimension, title, heading, rows, scope) {
   const head = el("tr", {}, el("th", {}, heading),
-    el("th", {}, "Views"), el("th", {}, "Viewers"), el("th", {}, "Watch time"), el("th", {}, "Rebuffering"),
+    el("th", {}, "Views"), el("th", {}, scope === "day" ? "Viewers per day" : "Viewers"), el("th", {}, "Watch time"), el("th", {}, "Rebuffering"),
     el("th", {}, "Failures"));
   const body = rows.map((r) => {
     let name = r.value;
@@ -212,7 +232,8 @@ async function refresh() {
     renderTiles({ ...summary, ...quality });
     renderWebrtc(webrtc);
     renderChart(series);
-    $("#breakdowns").replaceChildren(...BREAKDOWNS.map(([d, title, heading], i) => renderBreakdown(d, title, heading, tables[i].rows)));
+    $("#breakdowns").replaceChildren(...BREAKDOWNS.map(([d, title, heading], i) => renderBreakdown(d, title, heading, tables[i].rows,
+      tables[i].unique_viewers_scope)));
     document.body.dataset.loaded = "true";
   } catch (err) {
     if (err.status === 401) return signedOut();
