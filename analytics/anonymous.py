@@ -36,7 +36,7 @@ from typing import Callable
 
 from analytics.enrichment.geo import GeoInfo
 from analytics.enrichment.useragent import UAInfo
-from core.cluster import on_cluster
+from core import cluster
 from core.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class DailySalts:
             f"SELECT DISTINCT day FROM {TABLE} WHERE day < {{d:Date}} ORDER BY day", {"d": today})]
         for day in past:
             # The partition id of a Date key is its YYYYMMDD (made here from a date, not input).
-            self._store.command(f"ALTER TABLE {TABLE}{on_cluster()} DROP PARTITION ID '{day:%Y%m%d}'")
+            self._store.command(cluster.drop_partition(TABLE, f"{day:%Y%m%d}"))
         return past
 
     def days_in_memory(self) -> list[dt.date]:

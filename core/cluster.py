@@ -255,6 +255,13 @@ def apply_deleted_mask(table: str, partition: str | None = None) -> str:
     return f"ALTER TABLE {local(table)}{on_cluster()} APPLY DELETED MASK{_in_partition(partition)}"
 
 
+def drop_partition(table: str, partition: str) -> str:
+    """Drop a whole partition's parts at once (no mutation): how a day's data is forgotten."""
+    if not _PARTITION_ID.fullmatch(partition):
+        raise ValueError(f"not a partition id: {partition!r}")
+    return f"ALTER TABLE {local(table)}{on_cluster()} DROP PARTITION ID '{partition}'"
+
+
 def modify_ttl(table: str, ttl: str) -> str:
     return f"ALTER TABLE {local(table)}{on_cluster()} MODIFY TTL {ttl}"
 

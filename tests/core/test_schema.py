@@ -154,6 +154,9 @@ def test_a_cluster_setting_reaches_every_ddl_statement_and_mutation(monkeypatch)
     assert cluster.modify_ttl("t", "ts + INTERVAL 1 DAY") == "ALTER TABLE t_local ON CLUSTER wave MODIFY TTL ts + INTERVAL 1 DAY"
     assert cluster.alter_table("t", "DELETE WHERE 1").startswith("ALTER TABLE t_local ON CLUSTER wave ")
     assert " ON CLUSTER wave " in cluster.backup_database("db", "File('x')")
+    assert cluster.backup_database("db", "File('x')", ("s",)) == \
+        "BACKUP DATABASE db EXCEPT TABLES db.s_local, db.s ON CLUSTER wave TO File('x')"
+    assert cluster.drop_partition("s", "20261201") == "ALTER TABLE s_local ON CLUSTER wave DROP PARTITION ID '20261201'"
     assert cluster.truncate_table("db", "t_local") == "TRUNCATE TABLE IF EXISTS db.t_local ON CLUSTER wave"
     assert cluster.restore_table("db", "t_local", "File('x')") == "RESTORE TABLE db.t_local ON CLUSTER wave FROM File('x')"
     assert cluster.restorable("t_local") and not cluster.restorable("t")
