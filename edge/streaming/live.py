@@ -37,6 +37,7 @@ from edge.public_media import PublicLinks
 from edge.sessions import row as session_row, SessionLog
 from edge.streaming import liveness
 from edge.streaming.hls_writer import HlsWriter
+from edge.streaming.llhls_timeline import LivePlaylists
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.publish import PublishSession
 from edge.streaming.registry import Stream
@@ -79,6 +80,7 @@ class LiveStream:
         self.relay: Relay | None = None  # the WHEP viewers' fan-out of that encoder
         self.recording: object | None = None  # the recorder's handle for this publish
         self.directory: Path | None = None  # the newest publish's live HLS (its recording)
+        self.playlists: LivePlaylists | None = None  # that publish's LL-HLS playlists, in memory
         self.viewers: dict[str, ViewerSession] = {}
         self.publishing_since: float | None = None
         # Set (and replaced) on every change, so a waiter learns of it without polling: the
@@ -107,13 +109,15 @@ class LiveStream:
         streams = self._streams
         recording, directory = await streams.recorder.begin(stream)
         relay = Relay()
+        loop = asyncio.get_running_loop()
+        playlists = LivePlaylists()
         # The encoder's outputs, in the order it calls them: the relay first, so WebRTC
-        # viewers never wait on the muxer. An LL-HLS writer or a rendition joins this list.
-        outputs = [RelayOutput(relay, asyncio.get_running_loop()), HlsWriter(directory)]
+        # viewers never wait on the muxer; then the source's LL-HLS writer.
+        outputs = [RelayOutput(relay, loop), HlsWriter(directory, publish=playlists.handover(loop))]
         pipeline = LivePipeline(stream.stream_id, outputs, audio=audio)
         if stream.playback == "public":
             streams.links.link("live", stream.stream_id, directory)
-        self.directory = directory
+        self.directory, self.playlists = directory, playlists
         if self.publisher is not session:  # it ended while the recording began: finish at once
             pipeline.close()
             streams.finish_recording(recording, pipeline)
