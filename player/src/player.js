@@ -6,6 +6,7 @@
 
 import { ConsentMemory, recordGrant, recordWithdrawal } from "./consent.js";
 import { CONSENT, READY, RECORDED, hostAnswer } from "./host.js";
+import { liveLabel } from "./live.js";
 import { attachHls, attachWhep } from "./sources.js";
 import { ViewTracker, randomId } from "./telemetry.js";
 import { Batcher } from "./transport.js";
@@ -162,7 +163,8 @@ export class WavePlayer extends HTMLElement {
         this.seek.max = String(v.duration || 0);
         this.seek.value = String(v.currentTime);
       }
-      this.time.textContent = live ? "LIVE" : `${clock(v.currentTime)} / ${clock(v.duration || 0)}`;
+      this.time.textContent = live ? liveLabel(this.latency()) : `${clock(v.currentTime)} / ${clock(v.duration || 0)}`;
+      this.time.classList.toggle("wave-live", live);
     };
     for (const ev of ["play", "pause", "timeupdate", "durationchange", "volumechange", "ended", "loadedmetadata"]) v.addEventListener(ev, paint);
     v.textTracks.addEventListener("addtrack", () => { this.ccButton.hidden = false; });
@@ -288,7 +290,9 @@ export class WavePlayer extends HTMLElement {
         if (e.fatal) this.showMessage("Playback failed. Please try again later.");
       },
     };
-    if (this.config.live && this.whepUrl && transport !== "hls") {
+    // transport "hls-plain": live HLS without LL-HLS (whole segments), e.g. to compare.
+    handlers.lowLatency = transport !== "hls-plain";
+    if (this.config.live && this.whepUrl && transport !== "hls" && transport !== "hls-plain") {
       try {
         this.source = await attachWhep(this.video, this.whepUrl, { onEnded: () => this.liveEnded() });
         this.transport = "whep";
@@ -300,6 +304,15 @@ export class WavePlayer extends HTMLElement {
     }
     this.source = attachHls(this.video, this.hlsUrl, handlers);
     this.transport = "hls";
+  }
+
+  /** Seconds behind the live edge (hls.js's estimate), or null when not known. */
+  latency() {
+    const reading = this.source && this.source.latency ? this.source.latency() : null;
+    if (!reading || !Number.isFinite(reading.latency)) return null;
+    this.time.dataset.latency = reading.latency.toFixed(3);
+    if (Number.isFinite(reading.target)) this.time.dataset.targetLatency = reading.target.toFixed(3);
+    return reading.latency;
   }
 
   listenToVideo() {
