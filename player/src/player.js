@@ -157,7 +157,8 @@ export class WavePlayer extends HTMLElement {
       this.playButton.setAttribute("aria-label", playing ? "Pause" : "Play");
       icon(this.muteButton, v.muted ? "muted" : "sound");
       this.muteButton.setAttribute("aria-label", v.muted ? "Unmute" : "Mute");
-      const live = !Number.isFinite(v.duration);
+      // hls.js gives a live stream a finite duration (what it has buffered): ask the config.
+      const live = Boolean(this.config && this.config.live) || !Number.isFinite(v.duration);
       this.seek.hidden = live;
       if (!live) {
         this.seek.max = String(v.duration || 0);
