@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core import migrations
 from core.store import open_store
-from core.tenants import IP_MODES, TenantError, create_tenant
+from core.tenants import IP_MODES, TenantError, create_tenant, parse_live_ladder
 from edge.settings import from_env
 
 
@@ -67,6 +67,7 @@ def _tenant_create(args: argparse.Namespace) -> int:
             identified_viewers=args.identified_viewers,
             publisher_takeover=args.publisher_takeover,
             k_anonymity=args.k_anonymity,
+            live_ladder=parse_live_ladder(args.live_ladder),
         )
         from retention import audit
 
@@ -382,6 +383,9 @@ def parser() -> argparse.ArgumentParser:
                         help="a new publish replaces a live one: only when silent (idle) or always (newest)")
     create.add_argument("--k-anonymity", type=int, default=5, metavar="N",
                         help="analytics never show a group of fewer than N unique viewers (1 = off)")
+    create.add_argument("--live-ladder", default="360", metavar="HEIGHTS",
+                        help="lower live renditions beside the source, e.g. 360,240 (only those below the"
+                             " source's height); 'none' = the source alone")
     create.set_defaults(run=_tenant_create)
     delete = tenant.add_parser("delete", help="offboard: delete every row and media file of the tenant")
     delete.add_argument("tenant_id")
