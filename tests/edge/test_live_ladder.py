@@ -128,3 +128,21 @@ def test_a_live_stream_with_a_ladder_has_a_multivariant_playlist_of_decodable_re
             await pc.close()
 
     asyncio.run(scenario())
+
+
+def test_the_ladder_is_read_and_changed_through_the_live_settings_api(server, tenant_factory, store):
+    tenant, key = tenant_factory()
+    admin = {"authorization": f"Bearer {key}"}
+    assert server.http.get("/v1/live/settings", headers=admin).json() == {"live_ladder": [360]}
+    assert server.http.get("/v1/live/settings").status_code == 401
+    changed = server.http.put("/v1/live/settings", json={"live_ladder": [240, 432]}, headers=admin)
+    assert changed.status_code == 200 and changed.json() == {"live_ladder": [432, 240]}
+    assert load_tenant(store, tenant.tenant_id).live_ladder == (432, 240)
+    assert server.http.get("/v1/live/settings", headers=admin).json() == {"live_ladder": [432, 240]}
+    for body, path in (({"live_ladder": [361]}, "$.live_ladder"), ({"live_ladder": "360"}, "$.live_ladder"),
+                       ({"live_ladder": [360, 240, 180, 144]}, "$.live_ladder"), ({"ladder": [360]}, "$")):
+        bad = server.http.put("/v1/live/settings", json=body, headers=admin)
+        assert bad.status_code == 400, (body, bad.text)
+        assert bad.json()["detail"]["path"].startswith(path), (body, bad.json())
+    assert server.http.put("/v1/live/settings", json={"live_ladder": []}, headers=admin).json() == {"live_ladder": []}
+    assert load_tenant(store, tenant.tenant_id).live_ladder == ()
