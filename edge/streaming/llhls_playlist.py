@@ -61,7 +61,8 @@ class Snapshot:
 
     @property
     def bandwidth(self) -> int:
-        return max(self.peak_bandwidth, self.nominal_bandwidth)
+        """BANDWIDTH: the peak segment bitrate measured so far, the nominal one before."""
+        return self.peak_bandwidth or self.nominal_bandwidth
 
     def has(self, msn: int, part: int | None) -> bool:
         """Whether the playlist holds segment `msn` (whole), or its part `part`: what a

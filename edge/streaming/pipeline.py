@@ -259,10 +259,11 @@ def _x264(width: int, height: int, bitrate: int | None = None) -> av.VideoCodecC
     video.flags |= Flags.global_header
     # no sliced threads: Chrome decodes sliced x264 output badly over WebRTC
     params = f"keyint={X264_KEYINT}:min-keyint=1:scenecut=0:sliced-threads=0:forced-idr=1"
-    if bitrate is not None:  # a ladder rung: capped, so its BANDWIDTH holds (one-second VBV)
+    if bitrate is not None:
+        # A ladder rung: the source's quality (x264's default CRF), capped at the rung's
+        # bitrate (one-second VBV), so it never costs more than the source nor its budget.
         kbps = bitrate // 1000
-        video.bit_rate = bitrate
-        params += f":vbv-maxrate={kbps}:vbv-bufsize={kbps}"
+        params += f":crf=23:vbv-maxrate={kbps}:vbv-bufsize={kbps}"
     video.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline", "x264-params": params}
     video.open()
     return video

@@ -57,3 +57,53 @@ def test_chromium_plays_the_live_stream_over_ll_hls_in_low_latency_mode(server, 
     assert plain["size"] == [640, 360] and plain["parts"] == 0, plain
     assert plain["segments"] >= 2 and plain["target"] > ll["target"], plain  # three segments behind
     assert not errors, errors
+
+
+def test_chromium_switches_to_the_lower_rendition_when_the_bandwidth_is_throttled(server, tenant_factory):
+    """hls.js's ABR over the live ladder: 640x360 unthrottled, then DevTools network
+    emulation below the source's bandwidth and it plays the 240p rendition."""
+    _, key = tenant_factory(live_ladder=(240,))
+    stream = server.http.post("/v1/streams", json={"name": "abr"}, headers={"authorization": f"Bearer {key}"}).json()
+    sid = stream["stream_id"]
+
+    async def scenario():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201, r.text
+        try:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+                deadline = asyncio.get_running_loop().time() + 20
+                while len(re.findall(r"^seg_", (await http.get(f"/live/{sid}/src.m3u8")).text, re.M)) < 3:
+                    assert asyncio.get_running_loop().time() < deadline, "no segments"
+                    await asyncio.sleep(0.2)
+                top = (await http.get(f"/live/{sid}/index.m3u8")).text
+            rates = {int(h): int(b) for b, h in re.findall(r"BANDWIDTH=(\d+),RESOLUTION=\d+x(\d+)", top)}
+            assert set(rates) == {360, 240}, top
+            async with chromium() as (context, errors):
+                page = await context.new_page()
+                await page.goto(f"{server.base_url}/embed/{sid}?transport=hls")
+                await page.click('[data-consent="decline"]')
+                await page.click(".wave-play")
+                await advances(page, 1.0)
+                heights = [await _height(page)]
+                cdp = await context.new_cdp_session(page)
+                await cdp.send("Network.enable")
+                # between the two renditions' bandwidths: only the lower one fits
+                throughput = (rates[240] + rates[360]) / 2 / 8
+                await cdp.send("Network.emulateNetworkConditions", {
+                    "offline": False, "latency": 20, "downloadThroughput": throughput, "uploadThroughput": throughput})
+                deadline = asyncio.get_running_loop().time() + 40
+                while heights[-1] != 240 and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.5)
+                    heights.append(await _height(page))
+                return rates, heights, errors
+        finally:
+            await publisher.close()
+
+    rates, heights, errors = asyncio.run(scenario())
+    assert rates[360] > rates[240], rates
+    assert heights[0] == 360 and heights[-1] == 240, heights  # the source first, then switched down
+    assert not [e for e in errors if "hls_" in e], errors
+
+
+async def _height(page) -> int:
+    return await page.evaluate("document.querySelector('wave-player video').videoHeight")
