@@ -5,8 +5,9 @@ stream is encoded exactly once here (x264, AAC, Opus) and every output is fed fr
 packets; nothing is ever encoded per viewer. The encoder knows no container or transport:
 the packets go to the `outputs.Output`s it was given (the WHEP relay, the LL-HLS writer).
 A tenant's lower live renditions (`renditions.py`) are encoded here too, once per stream,
-from the same pictures. Encoding and muxing are blocking and CPU-bound, so they run on the pipeline's own thread, fed through a bounded queue: a slow encoder
-drops frames rather than stall the event loop or grow memory.
+from the same pictures. Encoding and muxing are blocking and CPU-bound, so they run on
+the pipeline's own thread, fed through a bounded queue: a slow encoder drops frames
+rather than stall the event loop or grow memory.
 
 Timestamps are the wall-clock times the frames arrived (90 kHz video, 48 kHz audio
 sample counts aligned to the same origin), and keyframes are forced on a 1 s grid of that
