@@ -20,7 +20,6 @@ from core.openapi import errors
 from core.validation import BadInput
 from edge import media_files, media_layout
 from edge.streaming import llhls_playlist
-from edge.streaming.llhls_playlist import Snapshot
 from edge.streaming.llhls_timeline import LivePlaylists
 
 MAX_MSN = 2**31

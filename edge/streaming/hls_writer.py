@@ -19,7 +19,6 @@ the directory.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
@@ -32,7 +31,6 @@ from edge.streaming import fmp4
 from edge.streaming.llhls_playlist import PARTS_KEPT_SEGMENTS, PLAYLIST_SEGMENTS, Part, Segment, Snapshot, media_playlist
 from edge.streaming.outputs import Encoded
 
-log = logging.getLogger(__name__)
 
 PART_S = 0.2  # where the muxer cuts a fragment (a part) between keyframes
 PART_TARGET_S = 0.3  # the declared upper bound: frame spacing and audio/video offsets add to PART_S
