@@ -31,7 +31,6 @@ from edge.streaming import fmp4
 from edge.streaming.llhls_playlist import PARTS_KEPT_SEGMENTS, PLAYLIST_SEGMENTS, Part, Segment, Snapshot, media_playlist
 from edge.streaming.outputs import Encoded
 
-
 PART_S = 0.2  # where the muxer cuts a fragment (a part) between keyframes
 PART_TARGET_S = 0.3  # the declared upper bound: frame spacing and audio/video offsets add to PART_S
 SEGMENT_MIN_S = 0.9  # a keyframe after this long starts a new segment
