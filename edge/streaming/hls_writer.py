@@ -7,7 +7,10 @@ and files it as a part (`part_NNNNN_M.m4s`). A segment begins at a part that sta
 keyframe once the current one is `SEGMENT_MIN_S` long (the encoder's keyframes are on a
 1 s grid), and is written whole, the concatenation of its parts, as `seg_NNNNN.m4s`:
 segments are kept (they are the publish's recording, `edge/vod/recordings.py`, and what
-players without LL-HLS fetch); parts are deleted once no playlist lists them.
+players without LL-HLS fetch); parts are deleted once no playlist lists them. The muxer
+writes a fragment when the first packet of the next one arrives, so a part exists one
+frame after its end; a source that stalls makes a part longer than PART-TARGET (its last
+frame lasts until the next one comes).
 
 Every file appears atomically (written under a temporary name, then renamed), so a crash
 leaves only whole segments. After every part the writer hands an immutable
