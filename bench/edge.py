@@ -233,8 +233,9 @@ def main() -> int:
                             "WAVE_LIMIT_WHEP_IP", "WAVE_LIMIT_WHEP_TENANT")
     env.pop("WAVE_CLICKHOUSE_URL", None)
     cli = [sys.executable, "-m", "edge.cli"]
-    key = json.loads(subprocess.run([*cli, "tenant", "create", "bench"], cwd=ROOT, env=env, check=True,
-                                    capture_output=True, text=True).stdout)["admin_key"]
+    # No live ladder: the figures stay those of one encode per stream, comparable to earlier runs.
+    key = json.loads(subprocess.run([*cli, "tenant", "create", "bench", "--live-ladder", "none"], cwd=ROOT, env=env,
+                                    check=True, capture_output=True, text=True).stdout)["admin_key"]
     port = random.randint(20000, 40000)
     server = subprocess.Popen([*cli, "serve", "--port", str(port)], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -31,6 +31,9 @@ MIN_K, MAX_K = 1, 1000
 # "anonymous" asks nothing and keeps no stable viewer id, no IP (analytics/anonymous.py).
 ConsentMode = Literal["opt-in", "anonymous"]
 CONSENT_MODES: tuple[str, ...] = get_args(ConsentMode)
+# A live ladder's rungs: picture heights of the lower renditions (edge/streaming/renditions.py).
+LADDER_MIN_HEIGHT, LADDER_MAX_HEIGHT, LADDER_MAX_RUNGS = 144, 1080, 3
+DEFAULT_LIVE_LADDER = (360,)
 
 
 class Tenant(msgspec.Struct, frozen=True):
@@ -63,6 +66,9 @@ class Tenant(msgspec.Struct, frozen=True):
     @property
     def anonymous(self) -> bool:
         return self.consent_mode == "anonymous"
+    # Live ABR: heights of the lower renditions each live stream also gets (encoded once
+    # per stream, only those below the source's height); () = the source alone.
+    live_ladder: tuple[int, ...] = DEFAULT_LIVE_LADDER
 
     def origin_allowed(self, origin: str | None) -> bool:
         """No list means any origin (script embeds work out of the box); else exact match."""
@@ -71,6 +77,32 @@ class Tenant(msgspec.Struct, frozen=True):
 
 class TenantError(ValueError):
     pass
+
+
+def check_live_ladder(heights) -> tuple[int, ...]:
+    """A live ladder as stored: distinct even heights, tallest first; TenantError if not one."""
+    heights = tuple(heights)
+    if len(heights) > LADDER_MAX_RUNGS:
+        raise TenantError(f"live_ladder has at most {LADDER_MAX_RUNGS} rungs")
+    for height in heights:
+        if isinstance(height, bool) or not isinstance(height, int) or not (
+                LADDER_MIN_HEIGHT <= height <= LADDER_MAX_HEIGHT) or height % 2:
+            raise TenantError(f"live_ladder heights must be even numbers from {LADDER_MIN_HEIGHT}"
+                              f" to {LADDER_MAX_HEIGHT}, not {height!r}")
+    if len(set(heights)) != len(heights):
+        raise TenantError("live_ladder heights must be distinct")
+    return tuple(sorted(heights, reverse=True))
+
+
+def parse_live_ladder(text: str) -> tuple[int, ...]:
+    """`360,240` (the CLI's spelling) as a ladder; "" or "none" = the source alone."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        heights = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise TenantError(f"live_ladder must be heights separated by commas (e.g. 360,240), not {text!r}") from None
+    return check_live_ladder(heights)
 
 
 def hash_key(key: str) -> str:
@@ -92,6 +124,7 @@ def create_tenant(
     publisher_takeover: str = "idle",
     k_anonymity: int = 5,
     consent_mode: str = "opt-in",
+    live_ladder: tuple[int, ...] = DEFAULT_LIVE_LADDER,
 ) -> tuple[Tenant, str]:
     """Create a tenant and its first admin key; the clear key is returned once, never stored."""
     if not name.strip():
@@ -114,6 +147,7 @@ def create_tenant(
         raise TenantError(f"consent_mode must be one of {', '.join(CONSENT_MODES)}")
     if consent_mode == "anonymous" and identified_viewers:
         raise TenantError("an anonymous tenant cannot identify its viewers: drop identified_viewers")
+    live_ladder = check_live_ladder(live_ladder)
     tenant = Tenant(
         tenant_id=tagged("tn_", region, secrets.token_hex(8)),  # the region for life
         name=name.strip(),
@@ -128,14 +162,15 @@ def create_tenant(
         publisher_takeover=publisher_takeover,  # type: ignore[arg-type]
         k_anonymity=k_anonymity,
         consent_mode=consent_mode,  # type: ignore[arg-type]
+        live_ladder=live_ladder,
     )
     store.command(
         "INSERT INTO tenants (tenant_id, name, region, retention_days, ip_mode, allowed_origins,"
         " drop_bots, consent_text, policy_version, identified_viewers, publisher_takeover, k_anonymity,"
-        " consent_mode, created_at, updated_at)"
+        " consent_mode, live_ladder, created_at, updated_at)"
         " VALUES ({id:String}, {name:String}, {region:String}, {days:UInt16}, {mode:String},"
         " {origins:Array(String)}, {bots:Bool}, {text:String}, {policy:String}, {identified:Bool},"
-        " {takeover:String}, {k:UInt16}, {consent_mode:String}, now64(6), now64(6))",
+        " {takeover:String}, {k:UInt16}, {consent_mode:String}, {ladder:Array(UInt16)}, now64(6), now64(6))",
         parameters={
             "id": tenant.tenant_id,
             "name": tenant.name,
@@ -150,6 +185,7 @@ def create_tenant(
             "takeover": tenant.publisher_takeover,
             "k": tenant.k_anonymity,
             "consent_mode": tenant.consent_mode,
+            "ladder": list(tenant.live_ladder),
         },
     )
     return tenant, create_admin_key(store, tenant.tenant_id)
@@ -237,7 +273,8 @@ def all_tenant_ids(store: Store) -> list[str]:
 def save_tenant(store: Store, tenant: Tenant, deleted: bool = False) -> None:
     """Write the tenant's whole row as its newest version (ReplacingMergeTree)."""
     row = msgspec.structs.asdict(tenant) | {"deleted": deleted, "updated_at": time.time(),
-                                            "allowed_origins": list(tenant.allowed_origins)}
+                                            "allowed_origins": list(tenant.allowed_origins),
+                                            "live_ladder": list(tenant.live_ladder)}
     created = store.rows("SELECT toUnixTimestamp64Micro(created_at) / 1e6 FROM tenants FINAL"
                          " WHERE tenant_id = {id:String}", {"id": tenant.tenant_id})
     row["created_at"] = created[0][0] if created else time.time()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core import migrations
 from core.store import open_store
-from core.tenants import CONSENT_MODES, IP_MODES, TenantError, create_tenant
+from core.tenants import CONSENT_MODES, IP_MODES, TenantError, create_tenant, parse_live_ladder
 from edge.settings import from_env
 
 
@@ -68,6 +68,7 @@ def _tenant_create(args: argparse.Namespace) -> int:
             publisher_takeover=args.publisher_takeover,
             k_anonymity=args.k_anonymity,
             consent_mode=args.consent_mode,
+            live_ladder=parse_live_ladder(args.live_ladder),
         )
         from retention import audit
 
@@ -387,6 +388,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--consent-mode", choices=CONSENT_MODES, default="opt-in",
                         help="opt-in: beacons only with the viewer's consent; anonymous: no consent asked, no stable"
                              " viewer id, no IP stored (a daily-rotating hash; unique viewers count per day)")
+    create.add_argument("--live-ladder", default="360", metavar="HEIGHTS",
+                        help="lower live renditions beside the source, e.g. 360,240 (only those below the"
+                             " source's height); 'none' = the source alone")
     create.set_defaults(run=_tenant_create)
     delete = tenant.add_parser("delete", help="offboard: delete every row and media file of the tenant")
     delete.add_argument("tenant_id")

@@ -1,9 +1,13 @@
 """The nginx front for production: `wave-edge front-config` prints its configuration.
 
-nginx serves what needs no decision (public media's `init.mp4` and segments, a VOD's
-other renditions and storyboard sprites, from the link tree `public_media` keeps) with `sendfile`, and passes everything else to the edge,
-which stays the only place that checks tokens, writes playlists, takes beacons and runs
-WebRTC. Requests nginx served itself are handed to the edge in per-second files it
+nginx serves what needs no decision (public media's `init.mp4`, segments and live
+LL-HLS parts of every live rendition, a VOD's other renditions and storyboard sprites,
+from the link tree `public_media` keeps) with `sendfile`, and passes everything else to
+the edge, which stays the only place that checks tokens, writes playlists, takes beacons
+and runs WebRTC. Playlists always reach the edge (a blocking reload, `_HLS_msn`/`_HLS_part`,
+waits there for its part), and so does a part not written yet (the preload hint):
+`try_files` falls through and the edge holds the request until the part exists.
+Requests nginx served itself are handed to the edge in per-second files it
 consumes and deletes (`front_log`), so the session history stays complete without an
 access log.
 """

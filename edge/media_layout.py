@@ -9,7 +9,8 @@ patterns, never by a path, so nothing outside the media directory can be asked f
 ```
 $WAVE_DATA_DIR/media/
   videos/vd_<region>_<16 hex>/   init.mp4, seg_NNNNN.m4s, vod.m3u8, poster.jpg (and, while it is
-                        a live publish's directory, the sliding index.m3u8)
+                        a live publish's directory, the sliding index.m3u8, the newest
+                        segments' parts part_NNNNN_M.m4s, and r<height>_* live renditions)
                         since the ladder: main.m3u8 (multivariant), r<H>.m3u8 per rendition
                         (the top one over init.mp4 and seg_*, the lower ones over
                         r<H>_init.mp4 and r<H>_NNNNN.m4s) instead of vod.m3u8; and
@@ -63,9 +64,19 @@ PACKAGER_PLAYLIST = "hls.m3u8"  # what FFmpeg's muxer writes while packaging an 
 SEGMENT_TEMPLATE = "seg_%05d.m4s"  # FFmpeg's `hls_segment_filename` pattern
 SEGMENT = re.compile(r"^seg_(\d+)\.m4s$")
 SEGMENT_FILE_PATTERN = r"seg_[0-9]{5,9}\.m4s"  # the segment names a request may use
+# Live (LL-HLS): a segment's parts, `part_<segment number>_<part index>.m4s`, exist only
+# while it is near the live edge (the whole segment stays: it is the recording). A lower
+# live rendition (the tenant's ladder) writes the same files with a `r<height>_` prefix and
+# its own media playlist `r<height>.m3u8`; with renditions, `index.m3u8` is the
+# multivariant playlist and the source's media playlist is `src.m3u8`.
+PART_FILE_PATTERN = r"part_[0-9]{5,9}_[0-9]{1,3}\.m4s"
+RENDITION_PREFIX_PATTERN = r"r[0-9]{3,4}_"
+SOURCE_PLAYLIST = "src.m3u8"
+PART = re.compile(r"^(r[0-9]{3,4}_)?part_([0-9]{5,9})_([0-9]{1,3})\.m4s$")
+_LIVE_FILE = rf"(?:{RENDITION_PREFIX_PATTERN})?(?:init\.mp4|{SEGMENT_FILE_PATTERN}|{PART_FILE_PATTERN})"
 # The files a request may name in a media directory, and the ones a front serves itself.
-SERVED_FILE = re.compile(rf"^(index\.m3u8|init\.mp4|{SEGMENT_FILE_PATTERN}|poster\.jpg)$")
-FRONT_FILE_PATTERN = rf"init\.mp4|{SEGMENT_FILE_PATTERN}"
+SERVED_FILE = re.compile(rf"^(index\.m3u8|src\.m3u8|r[0-9]{{3,4}}\.m3u8|{_LIVE_FILE}|poster\.jpg)$")
+FRONT_FILE_PATTERN = _LIVE_FILE
 
 
 def segment_template(directory: Path) -> str:
@@ -116,6 +127,24 @@ def rung_segments(directory: Path, height: int) -> list[Path]:
 
 def sprite_name(index: int) -> str:
     return SPRITE_TEMPLATE.format(index)
+
+
+def rendition_prefix(height: int | None) -> str:
+    """The file-name prefix of a live rendition: "" for the source, `r360_` for 360p."""
+    return "" if height is None else f"r{height}_"
+
+
+def segment_name(msn: int, prefix: str = "") -> str:
+    return f"{prefix}seg_{msn:05d}.m4s"
+
+
+def part_name(msn: int, index: int, prefix: str = "") -> str:
+    return f"{prefix}part_{msn:05d}_{index}.m4s"
+
+
+def media_playlist_name(prefix: str) -> str:
+    """A rendition's live media playlist: `src.m3u8` for the source, `r360.m3u8`..."""
+    return SOURCE_PLAYLIST if not prefix else f"{prefix[:-1]}.m3u8"
 
 
 # -- directories ----------------------------------------------------------------------

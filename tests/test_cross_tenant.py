@@ -72,6 +72,10 @@ def _cases(a: dict) -> dict:
         ("POST", "/v1/streams"): ("/v1/streams", {"json": {"name": "b"}}, status(201)),
         ("GET", "/v1/streams/{stream_id}"): (f"/v1/streams/{sid}", {}, status(404)),
         ("POST", "/v1/streams/{stream_id}/playback-token"): (f"/v1/streams/{sid}/playback-token", {}, status(404)),
+        ("GET", "/v1/live/settings"): ("/v1/live/settings", {}, lambda r: r.status_code == 200
+                                       and r.json() == {"live_ladder": [360]} and tid not in r.text),
+        ("PUT", "/v1/live/settings"): ("/v1/live/settings", {"json": {"live_ladder": [240]}},
+                                       lambda r: r.status_code == 200 and r.json() == {"live_ladder": [240]}),
         ("GET", "/v1/videos"): ("/v1/videos", {}, lacks(vid)),
         ("POST", "/v1/videos"): ("/v1/videos", {"files": {"file": ("x.mp4", b"not a video")}},
                                  lambda r: r.status_code == 202 and r.json()["video_id"] != vid),

@@ -1,4 +1,5 @@
-"""Admin routes for streams: create, list, inspect, mint playback tokens.
+"""Admin routes for streams: create, list, inspect, mint playback tokens; the tenant's
+live settings (its ABR ladder, `GET|PUT /v1/live/settings`).
 
 Every handler starts from `admin_tenant()`; a stream id of another tenant answers 404
 exactly like one that does not exist, so ids cannot be probed across tenants.
@@ -8,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 
-from litestar import Request, get, post
+import msgspec
+from litestar import Request, get, post, put
 from litestar.di import NamedDependency
 from litestar.datastructures import State
 from litestar.params import FromPath
 
 from core import validation
 from core.openapi import ADMIN, body, errors
-from core.tenants import Tenant
+from core.store import Store
+from core.tenants import Tenant, TenantDirectory, TenantError, check_live_ladder, save_tenant
 from core.validation import BadInput
 from edge.media_layout import PLAYLIST
 from edge.streaming import registry, tokens
 from edge.streaming.wire import (
+    LiveSettings,
+    LiveSettingsChange,
     PlaybackToken,
     StreamCreate,
     StreamCreated,
@@ -88,4 +93,27 @@ async def playback_token(request: Request, state: State, stream_id: FromPath[str
     return await tokens.mint(request, state.edge.playback_tokens, stream.stream_id)
 
 
-ROUTES = [create_stream, list_streams, show_stream, playback_token]
+@get("/v1/live/settings", responses=errors(*ADMIN))
+async def live_settings(tenant: NamedDependency[Tenant]) -> LiveSettings:
+    """The tenant's live settings: the ladder of lower renditions every live stream gets."""
+    return LiveSettings(live_ladder=list(tenant.live_ladder))
+
+
+@put("/v1/live/settings", request_max_body_size=4096, responses=errors(*ADMIN), opt=body(LiveSettingsChange))
+async def live_settings_set(request: Request, store: NamedDependency[Store], tenant_directory: NamedDependency[TenantDirectory],
+                            tenant: NamedDependency[Tenant]) -> LiveSettings:
+    """Change the ladder; publishes that begin afterwards use it."""
+    change = validation.decode(await request.body(), LiveSettingsChange)
+    try:
+        ladder = check_live_ladder(change.live_ladder)
+    except TenantError as exc:
+        raise BadInput("invalid_body", str(exc), "$.live_ladder") from None
+    updated = msgspec.structs.replace(tenant, live_ladder=ladder)
+    await asyncio.to_thread(save_tenant, store, updated)
+    tenant_directory.forget(tenant.tenant_id)
+    request.scope.setdefault("state", {})["wave_audit"] = {"before": {"live_ladder": list(tenant.live_ladder)},
+                                                           "after": {"live_ladder": list(ladder)}}
+    return LiveSettings(live_ladder=list(ladder))
+
+
+ROUTES = [create_stream, list_streams, show_stream, playback_token, live_settings, live_settings_set]

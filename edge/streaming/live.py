@@ -11,7 +11,8 @@ What happens when, exactly once:
 - a publish is *claimed* (`LiveStreams.publish`) before its answer is made, so a racing
   second publisher gets 409; a silent publisher is replaced (`make_room`);
 - its media begins (the first frames' kinds known): the recording's row and directory,
-  the relay, the HLS writer, one encoder feeding both, the public link;
+  the relay, the LL-HLS writers (the source's and the tenant's lower renditions'), one
+  encoder feeding them all, the public link;
 - it ends (DELETE, a dead peer connection, silence, takeover, shutdown, offboarding):
   the encoder is closed (the playlist gets #EXT-X-ENDLIST), its viewers end, the session
   history gets its row, the recording is finalized, watchers of the events resource hear;
@@ -33,13 +34,16 @@ from aiortc import RTCPeerConnection
 
 from core.metrics import Counter
 from core.tenants import Tenant
+from edge import media_layout
 from edge.public_media import PublicLinks
 from edge.sessions import row as session_row, SessionLog
 from edge.streaming import liveness
 from edge.streaming.hls_writer import HlsWriter
+from edge.streaming.llhls_timeline import LivePlaylists
 from edge.streaming.pipeline import LivePipeline
 from edge.streaming.publish import PublishSession
 from edge.streaming.registry import Stream
+from edge.streaming.renditions import AUDIO_BPS, Rendition, bitrate_for
 from edge.streaming.relay import Relay, RelayOutput
 
 if TYPE_CHECKING:
@@ -79,6 +83,7 @@ class LiveStream:
         self.relay: Relay | None = None  # the WHEP viewers' fan-out of that encoder
         self.recording: object | None = None  # the recorder's handle for this publish
         self.directory: Path | None = None  # the newest publish's live HLS (its recording)
+        self.playlists: LivePlaylists | None = None  # that publish's LL-HLS playlists, in memory
         self.viewers: dict[str, ViewerSession] = {}
         self.publishing_since: float | None = None
         # Set (and replaced) on every change, so a waiter learns of it without polling: the
@@ -107,13 +112,20 @@ class LiveStream:
         streams = self._streams
         recording, directory = await streams.recorder.begin(stream)
         relay = Relay()
+        loop = asyncio.get_running_loop()
+        playlists = LivePlaylists()
         # The encoder's outputs, in the order it calls them: the relay first, so WebRTC
-        # viewers never wait on the muxer. An LL-HLS writer or a rendition joins this list.
-        outputs = [RelayOutput(relay, asyncio.get_running_loop()), HlsWriter(directory)]
-        pipeline = LivePipeline(stream.stream_id, outputs, audio=audio)
+        # viewers never wait on the muxer; then the source's LL-HLS writer.
+        publish = playlists.handover(loop)
+        outputs = [RelayOutput(relay, loop), HlsWriter(directory, publish=publish)]
+        # The tenant's lower renditions, each with its own writer (used only below the source).
+        ladder = [Rendition(height, bitrate_for(height), HlsWriter(
+            directory, prefix=media_layout.rendition_prefix(height), publish=publish,
+            nominal_bps=bitrate_for(height) + AUDIO_BPS)) for height in session.tenant.live_ladder]
+        pipeline = LivePipeline(stream.stream_id, outputs, audio=audio, renditions=ladder)
         if stream.playback == "public":
             streams.links.link("live", stream.stream_id, directory)
-        self.directory = directory
+        self.directory, self.playlists = directory, playlists
         if self.publisher is not session:  # it ended while the recording began: finish at once
             pipeline.close()
             streams.finish_recording(recording, pipeline)

@@ -2,9 +2,10 @@
 
 The encoder (`pipeline.py`) encodes each stream once (H.264, AAC for HLS, Opus for
 WebRTC) and knows no container or transport: it hands every packet to the outputs it
-was given. Today those are the WHEP relay (`relay.RelayOutput`) and the live HLS writer
-(`hls_writer.HlsWriter`, whose segments are also the recording); an LL-HLS writer or an
-extra rendition is one more `Output`, with nothing to change in the encoder.
+was given. Today those are the WHEP relay (`relay.RelayOutput`) and the LL-HLS writer
+(`hls_writer.HlsWriter`, whose segments are also the recording); a lower rendition of the
+live ladder is an `Output` too (another writer), fed by the encoder's scaled encode of
+the same pictures (`renditions.Rendition`).
 
 Every method runs on the encoder's thread, in the order the outputs were given, and may
 block that thread only as long as it can afford to drop frames (the encoder's queue is

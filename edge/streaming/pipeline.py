@@ -3,10 +3,11 @@
 aiortc hands us decoded frames whatever the publisher sent (H.264, VP8, Opus), so each
 stream is encoded exactly once here (x264, AAC, Opus) and every output is fed from these
 packets; nothing is ever encoded per viewer. The encoder knows no container or transport:
-the packets go to the `outputs.Output`s it was given (the WHEP relay, the live HLS writer,
-and whatever comes next, such as LL-HLS). Encoding and muxing are blocking and CPU-bound,
-so they run on the pipeline's own thread, fed through a bounded queue: a slow encoder
-drops frames rather than stall the event loop or grow memory.
+the packets go to the `outputs.Output`s it was given (the WHEP relay, the LL-HLS writer).
+A tenant's lower live renditions (`renditions.py`) are encoded here too, once per stream,
+from the same pictures. Encoding and muxing are blocking and CPU-bound, so they run on
+the pipeline's own thread, fed through a bounded queue: a slow encoder drops frames
+rather than stall the event loop or grow memory.
 
 Timestamps are the wall-clock times the frames arrived (90 kHz video, 48 kHz audio
 sample counts aligned to the same origin), and keyframes are forced on a 1 s grid of that
@@ -29,6 +30,7 @@ from av.codec.context import Flags
 from av.video.frame import PictureType
 
 from edge.streaming.outputs import Encoded, Output
+from edge.streaming.renditions import Rendition, scaled_size
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,13 @@ class LivePipeline:
 
     running: "set[LivePipeline]" = set()  # every pipeline alive in this process
 
-    def __init__(self, stream_id: str, outputs: Sequence[Output], *, audio: bool, max_queue: int = 120) -> None:
+    def __init__(self, stream_id: str, outputs: Sequence[Output], *, audio: bool, max_queue: int = 120,
+                 renditions: Sequence[Rendition] = ()) -> None:
         self.stream_id = stream_id
         self.outputs = tuple(outputs)
+        # Lower rungs (renditions.py): each encoded here once, from the same pictures, only
+        # when the source is taller; a rung that is not gets `close` only.
+        self.renditions = tuple(renditions)
         self.audio = audio
         self.frames_in = 0
         self.frames_encoded = 0
@@ -116,6 +122,7 @@ class LivePipeline:
     def _encode_loop(self) -> None:
         outputs = self.outputs
         encoders: _Encoders | None = None
+        rungs: list[tuple[Rendition, av.VideoCodecContext]] = []
         last_pts = -1
         next_key_at = 0.0
         while True:
@@ -129,6 +136,7 @@ class LivePipeline:
                 encoders = _Encoders(frame.width, frame.height, self.audio)
                 for output in outputs:
                     output.open(encoders.encoded)
+                rungs = _rungs(self.renditions, encoders)
             if kind == "video":
                 video = encoders.video
                 pts = int(at * 90_000)
@@ -147,6 +155,11 @@ class LivePipeline:
                 for packet in video.encode(frame):
                     for output in outputs:
                         output.video(packet)
+                for rendition, encoder in rungs:
+                    small = frame.reformat(width=encoder.width, height=encoder.height, format="yuv420p")
+                    small.pts, small.time_base, small.pict_type = frame.pts, VIDEO_TB, frame.pict_type
+                    for packet in encoder.encode(small):  # keyframes on the source's instants
+                        rendition.output.video(packet)
                 self.frames_encoded += 1
             elif encoders.aac is not None:
                 opus, aac = encoders.encode_audio(frame, at)
@@ -156,16 +169,25 @@ class LivePipeline:
                 for packet in aac:
                     for output in outputs:
                         output.audio_aac(packet)
+                    for rendition, _ in rungs:
+                        rendition.output.audio_aac(packet)
         if encoders is not None:
             for packet in encoders.video.encode(None):
                 for output in outputs:
                     output.video(packet)
+            for rendition, encoder in rungs:
+                for packet in encoder.encode(None):
+                    rendition.output.video(packet)
             if encoders.aac is not None:
                 for packet in encoders.aac.encode(None):
                     for output in outputs:
                         output.audio_aac(packet)
+                    for rendition, _ in rungs:
+                        rendition.output.audio_aac(packet)
         for output in outputs:
             output.close()
+        for rendition in self.renditions:
+            rendition.output.close()
 
 
 class _Encoders:
@@ -214,19 +236,36 @@ class _Encoders:
         return opus, aac
 
 
-def _x264(width: int, height: int) -> av.VideoCodecContext:
+def _rungs(renditions: Sequence[Rendition], encoders: "_Encoders") -> list[tuple[Rendition, av.VideoCodecContext]]:
+    """Open an encoder and the output of every rung below the source's height."""
+    source = encoders.encoded
+    rungs = []
+    for rendition in renditions:
+        if rendition.height >= source.height:
+            continue
+        width, height = scaled_size(source.width, source.height, rendition.height)
+        encoder = _x264(width, height, rendition.bitrate)
+        rendition.output.open(Encoded(width=width, height=height, frame_rate=FPS, video_time_base=VIDEO_TB,
+                                      h264_headers=bytes(encoder.extradata or b""), audio_rate=AUDIO_RATE,
+                                      aac_config=source.aac_config))
+        rungs.append((rendition, encoder))
+    return rungs
+
+
+def _x264(width: int, height: int, bitrate: int | None = None) -> av.VideoCodecContext:
     video = av.CodecContext.create("libx264", "w")
     video.width, video.height, video.pix_fmt = width, height, "yuv420p"
     video.framerate = FPS
     video.time_base = VIDEO_TB
     video.flags |= Flags.global_header
-    video.options = {
-        "preset": "ultrafast",
-        "tune": "zerolatency",
-        "profile": "baseline",
-        # no sliced threads: Chrome decodes sliced x264 output badly over WebRTC
-        "x264-params": f"keyint={X264_KEYINT}:min-keyint=1:scenecut=0:sliced-threads=0:forced-idr=1",
-    }
+    # no sliced threads: Chrome decodes sliced x264 output badly over WebRTC
+    params = f"keyint={X264_KEYINT}:min-keyint=1:scenecut=0:sliced-threads=0:forced-idr=1"
+    if bitrate is not None:
+        # A ladder rung: the source's quality (x264's default CRF), capped at the rung's
+        # bitrate (one-second VBV), so it never costs more than the source nor its budget.
+        kbps = bitrate // 1000
+        params += f":crf=23:vbv-maxrate={kbps}:vbv-bufsize={kbps}"
+    video.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline", "x264-params": params}
     video.open()
     return video
 

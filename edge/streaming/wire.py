@@ -46,3 +46,13 @@ class TokenRequest(Struct, forbid_unknown_fields=True):
 class PlaybackToken(Struct):
     token: str
     expires_at: int
+
+
+class LiveSettings(Struct):
+    live_ladder: list[int]  # heights of the lower live renditions beside the source; [] = source only
+
+
+class LiveSettingsChange(Struct, forbid_unknown_fields=True):
+    """The live ladder: up to three distinct even heights from 144 to 1080."""
+
+    live_ladder: Annotated[list[int], Meta(max_length=3)]

@@ -7,6 +7,7 @@
 import { ANONYMOUS_NOTICE, ConsentMemory, envelope, isAnonymous, recordGrant, recordWithdrawal } from "./consent.js";
 import { CONSENT, READY, RECORDED, hostAnswer } from "./host.js";
 import { SeekPreview } from "./preview.js";
+import { liveLabel } from "./live.js";
 import { attachHls, attachWhep } from "./sources.js";
 import { ViewTracker, randomId } from "./telemetry.js";
 import { Batcher } from "./transport.js";
@@ -158,14 +159,16 @@ export class WavePlayer extends HTMLElement {
       this.playButton.setAttribute("aria-label", playing ? "Pause" : "Play");
       icon(this.muteButton, v.muted ? "muted" : "sound");
       this.muteButton.setAttribute("aria-label", v.muted ? "Unmute" : "Mute");
-      const live = !Number.isFinite(v.duration);
+      // hls.js gives a live stream a finite duration (what it has buffered): ask the config.
+      const live = Boolean(this.config && this.config.live) || !Number.isFinite(v.duration);
       this.seek.hidden = live;
       if (!live) {
         this.seek.max = String(v.duration || 0);
         this.seek.value = String(v.currentTime);
         this.seek.setAttribute("aria-valuetext", `${clock(v.currentTime)} of ${clock(v.duration || 0)}`);
       }
-      this.time.textContent = live ? "LIVE" : `${clock(v.currentTime)} / ${clock(v.duration || 0)}`;
+      this.time.textContent = live ? liveLabel(this.latency()) : `${clock(v.currentTime)} / ${clock(v.duration || 0)}`;
+      this.time.classList.toggle("wave-live", live);
     };
     for (const ev of ["play", "pause", "timeupdate", "durationchange", "volumechange", "ended", "loadedmetadata"]) v.addEventListener(ev, paint);
     v.textTracks.addEventListener("addtrack", () => { this.ccButton.hidden = false; });
@@ -299,7 +302,9 @@ export class WavePlayer extends HTMLElement {
         if (e.fatal) this.showMessage("Playback failed. Please try again later.");
       },
     };
-    if (this.config.live && this.whepUrl && transport !== "hls") {
+    // transport "hls-plain": live HLS without LL-HLS (whole segments), e.g. to compare.
+    handlers.lowLatency = transport !== "hls-plain";
+    if (this.config.live && this.whepUrl && transport !== "hls" && transport !== "hls-plain") {
       try {
         this.source = await attachWhep(this.video, this.whepUrl, {
           onEnded: () => this.liveEnded(),
@@ -314,6 +319,15 @@ export class WavePlayer extends HTMLElement {
     }
     this.source = attachHls(this.video, this.hlsUrl, handlers);
     this.transport = "hls";
+  }
+
+  /** Seconds behind the live edge (hls.js's estimate), or null when not known. */
+  latency() {
+    const reading = this.source && this.source.latency ? this.source.latency() : null;
+    if (!reading || !Number.isFinite(reading.latency)) return null;
+    this.time.dataset.latency = reading.latency.toFixed(3);
+    if (Number.isFinite(reading.target)) this.time.dataset.targetLatency = reading.target.toFixed(3);
+    return reading.latency;
   }
 
   listenToVideo() {

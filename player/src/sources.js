@@ -2,20 +2,19 @@
 // for live streams, WHEP over WebRTC for low latency, falling back to HLS when it fails.
 
 import Hls from "hls.js";
+import { hlsConfig, keepUp } from "./live.js";
 
 /**
  * Attach an HLS URL. hls.js wherever MSE exists (it also runs the ABR and reports
  * renditions); native HLS only where MSE is missing (iPhone Safari), since some browsers
- * answer "maybe" to canPlayType for HLS without really playing it.
+ * answer "maybe" to canPlayType for HLS without really playing it. Live streams play in
+ * hls.js's low-latency mode (LL-HLS) unless `lowLatency` is false (live.js).
  * @returns {{destroy: () => void}}
  */
-export function attachHls(video, url, { live, onRendition, onError }) {
+export function attachHls(video, url, { live, lowLatency = true, onRendition, onError }) {
   if (Hls.isSupported()) {
-    const hls = new Hls({
-      lowLatencyMode: false,
-      liveSyncDurationCount: 3,
-      backBufferLength: live ? 30 : 90,
-    });
+    const hls = new Hls(hlsConfig({ live, lowLatency }));
+    const stopKeepingUp = live ? keepUp(hls, video) : () => {};
     let recoveries = 0;
     hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => {
       const level = hls.levels[data.level];
@@ -29,11 +28,21 @@ export function attachHls(video, url, { live, onRendition, onError }) {
         fatal = false;
       }
       onError({ code: `hls_${data.details}`, message: data.error ? String(data.error.message || data.error) : data.type, fatal });
-      if (fatal) hls.destroy();
+      if (fatal) {
+        stopKeepingUp();
+        hls.destroy();
+      }
     });
     hls.loadSource(url);
     hls.attachMedia(video);
-    return { destroy: () => hls.destroy() };
+    return {
+      destroy: () => {
+        stopKeepingUp();
+        hls.destroy();
+      },
+      // Seconds behind the live edge, and the target (PART-HOLD-BACK in low-latency mode).
+      latency: () => ({ latency: hls.latency, target: hls.targetLatency }),
+    };
   }
   if (video.canPlayType("application/vnd.apple.mpegurl")) {
     video.src = url;

@@ -14,6 +14,8 @@ wave-player { display: block; width: 100%; max-width: 100%; }
 .wave-controls button:focus-visible, .wave-consent button:focus-visible { outline: 2px solid #4c9ffe; outline-offset: 1px; }
 .wave-seek { flex: 1; min-width: 40px; accent-color: #4c9ffe; }
 .wave-time { font-variant-numeric: tabular-nums; white-space: nowrap; }
+.wave-time.wave-live::before { content: ""; display: inline-block; width: 8px; height: 8px; margin-right: 5px;
+  border-radius: 50%; background: #e5322d; vertical-align: 1px; }
 .wave-message { position: absolute; top: 40%; left: 10%; right: 10%; text-align: center;
   background: rgba(0,0,0,.7); padding: 12px; border-radius: 6px; }
 .wave-consent { position: absolute; left: 8px; right: 8px; bottom: 52px; background: rgba(20,20,24,.94);

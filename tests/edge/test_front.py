@@ -133,3 +133,42 @@ def test_front_log_files_are_summed_per_client_and_deleted(tmp_path):
     assert sums == {("vod", "vd_00000000000000aa", "203.0.113.9", "UA"): (90_700, now - 4.1)}
     assert bad == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{now}.jsonl"]
+
+
+def test_front_serves_live_parts_by_sendfile_and_passes_blocking_reloads_to_the_edge(front, tenant_factory):
+    """LL-HLS through the front: parts and segments from disk, playlists (blocking or not)
+    and the not-yet-written preload-hinted part from the edge, which waits for it."""
+    import asyncio
+    import re
+
+    from tests.edge.test_whip_hls import _publish
+    from tests.media import PatternTrack
+
+    server, client = front
+    _, key = tenant_factory()
+    stream = server.http.post("/v1/streams", json={"name": "live"}, headers=_admin(key)).json()
+    sid = stream["stream_id"]
+
+    async def scenario():
+        pc, r = await _publish(server.base_url, stream, tracks=[PatternTrack()])
+        assert r.status_code == 201, r.text
+        try:
+            await asyncio.to_thread(wait_for, lambda: "#EXT-X-PART:" in client.get(f"/live/{sid}/index.m3u8").text,
+                                    timeout=15, what="parts")  # in a thread: the publisher runs on this loop
+            text = (await asyncio.to_thread(client.get, f"/live/{sid}/index.m3u8")).text
+            msn, index = map(int, re.search(r'PRELOAD-HINT:TYPE=PART,URI="part_(\d+)_(\d+)\.m4s"', text).groups())
+            blocked = await asyncio.to_thread(client.get, f"/live/{sid}/index.m3u8",
+                                              params={"_HLS_msn": msn, "_HLS_part": index})
+            assert blocked.status_code == 200 and "x-wave-front" not in blocked.headers
+            assert f'part_{msn:05d}_{index}.m4s' in blocked.text or f"part_{msn + 1:05d}_0.m4s" in blocked.text
+            part = re.findall(r'#EXT-X-PART:[^\n]*URI="([^"]+)"', blocked.text)[-1]
+            served = await asyncio.to_thread(client.get, f"/live/{sid}/{part}")
+            assert served.status_code == 200 and served.headers["x-wave-front"] == "file"
+            assert served.headers["content-type"] == "video/iso.segment"
+            msn, index = map(int, re.search(r'PRELOAD-HINT:TYPE=PART,URI="part_(\d+)_(\d+)\.m4s"', blocked.text).groups())
+            hinted = await asyncio.to_thread(client.get, f"/live/{sid}/part_{msn:05d}_{index}.m4s")
+            assert hinted.status_code == 200 and hinted.content  # waited for at the edge, or on disk by then
+        finally:
+            await pc.close()
+
+    asyncio.run(scenario())

@@ -42,9 +42,15 @@ async def _publish(base_url, stream, token=None, tracks=None):
 
 
 async def _wait_segments(http, stream_id, count, timeout):
+    """The source's media playlist once it lists `count` segments: `index.m3u8`, or the
+    first playlist it names when it is a multivariant one (a source taller than a rung
+    of the tenant's live ladder)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = await http.get(f"/live/{stream_id}/index.m3u8")
+        if r.status_code == 200 and "#EXT-X-STREAM-INF" in r.text:
+            first = next(line for line in r.text.splitlines() if line and not line.startswith("#"))
+            r = await http.get(f"/live/{stream_id}/{first}")
         if r.status_code == 200:
             segments = re.findall(r"^(seg_\d+\.m4s)$", r.text, re.M)
             if len(segments) >= count:
