@@ -142,6 +142,19 @@ def part_name(msn: int, index: int, prefix: str = "") -> str:
     return f"{prefix}part_{msn:05d}_{index}.m4s"
 
 
+_LIVE_RENDITION_FILE = re.compile(
+    rf"^({RENDITION_PREFIX_PATTERN}(?:init\.mp4|{SEGMENT_FILE_PATTERN}|{PART_FILE_PATTERN})|r[0-9]{{3,4}}\.m3u8|src\.m3u8)$")
+
+
+def live_rendition_files(directory: Path) -> list[Path]:
+    """A finished publish's live-only files: the lower live renditions and the source's
+    live media playlist. The recording is the source's segments; its own lower rungs are
+    made afresh by the VOD ladder under the same `r<H>` stems, so these must go first."""
+    if not directory.exists():
+        return []
+    return [p for p in directory.iterdir() if _LIVE_RENDITION_FILE.match(p.name)]
+
+
 def media_playlist_name(prefix: str) -> str:
     """A rendition's live media playlist: `src.m3u8` for the source, `r360.m3u8`..."""
     return SOURCE_PLAYLIST if not prefix else f"{prefix[:-1]}.m3u8"

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from core.regions import region_of
 from core.store import Store
+from edge import media_layout
 from edge.media_layout import video_dir
 from edge.public_media import PublicLinks
 from edge.streaming.registry import Stream
@@ -64,6 +65,7 @@ class Recordings:
     async def end(self, video: videos.Video, writer: Writing) -> videos.Video:
         """Wait for the writer's last segment, then make the video ready."""
         await asyncio.to_thread(writer.join, 30)
+        await asyncio.to_thread(_drop_live_renditions, video_dir(self._media_dir, video.video_id))
         video = await asyncio.to_thread(self.finalize, video)
         if video.status == "ready" and self._jobs is not None:
             await self.add_renditions(video)
@@ -107,5 +109,11 @@ class Recordings:
         done = []
         for video in videos.in_status(self._store, "recording"):
             log.info("finishing recording %s left by a previous process", video.video_id)
+            _drop_live_renditions(video_dir(self._media_dir, video.video_id))
             done.append(self.finalize(video))
         return done
+
+
+def _drop_live_renditions(directory: Path) -> None:
+    for path in media_layout.live_rendition_files(directory):
+        path.unlink(missing_ok=True)

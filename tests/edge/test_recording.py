@@ -135,3 +135,15 @@ def _recordings_offline(data_dir):
     from tests.conftest import query_path
 
     return [row[0] for row in query_path(data_dir / "clickhouse", "SELECT toString(status) FROM videos FINAL")]
+
+
+def test_a_finished_publishs_live_only_files_are_told_apart_from_the_recording(tmp_path):
+    """The live ladder's files share the `r<H>` stems the recording's own VOD rungs get
+    afterwards: they are dropped before the recording is finalized, the recording kept."""
+    from edge import media_layout
+
+    live_only = ["r360_init.mp4", "r360_seg_00001.m4s", "r360_part_00002_1.m4s", "r360.m3u8", "src.m3u8"]
+    recording = ["init.mp4", "seg_00001.m4s", "index.m3u8", "r360_init.mp4.vod", "r360_00001.m4s", "main.m3u8"]
+    for name in live_only + recording:
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(p.name for p in media_layout.live_rendition_files(tmp_path)) == sorted(live_only)
