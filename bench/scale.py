@@ -49,6 +49,7 @@ from retention import purge, registry  # noqa: E402
 
 VIEWS_PER_VIEWER = 2.35  # bench/queries.py at 10 M: 234,741 views by 100k viewers
 DAY_MS = 86_400_000
+INSERT_ROWS = 40_000  # analytics/write_buffer.py flushes at most 2 x 20,000 rows
 
 
 def settle(store, cap_s: float = 600) -> float:
@@ -63,8 +64,11 @@ def settle(store, cap_s: float = 600) -> float:
 def grow(store, views: int, end_ms: int, days: int, first_view: int, viewer_base: int) -> None:
     """Insert `views` views' beacons in the `days` before `end_ms`, then fold them."""
     since = float(store.command("SELECT toUnixTimestamp64Milli(now64(3)) / 1000"))
-    store.command(generate_sql(views, end_ms, days, first_view, viewer_base,
-                               max(1, int(views / VIEWS_PER_VIEWER))), parameters=None)
+    # In blocks of a write buffer's flush, not the bulk load's 1 M rows: the parts are then
+    # made by merges, as a live table's are (a bulk load's blocks would exceed the table's cap).
+    store.command(generate_sql(views, end_ms, days, first_view, viewer_base, max(1, int(views / VIEWS_PER_VIEWER)))
+                  + f" SETTINGS max_insert_block_size = {INSERT_ROWS}, min_insert_block_size_rows = {INSERT_ROWS},"
+                  " min_insert_block_size_bytes = 0", parameters=None)
     rollup.fold_touched(store, since - 1)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from core.store import Store
@@ -63,31 +62,21 @@ def erase(store: Store, tenant_id: str, subject: Subject) -> dict[str, int]:
 
 
 def erase_counted(store: Store, tenant_id: str, subject: Subject) -> tuple[dict[str, int], dict[str, int]]:
-    """`erase`, also returning each table's physical count after (deleted-rows mask off).
-
-    The tables are erased concurrently, then all counted: a purge's time is mostly each
-    synchronous mutation waiting for its parts' rewrite in ClickHouse's background pool,
-    and those of different tables need not queue behind one another (bench/scale.py).
-    Every table is still counted, mask off, only after every delete returned."""
-    tables = list(registry.REGISTRY)
-    with ThreadPoolExecutor(max_workers=len(tables), thread_name_prefix="purge") as pool:
-        deleted = dict(zip((t.table for t in tables), pool.map(lambda t: _erase_table(store, t, tenant_id, subject),
-                                                                tables)))
-        after = dict(zip((t.table for t in tables),
-                         pool.map(lambda t: _count(store, t, tenant_id, subject, physical=True), tables)))
+    """`erase`, also returning each table's physical count after (deleted-rows mask off)."""
+    deleted: dict[str, int] = {}
+    for table in registry.REGISTRY:
+        cond = subject.condition(table)
+        if cond is None:
+            deleted[table.table] = 0
+            continue
+        sql, params = cond
+        deleted[table.table] = delete_where(store, table.table, f"{table.tenant_column} = {{tenant:String}} AND {sql}",
+                                            {"tenant": tenant_id, **params})
+    after = {t.table: _count(store, t, tenant_id, subject, physical=True) for t in registry.REGISTRY}
     left = {table: n for table, n in after.items() if n}
     if left:
         raise PurgeIncomplete(f"rows still present after the purge: {left}")
     return deleted, after
-
-
-def _erase_table(store: Store, table: PersonalTable, tenant_id: str, subject: Subject) -> int:
-    cond = subject.condition(table)
-    if cond is None:
-        return 0
-    sql, params = cond
-    return delete_where(store, table.table, f"{table.tenant_column} = {{tenant:String}} AND {sql}",
-                        {"tenant": tenant_id, **params})
 
 
 def record(store: Store, tenant_id: str, subject: Subject, secret: bytes, requested_by: str,
