@@ -10,10 +10,12 @@ parts, not with the table.
   process prefix (ZSTD finds it), strings repeat within a view and a viewer (ZSTD). Only
   the codec changes, so ClickHouse applies it to new parts and merges; no rewrite now.
 - Parts capped by size for both tables a purge rewrites, so that one subject's purge
-  rewrites a bounded amount whatever the table's size: beacons at 2 MiB (with the codecs,
-  about 5.5 bytes a beacon: some 380k beacons a part, a third of what the old 32 MiB cap
-  held at 29 bytes), the `views` rollup at 8 MiB (a month of views was one ever-growing
-  part, rewritten whole by every purge).
+  rewrites a bounded amount whatever the table's size: beacons at 4 MiB (with the codecs,
+  about 5.5 bytes a beacon: some 760k beacons a part, fewer than the old 32 MiB cap held at
+  29 bytes; left at 32 MiB, the codecs would have made parts of 6 M beacons), the `views`
+  rollup at 8 MiB (a month of views was one ever-growing part, rewritten whole by every
+  purge). Smaller caps cost more: a mutation also spends a step on every other part of
+  the table (bench/RESULTS.md, "Privacy requests"), so the parts' number must stay low.
 
 Idempotent: MODIFY COLUMN and MODIFY SETTING state the result, not a change.
 """
@@ -44,7 +46,7 @@ _BEACON_CODECS = (
     ("browser_version", "String", _ZSTD),
 )
 
-BEACON_PART_BYTES = 2 * 1024 * 1024
+BEACON_PART_BYTES = 4 * 1024 * 1024
 VIEWS_PART_BYTES = 8 * 1024 * 1024
 
 
