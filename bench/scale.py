@@ -49,7 +49,10 @@ from retention import purge, registry  # noqa: E402
 
 VIEWS_PER_VIEWER = 2.35  # bench/queries.py at 10 M: 234,741 views by 100k viewers
 DAY_MS = 86_400_000
-INSERT_ROWS = 40_000  # analytics/write_buffer.py flushes at most 2 x 20,000 rows
+# Insert blocks: parts of 500k beacons (about 2.7 MB with migration 19's codecs), which
+# the 4 MiB merge cap leaves as they are, as it leaves a live table's merged parts of
+# 2-4 MiB. Smaller blocks give the same kind of layout through merges, only slower.
+INSERT_ROWS = 500_000
 
 
 def settle(store, cap_s: float = 600) -> float:
@@ -64,8 +67,6 @@ def settle(store, cap_s: float = 600) -> float:
 def grow(store, views: int, end_ms: int, days: int, first_view: int, viewer_base: int) -> None:
     """Insert `views` views' beacons in the `days` before `end_ms`, then fold them."""
     since = float(store.command("SELECT toUnixTimestamp64Milli(now64(3)) / 1000"))
-    # In blocks of a write buffer's flush, not the bulk load's 1 M rows: the parts are then
-    # made by merges, as a live table's are (a bulk load's blocks would exceed the table's cap).
     store.command(generate_sql(views, end_ms, days, first_view, viewer_base, max(1, int(views / VIEWS_PER_VIEWER)))
                   + f" SETTINGS max_insert_block_size = {INSERT_ROWS}, min_insert_block_size_rows = {INSERT_ROWS},"
                   " min_insert_block_size_bytes = 0", parameters=None)
@@ -154,6 +155,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--more", type=int, default=2, help="further median subjects purged at each size")
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain MergeTree copy")
+    ap.add_argument("--baseline-at-second", action="store_true",
+                    help="also copy the second size into a plain MergeTree (slow at 100 M)")
+    ap.add_argument("--no-raw", action="store_true", help="skip comparing the first size's answers with raw SQL")
     ap.add_argument("--keep", action="store_true", help="keep the store's directory (printed)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-scale-"))
@@ -167,7 +171,7 @@ def main() -> None:
     t = time.perf_counter()
     grow(store, views_n, now_ms, 30, 0, 0)
     first = {"load_s": round(time.perf_counter() - t, 1), "merges_settled_s": settle(store)}
-    first.update(stage(store, now_ms, args.runs, 0, args.more, compare_raw=True))
+    first.update(stage(store, now_ms, args.runs, 0, args.more, compare_raw=not args.no_raw))
     first["storage"] = storage(store, first["beacons"], baseline=not args.no_baseline)
     print(f"stage 1 done: {first['beacons']} beacons", file=sys.stderr)
 
@@ -189,7 +193,7 @@ def main() -> None:
         print(f"grown to {next_view} views", file=sys.stderr)
     second = {"load_s": round(time.perf_counter() - t, 1), "merges_settled_s": settle(store)}
     second.update(stage(store, now_ms, args.runs, viewers_n, args.more, compare_raw=False))
-    second["storage"] = storage(store, second["beacons"], baseline=not args.no_baseline)
+    second["storage"] = storage(store, second["beacons"], baseline=args.baseline_at_second)
     store.close()
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
