@@ -13,13 +13,15 @@ that the bench can be tried in a minute. One embedded store, the schema's migrat
    off: the baseline); the verified purge of that subject (a viewer with the median number
    of views, and `--more` further ones: retention/purge.py, every registered table, physical
    count after with the deleted-rows mask off); storage on disk.
-3. The store grows to `--factor` x N, a quarter of all beacons in the last 30 days (the
-   current month: the dashboards' 30-day range) and the rest in the 90 days before, in
-   chunks of about N folded as they land (new views, new viewers at the same ratio).
+3. The store grows to `--factor` x N (4 or more), a quarter of all beacons in the last 30
+   days (the current month: the dashboards' 30-day range) and the rest in the 90 days
+   before, in 10-day chunks folded as they land (new views, new viewers at the same ratio).
+   Every load comes in blocks of 500k beacons, parts the tables' merge caps leave alone.
 4. Measured again at 10 N, the same way (another median subject, from the new viewers).
 5. Storage bytes per beacon: every table's active parts (the beacons, the rollup, consents,
    the rest), compressed on disk, beside a plain MergeTree (`ORDER BY tuple()`, default
-   codec, no index) holding the same beacons, built in this run and dropped.
+   codec, no index) holding the same beacons, built in this run and dropped (at the first
+   size; `--baseline-at-second` also at the second, slow at 100 M).
 
 Prints one JSON object: `dashboard_p95_ratio` (worst p95 at 10 N / worst p95 at N, and per
 query), `purge_ratio` (10 N / N), `purge_vs_full_scan` (at N), `bytes_per_beacon`.
