@@ -14,7 +14,9 @@
 5. Times user-agent parsing (unseen and cached strings) and uncached geo lookups.
 
 Prints one JSON object: events_per_s, raw_events_per_s, ratio, p50_ms, p99_ms and context.
-Optional: BENCH_PROFILE=file (py-spy on PATH) profiles the edge for 5 s of the load;
+Optional: `--trace FILE` runs the edge under `serve_traced` (event-loop stalls, GC passes,
+spool fsyncs: what the cold-start tail is made of); BENCH_PROFILE=file (py-spy on PATH)
+profiles the edge for 5 s of the load;
 BENCH_LAT=file dumps every batch latency in send order.
 """
 
@@ -289,6 +291,7 @@ def main() -> None:
     ap.add_argument("--viewers", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=1000, help="batches sent before measuring")
     ap.add_argument("--tenant-limit", default="off", help="WAVE_LIMIT_TENANT_EVENTS for the run (e.g. 100000/200000)")
+    ap.add_argument("--trace", default="", help="run the edge under serve_traced, writing its findings to this file")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-bench-"))
     # One tenant at full speed: its per-tenant event budget (100k/s by default, about what
@@ -305,7 +308,8 @@ def main() -> None:
                        capture_output=True, text=True, check=True).stdout
     )["tenant_id"]
     port = random.randint(20000, 40000)
-    server = subprocess.Popen([*cli, "serve", "--port", str(port)], cwd=ROOT, env=env)
+    serve = [sys.executable, str(Path(__file__).resolve()), "--serve-traced", args.trace] if args.trace else cli
+    server = subprocess.Popen([*serve, "serve", "--port", str(port)], cwd=ROOT, env=env)
     profile_at = os.environ.get("BENCH_PROFILE")
     try:
         deadline = time.time() + 60
@@ -358,5 +362,88 @@ def main() -> None:
     }))
 
 
+def serve_traced(out: str, argv: list[str]) -> None:
+    """Run the edge (`edge.cli` with `argv`) while recording what stalls its event loop:
+    a thread samples the main thread's stack every 3 ms (`sys._current_frames()`; py-spy is
+    not in the lock) and keeps every stretch over 50 ms spent in one place other than the
+    event loop's own wait, plus every cyclic-GC pass over 2 ms and every spool fsync round.
+    Rewritten to `out` (JSON) every second, since the edge is ended by a signal."""
+    import collections
+    import gc
+    import threading
+    import traceback
+
+    from analytics import spool
+
+    main_thread = threading.get_ident()
+    gc_passes: list = []
+    fsyncs: list = []
+    stalls: list = []
+    busy: collections.Counter = collections.Counter()
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif (ms := (time.perf_counter() - gc_started[0]) * 1000) > 2:
+            gc_passes.append((round(time.time(), 3), info["generation"], round(ms, 1)))
+
+    gc.callbacks.append(on_gc)
+    fsync_all = spool._fsync_all
+
+    def timed_fsync(*a, **kw):
+        t = time.perf_counter()
+        try:
+            return fsync_all(*a, **kw)
+        finally:
+            fsyncs.append(round((time.perf_counter() - t) * 1000, 1))
+
+    spool._fsync_all = timed_fsync
+
+    def sample() -> None:
+        here, since = None, 0.0
+        while True:
+            time.sleep(0.003)
+            frame = sys._current_frames().get(main_thread)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)[-8:]
+            key = " <- ".join(f"{Path(f.filename).name}:{f.name}:{f.lineno}" for f in reversed(stack))
+            waiting = stack[-1].name in ("run", "select", "poll")  # uvloop/selectors: the loop's wait
+            if not waiting:
+                busy[key.split(" <- ")[0]] += 1
+            now = time.perf_counter()
+            if key != here:
+                if here is not None and not here_waiting and now - since > 0.05:
+                    stalls.append((round((now - since) * 1000), here))
+                here, since, here_waiting = key, now, waiting
+
+    def dump() -> None:
+        while True:
+            time.sleep(1)
+            fs = sorted(fsyncs)
+            Path(out).write_text(json.dumps({
+                "gc_passes_over_2ms": {g: [len([p for p in gc_passes if p[1] == g]),
+                                           round(sum(p[2] for p in gc_passes if p[1] == g))] for g in (0, 1, 2)},
+                "fsync_rounds": len(fs), "fsync_ms_p50": fs[len(fs) // 2] if fs else None,
+                "fsync_ms_p99": fs[int(len(fs) * 0.99)] if fs else None,
+                "stalls_over_50ms": len(stalls), "stall_ms_total": sum(s[0] for s in stalls),
+                "stall_ms_by_place": collections.Counter(
+                    {k: sum(s[0] for s in stalls if s[1].split(" <- ")[0] == k) for k in {s[1].split(" <- ")[0] for s in stalls}}
+                ).most_common(10),
+                "longest_stalls": sorted(stalls, reverse=True)[:5],
+                "busy_samples": busy.most_common(10),
+            }))
+
+    threading.Thread(target=sample, daemon=True).start()
+    threading.Thread(target=dump, daemon=True).start()
+    from edge.cli import main as edge_main
+
+    sys.exit(edge_main(argv))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--serve-traced"]:
+        serve_traced(sys.argv[2], sys.argv[3:])
+    else:
+        main()

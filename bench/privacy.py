@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from analytics import rollup  # noqa: E402
 from bench import limits  # noqa: E402
-from bench.queries import AVG_EVENTS_PER_VIEW, GENERATE, TENANT  # noqa: E402
+from bench.queries import AVG_EVENTS_PER_VIEW, TENANT, generate_sql  # noqa: E402
 from core import migrations
 from core.store import open_store  # noqa: E402
 from retention import export, purge, registry, subjects  # noqa: E402
@@ -81,8 +81,7 @@ def main() -> None:
                       f" = {args.max_part_mib * 1024 * 1024}")
     blocks = (f" SETTINGS max_insert_block_size = {args.insert_rows}, min_insert_block_size_rows = {args.insert_rows},"
               " min_insert_block_size_bytes = 0" if args.insert_rows else "")
-    store.command(GENERATE.format(tenant=TENANT, now_ms=int(time.time() * 1000), days=args.days,
-                                  views=int(args.events / AVG_EVENTS_PER_VIEW)) + blocks)
+    store.command(generate_sql(int(args.events / AVG_EVENTS_PER_VIEW), int(time.time() * 1000), args.days) + blocks)
     rollup.fold_touched(store, 0.0)
     # Time the steady state, not the minutes after a bulk load: mutations wait for the
     # merges of the parts they touch, and a live table is not merging 10 M fresh rows.

@@ -55,6 +55,10 @@ from edge.vod.videos import VideoCache
 from retention import api as retention_api, audit, backups, policy
 from retention.service import RetentionService
 
+# Cyclic GC after start-up (CPython's default is 700, 10, 10): young collections every 50k
+# net allocations instead of 700, full ones after 20 of the middle generation's.
+GC_THRESHOLDS = (50_000, 20, 20)
+
 log = logging.getLogger("edge")
 
 
@@ -161,6 +165,10 @@ class Edge:
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # GC's full collections, which otherwise pause the event loop for tens of ms.
         gc.freeze()
+        # And collect less often: a request's objects die by reference count, so young
+        # collections mostly find nothing, yet each paused the loop (a cold-start ingest
+        # traced 190 collections of 2-240 ms; bench/RESULTS.md, "Ingest").
+        gc.set_threshold(*GC_THRESHOLDS)
         log.info("edge ready (store %s)", "embedded chDB" if self.store.embedded else "ClickHouse server")
 
     async def _housekeeping(self) -> None:

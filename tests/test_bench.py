@@ -62,3 +62,33 @@ def test_vod_ladder_bench_runs_and_measures_against_its_baseline():
     # a 1 s source is mostly its first keyframe: maybe too dense to be copied (it says which it did)
     assert result["ladder_remux_top"]["how"] in ("remux", "transcode") and result["cpu_model"]
     assert result["ladder_transcode_vs_baseline"] > 0
+
+
+def test_ingest_trace_reports_what_the_event_loop_waited_on(tmp_path):
+    """`--trace` (issue #20, the collector's tail): the edge runs under the stall sampler."""
+    trace = tmp_path / "trace.json"
+    out = subprocess.run([sys.executable, "bench/ingest.py", "--warmup", "0", "--batches", "200",
+                          "--viewers", "50", "--concurrency", "4", "--trace", str(trace)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["all_stored_once"]
+    found = json.loads(trace.read_text())
+    assert found["fsync_rounds"] > 0  # every accepted batch went through a spool fsync round
+    assert {"gc_passes_over_2ms", "stalls_over_50ms", "stall_ms_by_place", "busy_samples"} <= set(found)
+
+
+def test_scale_bench_grows_the_store_and_purges_at_both_sizes():
+    """`bench/scale.py` (issue #20, ten times the data) at a toy size: one JSON object with
+    both sizes' figures, a quarter of the larger set in the 30-day range, real purges."""
+    out = subprocess.run([sys.executable, "bench/scale.py", "--events", "40000", "--factor", "4", "--runs", "1",
+                          "--more", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    first, second = result["first"], result["second"]
+    assert 3.5 < second["beacons"] / first["beacons"] < 4.5
+    assert 0.2 < second["beacons_last_30_days"] / second["beacons"] < 0.3
+    assert result["same_answers_as_raw_sql"] is True
+    for size in (first, second):
+        assert size["privacy"]["rows_deleted"]["viewer_events"] == size["privacy"]["subject_beacons"] > 0
+        assert size["storage"]["bytes_per_beacon_all_tables"] > 0
+    assert first["storage"]["plain_mergetree_bytes_per_beacon"] > 0

@@ -63,12 +63,37 @@ def test_every_table_with_personal_data_is_registered(store):
 def test_what_a_purge_costs_is_bounded_by_configuration(store):
     """A purge is a mutation rewriting the parts that hold the subject (retention/deletion.py):
     these two settings took it from 3-4 s to under 1 s at 10 M beacons (bench/privacy.py)."""
-    # Merged beacon parts stay small enough to rewrite quickly (migration 10).
-    assert "max_bytes_to_merge_at_max_space_in_pool = 33554432" in store.command("SHOW CREATE TABLE viewer_events")
+    # Merged parts of the beacons and of the rollup stay small enough to rewrite quickly
+    # (migration 10, then 19 for the compressed layout and the rollup).
+    from core.migrations import v019_beacon_layout_at_scale as v019
+
+    assert f"max_bytes_to_merge_at_max_space_in_pool = {v019.BEACON_PART_BYTES}" in store.command(
+        "SHOW CREATE TABLE viewer_events")
+    assert f"max_bytes_to_merge_at_max_space_in_pool = {v019.VIEWS_PART_BYTES}" in store.command(
+        "SHOW CREATE TABLE views")
     # The embedded engine schedules mutations with a server's pool, not chDB's 2 threads.
     pool = store.command("SELECT value FROM system.server_settings WHERE name = 'background_pool_size'")
     assert int(pool) >= 16
 
+
+
+def test_the_beacon_layout_migration_can_run_again_and_keeps_every_row(store):
+    """Migration 19 changes codecs and settings only: run again on a table with rows, it
+    leaves them all readable and the codecs in place (two edges may both apply it)."""
+    from core.migrations import v019_beacon_layout_at_scale as v019
+
+    store.command("INSERT INTO viewer_events (tenant_id, event_id, received_at, ts, type, viewer_id, view_id,"
+                  " video_id, ip, country, region, region_code, city, os, browser, device, is_bot, retention_days)"
+                  " SELECT 'tn_layout', generateUUIDv4(), now64(3), now64(3) - number, 'heartbeat',"
+                  " concat('v', toString(number % 7)), 'view', 'video', toIPv6('::1'), 'DE', '', '', 'Berlin',"
+                  " 'Linux', 'Firefox', 'desktop', false, 30 FROM numbers(1000)")
+    for statement in v019.statements():
+        store.command(statement)
+    assert store.command("SELECT count() FROM viewer_events WHERE tenant_id = 'tn_layout'") == 1000
+    codecs = dict(store.rows("SELECT name, compression_codec FROM system.columns"
+                             " WHERE database = currentDatabase() AND table = 'viewer_events'"))
+    assert codecs["ts"] == "CODEC(Delta(8), ZSTD(1))" and codecs["event_id"] == "CODEC(ZSTD(1))"
+    assert "DEFAULT now64(3)" in store.command("SHOW CREATE TABLE viewer_events")  # inserted_at kept its default
 
 
 def test_every_registered_table_names_a_retention_setting_and_its_ttl_column(store):
