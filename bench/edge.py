@@ -266,6 +266,12 @@ def stop_edge(server: subprocess.Popen) -> None:
     server.wait(timeout=60)
 
 
+# One load process connects hundreds of viewers one after another on a busy machine: the
+# half-open-session timeout (10 s) would close the last ones before their ICE and DTLS got
+# through, and the step would fail as if the edge had refused them. Raised, and said.
+CAPACITY_ENV = {"WAVE_RTC_CONNECT_TIMEOUT_S": "120"}
+
+
 def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int]) -> dict:
     """Viewers at 30 fps on each fan-out path, the paths in alternation, `args.rounds`
     rounds, each path on its own edge process (same store, one at a time)."""
@@ -273,7 +279,7 @@ def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int])
     for _ in range(args.rounds):
         for path in ("per-viewer", "shared"):
             port = random.randint(20000, 40000)
-            server = start_edge(cli, {**env, "WAVE_WHEP_FANOUT": path}, port)
+            server = start_edge(cli, {**env, "WAVE_WHEP_FANOUT": path, **CAPACITY_ENV}, port)
             base = f"http://127.0.0.1:{port}"
             try:
                 stream = httpx.post(f"{base}/v1/streams", json={"name": f"bench-{path}"},
@@ -287,6 +293,7 @@ def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int])
         "whep_viewers_at_30fps": best["shared"],
         "whep_viewers_at_30fps_per_viewer_path": best["per-viewer"],
         "whep_fanout_ratio": round(best["shared"] / best["per-viewer"], 2) if best["per-viewer"] else None,
+        "whep_capacity_env": CAPACITY_ENV,
         "whep_rounds": {path: [{"held": r["whep_viewers_at_30fps"], "steps": r["whep_viewer_steps"]} for r in runs]
                         for path, runs in rounds.items()},
     }

@@ -3,10 +3,16 @@
     python bench/whep_load.py BASE_URL STREAM_ID VIEWERS SECONDS
         -> {"viewers", "connected", "failed", "failures", "fps": [...]}
 
-aiortc decodes everything it receives; decoding N 720p streams would measure this process,
-not the edge. The receivers' decoder is swapped for a counter of the frames aiortc's
-jitter buffer hands it (complete frames, in order), so the figure is what the edge
-delivered.
+aiortc decodes everything it receives, and before decoding it parses every packet into
+objects, keeps receiver statistics, a NACK generator and a jitter buffer, with several
+awaits per packet: with N viewers in one Python process that costs more than the edge's
+sending and would measure this process, not the edge. So each viewer's DTLS transport
+still decrypts every SRTP packet (a forged or broken packet fails its authentication and
+is not counted) and then hands it to a counter instead of aiortc's receive path: a frame
+counts when its last packet (RTP marker) arrives and every sequence number since the
+previous frame's last packet arrived too (a complete frame, in order), which is what the
+edge delivered. The viewers send no RTCP receiver reports or NACKs that way (none are
+needed on loopback; the edge's RTCP handling is tested in tests/edge/test_rtp_fanout.py).
 
 A viewer that could not connect (WHEP refused, e.g. 429 from an abuse limit, or ICE never
 connected) is not a viewer at 0 fps: it is counted in `failed`, with the reasons in
@@ -21,18 +27,27 @@ import sys
 import time
 
 import httpx
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, rtcrtpreceiver
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-counts: dict[int, int] = {}
-
-
-class CountingDecoder:
-    def decode(self, encoded_frame):
-        counts[id(self)] = counts.get(id(self), 0) + 1
-        return []
+counts: dict[int, int] = {}  # id(DTLS transport) -> complete frames
+_last: dict[int, tuple[int, bool]] = {}  # id(DTLS transport) -> (last sequence number, frame broken)
 
 
-rtcrtpreceiver.get_decoder = lambda codec: CountingDecoder()
+async def _count_frame_packets(transport: RTCDtlsTransport, data: bytes, arrival_time_ms: int) -> None:
+    """Replaces aiortc's RTP parsing and routing (after SRTP decryption): counts complete frames."""
+    key = id(transport)
+    seq = (data[2] << 8) | data[3]
+    last = _last.get(key)
+    broken = last is not None and (last[1] or (seq - last[0]) & 0xFFFF != 1)
+    if data[1] & 0x80:  # marker: the frame's last packet
+        if not broken:
+            counts[key] = counts.get(key, 0) + 1
+        broken = False
+    _last[key] = (seq, broken)
+
+
+RTCDtlsTransport._handle_rtp_data = _count_frame_packets
 
 
 async def viewer(http: httpx.AsyncClient, stream_id: str) -> RTCPeerConnection:
@@ -62,10 +77,11 @@ async def main(base: str, stream_id: str, n: int, seconds: float) -> int:
             except (httpx.HTTPError, ValueError) as exc:
                 failures[_reason(exc)] = failures.get(_reason(exc), 0) + 1
         await asyncio.sleep(3)  # connect and reach the first keyframe
-        for _ in range(120):  # a loaded machine may take longer to connect the last ones
-            if all(pc.connectionState in ("connected", "failed") for pc in pcs):
+        for _ in range(1200):  # a loaded machine may take long to connect the last ones
+            if all(pc.connectionState in ("connected", "failed", "closed") for pc in pcs):
                 break
             await asyncio.sleep(0.1)
+        await asyncio.sleep(1)  # the last ones reach their first keyframe
         for pc in pcs:
             if pc.connectionState != "connected":
                 failures[f"ICE {pc.connectionState}"] = failures.get(f"ICE {pc.connectionState}", 0) + 1
