@@ -112,12 +112,31 @@ class RtpHeaderWriter:
         self.timestamp_origin = timestamp_origin
         self._extensions = extensions
         self._mid = mid
+        # Only the abs-send-time changes from frame to frame: find its 3 bytes in the block
+        # aiortc's map writes (two different times differ exactly there) and splice them
+        # in, rather than running the map for every frame of every viewer.
+        low, high = self._block(0), self._block(0xFFFFFF)
+        differ = [i for i in range(len(low)) if low[i] != high[i]] if len(low) == len(high) else None
+        self._constant: bytes | None = None
+        self._split: tuple[bytes, bytes] | None = None
+        if differ is not None and not differ:
+            self._constant = low  # no abs-send-time negotiated: the same block every time
+        elif differ is not None and differ == list(range(differ[0], differ[0] + 3)):
+            self._split = (low[:differ[0]], low[differ[0] + 3:])
 
-    def extension_block(self, abs_send_time: int) -> bytes:
-        """The header extension (profile, length, elements) of this viewer's packets; b""
-        when none was negotiated."""
+    def _block(self, abs_send_time: int) -> bytes:
         profile, value = self._extensions.set(HeaderExtensions(mid=self._mid, abs_send_time=abs_send_time))
         return struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
+
+    def extension_block(self, abs_send_time: int) -> bytes:
+        """The header extension (profile, length, elements) of this viewer's packets, as
+        aiortc's map writes it (mid, abs-send-time); b"" when none was negotiated."""
+        if self._split is not None:
+            head, tail = self._split
+            return head + abs_send_time.to_bytes(3, "big") + tail
+        if self._constant is not None:
+            return self._constant
+        return self._block(abs_send_time)
 
     def write(self, frame: SharedFrame, abs_send_time: int) -> tuple[list[bytes], int, int]:
         """(packets, first sequence number, RTP timestamp) of `frame` for this viewer: the

@@ -22,6 +22,7 @@ from edge.streaming.relay import Relay
 from edge.streaming.rtp_fanout import FanoutSender, FanoutTrack, RtpHeaderWriter, SharedFrame
 
 TIME_BASE = Fraction(1, 90_000)
+_HEAD = bytes([0x90, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1])  # RTP v2 with the extension bit
 
 
 def _encoded_frames(count: int = 40, width: int = 320, height: int = 240, gop: int = 20) -> list[tuple[bytes, bool]]:
@@ -275,3 +276,21 @@ def test_the_shared_path_answers_pli_nack_and_reports_remote_stats(encoded):
         await link.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("ids", [(1, 3), (3, 1), (14, 2), (15, 4), (None, 3), (2, None)])
+def test_the_spliced_extension_block_is_what_aiortcs_map_writes(ids):
+    """The writer splices the abs-send-time into a block made once; it must be byte for
+    byte what aiortc's map writes (one-byte or two-byte form, either order, either alone)."""
+    mid_id, abs_id = ids
+    extensions = HeaderExtensionsMap()
+    extensions.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=i, uri=uri) for i, uri in (
+            (mid_id, "urn:ietf:params:rtp-hdrext:sdes:mid"),
+            (abs_id, "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time")) if i is not None]))
+    writer = RtpHeaderWriter(1, 96, extensions, "video0", sequence_number=0, timestamp_origin=0)
+    for abs_send_time in (0, 1, 0x00FF00, 0xABCDEF, 0xFFFFFF, 0x10203):
+        assert writer.extension_block(abs_send_time) == writer._block(abs_send_time)
+        packet = RtpPacket.parse(_HEAD + writer.extension_block(abs_send_time) + b"x", extensions)
+        assert packet.extensions.abs_send_time == (abs_send_time if abs_id else None)
+        assert packet.extensions.mid == ("video0" if mid_id else None)
