@@ -77,14 +77,18 @@ class StepFailed(RuntimeError):
         self.step, self.failed = step, failed
 
 
-def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float) -> dict:
+def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float, edge_pid: int | None = None,
+                    idle_cpu: float | None = None) -> dict:
     """Largest step of counting WHEP viewers (another process) whose slowest viewer holds
-    at least 29 fps. A step where any viewer failed to connect raises StepFailed."""
+    at least 29 fps. A step where any viewer failed to connect raises StepFailed. With the
+    edge's pid: the edge's CPU (cores) during each step, and above `idle_cpu` (the publish
+    with no viewer) per viewer, in ms of CPU per second of video."""
     script = Path(__file__).with_name("whep_load.py")
     held, detail = 0, {}
     for n in steps:
-        out = subprocess.run([sys.executable, str(script), base, stream_id, str(n), str(seconds)],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run([sys.executable, str(script), base, stream_id, str(n), str(seconds),
+                              *([str(edge_pid)] if edge_pid else [])],
+                             capture_output=True, text=True, timeout=600)
         try:
             step = json.loads(out.stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):
@@ -95,11 +99,14 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float)
                              f"({json.dumps(step['failures'])}); not reported as 0 fps", n, step["failed"])
         fps = step["fps"]
         detail[n] = {"min_fps": min(fps), "median_fps": statistics.median(fps)}
+        if step.get("edge_cpu") is not None:
+            detail[n]["edge_cpu"] = step["edge_cpu"]
+            if idle_cpu is not None:
+                detail[n]["cpu_ms_per_viewer"] = round((step["edge_cpu"] - idle_cpu) / n * 1000, 3)
         if min(fps) < 29:
             break
         held = n
     return {"whep_viewers_at_30fps": held, "whep_viewer_steps": detail}
-
 
 async def run(base: str, stream: dict, seconds: float, width: int, height: int) -> dict:
     track = TimedPattern(width, height)
@@ -172,8 +179,10 @@ async def run(base: str, stream: dict, seconds: float, width: int, height: int) 
     }
 
 
-async def capacity(base: str, stream: dict, width: int, height: int, steps: list[int], seconds: float) -> dict:
-    """A fresh WHIP publish of the 30 fps pattern, then the viewer steps against it."""
+async def capacity(base: str, stream: dict, width: int, height: int, steps: list[int], seconds: float,
+                   edge_pid: int) -> dict:
+    """A fresh WHIP publish of the 30 fps pattern, the edge's CPU with no viewer, then the
+    viewer steps against it."""
     track = TimedPattern(width, height)
     pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pub.addTrack(track)
@@ -189,7 +198,12 @@ async def capacity(base: str, stream: dict, width: int, height: int, steps: list
                 if (await http.get(f"/live/{stream['stream_id']}/index.m3u8")).status_code == 200:
                     break
                 await asyncio.sleep(0.1)
-            return await asyncio.to_thread(viewer_capacity, base, stream["stream_id"], steps, seconds)
+            await asyncio.sleep(2)
+            cpu_before, started = cpu_seconds(edge_pid), time.monotonic()
+            await asyncio.sleep(seconds)
+            idle = (cpu_seconds(edge_pid) - cpu_before) / (time.monotonic() - started)
+            result = await asyncio.to_thread(viewer_capacity, base, stream["stream_id"], steps, seconds, edge_pid, idle)
+            return {**result, "edge_cpu_no_viewer": round(idle, 3)}
         finally:
             await http.delete(r.headers["location"], headers=auth)
             await pub.close()
@@ -241,6 +255,12 @@ def front(env: dict, edge_port: int, port: int) -> subprocess.Popen | None:
     return proc
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_model() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "unknown")
@@ -272,12 +292,20 @@ def stop_edge(server: subprocess.Popen) -> None:
 CAPACITY_ENV = {"WAVE_RTC_CONNECT_TIMEOUT_S": "120"}
 
 
+def _cpu_per_viewer(runs: list[dict]) -> float | None:
+    """Median edge CPU ms per viewer (per second of video) over the steps of 20 viewers or
+    more where every viewer held 30 fps (small steps: the noise of the fixed costs)."""
+    values = [step["cpu_ms_per_viewer"] for run in runs for n, step in run["whep_viewer_steps"].items()
+              if "cpu_ms_per_viewer" in step and step["min_fps"] >= 29 and int(n) >= 20]
+    return round(statistics.median(values), 3) if values else None
+
+
 def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int]) -> dict:
     """Viewers at 30 fps on each fan-out path, the paths in alternation, `args.rounds`
     rounds, each path on its own edge process (same store, one at a time)."""
-    rounds: dict[str, list[dict]] = {"per-viewer": [], "shared": []}
+    rounds: dict[str, list[dict]] = {path: [] for path in args.paths.split(",")}
     for _ in range(args.rounds):
-        for path in ("per-viewer", "shared"):
+        for path in args.paths.split(","):
             port = random.randint(20000, 40000)
             server = start_edge(cli, {**env, "WAVE_WHEP_FANOUT": path, **CAPACITY_ENV}, port)
             base = f"http://127.0.0.1:{port}"
@@ -285,16 +313,27 @@ def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int])
                 stream = httpx.post(f"{base}/v1/streams", json={"name": f"bench-{path}"},
                                     headers={"authorization": f"Bearer {key}"}).json()
                 rounds[path].append(asyncio.run(capacity(base, stream, args.width, args.height, steps,
-                                                         args.step_seconds)))
+                                                         args.step_seconds, server.pid)))
             finally:
                 stop_edge(server)
     best = {path: max(r["whep_viewers_at_30fps"] for r in runs) for path, runs in rounds.items()}
+    best.setdefault("shared", 0)
+    best.setdefault("per-viewer", 0)
+    # The edge's CPU per viewer above the publish alone, over the steps every viewer held
+    # 30 fps in: what a viewer costs on each path, whatever else the machine was doing.
+    per_viewer_ms = {path: _cpu_per_viewer(rounds.get(path, [])) for path in ("shared", "per-viewer")}
     return {
         "whep_viewers_at_30fps": best["shared"],
         "whep_viewers_at_30fps_per_viewer_path": best["per-viewer"],
         "whep_fanout_ratio": round(best["shared"] / best["per-viewer"], 2) if best["per-viewer"] else None,
+        "whep_edge_cpu_ms_per_viewer": per_viewer_ms["shared"],
+        "whep_edge_cpu_ms_per_viewer_per_viewer_path": per_viewer_ms["per-viewer"],
+        "whep_cpu_per_viewer_ratio": (round(per_viewer_ms["per-viewer"] / per_viewer_ms["shared"], 2)
+                                      if per_viewer_ms["shared"] and per_viewer_ms["per-viewer"] else None),
         "whep_capacity_env": CAPACITY_ENV,
-        "whep_rounds": {path: [{"held": r["whep_viewers_at_30fps"], "steps": r["whep_viewer_steps"]} for r in runs]
+        "whep_capacity_resolution": f"{args.width}x{args.height}",
+        "whep_rounds": {path: [{"held": r["whep_viewers_at_30fps"], "edge_cpu_no_viewer": r["edge_cpu_no_viewer"],
+                                "steps": r["whep_viewer_steps"]} for r in runs]
                         for path, runs in rounds.items()},
     }
 
@@ -308,6 +347,7 @@ def main() -> int:
                     help="WHEP viewer counts to try, in order, on each fan-out path")
     ap.add_argument("--step-seconds", type=float, default=8.0, help="frames counted this long per step")
     ap.add_argument("--rounds", type=int, default=2, help="capacity rounds, both paths in each")
+    ap.add_argument("--paths", default="per-viewer,shared", help="fan-out paths to measure, in this order")
     ap.add_argument("--only-capacity", action="store_true", help="skip the latency and HLS figures")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-bench-"))
