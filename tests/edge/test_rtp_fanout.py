@@ -294,3 +294,12 @@ def test_the_spliced_extension_block_is_what_aiortcs_map_writes(ids):
         packet = RtpPacket.parse(_HEAD + writer.extension_block(abs_send_time) + b"x", extensions)
         assert packet.extensions.abs_send_time == (abs_send_time if abs_id else None)
         assert packet.extensions.mid == ("video0" if mid_id else None)
+
+
+def test_the_fanout_path_is_read_from_the_environment_in_one_place():
+    from edge.settings import from_env
+
+    assert from_env({}).whep_fanout == "shared"
+    assert from_env({"WAVE_WHEP_FANOUT": "per-viewer"}).whep_fanout == "per-viewer"
+    with pytest.raises(ValueError, match="WAVE_WHEP_FANOUT"):
+        from_env({"WAVE_WHEP_FANOUT": "perviewer"})  # a typo is a start-up error, not the default
