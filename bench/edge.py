@@ -1,6 +1,8 @@
 """Streaming benchmark: glass-to-glass latencies on loopback and HLS serving vs nginx.
 
-    .venv/bin/python bench/edge.py [--seconds 20] [--width 1280 --height 720]
+    .venv/bin/python bench/edge.py [--seconds 20] [--width 1280 --height 720] [--rounds 2]
+        [--viewer-steps 10,20,...] [--capacity-width 640 --capacity-height 360]
+        [--paths per-viewer,shared] [--only-capacity]
 
 1. Starts `wave-edge serve` (its own process), creates a tenant and a stream.
 2. Publishes a 30 fps pattern over WHIP from this process; each frame carries its number
@@ -15,7 +17,12 @@
    publish each, then steps of N viewers in another process (bench/whep_load.py: frames
    counted, not decoded) until the slowest drops under 29 fps. `whep_viewers_at_30fps` is
    the shared path's best round, `whep_viewers_at_30fps_per_viewer_path` the former
-   path's, `whep_fanout_ratio` the quotient (goal >= 3). The WHEP abuse limits are off
+   path's, `whep_fanout_ratio` the quotient (goal >= 3). Beside it, what a viewer costs
+   the edge: its CPU time (/proc, all threads) during each step's counting window, less
+   the same publish with no viewer, per viewer (`whep_edge_cpu_ms_per_viewer[...]`, ms
+   of CPU per second of video, median over the held steps of 20 viewers or more) and
+   the quotient `whep_cpu_per_viewer_ratio`: on a machine shared with other work the
+   frame rates move with the neighbours, CPU time per viewer much less. The WHEP abuse limits are off
    (all those viewers share one address and one tenant); a step where any viewer fails to
    connect ends the run with an `"error"` naming the step and the count, and exit status
    1: a refused viewer is not a viewer at 0 fps.
@@ -312,7 +319,7 @@ def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int])
             try:
                 stream = httpx.post(f"{base}/v1/streams", json={"name": f"bench-{path}"},
                                     headers={"authorization": f"Bearer {key}"}).json()
-                rounds[path].append(asyncio.run(capacity(base, stream, args.width, args.height, steps,
+                rounds[path].append(asyncio.run(capacity(base, stream, args.capacity_width, args.capacity_height, steps,
                                                          args.step_seconds, server.pid)))
             finally:
                 stop_edge(server)
@@ -331,7 +338,7 @@ def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int])
         "whep_cpu_per_viewer_ratio": (round(per_viewer_ms["per-viewer"] / per_viewer_ms["shared"], 2)
                                       if per_viewer_ms["shared"] and per_viewer_ms["per-viewer"] else None),
         "whep_capacity_env": CAPACITY_ENV,
-        "whep_capacity_resolution": f"{args.width}x{args.height}",
+        "whep_capacity_resolution": f"{args.capacity_width}x{args.capacity_height}",
         "whep_rounds": {path: [{"held": r["whep_viewers_at_30fps"], "edge_cpu_no_viewer": r["edge_cpu_no_viewer"],
                                 "steps": r["whep_viewer_steps"]} for r in runs]
                         for path, runs in rounds.items()},
@@ -347,6 +354,11 @@ def main() -> int:
                     help="WHEP viewer counts to try, in order, on each fan-out path")
     ap.add_argument("--step-seconds", type=float, default=8.0, help="frames counted this long per step")
     ap.add_argument("--rounds", type=int, default=2, help="capacity rounds, both paths in each")
+    # The capacity publish is smaller than the latency run's: this process encodes it (aiortc,
+    # libx264) and, on a 2-core machine shared with other work, a 720p publish from here fell
+    # to 5-9 fps with no viewer at all, which is then the ceiling of every step.
+    ap.add_argument("--capacity-width", type=int, default=640)
+    ap.add_argument("--capacity-height", type=int, default=360)
     ap.add_argument("--paths", default="per-viewer,shared", help="fan-out paths to measure, in this order")
     ap.add_argument("--only-capacity", action="store_true", help="skip the latency and HLS figures")
     args = ap.parse_args()

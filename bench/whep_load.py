@@ -7,16 +7,18 @@ With EDGE_PID (same machine), `edge_cpu` is the CPU time the edge process used d
 counting window divided by the window (1.0 = one core busy): a figure the other load on a
 shared machine changes far less than frame rates.
 
-aiortc decodes everything it receives, and before decoding it parses every packet into
-objects, keeps receiver statistics, a NACK generator and a jitter buffer, with several
-awaits per packet: with N viewers in one Python process that costs more than the edge's
-sending and would measure this process, not the edge. So each viewer's DTLS transport
-still decrypts every SRTP packet (a forged or broken packet fails its authentication and
-is not counted) and then hands it to a counter instead of aiortc's receive path: a frame
-counts when its last packet (RTP marker) arrives and every sequence number since the
-previous frame's last packet arrived too (a complete frame, in order), which is what the
-edge delivered. The viewers send no RTCP receiver reports or NACKs that way (none are
-needed on loopback; the edge's RTCP handling is tested in tests/edge/test_rtp_fanout.py).
+aiortc decodes everything it receives, and before decoding it parses every datagram as
+STUN, queues it, parses it into objects, keeps receiver statistics, a NACK generator and a
+jitter buffer, with several awaits per packet: with N viewers in one Python process that
+costs several times the edge's sending and would measure this process, not the edge. So
+once a viewer is connected its SRTP packets are taken where they arrive (aioice's
+datagram handler), decrypted with the viewer's own SRTP session (a forged or broken
+packet fails authentication and is not counted) and counted; STUN, DTLS and RTCP take
+aiortc's path as before. A frame counts when its last packet (RTP marker) arrives and
+every sequence number since the previous frame's last packet arrived too: a complete
+frame, in order, which is what the edge delivered. The viewers then send no NACK or PLI
+(none are needed on loopback; the edge's RTCP handling is tested in
+tests/edge/test_rtp_fanout.py and tests/edge/test_whep.py).
 
 A viewer that could not connect (WHEP refused, e.g. 429 from an abuse limit, or ICE never
 connected) is not a viewer at 0 fps: it is counted in `failed`, with the reasons in
