@@ -106,10 +106,13 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
                              f"({json.dumps(step['failures'])}); not reported as 0 fps", n, step["failed"])
         fps = step["fps"]
         detail[n] = {"min_fps": min(fps), "median_fps": statistics.median(fps)}
+        if step.get("dropped"):  # connected, then ended by the edge under load: not held
+            detail[n]["dropped"] = step["dropped"]
         if step.get("edge_cpu") is not None:
             detail[n]["edge_cpu"] = step["edge_cpu"]
             if idle_cpu is not None:
                 detail[n]["cpu_ms_per_viewer"] = round((step["edge_cpu"] - idle_cpu) / n * 1000, 3)
+        print(json.dumps({"step": n, **detail[n]}), file=sys.stderr, flush=True)  # progress
         if min(fps) < 29:
             break
         held = n

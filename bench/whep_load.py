@@ -23,6 +23,9 @@ tests/edge/test_rtp_fanout.py and tests/edge/test_whep.py).
 A viewer that could not connect (WHEP refused, e.g. 429 from an abuse limit, or ICE never
 connected) is not a viewer at 0 fps: it is counted in `failed`, with the reasons in
 `failures`, and the process exits 1, so that the caller reports an error, not a capacity.
+A viewer that connected and was then ended by the edge (an overloaded edge's ICE consent
+lapsing) is a delivery failure of that step, not a refusal: it is counted in `dropped`
+and its frame rate is what it got (0 fps if it got nothing in the window).
 """
 
 from __future__ import annotations
@@ -95,8 +98,17 @@ def take_direct(pc: RTCPeerConnection) -> None:
             _direct[id(pair.protocol)] = (dtls._rx_srtp, id(dtls))
 
 
+ever_connected: set[int] = set()  # id(pc) of the viewers that connected at some point
+
+
 async def viewer(http: httpx.AsyncClient, stream_id: str) -> RTCPeerConnection:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+    @pc.on("connectionstatechange")
+    def changed():
+        if pc.connectionState == "connected":
+            ever_connected.add(id(pc))
+
     pc.addTransceiver("video", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
     r = await http.post(f"/whep/{stream_id}", content=pc.localDescription.sdp,
@@ -138,9 +150,12 @@ async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int 
             if pc.connectionState == "connected":
                 take_direct(pc)
         await asyncio.sleep(1)  # the last ones reach their first keyframe
+        dropped = 0
         for pc in pcs:
-            if pc.connectionState != "connected":
+            if id(pc) not in ever_connected:
                 failures[f"ICE {pc.connectionState}"] = failures.get(f"ICE {pc.connectionState}", 0) + 1
+            elif pc.connectionState != "connected":
+                dropped += 1  # connected, then ended by the edge (e.g. consent) before the window
         before = dict(counts)
         cpu_before = cpu_seconds(edge_pid)
         started = time.monotonic()
@@ -154,7 +169,7 @@ async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int 
     fps += [0.0] * (n - failed - len(fps))  # connected, and got no frame: the edge's doing
     edge_cpu = round((cpu_after - cpu_before) / elapsed, 3) if edge_pid else None
     print(json.dumps({"viewers": n, "connected": n - failed, "failed": failed, "failures": failures,
-                      "fps": fps, "edge_cpu": edge_cpu}))
+                      "dropped": dropped, "fps": fps, "edge_cpu": edge_cpu}))
     return 1 if failed else 0
 
 
