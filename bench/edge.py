@@ -20,7 +20,7 @@
    path's, `whep_fanout_ratio` the quotient (goal >= 3). Beside it, what a viewer costs
    the edge: its CPU time (/proc, all threads) during each step's counting window, less
    the same publish with no viewer, per viewer (`whep_edge_cpu_ms_per_viewer[...]`, ms
-   of CPU per second of video, median over the held steps of 20 viewers or more) and
+   of CPU per second of video: the slope through the no-viewer figure and the held steps) and
    the quotient `whep_cpu_per_viewer_ratio`: on a machine shared with other work the
    frame rates move with the neighbours, CPU time per viewer much less. The WHEP abuse limits are off
    (all those viewers share one address and one tenant); a step where any viewer fails to
@@ -303,11 +303,22 @@ CAPACITY_ENV = {"WAVE_RTC_CONNECT_TIMEOUT_S": "120"}
 
 
 def _cpu_per_viewer(runs: list[dict]) -> float | None:
-    """Median edge CPU ms per viewer (per second of video) over the steps of 20 viewers or
-    more where every viewer held 30 fps (small steps: the noise of the fixed costs)."""
-    values = [step["cpu_ms_per_viewer"] for run in runs for n, step in run["whep_viewer_steps"].items()
-              if "cpu_ms_per_viewer" in step and step["min_fps"] >= 29 and int(n) >= 20]
-    return round(statistics.median(values), 3) if values else None
+    """Edge CPU per viewer, ms per second of video: the slope of a least-squares line
+    through (0 viewers, the publish alone) and every step where all viewers held 30 fps,
+    over all rounds of a path (a difference from one idle figure, divided by N, would
+    amplify that figure's noise at small N)."""
+    points = []
+    for run in runs:
+        points.append((0, run["edge_cpu_no_viewer"]))
+        points += [(int(n), step["edge_cpu"]) for n, step in run["whep_viewer_steps"].items()
+                   if "edge_cpu" in step and step["min_fps"] >= 29 and not step.get("dropped")]
+    if len({n for n, _ in points}) < 2:
+        return None
+    mean_n = statistics.fmean(n for n, _ in points)
+    mean_c = statistics.fmean(c for _, c in points)
+    slope = (sum((n - mean_n) * (c - mean_c) for n, c in points)
+             / sum((n - mean_n) ** 2 for n, _ in points))
+    return round(slope * 1000, 3)
 
 
 def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int]) -> dict:
