@@ -27,7 +27,6 @@ from edge.streaming.outputs import Encoded
 from edge.streaming.rtp_fanout import FanoutTrack, SharedFrame
 
 
-
 class PacketTrack(MediaStreamTrack):
     def __init__(self, kind: str, on_need_keyframe: Callable[[], None], max_queue: int = 90) -> None:
         super().__init__()
@@ -91,7 +90,7 @@ class Relay:
 
     def publish(self, kind: str, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> None:
         frame = SharedFrame(kind, data, pts, time_base, keyframe)  # packetized once, if a viewer wants RTP
-        for track in list(self.tracks):  # a send may end a viewer
+        for track in self.tracks:  # nothing a push calls adds or removes tracks
             if track.kind == kind:
                 track.push(frame)
 
