@@ -1,6 +1,8 @@
 """Streaming benchmark: glass-to-glass latencies on loopback and HLS serving vs nginx.
 
-    .venv/bin/python bench/edge.py [--seconds 20] [--width 1280 --height 720]
+    .venv/bin/python bench/edge.py [--seconds 20] [--width 1280 --height 720] [--rounds 2]
+        [--viewer-steps 10,20,...] [--capacity-width 640 --capacity-height 360]
+        [--paths per-viewer,shared] [--only-capacity]
 
 1. Starts `wave-edge serve` (its own process), creates a tenant and a stream.
 2. Publishes a 30 fps pattern over WHIP from this process; each frame carries its number
@@ -8,11 +10,22 @@
 3. WHIP->WHEP: a WHEP viewer here decodes frames, reads the number, latency = now - sent.
 4. WHIP->HLS: polls the live playlist every 50 ms; when a segment appears, decodes its first
    frame's number: latency = now - sent (what a player sees at best, before buffering).
-5. WHEP capacity: while publishing, steps of N viewers in another process
-   (bench/whep_load.py: frames counted, not decoded) until the slowest drops under 29 fps.
-   The WHEP abuse limits are off (all those viewers share one address and one tenant); a
-   step where any viewer fails to connect ends the run with an `"error"` naming the step
-   and the count, and exit status 1: a refused viewer is not a viewer at 0 fps.
+5. WHEP capacity, both fan-out paths in the same run: for each round (`--rounds`), an edge
+   with `WAVE_WHEP_FANOUT=per-viewer` (the former path: aiortc packetizes every frame for
+   every viewer) and one with the default `shared` (RTP packetized once per stream, per
+   viewer only headers + SRTP + sendto), each started on the same store in turn, a fresh
+   publish each, then steps of N viewers in another process (bench/whep_load.py: frames
+   counted, not decoded) until the slowest drops under 29 fps. `whep_viewers_at_30fps` is
+   the shared path's best round, `whep_viewers_at_30fps_per_viewer_path` the former
+   path's, `whep_fanout_ratio` the quotient (goal >= 3). Beside it, what a viewer costs
+   the edge: its CPU time (/proc, all threads) during each step's counting window, less
+   the same publish with no viewer, per viewer (`whep_edge_cpu_ms_per_viewer[...]`, ms
+   of CPU per second of video: the slope through the no-viewer figure and the held steps) and
+   the quotient `whep_cpu_per_viewer_ratio`: on a machine shared with other work the
+   frame rates move with the neighbours, CPU time per viewer much less. The WHEP abuse limits are off
+   (all those viewers share one address and one tenant); a step where any viewer fails to
+   connect ends the run with an `"error"` naming the step and the count, and exit status
+   1: a refused viewer is not a viewer at 0 fps.
 6. HLS serving: after the publish, `wrk` fetches one recorded segment three ways, in
    alternation for three rounds (medians compared): from the edge's Python process directly; through the nginx front as deployed
    (`wave-edge front-config`: public segments by sendfile from the link tree, each request
@@ -20,7 +33,8 @@
    file. The ratio is front / bare nginx; the Python-only ratio is reported beside it.
    Needs `apt-get install nginx-light wrk` (the tests need nginx-light too, not wrk).
 
-Prints one JSON object, with `"limits"`: each abuse limit as the edge ran it.
+Prints one JSON object, with `"limits"`: each abuse limit as the edge ran it, and `"cpu"`:
+the machine's CPU model and core count.
 """
 
 from __future__ import annotations
@@ -70,14 +84,18 @@ class StepFailed(RuntimeError):
         self.step, self.failed = step, failed
 
 
-def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float) -> dict:
+def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float, edge_pid: int | None = None,
+                    idle_cpu: float | None = None) -> dict:
     """Largest step of counting WHEP viewers (another process) whose slowest viewer holds
-    at least 29 fps. A step where any viewer failed to connect raises StepFailed."""
+    at least 29 fps. A step where any viewer failed to connect raises StepFailed. With the
+    edge's pid: the edge's CPU (cores) during each step, and above `idle_cpu` (the publish
+    with no viewer) per viewer, in ms of CPU per second of video."""
     script = Path(__file__).with_name("whep_load.py")
     held, detail = 0, {}
     for n in steps:
-        out = subprocess.run([sys.executable, str(script), base, stream_id, str(n), str(seconds)],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run([sys.executable, str(script), base, stream_id, str(n), str(seconds),
+                              *([str(edge_pid)] if edge_pid else [])],
+                             capture_output=True, text=True, timeout=600)
         try:
             step = json.loads(out.stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):
@@ -88,14 +106,19 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float)
                              f"({json.dumps(step['failures'])}); not reported as 0 fps", n, step["failed"])
         fps = step["fps"]
         detail[n] = {"min_fps": min(fps), "median_fps": statistics.median(fps)}
+        if step.get("dropped"):  # connected, then ended by the edge under load: not held
+            detail[n]["dropped"] = step["dropped"]
+        if step.get("edge_cpu") is not None:
+            detail[n]["edge_cpu"] = step["edge_cpu"]
+            if idle_cpu is not None:
+                detail[n]["cpu_ms_per_viewer"] = round((step["edge_cpu"] - idle_cpu) / n * 1000, 3)
+        print(json.dumps({"step": n, **detail[n]}), file=sys.stderr, flush=True)  # progress
         if min(fps) < 29:
             break
         held = n
     return {"whep_viewers_at_30fps": held, "whep_viewer_steps": detail}
 
-
-async def run(base: str, stream: dict, seconds: float, width: int, height: int,
-              viewer_steps: list[int] | None = None) -> dict:
+async def run(base: str, stream: dict, seconds: float, width: int, height: int) -> dict:
     track = TimedPattern(width, height)
     pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pub.addTrack(track)
@@ -151,14 +174,9 @@ async def run(base: str, stream: dict, seconds: float, width: int, height: int,
                         hls_latencies.append(arrived - sent)
             await asyncio.sleep(0.05)
         latency_run = list(whep_latencies)  # the latency run ends here
-        capacity = {}
-        try:
-            if viewer_steps:
-                capacity = await asyncio.to_thread(viewer_capacity, base, stream["stream_id"], viewer_steps, 8.0)
-        finally:
-            await http.delete(whip_location, headers={"authorization": f"Bearer {stream['publish_token']}"})
-            await viewer.close()
-            await pub.close()
+        await http.delete(whip_location, headers={"authorization": f"Bearer {stream['publish_token']}"})
+        await viewer.close()
+        await pub.close()
     steady = latency_run[len(latency_run) // 5:]  # skip the first second or so
     return {
         "whep_latency_ms_p50": round(statistics.median(steady) * 1000, 1),
@@ -168,8 +186,37 @@ async def run(base: str, stream: dict, seconds: float, width: int, height: int,
         "hls_latency_s_p50": round(statistics.median(hls_latencies), 2) if hls_latencies else None,
         "hls_latency_s_max": round(max(hls_latencies), 2) if hls_latencies else None,
         "hls_segments": len(seen),
-        **capacity,
     }
+
+
+async def capacity(base: str, stream: dict, width: int, height: int, steps: list[int], seconds: float,
+                   edge_pid: int) -> dict:
+    """A fresh WHIP publish of the 30 fps pattern, the edge's CPU with no viewer, then the
+    viewer steps against it."""
+    track = TimedPattern(width, height)
+    pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pub.addTrack(track)
+    await pub.setLocalDescription(await pub.createOffer())
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        auth = {"authorization": f"Bearer {stream['publish_token']}"}
+        r = await http.post(f"/whip/{stream['stream_id']}", content=pub.localDescription.sdp,
+                            headers={"content-type": "application/sdp", **auth})
+        r.raise_for_status()
+        await pub.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        try:
+            for _ in range(100):  # live once the edge has the first frame
+                if (await http.get(f"/live/{stream['stream_id']}/index.m3u8")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2)
+            cpu_before, started = cpu_seconds(edge_pid), time.monotonic()
+            await asyncio.sleep(seconds)
+            idle = (cpu_seconds(edge_pid) - cpu_before) / (time.monotonic() - started)
+            result = await asyncio.to_thread(viewer_capacity, base, stream["stream_id"], steps, seconds, edge_pid, idle)
+            return {**result, "edge_cpu_no_viewer": round(idle, 3)}
+        finally:
+            await http.delete(r.headers["location"], headers=auth)
+            await pub.close()
 
 
 def wrk_rps(url: str, seconds: int = 8) -> float | None:
@@ -218,12 +265,116 @@ def front(env: dict, edge_port: int, port: int) -> subprocess.Popen | None:
     return proc
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_model() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown")
+    return {"model": model, "cores": os.cpu_count()}
+
+
+def start_edge(cli: list[str], env: dict, port: int) -> subprocess.Popen:
+    server = subprocess.Popen([*cli, "serve", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the edge did not start")
+
+
+def stop_edge(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=60)
+
+
+# One load process connects hundreds of viewers one after another on a busy machine: the
+# half-open-session timeout (10 s) would close the last ones before their ICE and DTLS got
+# through, and the step would fail as if the edge had refused them. Raised, and said.
+CAPACITY_ENV = {"WAVE_RTC_CONNECT_TIMEOUT_S": "120"}
+
+
+def _cpu_per_viewer(runs: list[dict]) -> float | None:
+    """Edge CPU per viewer, ms per second of video: the slope of a least-squares line
+    through (0 viewers, the publish alone) and every step where all viewers held 30 fps,
+    over all rounds of a path (a difference from one idle figure, divided by N, would
+    amplify that figure's noise at small N)."""
+    points = []
+    for run in runs:
+        points.append((0, run["edge_cpu_no_viewer"]))
+        points += [(int(n), step["edge_cpu"]) for n, step in run["whep_viewer_steps"].items()
+                   if "edge_cpu" in step and step["min_fps"] >= 29 and not step.get("dropped")]
+    if len({n for n, _ in points}) < 2:
+        return None
+    mean_n = statistics.fmean(n for n, _ in points)
+    mean_c = statistics.fmean(c for _, c in points)
+    slope = (sum((n - mean_n) * (c - mean_c) for n, c in points)
+             / sum((n - mean_n) ** 2 for n, _ in points))
+    return round(slope * 1000, 3)
+
+
+def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int]) -> dict:
+    """Viewers at 30 fps on each fan-out path, the paths in alternation, `args.rounds`
+    rounds, each path on its own edge process (same store, one at a time)."""
+    rounds: dict[str, list[dict]] = {path: [] for path in args.paths.split(",")}
+    for _ in range(args.rounds):
+        for path in args.paths.split(","):
+            port = random.randint(20000, 40000)
+            server = start_edge(cli, {**env, "WAVE_WHEP_FANOUT": path, **CAPACITY_ENV}, port)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                stream = httpx.post(f"{base}/v1/streams", json={"name": f"bench-{path}"},
+                                    headers={"authorization": f"Bearer {key}"}).json()
+                rounds[path].append(asyncio.run(capacity(base, stream, args.capacity_width, args.capacity_height, steps,
+                                                         args.step_seconds, server.pid)))
+            finally:
+                stop_edge(server)
+    best = {path: max(r["whep_viewers_at_30fps"] for r in runs) for path, runs in rounds.items()}
+    best.setdefault("shared", 0)
+    best.setdefault("per-viewer", 0)
+    # The edge's CPU per viewer above the publish alone, over the steps every viewer held
+    # 30 fps in: what a viewer costs on each path, whatever else the machine was doing.
+    per_viewer_ms = {path: _cpu_per_viewer(rounds.get(path, [])) for path in ("shared", "per-viewer")}
+    return {
+        "whep_viewers_at_30fps": best["shared"],
+        "whep_viewers_at_30fps_per_viewer_path": best["per-viewer"],
+        "whep_fanout_ratio": round(best["shared"] / best["per-viewer"], 2) if best["per-viewer"] else None,
+        "whep_edge_cpu_ms_per_viewer": per_viewer_ms["shared"],
+        "whep_edge_cpu_ms_per_viewer_per_viewer_path": per_viewer_ms["per-viewer"],
+        "whep_cpu_per_viewer_ratio": (round(per_viewer_ms["per-viewer"] / per_viewer_ms["shared"], 2)
+                                      if per_viewer_ms["shared"] and per_viewer_ms["per-viewer"] else None),
+        "whep_capacity_env": CAPACITY_ENV,
+        "whep_capacity_resolution": f"{args.capacity_width}x{args.capacity_height}",
+        "whep_rounds": {path: [{"held": r["whep_viewers_at_30fps"], "edge_cpu_no_viewer": r["edge_cpu_no_viewer"],
+                                "steps": r["whep_viewer_steps"]} for r in runs]
+                        for path, runs in rounds.items()},
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=720)
-    ap.add_argument("--viewer-steps", default="10,25,50,75", help="WHEP viewer counts to try, in order")
+    ap.add_argument("--viewer-steps", default="10,20,30,45,60,80,100,125,150,200,250,300",
+                    help="WHEP viewer counts to try, in order, on each fan-out path")
+    ap.add_argument("--step-seconds", type=float, default=8.0, help="frames counted this long per step")
+    ap.add_argument("--rounds", type=int, default=2, help="capacity rounds, both paths in each")
+    # The capacity publish is smaller than the latency run's: this process encodes it (aiortc,
+    # libx264) and, on a 2-core machine shared with other work, a 720p publish from here fell
+    # to 5-9 fps with no viewer at all, which is then the ceiling of every step.
+    ap.add_argument("--capacity-width", type=int, default=640)
+    ap.add_argument("--capacity-height", type=int, default=360)
+    ap.add_argument("--paths", default="per-viewer,shared", help="fan-out paths to measure, in this order")
+    ap.add_argument("--only-capacity", action="store_true", help="skip the latency and HLS figures")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-bench-"))
     # Every WHEP viewer of the capacity steps comes from this machine's one address and one
@@ -232,31 +383,42 @@ def main() -> int:
     env = limits.turned_off(dict(os.environ, WAVE_DATA_DIR=str(work / "var"), WAVE_ICE_HOSTS="127.0.0.1"),
                             "WAVE_LIMIT_WHEP_IP", "WAVE_LIMIT_WHEP_TENANT")
     env.pop("WAVE_CLICKHOUSE_URL", None)
+    env.pop("WAVE_WHEP_FANOUT", None)  # the default (shared) for the latency run; both for capacity
     cli = [sys.executable, "-m", "edge.cli"]
     # No live ladder: the figures stay those of one encode per stream, comparable to earlier runs.
     key = json.loads(subprocess.run([*cli, "tenant", "create", "bench", "--live-ladder", "none"], cwd=ROOT, env=env,
                                     check=True, capture_output=True, text=True).stdout)["admin_key"]
-    port = random.randint(20000, 40000)
-    server = subprocess.Popen([*cli, "serve", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    steps = [int(n) for n in args.viewer_steps.split(",") if n.strip()]
     result: dict = {}
     failed = None
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        stream = httpx.post(f"{base}/v1/streams", json={"name": "bench"},
-                            headers={"authorization": f"Bearer {key}"}).json()
-        steps = [int(n) for n in args.viewer_steps.split(",") if n.strip()]
+        if not args.only_capacity:
+            result.update(latency_and_hls(cli, env, key, args, work))
         try:
-            result = asyncio.run(run(base, stream, args.seconds, args.width, args.height, steps))
+            result.update(fanout_capacity(cli, env, key, args, steps))
         except StepFailed as exc:
             failed = {"error": str(exc), "step": exc.step, "viewers_failed": exc.failed}
-            return 1  # after the `finally` below has stopped the edge and printed the error
+            return 1  # after the `finally` below has printed the error
+        result.update({"resolution": f"{args.width}x{args.height}", "seconds": args.seconds})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if failed:  # no figures from a run whose viewers were refused: an error, loudly
+            print(json.dumps({**failed, "limits": limits.report(env), "cpu": cpu_model()}))
+    result["limits"] = limits.report(env)
+    result["cpu"] = cpu_model()
+    print(json.dumps(result))
+    return 0
+
+
+def latency_and_hls(cli: list[str], env: dict, key: str, args, work: Path) -> dict:
+    """WHIP->WHEP and WHIP->HLS latencies, then HLS serving: python vs front vs bare nginx."""
+    port = random.randint(20000, 40000)
+    server = start_edge(cli, env, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        stream = httpx.post(f"{base}/v1/streams", json={"name": "bench"},
+                            headers={"authorization": f"Bearer {key}"}).json()
+        result = asyncio.run(run(base, stream, args.seconds, args.width, args.height))
         time.sleep(3)  # the recording becomes a video
         videos = httpx.get(f"{base}/v1/videos", headers={"authorization": f"Bearer {key}"}).json()["videos"]
         video_id = videos[0]["video_id"]
@@ -288,18 +450,10 @@ def main() -> int:
             "hls_ratio": round(front_rps / nginx_rps, 3) if front_rps and nginx_rps else None,
             "hls_python_ratio": round(edge_rps / nginx_rps, 3) if edge_rps and nginx_rps else None,
             "hls_rounds_rps": {n: [round(x) for x in v] for n, v in rounds.items()},
-            "resolution": f"{args.width}x{args.height}", "seconds": args.seconds,
         })
+        return result
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-        shutil.rmtree(work, ignore_errors=True)
-        if failed:  # no figures from a run whose viewers were refused: an error, loudly
-            print(json.dumps({**failed, "limits": limits.report(env)}))
-    result["limits"] = limits.report(env)
-    print(json.dumps(result))
-    return 0
-
+        stop_edge(server)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,42 +1,114 @@
 """N WHEP viewers of one stream that count whole frames instead of decoding them.
 
-    python bench/whep_load.py BASE_URL STREAM_ID VIEWERS SECONDS
-        -> {"viewers", "connected", "failed", "failures", "fps": [...]}
+    python bench/whep_load.py BASE_URL STREAM_ID VIEWERS SECONDS [EDGE_PID]
+        -> {"viewers", "connected", "failed", "failures", "fps": [...], "edge_cpu": cores}
 
-aiortc decodes everything it receives; decoding N 720p streams would measure this process,
-not the edge. The receivers' decoder is swapped for a counter of the frames aiortc's
-jitter buffer hands it (complete frames, in order), so the figure is what the edge
-delivered.
+With EDGE_PID (same machine), `edge_cpu` is the CPU time the edge process used during the
+counting window divided by the window (1.0 = one core busy): a figure the other load on a
+shared machine changes far less than frame rates.
+
+aiortc decodes everything it receives, and before decoding it parses every datagram as
+STUN, queues it, parses it into objects, keeps receiver statistics, a NACK generator and a
+jitter buffer, with several awaits per packet: with N viewers in one Python process that
+costs several times the edge's sending and would measure this process, not the edge. So
+once a viewer is connected its SRTP packets are taken where they arrive (aioice's
+datagram handler), decrypted with the viewer's own SRTP session (a forged or broken
+packet fails authentication and is not counted) and counted; STUN, DTLS and RTCP take
+aiortc's path as before. A frame counts when its last packet (RTP marker) arrives and
+every sequence number since the previous frame's last packet arrived too: a complete
+frame, in order, which is what the edge delivered. The viewers then send no NACK or PLI
+(none are needed on loopback; the edge's RTCP handling is tested in
+tests/edge/test_rtp_fanout.py and tests/edge/test_whep.py).
 
 A viewer that could not connect (WHEP refused, e.g. 429 from an abuse limit, or ICE never
 connected) is not a viewer at 0 fps: it is counted in `failed`, with the reasons in
 `failures`, and the process exits 1, so that the caller reports an error, not a capacity.
+A viewer that connected and was then ended by the edge (an overloaded edge's ICE consent
+lapsing) is a delivery failure of that step, not a refusal: it is counted in `dropped`
+and its frame rate is what it got (0 fps if it got nothing in the window).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
 import httpx
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, rtcrtpreceiver
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+import pylibsrtp
+from aioice.ice import StunProtocol
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-counts: dict[int, int] = {}
-
-
-class CountingDecoder:
-    def decode(self, encoded_frame):
-        counts[id(self)] = counts.get(id(self), 0) + 1
-        return []
+counts: dict[int, int] = {}  # id(DTLS transport) -> complete frames
+_last: dict[int, tuple[int, bool]] = {}  # id(DTLS transport) -> (last sequence number, frame broken)
 
 
-rtcrtpreceiver.get_decoder = lambda codec: CountingDecoder()
+def _count(key: int, data: bytes) -> None:
+    """One decrypted RTP packet of viewer `key`: a frame counts at its last packet if no
+    sequence number was missing since the previous frame's last."""
+    seq = (data[2] << 8) | data[3]
+    last = _last.get(key)
+    broken = last is not None and (last[1] or (seq - last[0]) & 0xFFFF != 1)
+    if data[1] & 0x80:  # marker: the frame's last packet
+        if not broken:
+            counts[key] = counts.get(key, 0) + 1
+        broken = False
+    _last[key] = (seq, broken)
+
+
+async def _count_frame_packets(transport: RTCDtlsTransport, data: bytes, arrival_time_ms: int) -> None:
+    """Replaces aiortc's RTP parsing and routing, after SRTP decryption."""
+    _count(id(transport), data)
+
+
+RTCDtlsTransport._handle_rtp_data = _count_frame_packets
+
+# Once a viewer is connected, even aiortc's path to `_handle_rtp_data` (aioice parsing every
+# datagram as STUN first, a queue, the DTLS transport's receive loop, two clock reads) costs
+# more than the edge's send of the packet. So its SRTP packets are taken where they arrive,
+# decrypted with the viewer's own SRTP session and counted; STUN, DTLS and RTCP go on as
+# before. Keyed as above, so a viewer's count continues across the switch.
+_direct: dict[int, tuple] = {}  # id(aioice protocol) -> (SRTP session, key)
+_datagram_received = StunProtocol.datagram_received
+
+
+def _receive(protocol: StunProtocol, data: bytes, addr) -> None:
+    direct = _direct.get(id(protocol))
+    if direct is not None and 127 < data[0] < 192 and not 191 < data[1] < 224:  # SRTP, not SRTCP
+        try:
+            data = direct[0].unprotect(data)
+        except pylibsrtp.Error:  # fails authentication or replayed: not counted
+            return
+        _count(direct[1], data)
+        return
+    _datagram_received(protocol, data, addr)
+
+
+StunProtocol.datagram_received = _receive
+
+
+def take_direct(pc: RTCPeerConnection) -> None:
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is not None and dtls._rx_srtp is not None:
+            _direct[id(pair.protocol)] = (dtls._rx_srtp, id(dtls))
+
+
+ever_connected: set[int] = set()  # id(pc) of the viewers that connected at some point
 
 
 async def viewer(http: httpx.AsyncClient, stream_id: str) -> RTCPeerConnection:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+    @pc.on("connectionstatechange")
+    def changed():
+        if pc.connectionState == "connected":
+            ever_connected.add(id(pc))
+
     pc.addTransceiver("video", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
     r = await http.post(f"/whep/{stream_id}", content=pc.localDescription.sdp,
@@ -52,7 +124,15 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
-async def main(base: str, stream_id: str, n: int, seconds: float) -> int:
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    if pid is None:
+        return None
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int | None = None) -> int:
     failures: dict[str, int] = {}
     pcs: list[RTCPeerConnection] = []
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
@@ -62,26 +142,37 @@ async def main(base: str, stream_id: str, n: int, seconds: float) -> int:
             except (httpx.HTTPError, ValueError) as exc:
                 failures[_reason(exc)] = failures.get(_reason(exc), 0) + 1
         await asyncio.sleep(3)  # connect and reach the first keyframe
-        for _ in range(120):  # a loaded machine may take longer to connect the last ones
-            if all(pc.connectionState in ("connected", "failed") for pc in pcs):
+        for _ in range(1200):  # a loaded machine may take long to connect the last ones
+            if all(pc.connectionState in ("connected", "failed", "closed") for pc in pcs):
                 break
             await asyncio.sleep(0.1)
         for pc in pcs:
-            if pc.connectionState != "connected":
+            if pc.connectionState == "connected":
+                take_direct(pc)
+        await asyncio.sleep(1)  # the last ones reach their first keyframe
+        dropped = 0
+        for pc in pcs:
+            if id(pc) not in ever_connected:
                 failures[f"ICE {pc.connectionState}"] = failures.get(f"ICE {pc.connectionState}", 0) + 1
+            elif pc.connectionState != "connected":
+                dropped += 1  # connected, then ended by the edge (e.g. consent) before the window
         before = dict(counts)
+        cpu_before = cpu_seconds(edge_pid)
         started = time.monotonic()
         await asyncio.sleep(seconds)
         elapsed = time.monotonic() - started
+        cpu_after = cpu_seconds(edge_pid)
         fps = sorted(round((counts[k] - before.get(k, 0)) / elapsed, 1) for k in counts)
         for pc in pcs:
             await pc.close()
     failed = sum(failures.values())
     fps += [0.0] * (n - failed - len(fps))  # connected, and got no frame: the edge's doing
+    edge_cpu = round((cpu_after - cpu_before) / elapsed, 3) if edge_pid else None
     print(json.dumps({"viewers": n, "connected": n - failed, "failed": failed, "failures": failures,
-                      "fps": fps}))
+                      "dropped": dropped, "fps": fps, "edge_cpu": edge_cpu}))
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))
+    sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]),
+                              int(sys.argv[5]) if len(sys.argv) > 5 else None)))

@@ -18,6 +18,7 @@ from edge.vod.limits import MediaLimits
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+WHEP_FANOUT_PATHS = ("shared", "per-viewer")
 DEFAULT_PLAYER_DIR = Path(__file__).resolve().parent.parent / "player" / "dist"
 
 
@@ -58,6 +59,10 @@ class Settings(msgspec.Struct, kw_only=True):
     # How often each WHEP viewer's RTP senders are sampled for QoE (RTCP receiver reports:
     # loss, jitter, round trip; bytes sent), analytics/webrtc_qoe.py; and once at the end.
     webrtc_stats_s: float = 5.0
+    # How WHEP viewers get a stream's packets: "shared" packetizes each frame into RTP once
+    # for all of them (edge/streaming/rtp_fanout.py); "per-viewer" is the former path, where
+    # aiortc packetizes for each viewer (kept so bench/edge.py can compare both in one run).
+    whep_fanout: str = "shared"
     # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
     secret_key: str | None = None
     # The built player (`npm run build` in player/), served under /player/.
@@ -147,6 +152,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         rtc_connect_timeout_s=float(env.get("WAVE_RTC_CONNECT_TIMEOUT_S") or 10.0),
         rtc_consent_timeout_s=float(env.get("WAVE_RTC_CONSENT_TIMEOUT_S") or 30.0),
         webrtc_stats_s=float(env.get("WAVE_WEBRTC_STATS_S") or 5.0),
+        whep_fanout=_whep_fanout(env.get("WAVE_WHEP_FANOUT") or "shared"),
         ice_servers=_words(env.get("WAVE_ICE_SERVERS", "")),
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
         player_dir=Path(env["WAVE_PLAYER_DIR"]).resolve() if env.get("WAVE_PLAYER_DIR") else DEFAULT_PLAYER_DIR,
@@ -165,6 +171,12 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         regions=parse_regions(env.get("WAVE_REGIONS", "")),
         **{name: Limit.parse(env[var]) for name, var in _LIMITS.items() if var in env},
     )
+
+
+def _whep_fanout(path: str) -> str:
+    if path not in WHEP_FANOUT_PATHS:
+        raise ValueError(f"WAVE_WHEP_FANOUT={path!r}: one of {', '.join(WHEP_FANOUT_PATHS)}")
+    return path
 
 
 def _region(name: str) -> str:

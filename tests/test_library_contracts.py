@@ -137,6 +137,62 @@ def test_aiortc_sends_an_av_packet_without_encoding():
     assert timestamp == 0
 
 
+def test_aiortc_internals_the_shared_whep_fanout_relies_on():
+    """edge/streaming/rtp_fanout.py replaces aiortc's RTP loop on a viewer's sender and keeps
+    the rest: it overrides `_run_rtp` (started by `send()`), `_retransmit` and
+    `_send_keyframe` (called by `_handle_rtcp_packet` for NACK and PLI/FIR), keeps the
+    sender's own counters that `getStats()` and the RTCP sender reports read, reads the
+    negotiated header extensions and RTX payload type, and sends through the DTLS
+    transport's SRTP session and the selected ICE pair's datagram transport, counting in
+    the transport's stats. Cut with aiortc's own packetizer. If aiortc renames any of it,
+    this fails here rather than viewers silently getting nothing (or stats going flat)."""
+    import inspect
+
+    from aiortc import RTCPeerConnection, RTCRtpSender
+    from aiortc.codecs.h264 import H264Encoder
+    from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+    from aiortc.rtp import (RTCP_PSFB_PLI, RTCP_RTPFB_NACK, HeaderExtensionsMap, RtcpPsfbPacket,
+                            RtcpRtpfbPacket)
+
+    assert isinstance(inspect.getattr_static(H264Encoder, "_packetize"), classmethod)
+    assert isinstance(inspect.getattr_static(H264Encoder, "_split_bitstream"), staticmethod)
+    assert "self._run_rtp(" in inspect.getsource(RTCRtpSender.send)
+    assert list(inspect.signature(RTCDtlsTransport._handle_rtp_data).parameters) == [
+        "self", "data", "arrival_time_ms"]  # bench/whep_load.py counts frames there
+    assert State.CONNECTED
+
+    async def check() -> None:
+        pc = RTCPeerConnection()
+        sender = pc.addTransceiver("video").sender
+        for name in ("packet_count", "octet_count", "ntp_timestamp", "rtp_timestamp", "mid", "rtp_started",
+                     "rtp_exited", "rtx_payload_type", "rtx_sequence_number", "stats", "track"):
+            assert hasattr(sender, f"_RTCRtpSender__{name}"), name
+        assert isinstance(sender._RTCRtpSender__rtp_header_extensions_map, HeaderExtensionsMap)
+        assert isinstance(sender._ssrc, int) and isinstance(sender._rtx_ssrc, int)
+        dtls = sender.transport
+        for name in ("_state", "_tx_srtp", "_RTCDtlsTransport__tx_bytes", "_RTCDtlsTransport__tx_packets"):
+            assert hasattr(dtls, name), name
+        assert isinstance(dtls.transport._connection._nominated, dict)  # component -> CandidatePair
+        calls = []
+        sender._send_keyframe = lambda: calls.append("keyframe")
+
+        async def retransmit(seq):
+            calls.append(seq)
+        sender._retransmit = retransmit
+        await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=sender._ssrc))
+        await sender._handle_rtcp_packet(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=sender._ssrc,
+                                                         lost=[7, 9]))
+        assert calls == ["keyframe", 7, 9]
+        await pc.close()
+
+    asyncio.run(check())
+
+    from aioice.ice import CandidatePair
+    pair_fields = inspect.signature(CandidatePair.__init__).parameters
+    assert "protocol" in pair_fields and "remote_candidate" in pair_fields
+    assert isinstance(inspect.getattr_static(CandidatePair, "remote_addr"), property)
+
+
 # cryptography / OpenSSL ------------------------------------------------------------------
 
 _P224_HANDSHAKE = textwrap.dedent(

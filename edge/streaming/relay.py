@@ -1,10 +1,16 @@
 """Fan-out of one stream's encoded packets to its WHEP viewers, without re-encoding.
 
-aiortc packetizes an `av.Packet` returned by a track as is, so each viewer gets a
-`PacketTrack` fed from the stream's single encoder, through `RelayOutput` (the encoder's
-output for WebRTC) and the stream's `Relay`. A viewer starts (and restarts after its
-queue overflowed) at a keyframe; the encoder is asked for one at once rather than making
-the viewer wait for the next GOP.
+The stream's single encoder hands each encoded frame, through `RelayOutput` (the
+encoder's output for WebRTC), to the stream's `Relay`, which wraps it once in a
+`rtp_fanout.SharedFrame` and gives it to every viewer's track of its kind. Two paths,
+chosen by `WAVE_WHEP_FANOUT` (settings.whep_fanout, see whep.py):
+
+- `shared` (default): a `rtp_fanout.FanoutTrack`; the frame is packetized into RTP once
+  for all viewers, each viewer's sender only writes its headers, protects and sends.
+- `per-viewer` (the former path, kept for comparison in bench/edge.py): a `PacketTrack`
+  per viewer whose `recv()` gives aiortc an `av.Packet`; aiortc packetizes it again for
+  every viewer. A viewer starts (and restarts after its queue overflowed) at a keyframe;
+  the encoder is asked for one at once rather than making the viewer wait for the GOP.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from edge.streaming.outputs import Encoded
+from edge.streaming.rtp_fanout import FanoutTrack, SharedFrame
 
 
 class PacketTrack(MediaStreamTrack):
@@ -30,13 +37,13 @@ class PacketTrack(MediaStreamTrack):
         self.sent = 0
         self.bytes_sent = 0
 
-    def push(self, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> None:
+    def push(self, frame: SharedFrame) -> None:
         if self._need_keyframe:
-            if not keyframe:
+            if not frame.keyframe:
                 return
             self._need_keyframe = False
         try:
-            self._queue.put_nowait((data, pts, time_base))
+            self._queue.put_nowait((frame.data, frame.pts, frame.time_base))
         except asyncio.QueueFull:  # a slow viewer: drop its backlog, resume at a keyframe
             while not self._queue.empty():
                 self._queue.get_nowait()
@@ -66,16 +73,26 @@ class PacketTrack(MediaStreamTrack):
         return packet
 
 
+def viewer_track(path: str, kind: str, on_need_keyframe: Callable[[], None]) -> PacketTrack | FanoutTrack:
+    """A WHEP viewer's track of `kind` on the fan-out `path` ("shared" or "per-viewer")."""
+    if path == "shared":
+        return FanoutTrack(kind, on_need_keyframe)
+    if path == "per-viewer":
+        return PacketTrack(kind, on_need_keyframe)
+    raise ValueError(f"unknown WHEP fan-out path {path!r}")
+
+
 class Relay:
     """The viewers' tracks of one stream; `publish` runs on the event loop."""
 
     def __init__(self) -> None:
-        self.tracks: set[PacketTrack] = set()
+        self.tracks: set[PacketTrack | FanoutTrack] = set()
 
     def publish(self, kind: str, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> None:
-        for track in self.tracks:
+        frame = SharedFrame(kind, data, pts, time_base, keyframe)  # packetized once, if a viewer wants RTP
+        for track in self.tracks:  # nothing a push calls adds or removes tracks
             if track.kind == kind:
-                track.push(data, pts, time_base, keyframe)
+                track.push(frame)
 
     def close(self) -> None:
         for track in self.tracks:

@@ -19,14 +19,15 @@ from core.openapi import SDP, body, errors
 from core.tenants import Tenant
 from core.validation import BadInput
 from edge.streaming import events, liveness, rtc, sdp, trickle, webrtc_stats
-from edge.streaming.relay import PacketTrack
+from edge.streaming.relay import PacketTrack, viewer_track
+from edge.streaming.rtp_fanout import FanoutSender, FanoutTrack
 
 log = logging.getLogger(__name__)
 MAX_SDP = 64 * 1024
 
 
 class ViewerSession:
-    def __init__(self, stream_id: str, pc, tracks: list[PacketTrack], tenant: Tenant,
+    def __init__(self, stream_id: str, pc, tracks: list[PacketTrack | FanoutTrack], tenant: Tenant,
                  client_ip: str | None, user_agent: str) -> None:
         self.session_id = secrets.token_hex(12)
         self.stream_id = stream_id
@@ -68,17 +69,21 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
         raise BadInput("bad_sdp", str(exc)) from None
 
     pc = rtc.peer_connection(edge.settings.ice_servers)
-    tracks = [PacketTrack("video", pipeline.request_keyframe)]
+    fanout = edge.settings.whep_fanout  # "shared" (RTP packetized once per stream) or "per-viewer"
+    tracks = [viewer_track(fanout, "video", pipeline.request_keyframe)]
     if pipeline.audio and "m=audio" in offer:  # a viewer may ask for the picture only
-        tracks.append(PacketTrack("audio", pipeline.request_keyframe))
+        tracks.append(viewer_track(fanout, "audio", pipeline.request_keyframe))
     try:
         answer = await rtc.answer(pc, offer, send=tracks)
     except rtc.BadOffer as exc:
         await rtc.close(pc)
         raise BadInput("bad_sdp", str(exc)) from None
     for sender in pc.getSenders():
-        # aiortc answers a PLI by re-encoding; we have no encoder here, the stream has one
-        sender._send_keyframe = pipeline.request_keyframe  # noqa: SLF001 - no public hook
+        if isinstance(sender.track, FanoutTrack):  # shared path: headers + SRTP per viewer only
+            FanoutSender.adopt(sender, pipeline.request_keyframe)
+        else:
+            # aiortc answers a PLI by re-encoding; we have no encoder here, the stream has one
+            sender._send_keyframe = pipeline.request_keyframe  # noqa: SLF001 - no public hook
     session = ViewerSession(stream.stream_id, pc, tracks, publish.tenant, edge.client_ip(request),
                             request.headers.get("user-agent", ""))
     if not live.add_viewer(session, pipeline):  # the publish ended while the answer was made

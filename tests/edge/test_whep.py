@@ -315,3 +315,86 @@ def test_the_servers_log_handler_blanks_addresses_any_library_logs():
                                (("203.0.113.7", 5000), "2001:db8::5%eth0"), None)
     assert RedactAddresses().filter(record)
     assert record.getMessage() == "peer ('[address]', 5000) via [address] at 12:30:05, ratio 1:2:3"
+
+
+def test_the_per_viewer_fanout_path_still_works_when_switched_beside_the_shared_one(server, stream):
+    """WAVE_WHEP_FANOUT=per-viewer (settings.whep_fanout) keeps the former path for the
+    benchmark's comparison; it is read per offer, so viewers of both paths share a stream."""
+    from edge.streaming.relay import PacketTrack
+    from edge.streaming.rtp_fanout import FanoutSender, FanoutTrack
+
+    async def scenario():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        assert server.edge.settings.whep_fanout == "shared"  # the default
+        pc1, got1, _ = await _watch(server.base_url, stream["stream_id"])
+        server.edge.settings.whep_fanout = "per-viewer"
+        pc2, got2, _ = await _watch(server.base_url, stream["stream_id"])
+        sessions = sorted(server.edge.live.viewers().values(), key=lambda s: s.started)
+        assert [type(t) for t in sessions[0].tracks] == [FanoutTrack, FanoutTrack]
+        assert [type(t) for t in sessions[1].tracks] == [PacketTrack, PacketTrack]
+        assert all(isinstance(s, FanoutSender) for s in sessions[0].pc.getSenders())
+        assert not any(isinstance(s, FanoutSender) for s in sessions[1].pc.getSenders())
+        for got in (got1, got2):
+            frames = got["video"]
+            assert (frames[-1].width, frames[-1].height) == (640, 360)
+            counters = [read_counter(f) for f in frames[-10:]]
+            assert counters == sorted(counters) and counters[-1] > counters[0]
+            assert got["audio"] > 0
+        for session in sessions:  # history and stats see the bytes of both paths
+            assert sum(t.bytes_sent for t in session.tracks) > 0
+            stats = await session.pc.getSenders()[0].getStats()
+            assert [s for s in stats.values() if s.type == "outbound-rtp"][0].packetsSent > 30
+        await pc1.close()
+        await pc2.close()
+        await publisher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_pli_from_a_shared_path_viewer_makes_the_encoder_produce_a_keyframe(server, stream, monkeypatch):
+    requests: list[float] = []
+    original = LivePipeline.request_keyframe
+
+    def recording(self):
+        requests.append(time.monotonic())
+        original(self)
+
+    monkeypatch.setattr(LivePipeline, "request_keyframe", recording)
+
+    async def scenario():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        pc, got, _ = await _watch(server.base_url, stream["stream_id"], frames_wanted=20)
+        live = server.edge.live.stream(stream["stream_id"])
+        published: list[tuple[float, bool]] = []
+        relay_publish = live.relay.publish
+
+        def spy(kind, data, pts, time_base, keyframe):
+            if kind == "video":
+                published.append((time.monotonic(), keyframe))
+            relay_publish(kind, data, pts, time_base, keyframe)
+
+        live.relay.publish = spy
+        await asyncio.sleep(0.7)  # past the encoder's minimum interval between forced IDRs
+        session = next(iter(server.edge.live.viewers().values()))
+        video_sender = next(s for s in session.pc.getSenders() if s.kind == "video")
+        before = len(requests)
+        asked = time.monotonic()
+        receiver = next(r for r in pc.getReceivers() if r.track.kind == "video")
+        await receiver._send_rtcp_pli(video_sender._ssrc)
+        for _ in range(100):
+            if len(requests) > before:
+                break
+            await asyncio.sleep(0.05)
+        assert len(requests) == before + 1  # the PLI reached the stream's encoder
+        for _ in range(100):
+            after = [key for at, key in published if at > asked]
+            if len(after) >= 4:
+                break
+            await asyncio.sleep(0.05)
+        assert any(after[:4]), after  # an IDR within a few frames, not at the next 1 s GOP
+        await pc.close()
+        await publisher.close()
+
+    asyncio.run(scenario())

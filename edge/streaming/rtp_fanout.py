@@ -1,0 +1,332 @@
+"""WHEP fan-out that packetizes each encoded frame once per stream, not once per viewer.
+
+aiortc's sender, given an `av.Packet`, splits it into RTP payloads, builds an `RtpPacket`
+object per payload, serializes its header extensions through a map, and awaits three
+coroutines per packet (DTLS transport, ICE connection, datagram protocol) before the
+`sendto`. With N viewers of one stream all of that ran N times for identical payloads,
+and the per-packet awaits and objects were most of the edge's CPU (bench/RESULTS.md).
+
+Here a `SharedFrame` holds one encoded frame and computes its RTP payloads (H.264 FU-A /
+STAP-A exactly as aiortc cuts them, or one Opus payload) the first time any viewer needs
+them; every viewer shares that list. Per viewer only the 12-byte RTP header and the
+header extensions aiortc's sender writes (mid, abs-send-time: aiortc writes no
+transport-cc sequence number and no audio level for pre-encoded audio) are written by
+its `RtpHeaderWriter`, the SRTP protect is applied (the session's own pylibsrtp
+context) and the datagrams leave in one loop without an await, straight to the selected
+ICE pair's datagram transport.
+
+`FanoutSender` replaces aiortc's RTP loop on a viewer's `RTCRtpSender` (`adopt`) and
+keeps the rest of it: RTCP (receiver reports -> remote-inbound RTT/jitter/loss, SR),
+`getStats()` (packetsSent/bytesSent kept in the sender's own counters, transport
+counters too), NACK -> retransmission (RTX when negotiated) from a per-viewer history
+of the frames it sent, PLI/FIR -> the stream's encoder makes a keyframe. The aiortc
+internals this relies on are pinned by tests/test_library_contracts.py.
+
+A viewer starts at a keyframe (the encoder is asked for one when the viewer's sender
+starts), and a viewer whose socket backs up skips frames until the next keyframe it
+asks for, as the per-viewer path's queue overflow did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import struct
+import time
+from fractions import Fraction
+from typing import Callable
+
+from aiortc import MediaStreamTrack, RTCRtpSender
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtcrtpsender import random_sequence_number
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket, wrap_rtx
+from aiortc.utils import random32
+
+log = logging.getLogger(__name__)
+
+CLOCK_RATE = {"video": 90_000, "audio": 48_000}
+NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)
+# Frames a viewer keeps to answer NACKs from: aiortc keeps 128 packets; 128 frames is at
+# least that (the frames themselves are shared, so this is a list of references).
+HISTORY_FRAMES = 128
+# A viewer whose datagram transport holds more than this unsent skips to a keyframe.
+MAX_BACKLOG_BYTES = 512 * 1024
+
+_HEADER = struct.Struct("!BBHLL")
+
+
+def packetize(kind: str, data: bytes) -> list[bytes]:
+    """RTP payloads of one encoded frame: H.264 Annex B -> NAL units -> single NAL / STAP-A /
+    FU-A payloads as aiortc's own sender cuts them; an Opus packet is one payload."""
+    if kind == "video":
+        return H264Encoder._packetize(H264Encoder._split_bitstream(data))  # noqa: SLF001 - see contracts
+    return [data]
+
+
+class SharedFrame:
+    """One encoded frame of a stream as all of its viewers get it; the RTP payloads and the
+    RTP timestamp are computed once, by whichever viewer asks first."""
+
+    __slots__ = ("kind", "data", "pts", "time_base", "keyframe", "_payloads", "_timestamp", "payload_bytes")
+
+    def __init__(self, kind: str, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> None:
+        self.kind, self.data, self.pts, self.time_base, self.keyframe = kind, data, pts, time_base, keyframe
+        self._payloads: list[bytes] | None = None
+        self._timestamp: int | None = None
+
+    @property
+    def payloads(self) -> list[bytes]:
+        if self._payloads is None:
+            self._payloads = packetize(self.kind, self.data)
+            self.payload_bytes = sum(map(len, self._payloads))
+        return self._payloads
+
+    @property
+    def timestamp(self) -> int:
+        """Media time in the RTP clock of its kind (before a viewer's random origin)."""
+        if self._timestamp is None:
+            self._timestamp = int(self.pts * self.time_base * CLOCK_RATE[self.kind])
+        return self._timestamp
+
+
+def ntp_now() -> int:
+    """The 64-bit NTP time aiortc's clock gives, without its datetime arithmetic."""
+    now = time.time() + NTP_EPOCH_OFFSET
+    seconds = int(now)
+    return (seconds << 32) | int((now - seconds) * 4_294_967_296)
+
+
+class RtpHeaderWriter:
+    """One viewer's RTP stream: its SSRC, payload type, sequence numbers (continuous across
+    frames, whatever frames it skipped), random timestamp origin, and the header
+    extensions negotiated with it. Writes the viewer's packets of a shared frame."""
+
+    def __init__(self, ssrc: int, payload_type: int, extensions: HeaderExtensionsMap, mid: str | None,
+                 sequence_number: int, timestamp_origin: int) -> None:
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.sequence_number = sequence_number
+        self.timestamp_origin = timestamp_origin
+        self._extensions = extensions
+        self._mid = mid
+        # Only the abs-send-time changes from frame to frame: find its 3 bytes in the block
+        # aiortc's map writes (two different times differ exactly there) and splice them
+        # in, rather than running the map for every frame of every viewer.
+        low, high = self._block(0), self._block(0xFFFFFF)
+        differ = [i for i in range(len(low)) if low[i] != high[i]] if len(low) == len(high) else None
+        self._constant: bytes | None = None
+        self._split: tuple[bytes, bytes] | None = None
+        if differ is not None and not differ:
+            self._constant = low  # no abs-send-time negotiated: the same block every time
+        elif differ is not None and differ == list(range(differ[0], differ[0] + 3)):
+            self._split = (low[:differ[0]], low[differ[0] + 3:])
+
+    def _block(self, abs_send_time: int) -> bytes:
+        profile, value = self._extensions.set(HeaderExtensions(mid=self._mid, abs_send_time=abs_send_time))
+        return struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
+
+    def extension_block(self, abs_send_time: int) -> bytes:
+        """The header extension (profile, length, elements) of this viewer's packets, as
+        aiortc's map writes it (mid, abs-send-time); b"" when none was negotiated."""
+        if self._split is not None:
+            head, tail = self._split
+            return head + abs_send_time.to_bytes(3, "big") + tail
+        if self._constant is not None:
+            return self._constant
+        return self._block(abs_send_time)
+
+    def write(self, frame: SharedFrame, abs_send_time: int) -> tuple[list[bytes], int, int]:
+        """(packets, first sequence number, RTP timestamp) of `frame` for this viewer: the
+        shared payloads behind this viewer's headers; the marker is set on the frame's last."""
+        payloads = frame.payloads
+        timestamp = (self.timestamp_origin + frame.timestamp) & 0xFFFFFFFF
+        ext = self.extension_block(abs_send_time)
+        first_byte = 0x90 if ext else 0x80  # version 2, extension bit
+        pt, ssrc, pack = self.payload_type, self.ssrc, _HEADER.pack
+        first = seq = self.sequence_number
+        last = len(payloads) - 1
+        packets = []
+        for i, payload in enumerate(payloads):
+            packets.append(pack(first_byte, pt | 0x80 if i == last else pt, seq, timestamp, ssrc) + ext + payload)
+            seq = (seq + 1) & 0xFFFF
+        self.sequence_number = seq
+        return packets, first, timestamp
+
+
+class FanoutTrack(MediaStreamTrack):
+    """A viewer's place in the stream's relay on the shared path: the relay hands it each
+    shared frame, it hands the frame to the viewer's sender once that has started (the
+    viewer is connected). aiortc needs a track to answer with; nothing calls `recv`."""
+
+    def __init__(self, kind: str, on_need_keyframe: Callable[[], None]) -> None:
+        super().__init__()
+        self.kind = kind
+        self.on_need_keyframe = on_need_keyframe
+        self.sender: FanoutSender | None = None
+        self.ended = asyncio.Event()
+        self.sent = 0
+        self.bytes_sent = 0
+
+    def push(self, frame: SharedFrame) -> None:
+        sender = self.sender
+        if sender is not None:
+            sender.send_frame(frame)
+
+    def finish(self) -> None:
+        """The publish ended: the sender's RTP loop ends, as on the per-viewer path."""
+        self.sender = None
+        self.ended.set()
+
+    async def recv(self):
+        await self.ended.wait()
+        raise MediaStreamError
+
+
+class FanoutSender(RTCRtpSender):
+    """aiortc's sender with its RTP loop replaced by `send_frame`, called by the relay for
+    every shared frame. Use `adopt` on the sender aiortc made for a `FanoutTrack`."""
+
+    @classmethod
+    def adopt(cls, sender: RTCRtpSender, on_keyframe_request: Callable[[], None]) -> FanoutSender:
+        if not isinstance(sender.track, FanoutTrack):
+            raise TypeError("FanoutSender.adopt wants the sender of a FanoutTrack")
+        sender.__class__ = cls
+        sender._fanout_init(on_keyframe_request)  # type: ignore[attr-defined]
+        return sender  # type: ignore[return-value]
+
+    def _fanout_init(self, on_keyframe_request: Callable[[], None]) -> None:
+        self._on_keyframe_request = on_keyframe_request
+        self._writer: RtpHeaderWriter | None = None
+        self._history: collections.deque = collections.deque(maxlen=HISTORY_FRAMES)
+        self._need_keyframe = True
+        self._done = asyncio.Event()
+
+    # -- aiortc's hooks ---------------------------------------------------------------
+    def _send_keyframe(self) -> None:
+        """PLI/FIR from the viewer: the stream's one encoder makes a keyframe."""
+        self._on_keyframe_request()
+
+    async def _run_rtp(self, codec) -> None:
+        """Replaces aiortc's loop: sets up this viewer's header writer, joins the track's
+        fan-out, and waits for the end (sender stopped, publish ended, transport gone)."""
+        self._RTCRtpSender__rtp_started.set()
+        track: FanoutTrack = self.track
+        self._writer = RtpHeaderWriter(
+            ssrc=self._ssrc, payload_type=codec.payloadType,
+            extensions=self._RTCRtpSender__rtp_header_extensions_map, mid=self._RTCRtpSender__mid,
+            sequence_number=random_sequence_number(), timestamp_origin=random32())
+        try:
+            if track is not None and not track.ended.is_set():
+                self._need_keyframe = track.kind == "video"
+                track.sender = self
+                if self._need_keyframe:
+                    self._on_keyframe_request()  # start within a frame, not a GOP
+                ended = asyncio.ensure_future(track.ended.wait())
+                done = asyncio.ensure_future(self._done.wait())
+                try:
+                    await asyncio.wait((ended, done), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    ended.cancel()
+                    done.cancel()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if track is not None:
+                if track.sender is self:
+                    track.sender = None
+                track.stop()
+            self._RTCRtpSender__rtp_exited.set()
+
+    async def _retransmit(self, sequence_number: int) -> None:
+        """NACK: resend a packet from the frames this viewer was sent (RTX when negotiated),
+        through aiortc's own path: rare, so no need to be quick."""
+        packet = self._packet_from_history(sequence_number)
+        if packet is None:
+            return
+        rtx_type = self._RTCRtpSender__rtx_payload_type
+        if rtx_type is not None:
+            packet = wrap_rtx(packet, payload_type=rtx_type, sequence_number=self._RTCRtpSender__rtx_sequence_number,
+                              ssrc=self._rtx_ssrc)
+            self._RTCRtpSender__rtx_sequence_number = (self._RTCRtpSender__rtx_sequence_number + 1) & 0xFFFF
+        try:
+            await self.transport._send_rtp(packet.serialize(self._RTCRtpSender__rtp_header_extensions_map))
+        except ConnectionError:
+            pass
+
+    def _packet_from_history(self, sequence_number: int) -> RtpPacket | None:
+        writer = self._writer
+        for first, timestamp, payloads, abs_send_time in reversed(self._history):
+            offset = (sequence_number - first) & 0xFFFF
+            if offset < len(payloads):
+                packet = RtpPacket(payload_type=writer.payload_type, marker=int(offset == len(payloads) - 1),
+                                   sequence_number=sequence_number, timestamp=timestamp, ssrc=writer.ssrc,
+                                   payload=payloads[offset])
+                packet.extensions.mid = self._RTCRtpSender__mid
+                packet.extensions.abs_send_time = abs_send_time
+                return packet
+        return None
+
+    # -- the hot path ---------------------------------------------------------------
+    def send_frame(self, frame: SharedFrame) -> None:
+        """Send one shared frame to this viewer now: header, SRTP protect and `sendto` per
+        packet in one loop, no await. Runs on the event loop, called by the relay."""
+        if self._need_keyframe:
+            if not frame.keyframe:
+                return
+            self._need_keyframe = False
+        dtls = self.transport
+        if dtls._state != DtlsState.CONNECTED:
+            self._stop_sending()
+            return
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            self._stop_sending()
+            return
+        udp = pair.protocol.transport
+        if udp is None:
+            self._stop_sending()
+            return
+        if udp.get_write_buffer_size() > MAX_BACKLOG_BYTES:  # a slow viewer: resume at a keyframe
+            if frame.kind == "video":
+                self._need_keyframe = True
+                self._on_keyframe_request()
+            return
+        try:
+            ntp = ntp_now()
+            abs_send_time = (ntp >> 14) & 0xFFFFFF
+            packets, first, timestamp = self._writer.write(frame, abs_send_time)
+            protect, addr, sendto = dtls._tx_srtp.protect, pair.remote_addr, udp.sendto
+            wire = 0
+            for packet in packets:
+                data = protect(packet)
+                sendto(data, addr)
+                wire += len(data)
+        except Exception:  # noqa: BLE001 - one viewer's failure must not stop the others
+            log.warning("WHEP fan-out: sending to a viewer failed; ending its RTP stream", exc_info=True)
+            self._stop_sending()
+            return
+        payloads = frame.payloads
+        self._history.append((first, timestamp, payloads, abs_send_time))
+        count = len(packets)
+        # getStats() and the RTCP sender reports read these, as they read aiortc's own loop's
+        self._RTCRtpSender__packet_count += count
+        self._RTCRtpSender__octet_count += frame.payload_bytes
+        self._RTCRtpSender__ntp_timestamp = ntp
+        self._RTCRtpSender__rtp_timestamp = timestamp
+        dtls._RTCDtlsTransport__tx_packets += count
+        dtls._RTCDtlsTransport__tx_bytes += wire
+        track = self.track
+        if track is not None:
+            track.sent += 1
+            track.bytes_sent += len(frame.data)
+
+    def _stop_sending(self) -> None:
+        """The transport is gone (as aiortc's loop stops on a ConnectionError)."""
+        track = self.track
+        if track is not None and track.sender is self:
+            track.sender = None
+        self._done.set()
+
