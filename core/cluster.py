@@ -214,10 +214,14 @@ def alter_table(name: str, clauses: str) -> Ddl:
     statement = f"ALTER TABLE {local(name)}{on_cluster()} {clauses}"
     if not cluster():
         return _ddl(statement)
-    columns = [c for c in _top_level_clauses(clauses) if _COLUMN_CHANGE.match(c)]
+    # A codec is how the rows' parts are compressed: the Distributed table has none to give.
+    columns = [_CODEC.sub("", c) for c in _top_level_clauses(clauses) if _COLUMN_CHANGE.match(c)]
     if not columns:
         return _ddl(statement)
     return _ddl(statement, f"ALTER TABLE {name}{on_cluster()} {', '.join(columns)}")
+
+
+_CODEC = re.compile(r"\s+CODEC\((?:[^()]|\([^()]*\))*\)", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------- mutations
