@@ -421,25 +421,38 @@ def serve_traced(out: str, argv: list[str]) -> None:
     def dump() -> None:
         while True:
             time.sleep(1)
-            fs = sorted(fsyncs)
-            Path(out).write_text(json.dumps({
-                "gc_passes_over_2ms": {g: [len([p for p in gc_passes if p[1] == g]),
-                                           round(sum(p[2] for p in gc_passes if p[1] == g))] for g in (0, 1, 2)},
-                "fsync_rounds": len(fs), "fsync_ms_p50": fs[len(fs) // 2] if fs else None,
-                "fsync_ms_p99": fs[int(len(fs) * 0.99)] if fs else None,
-                "stalls_over_50ms": len(stalls), "stall_ms_total": sum(s[0] for s in stalls),
-                "stall_ms_by_place": collections.Counter(
-                    {k: sum(s[0] for s in stalls if s[1].split(" <- ")[0] == k) for k in {s[1].split(" <- ")[0] for s in stalls}}
-                ).most_common(10),
-                "longest_stalls": sorted(stalls, reverse=True)[:5],
-                "busy_samples": busy.most_common(10),
-            }))
+            write()
+
+    def write() -> None:
+        fs = sorted(fsyncs)
+        Path(out).write_text(json.dumps({
+            "gc_passes_over_2ms": {g: [len([p for p in gc_passes if p[1] == g]),
+                                       round(sum(p[2] for p in gc_passes if p[1] == g))] for g in (0, 1, 2)},
+            "fsync_rounds": len(fs), "fsync_ms_p50": fs[len(fs) // 2] if fs else None,
+            "fsync_ms_p99": fs[int(len(fs) * 0.99)] if fs else None,
+            "stalls_over_50ms": len(stalls), "stall_ms_total": sum(s[0] for s in stalls),
+            "stall_ms_by_place": collections.Counter(
+                {k: sum(s[0] for s in stalls if s[1].split(" <- ")[0] == k) for k in {s[1].split(" <- ")[0] for s in stalls}}
+            ).most_common(10),
+            "longest_stalls": sorted(stalls, reverse=True)[:5],
+            "busy_samples": busy.most_common(10),
+        }))
 
     threading.Thread(target=sample, daemon=True).start()
     threading.Thread(target=dump, daemon=True).start()
     from edge.cli import main as edge_main
 
-    sys.exit(edge_main(argv))
+    # uvicorn re-raises the SIGTERM it caught once it has shut down, so the process would
+    # die by the default handler before any `finally`: this one writes the last findings
+    # (a short run can end before the first one-second dump) and exits.
+    def on_term(signum, frame) -> None:
+        write()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    code = edge_main(argv)
+    write()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
