@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.vod import ladder, package, packager  # noqa: E402
+from tests.media import mux_tone  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -76,16 +77,7 @@ def write_source(path: Path, seconds: float, size=(1920, 1080), fps: int = 25) -
                 out.mux(packet)
         for packet in video.encode(None):
             out.mux(packet)
-        per = audio.codec_context.frame_size or 1024
-        for start in range(0, int(seconds * 48_000), per):
-            t = np.arange(start, start + per) / 48_000
-            tone = (np.sin(2 * np.pi * 440 * t) * 0.3).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.vstack([tone, tone]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = 48_000, start
-            for packet in audio.encode(frame):
-                out.mux(packet)
-        for packet in audio.encode(None):
-            out.mux(packet)
+        mux_tone(out, audio, seconds)
 
 
 def run(source: Path, work: Path, name: str, **options) -> dict:

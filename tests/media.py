@@ -165,3 +165,17 @@ def write_still_bomb(path, size: tuple[int, int], repeats: int, fps: int = 25, s
             packet.pts = packet.dts = i * step
             packet.is_keyframe = i == 0
             out.mux(packet)
+
+
+def mux_tone(out: av.container.OutputContainer, audio: av.stream.Stream, seconds: float) -> None:
+    """A 440 Hz stereo tone of `seconds` into `audio` (48 kHz, planar float), flushed."""
+    per = audio.codec_context.frame_size or 1024
+    for start in range(0, int(seconds * 48_000), per):
+        t = np.arange(start, start + per) / 48_000
+        tone = (np.sin(2 * np.pi * 440 * t) * 0.3).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(np.vstack([tone, tone]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48_000, start
+        for packet in audio.encode(frame):
+            out.mux(packet)
+    for packet in audio.encode(None):
+        out.mux(packet)

@@ -16,6 +16,7 @@ import pytest
 
 from edge.vod import ladder, package
 from tests.conftest import wait_for
+from tests.media import mux_tone
 from tests.edge.test_front import front  # noqa: F401 - the nginx front fixture
 
 STREAM_INF = re.compile(r"^#EXT-X-STREAM-INF:(.*)\n(\S+)$", re.M)
@@ -47,16 +48,7 @@ def write_clip(path, size, seconds=5.0, fps=25, vcodec="libx264", gop_s=1.0):
                 out.mux(packet)
         for packet in video.encode(None):
             out.mux(packet)
-        per = audio.codec_context.frame_size or 1024
-        for start in range(0, int(seconds * 48_000), per):
-            t = np.arange(start, start + per) / 48_000
-            tone = (np.sin(2 * np.pi * 440 * t) * 0.3).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.vstack([tone, tone]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = 48_000, start
-            for packet in audio.encode(frame):
-                out.mux(packet)
-        for packet in audio.encode(None):
-            out.mux(packet)
+        mux_tone(out, audio, seconds)
 
 
 def _upload(server, key, path, **form):
