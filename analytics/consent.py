@@ -21,6 +21,7 @@ import time
 import uuid
 
 from core.store import Store, StoreUnavailable
+from core.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +141,7 @@ class ConsentLedger:
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="consent-follow")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
 
     async def _follow(self) -> None:
         while True:

@@ -24,6 +24,7 @@ from typing import Protocol
 import msgspec
 
 from core.store import Store, StoreUnavailable
+from core.tasks import stop_task
 from core.timefmt import iso_utc
 
 log = logging.getLogger(__name__)
@@ -129,12 +130,7 @@ class QoeLog:
         self._task = asyncio.get_running_loop().create_task(self._flush_forever(), name="webrtc-qoe-flush")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
         await self.flush()
 
     async def _flush_forever(self) -> None:

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from core.client_address import parse_ip, stored_ip
 from core.metrics import Registry
 from core.store import Store, StoreUnavailable
+from core.tasks import stop_task
 
 log = logging.getLogger(__name__)
 DEFAULT_RETENTION_DAYS = 400
@@ -113,12 +114,7 @@ class AuditWriter:
         self._task = asyncio.get_running_loop().create_task(self._summaries())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
         await self._summarize()
         if self._writing is not None:
             await self._writing
