@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from analytics import rollup  # noqa: E402
 from bench import limits  # noqa: E402
-from bench.queries import AVG_EVENTS_PER_VIEW, TENANT, generate_sql  # noqa: E402
+from bench.queries import AVG_EVENTS_PER_VIEW, START_OFFSET, TENANT, generate_sql  # noqa: E402
 from core import migrations
 from core.store import open_store  # noqa: E402
 from retention import export, purge, registry, subjects  # noqa: E402
@@ -64,6 +64,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--days", type=int, default=30, help="spread the beacons over this many days")
+    ap.add_argument("--order", choices=START_OFFSET, default="arrival",
+                    help="views inserted in time order as a live table gets them, or shuffled over the days")
     ap.add_argument("--by", choices=subjects.KINDS, default="viewer_id", help="how the requests name the subject")
     ap.add_argument("--more", type=int, default=0, help="purge this many further median subjects, timed apart")
     ap.add_argument("--quiet-s", type=float, default=0, help="wait this long after merges settle")
@@ -81,7 +83,8 @@ def main() -> None:
                       f" = {args.max_part_mib * 1024 * 1024}")
     blocks = (f" SETTINGS max_insert_block_size = {args.insert_rows}, min_insert_block_size_rows = {args.insert_rows},"
               " min_insert_block_size_bytes = 0" if args.insert_rows else "")
-    store.command(generate_sql(int(args.events / AVG_EVENTS_PER_VIEW), int(time.time() * 1000), args.days) + blocks)
+    store.command(generate_sql(int(args.events / AVG_EVENTS_PER_VIEW), int(time.time() * 1000), args.days,
+                               order=args.order) + blocks)
     rollup.fold_touched(store, 0.0)
     # Time the steady state, not the minutes after a bulk load: mutations wait for the
     # merges of the parts they touch, and a live table is not merging 10 M fresh rows.
@@ -146,7 +149,7 @@ def main() -> None:
     others_left = int(store.command("SELECT count() FROM viewer_events SETTINGS apply_deleted_mask = 0"))
 
     print(json.dumps({
-        "by": args.by, "events": total, "merges_settled_s": round(settle_s, 1), "parts": int(parts[0]),
+        "by": args.by, "order": args.order, "events": total, "merges_settled_s": round(settle_s, 1), "parts": int(parts[0]),
         "largest_part_rows": int(parts[1]),
         "largest_part_mib": round(int(parts[2]) / 2**20, 1), "subject_rows": exported,
         "export_s": round(export_s, 3), "zip_s": round(zip_s, 3),

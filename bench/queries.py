@@ -84,7 +84,7 @@ FROM (
             300 + cityHash64(number, 10) % 3000 AS startup,
             1 + cityHash64(number, 11) % 80 AS beats,
             cityHash64(number, 12) % 100 AS kind,
-            toInt64({now_ms}) - {days} * 86400000 + toInt64(cityHash64(number, 13) % ({days} * 86400000 - 3600000)) AS start_ms,
+            toInt64({now_ms}) - {days} * 86400000 + toInt64({start_offset}) AS start_ms,
             multiIf(
                 kind < 2, [(0, 'viewstart'), (startup, 'error')],
                 kind < 5, [(0, 'viewstart'), (startup, 'viewend')],
@@ -102,13 +102,24 @@ FROM (
 """
 
 
+# Where a view starts in its window: in the order the views are numbered (so inserted), as a
+# live table receives beacons, or at random, so that every insert block spans the whole
+# window (the worst case for a purge: every part then holds some of every subject's rows).
+START_OFFSET = {
+    "arrival": "intDiv((number - {first_view}) * ({days} * 86400000 - 3600000), {views})",
+    "shuffled": "cityHash64(number, 13) % ({days} * 86400000 - 3600000)",
+}
+
+
 def generate_sql(views: int, end_ms: int, days: float, first_view: int = 0, viewer_base: int = 0,
-                 viewers: int = 100_000) -> str:
+                 viewers: int = 100_000, order: str = "shuffled") -> str:
     """Beacons of `views` views (numbered from `first_view`) starting in the `days` before
     `end_ms`, by `viewers` viewers numbered from `viewer_base`: the 10 M default is 100k
-    viewers (about 2.35 views each), and larger sets keep that ratio in bench/scale.py."""
-    return GENERATE.format(tenant=TENANT, now_ms=end_ms, days=days, views=views, first_view=first_view,
-                           viewer_base=viewer_base, viewers=viewers)
+    viewers (about 2.35 views each), and larger sets keep that ratio in bench/scale.py.
+    `order`: a key of START_OFFSET; each view's viewer is random either way."""
+    params = dict(tenant=TENANT, now_ms=end_ms, days=days, views=views, first_view=first_view,
+                  viewer_base=viewer_base, viewers=viewers)
+    return GENERATE.format(start_offset=START_OFFSET[order].format(**params), **params)
 
 
 def timed(fn, runs: int) -> tuple[list[float], object]:

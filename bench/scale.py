@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from analytics import rollup  # noqa: E402
 from bench import limits  # noqa: E402
 from bench.privacy import request_for  # noqa: E402
-from bench.queries import AVG_EVENTS_PER_VIEW, TENANT, generate_sql, measure  # noqa: E402
+from bench.queries import AVG_EVENTS_PER_VIEW, START_OFFSET, TENANT, generate_sql, measure  # noqa: E402
 from core import migrations  # noqa: E402
 from core.store import open_store  # noqa: E402
 from retention import purge, registry  # noqa: E402
@@ -66,10 +66,11 @@ def settle(store, cap_s: float = 600) -> float:
     return round(time.perf_counter() - t, 1)
 
 
-def grow(store, views: int, end_ms: int, days: int, first_view: int, viewer_base: int) -> None:
+def grow(store, views: int, end_ms: int, days: int, first_view: int, viewer_base: int, order: str) -> None:
     """Insert `views` views' beacons in the `days` before `end_ms`, then fold them."""
     since = float(store.command("SELECT toUnixTimestamp64Milli(now64(3)) / 1000"))
-    store.command(generate_sql(views, end_ms, days, first_view, viewer_base, max(1, int(views / VIEWS_PER_VIEWER)))
+    store.command(generate_sql(views, end_ms, days, first_view, viewer_base, max(1, int(views / VIEWS_PER_VIEWER)),
+                               order)
                   + f" SETTINGS max_insert_block_size = {INSERT_ROWS}, min_insert_block_size_rows = {INSERT_ROWS},"
                   " min_insert_block_size_bytes = 0", parameters=None)
     rollup.fold_touched(store, since - 1)
@@ -155,6 +156,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000, help="beacons at the first size (the issue: 10 M)")
     ap.add_argument("--factor", type=int, default=10, help="the second size is this many times the first")
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--order", choices=START_OFFSET, default="arrival",
+                    help="views inserted in time order as a live table gets them, or shuffled over each chunk's days")
     ap.add_argument("--more", type=int, default=2, help="further median subjects purged at each size")
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain MergeTree copy")
     ap.add_argument("--baseline-at-second", action="store_true",
@@ -171,7 +174,7 @@ def main() -> None:
     viewers_n = int(views_n / VIEWS_PER_VIEWER)
 
     t = time.perf_counter()
-    grow(store, views_n, now_ms, 30, 0, 0)
+    grow(store, views_n, now_ms, 30, 0, 0, args.order)
     first = {"load_s": round(time.perf_counter() - t, 1), "merges_settled_s": settle(store)}
     first.update(stage(store, now_ms, args.runs, 0, args.more, compare_raw=not args.no_raw))
     first["storage"] = storage(store, first["beacons"], baseline=not args.no_baseline)
@@ -189,7 +192,7 @@ def main() -> None:
     for end_ms, n in chunks:
         if n <= 0:
             continue
-        grow(store, n, end_ms, 10, next_view, next_viewer)
+        grow(store, n, end_ms, 10, next_view, next_viewer, args.order)
         next_view += n
         next_viewer += max(1, int(n / VIEWS_PER_VIEWER))
         print(f"grown to {next_view} views", file=sys.stderr)
@@ -203,7 +206,7 @@ def main() -> None:
     ratios = {q: round(second["queries"][q]["p95_ms"] / first["queries"][q]["p95_ms"], 2)
               for q in first["queries"] if q in second["queries"]}
     print(json.dumps({
-        "events_first": first["beacons"], "events_second": second["beacons"],
+        "order": args.order, "events_first": first["beacons"], "events_second": second["beacons"],
         "dashboard_worst_p95_ms": [first["worst_p95_ms"], second["worst_p95_ms"]],
         "dashboard_p95_ratio_worst": round(second["worst_p95_ms"] / first["worst_p95_ms"], 2),
         "dashboard_p95_ratio_median_query": statistics.median(ratios.values()),
