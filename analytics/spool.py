@@ -1,9 +1,12 @@
 """Durable on-disk spool: accepted beacons survive a crash or a ClickHouse outage.
 
 Records are appended to numbered segment files as `[u32 length][u32 crc32][payload]`.
-Durability is by group commit: every caller awaits `sync()`, and one fsync covers all the
+Durability is by group commit: every caller awaits `sync()`, and one round covers all the
 appends made before it started, so a thousand requests a second cost a few hundred
-fsyncs, not a thousand. A segment file is removed only once it is sealed (full, or drained)
+fsyncs, not a thousand. A round runs in a worker thread and does all the file work there:
+the checksums, one write per segment for all its new records, the fsyncs. The event loop
+only queues the payloads, because a `write()` into a page that is under writeback waits
+for that I/O, and on the loop that wait stalled every request (bench/RESULTS.md, "Ingest"). A segment file is removed only once it is sealed (full, or drained)
 and every record in it was confirmed inserted by ClickHouse.
 
 At start-up `recover()` returns the records of the segments left behind; a torn tail
@@ -32,7 +35,8 @@ class _Segment:
     number: int
     path: Path
     fd: int | None = None
-    size: int = 0
+    size: int = 0  # bytes of the records appended, written or queued
+    written: int = 0  # bytes on file (written by a completed round)
     records: int = 0
     released: int = 0
     sealed: bool = False
@@ -49,6 +53,9 @@ class _SyncState:
     appended: int = 0  # appends made so far (a sequence number)
     synced: int = 0  # appends known durable
     dirty_fds: set[int] = field(default_factory=set)
+    # Records appended and not yet written, in order: (segment, payload). The fd is the
+    # segment's at append time; sealing hands it to `_closing`, closed after the write.
+    queued: list[tuple[_Segment, int, bytes]] = field(default_factory=list)
     dir_dirty: bool = False
     task: asyncio.Task | None = None
 
@@ -98,30 +105,19 @@ class Spool:
         return self.bytes_on_disk >= self.max_bytes
 
     def append(self, payload: bytes) -> int:
-        """Write one record (not yet durable: await `sync()`); returns its segment number."""
+        """Queue one record (not yet written nor durable: await `sync()`); returns its
+        segment number."""
         if self.full:
             raise SpoolFull(f"spool holds {self.bytes_on_disk} bytes, cap {self.max_bytes}")
         try:
             segment = self._writable()
         except OSError as exc:  # e.g. ENOSPC or EMFILE creating a segment file
             raise SpoolFull(f"spool segment cannot be created: {exc.strerror or exc}") from exc
-        frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-        try:
-            written = os.write(segment.fd, frame)
-            if written != len(frame):
-                raise OSError(f"short write ({written} of {len(frame)} bytes)")
-        except OSError as exc:
-            # Never leave a torn record in the middle of a segment: later records would
-            # be unreadable at recovery. Cut back and start a fresh segment.
-            try:
-                os.ftruncate(segment.fd, segment.size)
-            except OSError:
-                pass
-            self._seal(segment)
-            raise SpoolFull(f"spool write failed: {exc.strerror or exc}") from exc
-        segment.size += len(frame)
+        size = _HEADER.size + len(payload)
+        self._sync.queued.append((segment, segment.fd, payload))
+        segment.size += size
         segment.records += 1
-        self.bytes_on_disk += len(frame)
+        self.bytes_on_disk += size
         self._sync.appended += 1
         self._sync.dirty_fds.add(segment.fd)
         if segment.size >= self.segment_bytes:
@@ -141,14 +137,31 @@ class Spool:
         state = self._sync
         try:
             covered = state.appended
+            writes = _writes(state.queued)
+            state.queued = []
             fds, state.dirty_fds = state.dirty_fds, set()
             closing, self._closing = self._closing, []
             unlink, self._unlink = self._unlink, []
             dir_dirty, state.dir_dirty = state.dir_dirty, False
             try:
-                await asyncio.to_thread(_fsync_all, fds, closing, self.directory if dir_dirty else None, unlink)
-            except OSError as exc:  # e.g. EIO, ENOSPC at writeback: not durable, say so
+                await asyncio.to_thread(_write_and_sync, writes, fds, closing,
+                                        self.directory if dir_dirty else None, unlink)
+            except _WriteFailed as exc:  # ENOSPC, EFBIG, EIO: nothing of this round is on file
+                # The callers answer 503 and release their records. The segments take no
+                # more (a fresh one is started); what the round would have unlinked waits.
+                for write in writes:
+                    write.segment.size -= write.size
+                    self.bytes_on_disk -= write.size
+                    if write.fd in closing:
+                        write.segment.fd = None  # closed by the round
+                    self._seal(write.segment)
+                self._unlink[:0] = unlink
+                state.dir_dirty = state.dir_dirty or dir_dirty
+                raise SpoolFull(f"spool write failed: {exc.strerror or exc}") from exc
+            except OSError as exc:  # EIO or ENOSPC at writeback: not durable, say so
                 raise SpoolFull(f"spool sync failed: {exc.strerror or exc}") from exc
+            for write in writes:
+                write.segment.written += write.size
             state.synced = max(state.synced, covered)
         finally:
             state.task = None
@@ -215,7 +228,9 @@ class Spool:
     def close(self) -> None:
         """Flush and close files; segments still holding records stay for the next start."""
         fds = [s.fd for s in self._segments.values() if s.fd is not None]
-        _fsync_all(set(fds), self._closing, self.directory, self._unlink)
+        writes = _writes(self._sync.queued)
+        self._sync.queued = []
+        _write_and_sync(writes, set(fds), self._closing, self.directory, self._unlink)
         self._closing, self._unlink = [], []
         for segment in self._segments.values():
             if segment.fd is not None:
@@ -224,8 +239,61 @@ class Spool:
         for segment in list(self._segments.values()):
             segment.sealed = True
             self._maybe_remove(segment)
-        _fsync_all(set(), [], None, self._unlink)
+        _write_and_sync([], set(), [], None, self._unlink)
         self._unlink = []
+
+
+@dataclass
+class _Write:
+    """One segment's share of a round: its new records, framed in the round's thread."""
+
+    segment: _Segment
+    fd: int
+    payloads: list[bytes]
+    size: int = 0  # bytes they take on file
+
+    def frames(self) -> bytes:
+        return b"".join(_HEADER.pack(len(p), zlib.crc32(p)) + p for p in self.payloads)
+
+
+class _WriteFailed(OSError):
+    """A round's write failed and its segments were cut back: nothing of it is on file."""
+
+
+def _writes(queued: list[tuple[_Segment, int, bytes]]) -> list[_Write]:
+    """Group queued payloads by segment, in order."""
+    out: dict[int, _Write] = {}
+    for segment, fd, payload in queued:
+        write = out.setdefault(segment.number, _Write(segment, fd, []))
+        write.payloads.append(payload)
+        write.size += _HEADER.size + len(payload)
+    return list(out.values())
+
+
+def _write_and_sync(writes: list[_Write], fds: set[int], closing: list[int], directory: Path | None,
+                    unlink: list[Path] = ()) -> None:
+    """One round's file work: write each segment's new records, then fsync. A failed write
+    cuts every segment of the round back to its size before it (a torn record would hide
+    the records after it from recovery), closes the sealed ones, and raises."""
+    try:
+        for write in writes:
+            data = write.frames()
+            written = os.write(write.fd, data)
+            if written != len(data):  # e.g. the file size limit: the rest would fail anyway
+                raise OSError(f"short write ({written} of {len(data)} bytes)")
+    except OSError as exc:
+        for write in writes:
+            try:
+                os.ftruncate(write.fd, write.segment.written)
+            except OSError:
+                pass
+        for fd in closing:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        raise _WriteFailed(exc.errno, exc.strerror or str(exc)) from exc
+    _fsync_all(fds, closing, directory, unlink)
 
 
 def _fsync_all(fds: set[int], closing: list[int], directory: Path | None, unlink: list[Path] = ()) -> None:

@@ -1,5 +1,6 @@
 """Nothing accepted is lost or doubled: outages, the spool cap, crashes and replays."""
 
+import asyncio
 import gc
 import json
 import os
@@ -96,6 +97,79 @@ def test_spool_recovery_cuts_a_torn_tail(tmp_path):
     again = Spool(tmp_path, max_bytes=1 << 20)
     assert [r.payload for r in again.recover()] == [b"record-0", b"record-1", b"record-2"]
     assert segment.stat().st_size == 3 * (_HEADER.size + 8)
+
+
+def test_the_event_loop_only_queues_and_a_round_writes_each_segment_once(tmp_path, monkeypatch):
+    """The file work of an append (checksum, write) happens in the group commit's thread,
+    one write per segment per round: a write into a page under writeback waits for the
+    I/O, which on the event loop stalled every request."""
+    from analytics import spool as spool_module
+
+    writes: list[tuple[str, int]] = []
+    real_write = os.write
+
+    def recording_write(fd, data):
+        writes.append((threading.current_thread().name, len(data)))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(spool_module.os, "write", recording_write)
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+
+    async def accept():
+        for i in range(3):
+            spool.append(b"record-%d" % i)
+        (segment,) = tmp_path.glob("*.spool")
+        assert segment.stat().st_size == 0, "append wrote on the event loop"
+        await spool.sync()
+        return segment
+
+    segment = asyncio.run(accept())
+    assert segment.stat().st_size == 3 * (_HEADER.size + 8)
+    assert len(writes) == 1 and writes[0][1] == 3 * (_HEADER.size + 8), writes
+    assert writes[0][0] != threading.main_thread().name
+    spool.close()
+    assert [r.payload for r in Spool(tmp_path, max_bytes=1 << 20).recover()] == [b"record-0", b"record-1", b"record-2"]
+
+
+def test_a_failed_round_is_cut_back_whole_and_the_next_starts_a_segment(tmp_path, monkeypatch):
+    """Every caller of a round whose write failed is refused, none of its bytes stay on
+    file (a torn record would hide later ones from recovery), and later records go on."""
+    from analytics import spool as spool_module
+    from analytics.spool import SpoolFull
+
+    real_write = os.write
+    fail = {"left": 0}
+
+    def failing_write(fd, data):
+        if fail["left"]:
+            fail["left"] -= 1
+            real_write(fd, data[:5])  # a few bytes land, then the disk is full
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(spool_module.os, "write", failing_write)
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+
+    async def run():
+        first = spool.append(b"kept")
+        await spool.sync()
+        fail["left"] = 1
+        refused = [spool.append(b"refused-%d" % i) for i in range(2)]
+        with pytest.raises(SpoolFull):
+            await spool.sync()
+        for number in refused:
+            spool.release(number)
+        later = spool.append(b"later")
+        await spool.sync()
+        return first, refused, later
+
+    first, refused, later = asyncio.run(run())
+    assert refused == [first, first] and later > first, "a failed segment must take no more records"
+    (kept_file, later_file) = sorted(tmp_path.glob("*.spool"))
+    assert kept_file.stat().st_size == _HEADER.size + 4, "the failed round's bytes were left on file"
+    assert spool.bytes_on_disk == 2 * _HEADER.size + 4 + 5
+    spool.close()
+    assert [r.payload for r in Spool(tmp_path, max_bytes=1 << 20).recover()] == [b"kept", b"later"]
 
 
 def test_replay_skips_rows_already_stored(tmp_path, store, tenant):
