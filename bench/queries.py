@@ -102,6 +102,11 @@ FROM (
 """
 
 
+# The privacy benches' baseline, a full scan of the beacons for one subject: no skip index,
+# and no query condition cache (ClickHouse 25, on by default: a repeated predicate skips the
+# granules an earlier run found without a match, so a second "scan" read almost nothing).
+FULL_SCAN = "use_skip_indexes = 0, use_query_condition_cache = 0"
+
 # Where a view starts in its window: in the order the views are numbered (so inserted), as a
 # live table receives beacons, or at random, so that every insert block spans the whole
 # window (the worst case for a purge: every part then holds some of every subject's rows).
