@@ -12,8 +12,8 @@ them; every viewer shares that list. Per viewer only the 12-byte RTP header and 
 header extensions aiortc's sender writes (mid, abs-send-time: aiortc writes no
 transport-cc sequence number and no audio level for pre-encoded audio) are written by
 its `RtpHeaderWriter`, the SRTP protect is applied (the session's own pylibsrtp
-context) and the datagrams leave in one loop without an await, straight to the selected
-ICE pair's datagram transport.
+context) and the datagrams leave without an await, straight to the selected ICE pair's
+socket, a frame's equal-size packets in one segmented send (`udp_batch`).
 
 `FanoutSender` replaces aiortc's RTP loop on a viewer's `RTCRtpSender` (`adopt`) and
 keeps the rest of it: RTCP (receiver reports -> remote-inbound RTT/jitter/loss, SR),
@@ -44,6 +44,8 @@ from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket, wrap_rtx
 from aiortc.utils import random32
+
+from edge.streaming import udp_batch
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +273,9 @@ class FanoutSender(RTCRtpSender):
 
     # -- the hot path ---------------------------------------------------------------
     def send_frame(self, frame: SharedFrame) -> None:
-        """Send one shared frame to this viewer now: header, SRTP protect and `sendto` per
-        packet in one loop, no await. Runs on the event loop, called by the relay."""
+        """Send one shared frame to this viewer now: header and SRTP protect per packet, then
+        the frame's datagrams in as few sends as possible (`udp_batch`), no await. Runs on
+        the event loop, called by the relay."""
         if self._need_keyframe:
             if not frame.keyframe:
                 return
@@ -298,12 +301,10 @@ class FanoutSender(RTCRtpSender):
             ntp = ntp_now()
             abs_send_time = (ntp >> 14) & 0xFFFFFF
             packets, first, timestamp = self._writer.write(frame, abs_send_time)
-            protect, addr, sendto = dtls._tx_srtp.protect, pair.remote_addr, udp.sendto
-            wire = 0
-            for packet in packets:
-                data = protect(packet)
-                sendto(data, addr)
-                wire += len(data)
+            protect = dtls._tx_srtp.protect
+            datagrams = [protect(packet) for packet in packets]
+            udp_batch.send(udp, datagrams, pair.remote_addr)
+            wire = sum(map(len, datagrams))
         except Exception:  # noqa: BLE001 - one viewer's failure must not stop the others
             log.warning("WHEP fan-out: sending to a viewer failed; ending its RTP stream", exc_info=True)
             self._stop_sending()
