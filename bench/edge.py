@@ -364,7 +364,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=720)
-    ap.add_argument("--viewer-steps", default="10,20,30,45,60,80,100,125,150,200,250,300",
+    ap.add_argument("--viewer-steps", default="10,20,30,45,60,80,100,125,150,200,250,300,400,500,600,750,900",
                     help="WHEP viewer counts to try, in order, on each fan-out path")
     ap.add_argument("--step-seconds", type=float, default=8.0, help="frames counted this long per step")
     ap.add_argument("--rounds", type=int, default=2, help="capacity rounds, both paths in each")

@@ -205,6 +205,12 @@ class FanoutSender(RTCRtpSender):
         self._history: collections.deque = collections.deque(maxlen=HISTORY_FRAMES)
         self._need_keyframe = True
         self._done = asyncio.Event()
+        self._udp: udp_batch.DatagramSender | None = None  # the ICE pair's transport, sent on directly
+
+    def _close_udp(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
 
     # -- aiortc's hooks ---------------------------------------------------------------
     def _send_keyframe(self) -> None:
@@ -236,6 +242,7 @@ class FanoutSender(RTCRtpSender):
         except asyncio.CancelledError:
             pass
         finally:
+            self._close_udp()
             if track is not None:
                 if track.sender is self:
                     track.sender = None
@@ -303,7 +310,10 @@ class FanoutSender(RTCRtpSender):
             packets, first, timestamp = self._writer.write(frame, abs_send_time)
             protect = dtls._tx_srtp.protect
             datagrams = [protect(packet) for packet in packets]
-            udp_batch.send(udp, datagrams, pair.remote_addr)
+            if self._udp is None or self._udp.transport is not udp:
+                self._close_udp()
+                self._udp = udp_batch.DatagramSender(udp)
+            self._udp.send(datagrams, pair.remote_addr)
             wire = sum(map(len, datagrams))
         except Exception:  # noqa: BLE001 - one viewer's failure must not stop the others
             log.warning("WHEP fan-out: sending to a viewer failed; ending its RTP stream", exc_info=True)
@@ -329,5 +339,6 @@ class FanoutSender(RTCRtpSender):
         track = self.track
         if track is not None and track.sender is self:
             track.sender = None
+        self._close_udp()
         self._done.set()
 

@@ -20,6 +20,7 @@ datagrams go one by one as before.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 from asyncio import DatagramTransport
@@ -56,10 +57,45 @@ def runs(datagrams: list[bytes]) -> list[list[bytes]]:
     return out
 
 
-def send(transport: DatagramTransport, datagrams: list[bytes], addr) -> None:
-    """Send `datagrams` to `addr` in order, segmented where possible."""
+def socket_of(transport: DatagramTransport) -> tuple[socket.socket | None, bool]:
+    """The transport's socket to send on directly, and whether the caller owns it (must
+    close it). asyncio's transport keeps its socket; uvloop's (the edge's loop) shows only
+    a stand-in without `sendmsg`, so its descriptor is duplicated: same socket, own handle."""
+    sock = getattr(transport, "_sock", None)
+    if isinstance(sock, socket.socket):
+        return sock, False
+    extra = transport.get_extra_info("socket")
+    if extra is None:
+        return None, False
+    try:
+        sock = socket.socket(fileno=os.dup(extra.fileno()))
+    except OSError:
+        return None, False
+    sock.setblocking(False)  # as the transport's (the flag is shared): a full socket raises
+    return sock, True
+
+
+class DatagramSender:
+    """One viewer's datagram transport and a socket to send on directly; `close()` drops
+    the duplicated handle (never the transport's own)."""
+
+    def __init__(self, transport: DatagramTransport) -> None:
+        self.transport = transport
+        self.sock, self._owned = socket_of(transport)
+
+    def send(self, datagrams: list[bytes], addr) -> None:
+        send(self.transport, datagrams, addr, self.sock)
+
+    def close(self) -> None:
+        if self._owned and self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+
+def send(transport: DatagramTransport, datagrams: list[bytes], addr, sock: socket.socket | None = None) -> None:
+    """Send `datagrams` to `addr` in order, segmented where possible, on `sock` (the
+    transport's socket, see `socket_of`) while the transport holds nothing unsent."""
     global enabled
-    sock: socket.socket | None = getattr(transport, "_sock", None)
     if not enabled or sock is None or transport.get_write_buffer_size():
         for data in datagrams:
             transport.sendto(data, addr)

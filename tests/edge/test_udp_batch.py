@@ -20,24 +20,26 @@ def test_runs_are_equal_sizes_closed_by_a_shorter_one():
     assert all(sum(map(len, r)) <= udp_batch.MAX_BYTES for r in udp_batch.runs(big))
 
 
-def _deliver(datagrams: list[bytes], wrap=None) -> list[bytes]:
+def _deliver(datagrams: list[bytes], wrap=None, run=asyncio.run) -> list[bytes]:
     """Send through an asyncio datagram transport (as the ICE pair's) to a plain socket."""
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.settimeout(0.5)
 
-    async def run() -> None:
+    async def send() -> None:
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
         try:
+            sender = udp_batch.DatagramSender(transport)
             if wrap is not None:
-                transport._sock = wrap(transport._sock)
-            udp_batch.send(transport, datagrams, receiver.getsockname())
+                sender.sock = wrap(sender.sock)
+            sender.send(datagrams, receiver.getsockname())
+            sender.close()
             await asyncio.sleep(0.05)
         finally:
             transport.close()
 
-    asyncio.run(run())
+    run(send())
     got = []
     try:
         while len(got) < len(datagrams) + 1:
@@ -129,3 +131,31 @@ def test_a_full_socket_hands_the_rest_to_the_transport_in_order(monkeypatch):
     full = []
     assert _deliver(datagrams, wrap=lambda s: full.append(_Full(s)) or full[-1]) == datagrams
     assert full[0].calls == 2 and udp_batch.enabled
+
+
+def test_on_uvloop_a_duplicate_of_the_socket_is_sent_on_and_closed_alone():
+    """The edge runs uvloop, whose transport shows no socket to `sendmsg` on: the sender
+    sends on a duplicate of its descriptor, and closing that leaves the transport working."""
+    import uvloop
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(0.5)
+    datagrams = _frame()
+
+    async def send() -> tuple[bool, bool]:
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        sender = udp_batch.DatagramSender(transport)
+        owned = isinstance(sender.sock, socket.socket) and sender.sock.fileno() != transport.get_extra_info("socket").fileno()
+        sender.send(datagrams, receiver.getsockname())
+        sender.close()
+        transport.sendto(b"after", receiver.getsockname())  # the transport's own socket is open
+        await asyncio.sleep(0.05)
+        transport.close()
+        return owned, sender.sock is None
+
+    assert uvloop.run(send()) == (True, True)
+    got = [receiver.recv(65536) for _ in range(len(datagrams) + 1)]
+    receiver.close()
+    assert got == datagrams + [b"after"]
