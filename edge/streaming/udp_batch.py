@@ -31,7 +31,7 @@ MAX_BYTES = 65_000  # one UDP datagram's payload limit, with room for headers
 _SEGMENT_SIZE = struct.Struct("=H")
 _UNSUPPORTED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
 
-enabled = True  # off once the kernel refuses segmentation, or for comparison (bench)
+enabled = True  # off for the process once the kernel refuses segmentation
 
 
 def runs(datagrams: list[bytes]) -> list[list[bytes]]:
