@@ -2,12 +2,15 @@
 
     .venv/bin/python bench/privacy.py [--events 10000000]
 
-1. A fresh embedded store with the beacons of bench/queries.py (100k viewers, 30 days or `--days`),
+1. A fresh embedded store with the beacons of bench/queries.py (100k viewers, 30 days or `--days`,
+   inserted in time order as a live table gets them, or with `--order shuffled` every insert
+   block spanning the whole window: the worst case, every part holding every subject),
    folded into the per-view rollup, plus a consent row per viewer of the subject.
 2. Export of one viewer (every registered table, as the API does): time, and the rows
    ClickHouse reads for it (`EXPLAIN ESTIMATE` of the beacons query: the bloom-filter
    index on viewer_id skips the granules without the subject).
-3. The baseline: the same count over viewer_events with skip indexes off (a full scan).
+3. The baseline: the same count over viewer_events with skip indexes and the query
+   condition cache off (a full scan: bench/queries.py FULL_SCAN).
    `--by email|ip` names the subjects by email (written on their beacons first) or address.
 4. Purge of the same viewer (a synchronous delete per table, verify zero with the mask
    off, ledger): time, and each statement's time (`purge_statements`); `--more N` purges N

@@ -5,7 +5,8 @@
 The issue's figures are `--events 10000000` (10 M, then 100 M); the default is small so
 that the bench can be tried in a minute. One embedded store, the schema's migrations:
 
-1. `--events` beacons over the last 30 days (bench/queries.py's generator: 2.35 views per
+1. `--events` beacons over the last 30 days, inserted in time order (`--order arrival`, as a
+   live table gets them; `shuffled`: every block spans its whole window) (bench/queries.py's generator: 2.35 views per
    viewer, 1k videos, 40 countries, ...), folded into the `views` rollup, merges settled.
 2. Measured at N: every dashboard query over 30 days and one day against the rollup (a
    cold run, then `--runs`: p50/p95; the first stage also checks the answers against plain
