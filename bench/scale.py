@@ -10,7 +10,7 @@ that the bench can be tried in a minute. One embedded store, the schema's migrat
    viewer, 1k videos, 40 countries, ...), folded into the `views` rollup, merges settled.
 2. Measured at N: every dashboard query over 30 days and one day against the rollup (a
    cold run, then `--runs`: p50/p95; the first stage also checks the answers against plain
-   SQL over the raw beacons); a full scan of `viewer_events` for one subject (skip indexes
+   SQL over the raw beacons); a full scan of `viewer_events` for one subject (skip indexes and the query condition cache
    off: the baseline); the verified purge of that subject (a viewer with the median number
    of views, and `--more` further ones: retention/purge.py, every registered table, physical
    count after with the deleted-rows mask off); storage on disk.
