@@ -40,14 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import limits  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 from bench.ingest import UAS, Conn, post  # noqa: E402
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -60,7 +60,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import limits  # noqa: E402
+from bench import limits, machine  # noqa: E402
 from tests.media import PatternTrack, decode_fmp4, read_counter  # noqa: E402
 
 
@@ -271,10 +271,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_model() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown")
-    return {"model": model, "cores": os.cpu_count()}
+def cpu() -> dict:
+    return {"model": machine.cpu_model(), "cores": os.cpu_count()}
 
 
 def start_edge(cli: list[str], env: dict, port: int) -> subprocess.Popen:
@@ -403,9 +401,9 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if failed:  # no figures from a run whose viewers were refused: an error, loudly
-            print(json.dumps({**failed, "limits": limits.report(env), "cpu": cpu_model()}))
+            print(json.dumps({**failed, "limits": limits.report(env), "cpu": cpu()}))
     result["limits"] = limits.report(env)
-    result["cpu"] = cpu_model()
+    result["cpu"] = cpu()
     print(json.dumps(result))
     return 0
 

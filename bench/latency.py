@@ -49,6 +49,7 @@ from edge import media_layout  # noqa: E402
 from edge.streaming.hls_writer import HlsWriter  # noqa: E402
 from edge.streaming.pipeline import LivePipeline  # noqa: E402
 from edge.streaming.renditions import Rendition, bitrate_for  # noqa: E402
+from bench import machine  # noqa: E402
 from tests.browser import chromium  # noqa: E402
 from tests.media import PatternTrack  # noqa: E402
 
@@ -184,14 +185,7 @@ def pipeline_cpu(width: int, height: int, seconds: float, ladder: bool) -> tuple
         return used / wall, pipeline.frames_dropped
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+
 
 
 def main() -> int:
@@ -252,7 +246,7 @@ def main() -> int:
         "ladder_cpu_ratio": round(ladder_cpu / source_cpu, 3) if source_cpu else None,
         "cpu_rounds": {k: [round(v, 3) for v in vs] for k, vs in rounds.items()},
         "cpu_frames_dropped": dropped,
-        "cpu_model": cpu_model(),
+        "cpu_model": machine.cpu_model(),
         "cpus": os.cpu_count(),
         "load_average_at_end": os.getloadavg()[0],
         "setup": {"publish": f"{args.width}x{args.height}@30 over WHIP (aiortc, this process)",

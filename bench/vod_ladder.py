@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -38,17 +37,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.vod import ladder, package, packager  # noqa: E402
+from bench import machine  # noqa: E402
 from tests.media import mux_tone  # noqa: E402
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+
 
 
 def write_source(path: Path, seconds: float, size=(1920, 1080), fps: int = 25) -> None:
@@ -107,7 +100,7 @@ def main() -> None:
         remux = run(source, work, "ladder_remux_top")
     print(json.dumps({
         "benchmark": "vod_ladder",
-        "cpu_model": cpu_model(),
+        "cpu_model": machine.cpu_model(),
         "cpu_count": os.cpu_count(),
         "source": f"{args.seconds:g} s, 1920x1080 H.264 25 fps + AAC (synthetic)",
         "baseline": baseline,
