@@ -118,6 +118,16 @@ def server(server_factory) -> RunningServer:
     return server_factory()
 
 
+@pytest.fixture
+def live_stream(server, tenant_factory) -> dict:
+    """A live stream of a fresh tenant, as `POST /v1/streams` answers it, plus `admin_key`."""
+    _, key = tenant_factory()
+    created = server.http.post("/v1/streams", json={"name": "live"},
+                               headers={"authorization": f"Bearer {key}"}).json()
+    created["admin_key"] = key
+    return created
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 

@@ -27,11 +27,8 @@ def _admin(key):
 
 
 @pytest.fixture
-def stream(server, tenant_factory):
-    _, key = tenant_factory()
-    created = server.http.post("/v1/streams", json={"name": "live"}, headers=_admin(key)).json()
-    created["admin_key"] = key
-    return created
+def stream(live_stream):
+    return live_stream
 
 
 async def _playlist_with(http, stream_id, predicate, timeout):
