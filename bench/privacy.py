@@ -46,6 +46,17 @@ from core.store import open_store  # noqa: E402
 from retention import export, purge, registry, subjects  # noqa: E402
 
 
+def reload_views_in_blocks(store, rows: int) -> None:
+    """Give the rollup the parts a live one has: folded every few seconds, its parts are
+    made by merges (capped, migration 20), where one fold of the whole load writes a part
+    as big as the month. The same rows, inserted again `rows` views at a time."""
+    store.command("CREATE TABLE views_reload AS views")
+    store.command(f"INSERT INTO views_reload SELECT * FROM views SETTINGS max_insert_block_size = {rows},"
+                  f" min_insert_block_size_rows = {rows}, min_insert_block_size_bytes = 0")
+    store.command("EXCHANGE TABLES views AND views_reload")
+    store.command("DROP TABLE views_reload SYNC")
+
+
 def request_for(store, viewer: str, by: str) -> subjects.Subject:
     """A request naming this viewer by `by`, and a consent row for it (for `--by email`, a
     proven link, as an identity token makes). Beacons no longer carry an email, but old
@@ -89,6 +100,8 @@ def main() -> None:
     store.command(generate_sql(int(args.events / AVG_EVENTS_PER_VIEW), int(time.time() * 1000), args.days,
                                order=args.order) + blocks)
     rollup.fold_touched(store, 0.0)
+    if args.insert_rows:
+        reload_views_in_blocks(store, max(1, int(args.insert_rows / AVG_EVENTS_PER_VIEW)))
     # Time the steady state, not the minutes after a bulk load: mutations wait for the
     # merges of the parts they touch, and a live table is not merging 10 M fresh rows.
     settle = time.perf_counter()
@@ -100,6 +113,7 @@ def main() -> None:
             time.sleep(1)
     time.sleep(args.quiet_s)
     settle_s = time.perf_counter() - settle
+    views_parts = int(store.command("SELECT count() FROM system.parts WHERE active AND table = 'views'"))
     parts = store.rows("SELECT count(), max(rows), max(bytes_on_disk) FROM system.parts"
                        " WHERE table = 'viewer_events' AND active")[0]
     # A typical subject: a viewer with the median number of views.
@@ -153,7 +167,7 @@ def main() -> None:
 
     print(json.dumps({
         "by": args.by, "order": args.order, "events": total, "merges_settled_s": round(settle_s, 1), "parts": int(parts[0]),
-        "largest_part_rows": int(parts[1]),
+        "largest_part_rows": int(parts[1]), "views_parts": views_parts,
         "largest_part_mib": round(int(parts[2]) / 2**20, 1), "subject_rows": exported,
         "export_s": round(export_s, 3), "zip_s": round(zip_s, 3),
         "zip_bytes": len(zipped), "export_rows_read_estimate": read_rows,

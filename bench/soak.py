@@ -112,10 +112,14 @@ def create_tenant(env: dict) -> dict:
     return json.loads(out)
 
 
-def start_edge(env: dict, port: int, log: Path) -> subprocess.Popen:
+def start_edge(env: dict, port: int, log: Path, trace: str = "") -> subprocess.Popen:
+    """`trace`: run the edge under bench/ingest.py's `serve_traced` (event-loop stalls, GC
+    passes, spool fsync rounds, written to that file) to find where a latency burst comes from."""
+    serve = ["serve", "--port", str(port)]
+    argv = ([sys.executable, str(ROOT / "bench" / "ingest.py"), "--serve-traced", trace, *serve] if trace
+            else [sys.executable, "-m", "edge.cli", *serve])
     with log.open("wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "edge.cli", "serve", "--port", str(port)],
-                                  cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
@@ -628,6 +632,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--keep", action="store_true", help="keep the work dir (data, server log)")
+    ap.add_argument("--trace", default="", help="run the edge under bench/ingest.py's serve_traced, writing"
+                                                " its event-loop stall findings to this file")
     args = ap.parse_args()
 
     restrict_host_candidates(("127.0.0.1",))  # this process's peers too: loopback only
@@ -636,7 +642,7 @@ def main() -> None:
     tenant = create_tenant(env)
     port = random.randint(20000, 40000)
     log = work / "server.log"
-    server = start_edge(env, port, log)
+    server = start_edge(env, port, log, args.trace)
     result: dict = {}
     try:
         result = asyncio.run(soak(port, server.pid, tenant, work, args))

@@ -232,7 +232,8 @@ _PARTITION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 def _in_partition(partition: str | None) -> str:
     """` IN PARTITION ID '...'`: the mutation reads and rewrites that partition's parts only
-    (without it, every other part of the table is cloned to the mutation's version too)."""
+    (a plain MergeTree still clones every other part to the mutation's version, measured in
+    bench/RESULTS.md, "Privacy requests"; retention/part_rewrite.py avoids mutations for that)."""
     if partition is None:
         return ""
     if not _PARTITION_ID.fullmatch(partition):
@@ -264,6 +265,66 @@ def drop_partition(table: str, partition: str) -> str:
     if not _PARTITION_ID.fullmatch(partition):
         raise ValueError(f"not a partition id: {partition!r}")
     return f"ALTER TABLE {local(table)}{on_cluster()} DROP PARTITION ID '{partition}'"
+
+
+def _one_node(what: str) -> None:
+    if cluster():
+        raise RuntimeError(f"{what} is for one node (retention/part_rewrite.py): a cluster's erasure is a mutation")
+
+
+def _name(kind: str, value: str) -> str:
+    if not _PARTITION_ID.fullmatch(value):
+        raise ValueError(f"not a {kind}: {value!r}")
+    return value
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def create_scratch(table: str, scratch: str, comment: str) -> str:
+    """An empty table of `table`'s very structure (so its partitions can move into it),
+    carrying `comment` (the targeted erasure's journal)."""
+    _one_node("a scratch table")
+    return f"CREATE TABLE {scratch} AS {table} COMMENT {_sql_string(comment)}"
+
+
+def set_comment(table: str, comment: str) -> str:
+    _one_node("a journal comment")
+    return f"ALTER TABLE {table} MODIFY COMMENT {_sql_string(comment)}"
+
+
+def drop_table(table: str) -> str:
+    _one_node("dropping a scratch table")
+    return f"DROP TABLE IF EXISTS {table} SYNC"
+
+
+def merges(table: str, running: bool) -> str:
+    """Stop or start the background merges (and mutations) of one table."""
+    _one_node("stopping merges")
+    return f"SYSTEM {'START' if running else 'STOP'} MERGES {table}"
+
+
+def detach_part(table: str, part: str) -> str:
+    _one_node("detaching a part")
+    return f"ALTER TABLE {table} DETACH PART '{_name('part name', part)}'"
+
+
+def attach_part(table: str, part: str) -> str:
+    _one_node("attaching a part")
+    return f"ALTER TABLE {table} ATTACH PART '{_name('part name', part)}'"
+
+
+def drop_detached_part(table: str, part: str) -> str:
+    """Remove a detached part's files at once."""
+    _one_node("dropping a detached part")
+    return f"ALTER TABLE {table} DROP DETACHED PART '{_name('part name', part)}' SETTINGS allow_drop_detached = 1"
+
+
+def move_partition(source: str, partition: str, target: str) -> str:
+    """Move a partition's parts from `source` into `target` (same structure), atomically."""
+    _one_node("moving a partition")
+    return f"ALTER TABLE {source} MOVE PARTITION ID '{_name('partition id', partition)}' TO TABLE {target}"
 
 
 def modify_ttl(table: str, ttl: str) -> str:

@@ -52,7 +52,7 @@ from edge.vod import api as vod_api, serve as vod_serve, upload as vod_upload, v
 from edge.vod.jobs import FairJobs
 from edge.vod.recordings import Recordings
 from edge.vod.videos import VideoCache
-from retention import api as retention_api, audit, backups, policy
+from retention import api as retention_api, audit, backups, part_rewrite, policy
 from retention.service import RetentionService
 
 # Cyclic GC after start-up (CPython's default is 700, 10, 10): young collections every 50k
@@ -112,6 +112,8 @@ class Edge:
         if self.store is None:
             self.store = await asyncio.to_thread(open_store, s.clickhouse_url)
         await asyncio.to_thread(migrations.apply, self.store)
+        for table, outcome in (await asyncio.to_thread(part_rewrite.recover_all, self.store)).items():
+            log.warning("an erasure of rows in %s, cut off by a crash: %s", table, outcome)
         self.geo = GeoLocator(s.geoip_db)
         self.buffer = WriteBuffer(
             self.store,

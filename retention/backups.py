@@ -35,7 +35,7 @@ from typing import Iterable
 from core import cluster
 from core.store import Store, chdb_path
 from core.timefmt import iso_utc
-from retention import purge, receipts, registry
+from retention import part_rewrite, purge, receipts, registry
 
 TIERS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
 KEEP_CURRENT = ("purges", "receipts", "audit_log", "admin_sessions_ended")  # never rolled back by a restore (a sign-out stays)
@@ -138,7 +138,8 @@ def create(store: Store, directory: Path, media: Iterable[str], tier: str | None
     with _create_lock(directory):
         target.mkdir()
         # Some tables must never outlive their rows in a backup (the anonymous mode's daily salts).
-        store.command(cluster.backup_database(_db(store), f"File('{target / 'db'}')", registry.NOT_BACKED_UP))
+        with part_rewrite.no_rewrite_running():
+            store.command(cluster.backup_database(_db(store), f"File('{target / 'db'}')", registry.NOT_BACKED_UP))
         tables = [r[0] for r in store.rows("SELECT name FROM system.tables WHERE database = currentDatabase()"
                                            " AND NOT is_temporary ORDER BY name") if r[0] not in registry.NOT_BACKED_UP]
         manifest = Manifest(backup_id, tier, now, now + TIERS[tier], tables, sorted(media), region)

@@ -1,12 +1,14 @@
 """Deleting rows for good: the one way purges, replays and offboarding remove data.
 
-A synchronous mutation (`ALTER TABLE ... DELETE ... mutations_sync = 2`) rewrites the parts
+On the embedded store the parts that hold the rows are rewritten without them and
+swapped in (retention/part_rewrite.py): the cost is those parts alone, whatever the size
+of the table. On a server or a cluster (shared by several edges, parts replicated), a
+synchronous mutation (`ALTER TABLE ... DELETE ... mutations_sync = 2`) rewrites the parts
 that held the rows without them, so they are physically gone when it returns, not merely
 hidden (a lightweight DELETE then `APPLY DELETED MASK` did the same with two rewrites).
-Its cost is rewriting those parts (beacon parts are capped at 32 MiB for this, migration
-10) plus a hard-link clone of every other part of the table (README, "Erasure"), which
-`IN PARTITION` avoids: when the rows sit in a few partitions (a subject's recent months),
-one mutation per partition touches only those partitions' parts.
+Its cost is rewriting those parts plus a hard-link clone of every other part of the
+table, `IN PARTITION` or not (bench/RESULTS.md, "Privacy requests"); naming the
+partitions still spares the others the server's check of each part for matching rows.
 The retention enforcer batches differently on purpose: one lightweight DELETE per tenant
 and one rewrite per table for all of them.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from core import cluster
 from core.store import Store
+from retention import part_rewrite
 
 # Up to this many partitions, a mutation per partition (each prunes the others); past it,
 # one mutation for the table (fewer round trips through the cluster's DDL queue).
@@ -40,6 +43,8 @@ def matching_partitions(store: Store, table: str, where: str, parameters: dict) 
 
 def delete_where(store: Store, table: str, where: str, parameters: dict) -> int:
     """Count the rows `where` selects and, if any, delete them physically; returns the count."""
+    if store.embedded and not cluster.cluster():
+        return part_rewrite.delete_rows(store, table, where, parameters)
     found, partitions = matching_partitions(store, table, where, parameters)
     for partition in partitions:
         store.command(cluster.delete_rows(table, where, partition) + " SETTINGS mutations_sync = 2",

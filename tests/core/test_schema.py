@@ -61,15 +61,16 @@ def test_every_table_with_personal_data_is_registered(store):
 
 
 def test_what_a_purge_costs_is_bounded_by_configuration(store):
-    """A purge is a mutation rewriting the parts that hold the subject (retention/deletion.py):
-    these two settings took it from 3-4 s to under 1 s at 10 M beacons (bench/privacy.py)."""
+    """A purge rewrites the parts that hold the subject (retention/deletion.py): their size
+    is its cost (bench/privacy.py)."""
     # Merged parts of the beacons and of the rollup stay small enough to rewrite quickly
-    # (migration 10, then 19 for the compressed layout and the rollup).
-    from core.migrations import v019_beacon_layout_at_scale as v019
+    # (migrations 10 and 19, then 20 once the rewrite no longer stepped over every part).
+    from core.migrations import v020_small_parts_for_targeted_erasure as v020
 
-    assert f"max_bytes_to_merge_at_max_space_in_pool = {v019.BEACON_PART_BYTES}" in store.command(
-        "SHOW CREATE TABLE viewer_events")
-    assert f"max_bytes_to_merge_at_max_space_in_pool = {v019.VIEWS_PART_BYTES}" in store.command(
+    beacons = store.command("SHOW CREATE TABLE viewer_events")
+    assert f"max_bytes_to_merge_at_max_space_in_pool = {v020.BEACON_PART_BYTES}" in beacons
+    assert "parts_to_delay_insert = 3000" in beacons  # a month of capped parts is no merge backlog
+    assert f"max_bytes_to_merge_at_max_space_in_pool = {v020.VIEWS_PART_BYTES}" in store.command(
         "SHOW CREATE TABLE views")
     # The embedded engine schedules mutations with a server's pool, not chDB's 2 threads.
     pool = store.command("SELECT value FROM system.server_settings WHERE name = 'background_pool_size'")
