@@ -12,16 +12,19 @@
 3. The baseline: the same count over viewer_events with skip indexes and the query
    condition cache off (a full scan: bench/queries.py FULL_SCAN).
    `--by email|ip` names the subjects by email (written on their beacons first) or address.
-4. Purge of the same viewer (a synchronous delete per table, verify zero with the mask
-   off, ledger): time, and each statement's time (`purge_statements`); `--more N` purges N
+4. Purge of the same viewer (each table's rows deleted physically, retention/deletion.py:
+   the parts holding them rewritten, or a mutation for a table of few parts; verify zero
+   with the mask off; ledger): time, and each statement's time (`purge_statements`); `--more N` purges N
    further median viewers; then the rows left for everyone else are counted.
 Timings start once the bulk load's merges have settled (the steady state of a live table).
 The store is opened as the edge opens it and the table is as the migrations leave it
-(merged parts capped at 32 MiB, migration 10). Experiments on that layout (bench/RESULTS.md):
-`--max-part-mib` sets another cap (0 keeps the table's), `--optimize` merges each partition
-into one part first (the uncapped worst case), `--quiet-s` waits longer, `--insert-rows N`
-loads in blocks of N rows so that the parts are made by merges (by default they are the
-bulk load's blocks of about 1 M rows).
+(merged parts capped at 1 MiB, migration 20). By default the beacons load in blocks of
+100k rows and the rollup is written again in blocks of as many views' rows, so that both
+tables' parts are made by merges under their caps, as a live table's are (`--insert-rows
+0`: one bulk insert, whose parts of about 1 M rows no live table has). Experiments on that
+layout (bench/RESULTS.md): `--max-part-mib` sets another cap (0 keeps the table's),
+`--optimize` merges each partition into one part first (the uncapped worst case),
+`--quiet-s` waits longer.
 
 Prints one JSON object.
 """
@@ -40,21 +43,11 @@ sys.path.insert(0, str(ROOT))
 
 from analytics import rollup  # noqa: E402
 from bench import limits  # noqa: E402
-from bench.queries import AVG_EVENTS_PER_VIEW, FULL_SCAN, START_OFFSET, TENANT, generate_sql  # noqa: E402
+from bench.queries import (AVG_EVENTS_PER_VIEW, FULL_SCAN, START_OFFSET, TENANT, generate_sql,  # noqa: E402
+                           reload_views_in_blocks)
 from core import migrations
 from core.store import open_store  # noqa: E402
 from retention import export, purge, registry, subjects  # noqa: E402
-
-
-def reload_views_in_blocks(store, rows: int) -> None:
-    """Give the rollup the parts a live one has: folded every few seconds, its parts are
-    made by merges (capped, migration 20), where one fold of the whole load writes a part
-    as big as the month. The same rows, inserted again `rows` views at a time."""
-    store.command("CREATE TABLE views_reload AS views")
-    store.command(f"INSERT INTO views_reload SELECT * FROM views SETTINGS max_insert_block_size = {rows},"
-                  f" min_insert_block_size_rows = {rows}, min_insert_block_size_bytes = 0")
-    store.command("EXCHANGE TABLES views AND views_reload")
-    store.command("DROP TABLE views_reload SYNC")
 
 
 def request_for(store, viewer: str, by: str) -> subjects.Subject:
@@ -86,8 +79,9 @@ def main() -> None:
     ap.add_argument("--optimize", action="store_true", help="experiment: one part per partition first")
     ap.add_argument("--max-part-mib", type=int, default=0,
                     help="experiment: another cap on merged parts of viewer_events")
-    ap.add_argument("--insert-rows", type=int, default=0,
-                    help="load in blocks of this many rows, so parts are made by merges as a live table's are")
+    ap.add_argument("--insert-rows", type=int, default=100_000,
+                    help="load in blocks of this many rows, so parts are made by merges as a live table's are"
+                         " (0: one bulk insert, parts of about 1 M rows that no live table has)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-privacy-"))
     store = open_store(f"chdb://{work / 'ch'}")
@@ -141,20 +135,22 @@ def main() -> None:
     scan_s = time.perf_counter() - t
 
     spent: list[tuple[float, str]] = []
-    command = store.command
+    command, rows = store.command, store.rows
 
-    def timed_command(sql, *a, **kw):  # where the purge's time goes, statement by statement
-        t0 = time.perf_counter()
-        try:
-            return command(sql, *a, **kw)
-        finally:
-            spent.append((round(time.perf_counter() - t0, 3), " ".join(str(sql).split())[:60]))
+    def timed(call):
+        def run(sql, *a, **kw):  # where the purge's time goes, statement by statement
+            t0 = time.perf_counter()
+            try:
+                return call(sql, *a, **kw)
+            finally:
+                spent.append((round(time.perf_counter() - t0, 3), " ".join(str(sql).split())[:60]))
+        return run
 
-    store.command = timed_command
+    store.command, store.rows = timed(command), timed(rows)
     t = time.perf_counter()
     result = purge.purge(store, TENANT, subject, b"bench-secret", "bench")
     purge_s = time.perf_counter() - t
-    store.command = command
+    store.command, store.rows = command, rows
     more, more_deleted = [], 0
     for other in store.rows("SELECT viewer_id FROM (SELECT viewer_id, count() AS n FROM views GROUP BY viewer_id)"
                             " WHERE n = 2 ORDER BY cityHash64(viewer_id) LIMIT {n:UInt32}", {"n": args.more}):
@@ -177,7 +173,7 @@ def main() -> None:
         "purge_vs_full_scan": round(purge_s / scan_s, 2),
         "others_intact": others_left == total - exported["viewer_events"] - more_deleted,
         "more_purges_s": more,
-        "purge_statements": sorted(spent, reverse=True)[:6],
+        "purge_statements": sorted(spent, reverse=True)[:8], "purge_statement_count": len(spent),
         "limits": limits.not_on_path("in-process: export and purge call the store directly, no HTTP request"),
     }))
     store.close()

@@ -127,6 +127,17 @@ def generate_sql(views: int, end_ms: int, days: float, first_view: int = 0, view
     return GENERATE.format(start_offset=START_OFFSET[order].format(**params), **params)
 
 
+def reload_views_in_blocks(store, rows: int) -> None:
+    """Give the rollup the parts a live one has: folded every few seconds, its parts are
+    made by merges (capped, migration 20), where one fold of the whole load writes a part
+    as big as the month. The same rows, inserted again `rows` views at a time."""
+    store.command("CREATE TABLE views_reload AS views")
+    store.command(f"INSERT INTO views_reload SELECT * FROM views SETTINGS max_insert_block_size = {rows},"
+                  f" min_insert_block_size_rows = {rows}, min_insert_block_size_bytes = 0, optimize_on_insert = 0")
+    store.command("EXCHANGE TABLES views AND views_reload")
+    store.command("DROP TABLE views_reload SYNC")
+
+
 def timed(fn, runs: int) -> tuple[list[float], object]:
     out, result = [], None
     for _ in range(runs):

@@ -17,7 +17,10 @@ that the bench can be tried in a minute. One embedded store, the schema's migrat
 3. The store grows to `--factor` x N (4 or more), a quarter of all beacons in the last 30
    days (the current month: the dashboards' 30-day range) and the rest in the 90 days
    before, in 10-day chunks folded as they land (new views, new viewers at the same ratio).
-   Every load comes in blocks of 500k beacons, parts the tables' merge caps leave alone.
+   Every load comes in blocks of `--insert-rows` beacons (500k: parts the merge cap leaves
+   alone; 100k: parts made by merges, as live), and the rollup is then written again in
+   blocks of as many views' rows, so that its parts are made by merges as a live rollup's
+   (folded every few seconds) are, not one part per fold.
 4. Measured again at 10 N, the same way (another median subject, from the new viewers).
 5. Storage bytes per beacon: every table's active parts (the beacons, the rollup, consents,
    the rest), compressed on disk, beside a plain MergeTree (`ORDER BY tuple()`, default
@@ -45,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 from analytics import rollup  # noqa: E402
 from bench import limits  # noqa: E402
 from bench.privacy import request_for  # noqa: E402
-from bench.queries import AVG_EVENTS_PER_VIEW, FULL_SCAN, START_OFFSET, TENANT, generate_sql, measure  # noqa: E402
+from bench.queries import (AVG_EVENTS_PER_VIEW, FULL_SCAN, START_OFFSET, TENANT, generate_sql, measure,  # noqa: E402
+                           reload_views_in_blocks)
 from core import migrations  # noqa: E402
 from core.store import open_store  # noqa: E402
 from retention import purge, registry  # noqa: E402
@@ -53,8 +57,9 @@ from retention import purge, registry  # noqa: E402
 VIEWS_PER_VIEWER = 2.35  # bench/queries.py at 10 M: 234,741 views by 100k viewers
 DAY_MS = 86_400_000
 # Insert blocks: parts of 500k beacons (about 2.7 MB with migration 19's codecs), which
-# the 4 MiB merge cap leaves as they are, as it leaves a live table's merged parts of
-# 2-4 MiB. Smaller blocks give the same kind of layout through merges, only slower.
+# the merge cap (1 MiB since migration 20) leaves as they are: bigger than a live table's
+# merged parts, so a purge copies more than it would live. `--insert-rows 100000` gives
+# the live layout through merges, only slower to load.
 INSERT_ROWS = 500_000
 
 
@@ -67,12 +72,13 @@ def settle(store, cap_s: float = 600) -> float:
     return round(time.perf_counter() - t, 1)
 
 
-def grow(store, views: int, end_ms: int, days: int, first_view: int, viewer_base: int, order: str) -> None:
-    """Insert `views` views' beacons in the `days` before `end_ms`, then fold them."""
+def grow(store, views: int, end_ms: int, days: int, first_view: int, viewer_base: int, order: str,
+         rows: int = INSERT_ROWS) -> None:
+    """Insert `views` views' beacons in the `days` before `end_ms`, in blocks of `rows`, then fold them."""
     since = float(store.command("SELECT toUnixTimestamp64Milli(now64(3)) / 1000"))
     store.command(generate_sql(views, end_ms, days, first_view, viewer_base, max(1, int(views / VIEWS_PER_VIEWER)),
                                order)
-                  + f" SETTINGS max_insert_block_size = {INSERT_ROWS}, min_insert_block_size_rows = {INSERT_ROWS},"
+                  + f" SETTINGS max_insert_block_size = {rows}, min_insert_block_size_rows = {rows},"
                   " min_insert_block_size_bytes = 0", parameters=None)
     rollup.fold_touched(store, since - 1)
 
@@ -160,6 +166,8 @@ def main() -> None:
     ap.add_argument("--order", choices=START_OFFSET, default="arrival",
                     help="views inserted in time order as a live table gets them, or shuffled over each chunk's days")
     ap.add_argument("--more", type=int, default=2, help="further median subjects purged at each size")
+    ap.add_argument("--insert-rows", type=int, default=INSERT_ROWS,
+                    help="beacons per insert block (100000: parts made by merges, as a live table's)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain MergeTree copy")
     ap.add_argument("--baseline-at-second", action="store_true",
                     help="also copy the second size into a plain MergeTree (slow at 100 M)")
@@ -175,7 +183,8 @@ def main() -> None:
     viewers_n = int(views_n / VIEWS_PER_VIEWER)
 
     t = time.perf_counter()
-    grow(store, views_n, now_ms, 30, 0, 0, args.order)
+    grow(store, views_n, now_ms, 30, 0, 0, args.order, args.insert_rows)
+    reload_views_in_blocks(store, int(args.insert_rows / AVG_EVENTS_PER_VIEW))
     first = {"load_s": round(time.perf_counter() - t, 1), "merges_settled_s": settle(store)}
     first.update(stage(store, now_ms, args.runs, 0, args.more, compare_raw=not args.no_raw))
     first["storage"] = storage(store, first["beacons"], baseline=not args.no_baseline)
@@ -193,10 +202,11 @@ def main() -> None:
     for end_ms, n in chunks:
         if n <= 0:
             continue
-        grow(store, n, end_ms, 10, next_view, next_viewer, args.order)
+        grow(store, n, end_ms, 10, next_view, next_viewer, args.order, args.insert_rows)
         next_view += n
         next_viewer += max(1, int(n / VIEWS_PER_VIEWER))
         print(f"grown to {next_view} views", file=sys.stderr)
+    reload_views_in_blocks(store, int(args.insert_rows / AVG_EVENTS_PER_VIEW))
     second = {"load_s": round(time.perf_counter() - t, 1), "merges_settled_s": settle(store)}
     second.update(stage(store, now_ms, args.runs, viewers_n, args.more, compare_raw=False))
     second["storage"] = storage(store, second["beacons"], baseline=args.baseline_at_second)
@@ -207,7 +217,7 @@ def main() -> None:
     ratios = {q: round(second["queries"][q]["p95_ms"] / first["queries"][q]["p95_ms"], 2)
               for q in first["queries"] if q in second["queries"]}
     print(json.dumps({
-        "order": args.order, "events_first": first["beacons"], "events_second": second["beacons"],
+        "order": args.order, "insert_rows": args.insert_rows, "events_first": first["beacons"], "events_second": second["beacons"],
         "dashboard_worst_p95_ms": [first["worst_p95_ms"], second["worst_p95_ms"]],
         "dashboard_p95_ratio_worst": round(second["worst_p95_ms"] / first["worst_p95_ms"], 2),
         "dashboard_p95_ratio_median_query": statistics.median(ratios.values()),

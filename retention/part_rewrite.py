@@ -67,8 +67,8 @@ def delete_rows(store: Store, table: str, where: str, parameters: dict) -> int:
     with _lock:
         if (store.url, table) not in _clean:
             recover(store, table)
-        if not _parts_with(store, table, where, parameters):  # most tables, for most subjects
-            return 0
+        # Merges stop first, then the parts are found once: looking for them twice (before,
+        # to spare a table without rows the stop, and after) cost 0.19 s a look at 760 parts.
         store.command(cluster.merges(table, running=False))
         try:
             _wait_for_merges(store, table)
@@ -95,7 +95,7 @@ def _wait_for_merges(store: Store, table: str) -> None:
 
 
 def _rewrite(store: Store, table: str, where: str, parameters: dict) -> int:
-    found = _parts_with(store, table, where, parameters)  # again: merges are stopped now
+    found = _parts_with(store, table, where, parameters)
     if not found:
         return 0
     parts = sorted(found)
@@ -106,10 +106,12 @@ def _rewrite(store: Store, table: str, where: str, parameters: dict) -> int:
     store.command(cluster.create_scratch(table, work, _note(parts, "copying")))
     # ifNull: a row the condition says NULL about is not the subject's (as with ALTER DELETE).
     # One INSERT for all the parts: read in parallel, it took 0.35 us a row, against 0.75 us
-    # for one INSERT per part read in order (which saves the writer's sort).
+    # for one INSERT per part read in order (which saves the writer's sort). Every row is
+    # copied as it is: no deduplication of the blocks, and no collapsing of a
+    # ReplacingMergeTree's versions on insert (the rollup keeps a view's versions until merges).
     store.command(
         f"INSERT INTO {work} SELECT * FROM {table} WHERE _part IN {{parts:Array(String)}} AND NOT ifNull(({where}), 0)"
-        " SETTINGS insert_deduplicate = 0",
+        " SETTINGS insert_deduplicate = 0, optimize_on_insert = 0",
         parameters={**parameters, "parts": parts},
     )
     copied = int(store.command(f"SELECT count() FROM {work}"))

@@ -167,3 +167,20 @@ def test_its_statements_are_for_one_node_and_never_take_sql_for_a_name(monkeypat
     monkeypatch.setenv("WAVE_CLICKHOUSE_CLUSTER", "wave")  # a cluster replicates parts: erasure stays a mutation
     with pytest.raises(RuntimeError):
         cluster.detach_part("t", "202611_1_2_1")
+
+
+def test_a_replacing_tables_versions_are_copied_as_they_are(store):
+    """The rollup keeps several versions of a view until merges fold them: the rewrite must
+    not fold them itself (ClickHouse collapses a ReplacingMergeTree's insert block by default)."""
+    name = "pr_" + secrets.token_hex(4)
+    store.command(f"CREATE TABLE {name} (tenant_id String, viewer_id String, view_id String, version UInt32)"
+                  " ENGINE = ReplacingMergeTree(version) ORDER BY (tenant_id, view_id)"
+                  " SETTINGS max_bytes_to_merge_at_max_space_in_pool = 1")
+    try:
+        store.command(f"INSERT INTO {name} SETTINGS optimize_on_insert = 0 VALUES ('tn_a', 'other', 'w1', 1),"
+                      " ('tn_a', 'other', 'w1', 2), ('tn_a', 'subject', 'w2', 1)")
+        assert store.command(f"SELECT count() FROM {name}") == 3
+        assert part_rewrite.delete_rows(store, name, WHERE, SUBJECT) == 1
+        assert sorted(store.rows(f"SELECT view_id, version FROM {name}")) == [("w1", 1), ("w1", 2)]
+    finally:
+        store.command(f"DROP TABLE IF EXISTS {name} SYNC")

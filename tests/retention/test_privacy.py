@@ -42,6 +42,16 @@ def _total(store, tenant_id):
                                  parameters={"t": tenant_id})) for t in REGISTRY)
 
 
+@pytest.fixture(params=["rewrite", "mutation"])
+def erasure(request, monkeypatch) -> str:
+    """Both ways the embedded store erases (retention/deletion.py picks by the table's
+    number of parts, which in a shared test store is whatever the suite left): each forced."""
+    from retention import deletion
+
+    monkeypatch.setattr(deletion, "MUTATION_MAX_PARTS", 0 if request.param == "rewrite" else 10**6)
+    return request.param
+
+
 @pytest.fixture
 def people(server, tenant_factory, store):
     """Tenant A: alice (identified by email, two viewer ids), bob; tenant B: alice's ids again."""
@@ -63,7 +73,7 @@ def people(server, tenant_factory, store):
     return server, a, key_a, b, key_b
 
 
-def test_purge_by_email_erases_every_linked_row_physically_and_nothing_else(people, store):
+def test_purge_by_email_erases_every_linked_row_physically_and_nothing_else(people, store, erasure):
     server, a, key_a, b, key_b = people
     before_b = _total(store, b.tenant_id)
     bob = subjects.parse("viewer_id", "bob")
@@ -233,7 +243,7 @@ def test_export_zip_csvs_neutralise_formulas_and_line_breaks_from_beacons(server
         assert not any(str(v).startswith(("=", "+", "-", "@", "\t", "\r")) for v in row.values())
 
 
-def test_restore_replays_the_ledger(people, store):
+def test_restore_replays_the_ledger(people, store, erasure):
     """A backup taken before a purge, restored: the replay erases the subject again."""
     server, a, key_a, *_ = people
     kept = store.rows("SELECT * FROM viewer_events WHERE tenant_id = {t:String} AND viewer_id = 'bob'",
@@ -268,14 +278,26 @@ def test_audit_log_records_admin_calls_without_keys(server, tenant_factory, stor
     assert {rec["action"] for rec in only} == {"POST /v1/streams"}
 
 
+@pytest.mark.parametrize("max_parts", [0, 10**6], ids=["rewrite", "mutation"])
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(["v1", "v2", "v3", "v4"]),
                           st.sampled_from(["10.0.0.1", "10.0.0.2", "2001:db8::5"]),
                           st.sampled_from(["", "p@x.io", "q@x.io"])), min_size=1, max_size=30),
        st.sampled_from([("viewer_id", "v1"), ("viewer_id", "v3"), ("ip", "10.0.0.2"), ("ip", "2001:db8::5"),
                         ("email", "p@x.io")]))
-def test_purge_removes_exactly_the_subjects_rows(store, rows, target):
-    """Property: after a purge, the subject has no row anywhere; every other row remains."""
+def test_purge_removes_exactly_the_subjects_rows(store, max_parts, rows, target):
+    """Property: after a purge, the subject has no row anywhere; every other row remains
+    (by either way of erasing: retention/deletion.py)."""
+    from retention import deletion
+
+    deletion.MUTATION_MAX_PARTS, kept = max_parts, deletion.MUTATION_MAX_PARTS
+    try:
+        _purge_removes_exactly_the_subjects_rows(store, rows, target)
+    finally:
+        deletion.MUTATION_MAX_PARTS = kept
+
+
+def _purge_removes_exactly_the_subjects_rows(store, rows, target):
     tenant = "tn_prop_" + uuid.uuid4().hex[:8]
     stored = [stored_row(tenant, viewer_id=v, ip=f"::ffff:{ip}" if "." in ip else ip, email=e,
                          event_id=str(uuid.uuid4())) for v, ip, e in rows]
