@@ -366,7 +366,8 @@ def serve_traced(out: str, argv: list[str]) -> None:
     """Run the edge (`edge.cli` with `argv`) while recording what stalls its event loop:
     a thread samples the main thread's stack every 3 ms (`sys._current_frames()`; py-spy is
     not in the lock) and keeps every stretch over 50 ms spent in one place other than the
-    event loop's own wait, plus every cyclic-GC pass over 2 ms and every spool fsync round.
+    event loop's own wait, every stretch of over 50 ms in which the sampler could not run
+    itself, plus every cyclic-GC pass over 2 ms and every spool fsync round.
     Rewritten to `out` (JSON) every second, since the edge is ended by a signal."""
     import collections
     import gc
@@ -399,11 +400,45 @@ def serve_traced(out: str, argv: list[str]) -> None:
             fsyncs.append(round((time.perf_counter() - t) * 1000, 1))
 
     spool._fsync_all = timed_fsync
+    rounds: list = []  # a whole round in its thread: the writes (which can wait on writeback) and the fsyncs
+    write_and_sync = spool._write_and_sync
+
+    def timed_round(*a, **kw):
+        t = time.perf_counter()
+        try:
+            return write_and_sync(*a, **kw)
+        finally:
+            rounds.append(round((time.perf_counter() - t) * 1000, 1))
+
+    spool._write_and_sync = timed_round
+
+    # How long each `asyncio.to_thread` call waited for a thread of the default executor
+    # (a few threads, shared by every store call and the spool's fsync rounds), by function.
+    queued: collections.defaultdict = collections.defaultdict(list)
+    to_thread = asyncio.to_thread
+
+    async def timed_to_thread(func, /, *args, **kwargs):
+        enqueued = time.perf_counter()
+        name = getattr(func, "__qualname__", repr(func))
+
+        def run():
+            queued[name].append((time.perf_counter() - enqueued) * 1000)
+            return func(*args, **kwargs)
+
+        return await to_thread(run)
+
+    asyncio.to_thread = timed_to_thread
+
+    gaps: list = []
 
     def sample() -> None:
-        here, since = None, 0.0
+        here, since, last = None, 0.0, time.perf_counter()
         while True:
             time.sleep(0.003)
+            woke = time.perf_counter()
+            if woke - last > 0.05:  # this thread could not run: the GIL held in C, or no CPU
+                gaps.append((round((woke - last) * 1000), here))
+            last = woke
             frame = sys._current_frames().get(main_thread)
             if frame is None:
                 continue
@@ -430,12 +465,21 @@ def serve_traced(out: str, argv: list[str]) -> None:
                                        round(sum(p[2] for p in gc_passes if p[1] == g))] for g in (0, 1, 2)},
             "fsync_rounds": len(fs), "fsync_ms_p50": fs[len(fs) // 2] if fs else None,
             "fsync_ms_p99": fs[int(len(fs) * 0.99)] if fs else None,
+            "round_ms_p99_max": [sorted(rounds)[int(len(rounds) * 0.99)], max(rounds)] if rounds else None,
             "stalls_over_50ms": len(stalls), "stall_ms_total": sum(s[0] for s in stalls),
             "stall_ms_by_place": collections.Counter(
                 {k: sum(s[0] for s in stalls if s[1].split(" <- ")[0] == k) for k in {s[1].split(" <- ")[0] for s in stalls}}
             ).most_common(10),
             "longest_stalls": sorted(stalls, reverse=True)[:5],
+            # Stretches of over 50 ms in which the sampler itself did not run, with where the
+            # event loop was when they began: a C call holding the GIL (the loop waits for it
+            # too, unseen by the stall count) or the process off the CPU.
+            "sampler_gaps_over_50ms": len(gaps), "sampler_gap_ms_total": sum(g[0] for g in gaps),
+            "longest_sampler_gaps": sorted(gaps, key=lambda g: g[0], reverse=True)[:5],
             "busy_samples": busy.most_common(10),
+            "executor_wait_ms": {name: {"n": len(w), "p50": round(sorted(w)[len(w) // 2], 1),
+                                        "p99": round(sorted(w)[int(len(w) * 0.99)], 1), "max": round(max(w), 1)}
+                                 for name, w in list(queued.items()) if w},
         }))
 
     threading.Thread(target=sample, daemon=True).start()

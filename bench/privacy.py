@@ -14,8 +14,9 @@
    `--by email|ip` names the subjects by email (written on their beacons first) or address.
 4. Purge of the same viewer (each table's rows deleted physically, retention/deletion.py:
    the parts holding them rewritten, or a mutation for a table of few parts; verify zero
-   with the mask off; ledger): time, and each statement's time (`purge_statements`); `--more N` purges N
-   further median viewers; then the rows left for everyone else are counted.
+   with the mask off; ledger): time, and each statement's time (`purge_statements`);
+   `--more N` purges N further median viewers; then the rows left for everyone else are
+   counted.
 Timings start once the bulk load's merges have settled (the steady state of a live table).
 The store is opened as the edge opens it and the table is as the migrations leave it
 (merged parts capped at 1 MiB, migration 20). By default the beacons load in blocks of

@@ -16,7 +16,7 @@ import time
 
 from core import cluster
 from core.store import Store
-from retention import audit, registry
+from retention import audit, part_rewrite, registry
 from retention.deletion import delete_where
 from retention.hooks import MediaDeleted
 
@@ -26,7 +26,8 @@ KEEP = ("audit_log", "purges", "receipts")  # the records that prove what was de
 def tenant_tables(store: Store) -> list[str]:
     catalogue = {r[0] for r in store.rows(
         "SELECT table FROM system.columns WHERE database = currentDatabase() AND name = 'tenant_id'"
-        " AND table NOT LIKE '.inner%'") if not cluster.is_local(r[0])}  # a cluster's tables by the names queried
+        " AND table NOT LIKE '.inner%'") if not cluster.is_local(r[0])  # a cluster's tables by the names queried
+        and not r[0].endswith(part_rewrite.SCRATCH_SUFFIX)}  # an erasure's copy, while one runs
     return sorted(catalogue | {entry.table for entry in registry.REGISTRY})
 
 

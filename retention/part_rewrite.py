@@ -38,7 +38,7 @@ import time
 from typing import Iterator
 
 from core import cluster
-from core.store import Store
+from core.store import Store, StoreUnavailable
 
 SCRATCH_SUFFIX = "__erasing"
 # How long to wait for merges already running when merges are stopped (they are cancelled;
@@ -47,6 +47,11 @@ MERGES_DRAIN_S = 10.0
 
 _lock = threading.RLock()
 _clean: set[tuple[str, str]] = set()  # (store, table) known to have no scratch table left
+
+
+class CopyMismatch(StoreUnavailable):
+    """The copy did not hold exactly the parts' other rows: nothing was swapped (an
+    outage for the caller, 503 through the API: the erasure can be asked again)."""
 
 
 def scratch(table: str) -> str:
@@ -117,7 +122,7 @@ def _rewrite(store: Store, table: str, where: str, parameters: dict) -> int:
     copied = int(store.command(f"SELECT count() FROM {work}"))
     if copied + matched != held:
         store.command(cluster.drop_table(work))
-        raise RuntimeError(f"{table}: copied {copied} + matched {matched} rows, the parts held {held}")
+        raise CopyMismatch(f"{table}: copied {copied} + matched {matched} rows, the parts held {held}")
     store.command(cluster.set_comment(work, _note(parts, "copied")))
     _finish(store, table, parts, attached=set(parts), detached=set())
     _clean.add((store.url, table))

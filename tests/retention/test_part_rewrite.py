@@ -184,3 +184,22 @@ def test_a_replacing_tables_versions_are_copied_as_they_are(store):
         assert sorted(store.rows(f"SELECT view_id, version FROM {name}")) == [("w1", 1), ("w1", 2)]
     finally:
         store.command(f"DROP TABLE IF EXISTS {name} SYNC")
+
+
+def test_a_copy_that_does_not_add_up_swaps_nothing(store, table, monkeypatch):
+    """The copy is counted before anything is detached: short by one row, the table stays
+    whole and the caller gets an outage (503 through the API), not a silent loss."""
+    before, parts_before = rows(store, table), parts(store, table)
+    real = store.command
+
+    def short_count(sql, parameters=None):
+        n = real(sql, parameters=parameters)
+        return n - 1 if sql == f"SELECT count() FROM {part_rewrite.scratch(table)}" else n
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "command", short_count)
+        with pytest.raises(part_rewrite.CopyMismatch):
+            part_rewrite.delete_rows(store, table, WHERE, SUBJECT)
+    assert rows(store, table) == before and parts(store, table) == parts_before
+    assert detached(store, table) == [] and not scratch_exists(store, table)
+    assert isinstance(part_rewrite.CopyMismatch("x"), StoreUnavailable)
