@@ -2,13 +2,13 @@
 
 On the embedded store the parts that hold the rows of a table of many parts are rewritten
 without them and swapped in (retention/part_rewrite.py): the cost is those parts alone,
-whatever the size of the table. On a server or a cluster (shared by several edges, parts replicated), a
-synchronous mutation (`ALTER TABLE ... DELETE ... mutations_sync = 2`) rewrites the parts
-that held the rows without them, so they are physically gone when it returns, not merely
-hidden (a lightweight DELETE then `APPLY DELETED MASK` did the same with two rewrites).
-Its cost is rewriting those parts plus a hard-link clone of every other part of the
-table, `IN PARTITION` or not (bench/RESULTS.md, "Privacy requests"); naming the
-partitions still spares the others the server's check of each part for matching rows.
+whatever the size of the table. Elsewhere (a server or a cluster: shared by several
+edges, parts replicated), and for a table of few parts, a synchronous mutation (`ALTER
+TABLE ... DELETE ... mutations_sync = 2`) rewrites the parts that held the rows without
+them, so they are physically gone when it returns, not merely hidden (a lightweight
+DELETE then `APPLY DELETED MASK` did the same with two rewrites). Its cost is rewriting
+those parts plus a hard-link clone of every other part of the table, `IN PARTITION` or
+not (bench/RESULTS.md, "Privacy requests").
 The retention enforcer batches differently on purpose: one lightweight DELETE per tenant
 and one rewrite per table for all of them.
 
