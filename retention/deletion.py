@@ -56,8 +56,9 @@ def delete_where(store: Store, table: str, where: str, parameters: dict) -> int:
     """Count the rows `where` selects and, if any, delete them physically; returns the count."""
     if store.embedded and not cluster.cluster() and _parts(store, table) > MUTATION_MAX_PARTS:
         return part_rewrite.delete_rows(store, table, where, parameters)
-    found, partitions = matching_partitions(store, table, where, parameters)
-    for partition in partitions:
-        store.command(cluster.delete_rows(table, where, partition) + " SETTINGS mutations_sync = 2",
-                      parameters=parameters)
+    with part_rewrite.no_rewrite_running():  # a mutation made mid-rewrite would miss its new parts
+        found, partitions = matching_partitions(store, table, where, parameters)
+        for partition in partitions:
+            store.command(cluster.delete_rows(table, where, partition) + " SETTINGS mutations_sync = 2",
+                          parameters=parameters)
     return found

@@ -44,6 +44,7 @@ SCRATCH_SUFFIX = "__erasing"
 # How long to wait for merges already running when merges are stopped (they are cancelled;
 # one past its last check may still commit, and would replace a part about to be named).
 MERGES_DRAIN_S = 10.0
+MUTATIONS_DRAIN_S = 30.0
 
 _lock = threading.RLock()
 _clean: set[tuple[str, str]] = set()  # (store, table) known to have no scratch table left
@@ -60,8 +61,11 @@ def scratch(table: str) -> str:
 
 @contextlib.contextmanager
 def no_rewrite_running() -> Iterator[None]:
-    """Hold every rewrite off meanwhile: a backup taken while a part is detached would
-    hold neither that part nor (once restored and recovered) its other rows."""
+    """Hold every rewrite off meanwhile. A backup taken while a part is detached would hold
+    neither that part nor (once restored and recovered) its other rows; and a mutation
+    (a retention DELETE or UPDATE, an erasure of a small table) applies only to the parts
+    that existed when it was made, so one made during a rewrite would miss the parts the
+    rewrite moves in. Re-entrant: a rewrite may run inside it."""
     with _lock:
         yield
 
@@ -72,11 +76,14 @@ def delete_rows(store: Store, table: str, where: str, parameters: dict) -> int:
     with _lock:
         if (store.url, table) not in _clean:
             recover(store, table)
+        # A mutation still to run (an UPDATE of the retention days, issued without waiting)
+        # would miss the parts moved in: let it finish first (merges stopped, it could not).
+        _wait_for(store, "mutations", table, "AND NOT is_done", MUTATIONS_DRAIN_S)
         # Merges stop first, then the parts are found once: looking for them twice (before,
         # to spare a table without rows the stop, and after) cost 0.19 s a look at 760 parts.
         store.command(cluster.merges(table, running=False))
         try:
-            _wait_for_merges(store, table)
+            _wait_for(store, "merges", table, "", MERGES_DRAIN_S)
             return _rewrite(store, table, where, parameters)
         except BaseException:
             _clean.discard((store.url, table))
@@ -92,10 +99,11 @@ def _parts_with(store: Store, table: str, where: str, parameters: dict) -> dict[
         f"SELECT _part, count() FROM {table} WHERE {where} GROUP BY _part", parameters)}
 
 
-def _wait_for_merges(store: Store, table: str) -> None:
-    deadline = time.monotonic() + MERGES_DRAIN_S
-    while int(store.command("SELECT count() FROM system.merges WHERE database = currentDatabase()"
-                            " AND table = {t:String}", {"t": table})) and time.monotonic() < deadline:
+def _wait_for(store: Store, system_table: str, table: str, condition: str, limit_s: float) -> None:
+    """Wait until `system.<system_table>` lists nothing for `table` (or `limit_s` passed)."""
+    deadline = time.monotonic() + limit_s
+    while int(store.command(f"SELECT count() FROM system.{system_table} WHERE database = currentDatabase()"
+                            f" AND table = {{t:String}} {condition}", {"t": table})) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
@@ -171,7 +179,7 @@ def recover(store: Store, table: str) -> str:
             return "dropped copy"
         store.command(cluster.merges(table, running=False))
         try:
-            _wait_for_merges(store, table)
+            _wait_for(store, "merges", table, "", MERGES_DRAIN_S)
             attached, detached = _active(store, table, parts), _detached(store, table, parts)
             if attached | detached == set(parts):
                 _finish(store, table, parts, attached, detached)

@@ -25,7 +25,7 @@ import msgspec
 from core import cluster
 from core.store import Store
 from core.tenants import Tenant, all_tenant_ids, load_tenant, save_tenant
-from retention import audit, deletion, registry
+from retention import audit, deletion, part_rewrite, registry
 
 # Setting name (the API's and the CLI's) -> the tenant field holding its days. Which tables
 # each one governs is said once, by the registry's `retention_kind`; `server_logs_days`
@@ -60,6 +60,12 @@ def apply(store: Store, tenant: Tenant, changes: dict) -> tuple[dict, dict]:
         fields["ip_mode"] = changes["ip_mode"]
     updated = msgspec.structs.replace(tenant, **fields)
     save_tenant(store, updated)
+    with part_rewrite.no_rewrite_running():  # its UPDATEs must reach the parts an erasure moves in
+        _rewrite_retention(store, tenant, updated)
+    return before, settings_of(updated)
+
+
+def _rewrite_retention(store: Store, tenant: Tenant, updated: Tenant) -> None:
     for entry in registry.REGISTRY:
         field = _field_of(entry.retention_kind)
         if entry.row_ttl and getattr(updated, field) != getattr(tenant, field):
@@ -68,12 +74,15 @@ def apply(store: Store, tenant: Tenant, changes: dict) -> tuple[dict, dict]:
                                     f"{entry.tenant_column} = {{t:String}} AND retention_days != {{days:UInt16}}"),
                 parameters={"days": getattr(updated, field), "t": tenant.tenant_id},
             )
-    return before, settings_of(updated)
 
 
 def enforce(store: Store, now: float | None = None) -> dict[str, int]:
     """Delete every row past its tenant's period, physically; returns rows deleted per table."""
-    now = time.time() if now is None else now
+    with part_rewrite.no_rewrite_running():  # its mutations must reach the parts an erasure moves in
+        return _enforce(store, time.time() if now is None else now)
+
+
+def _enforce(store: Store, now: float) -> dict[str, int]:
     deleted: dict[str, int] = {}
     touched: dict[str, set[str | None]] = {}  # table -> partitions whose mask to apply
     for tenant_id in all_tenant_ids(store):

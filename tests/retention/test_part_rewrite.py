@@ -203,3 +203,18 @@ def test_a_copy_that_does_not_add_up_swaps_nothing(store, table, monkeypatch):
     assert rows(store, table) == before and parts(store, table) == parts_before
     assert detached(store, table) == [] and not scratch_exists(store, table)
     assert isinstance(part_rewrite.CopyMismatch("x"), StoreUnavailable)
+
+
+def test_a_mutation_still_to_run_reaches_the_rows_copied(store, table):
+    """A mutation issued without waiting (on a server, `mutations_sync` is 0 by default; chDB
+    waits): the parts a rewrite moves in are newer than it and would escape it, so the
+    rewrite lets it finish first."""
+    before = rows(store, table)
+    store.command(f"SYSTEM STOP MERGES {table}")  # hold the UPDATE back, as a busy pool would
+    store.command(f"ALTER TABLE {table} UPDATE note = 'updated' WHERE note = 'x' SETTINGS mutations_sync = 0")
+    store.command(f"SYSTEM START MERGES {table}")
+
+    assert part_rewrite.delete_rows(store, table, WHERE, SUBJECT) == 20
+    after = rows(store, table)
+    assert len(after) == len(expected_after(before))
+    assert {r[2] for r in after} == {"updated", None}  # every row, copied or not, has the update
