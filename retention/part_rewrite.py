@@ -7,7 +7,8 @@ beacons (some 200 parts) that was about 1.2 s before the first part and 20 ms fo
 part after, so one subject's purge grew with the table (bench/RESULTS.md, "Privacy
 requests"). Here the cost is the rewritten parts alone:
 
-1. merges of the table stop, so that the parts named next stay what they are;
+1. the table's pending mutations finish (one made before would miss the parts moved in),
+   then its merges stop, so that the parts named next stay what they are;
 2. the parts holding matching rows are listed, and their other rows copied into a scratch
    table of the same structure (`<table>__erasing`, its comment the journal: the parts);
    the copy is checked (rows copied + rows matched = the parts' rows) before the journal
