@@ -390,27 +390,20 @@ def serve_traced(out: str, argv: list[str]) -> None:
             gc_passes.append((round(time.time(), 3), info["generation"], round(ms, 1)))
 
     gc.callbacks.append(on_gc)
-    fsync_all = spool._fsync_all
+    def timing(fn, into: list):
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                into.append(round((time.perf_counter() - t) * 1000, 1))
+        return timed
 
-    def timed_fsync(*a, **kw):
-        t = time.perf_counter()
-        try:
-            return fsync_all(*a, **kw)
-        finally:
-            fsyncs.append(round((time.perf_counter() - t) * 1000, 1))
-
-    spool._fsync_all = timed_fsync
-    rounds: list = []  # a whole round in its thread: the writes (which can wait on writeback) and the fsyncs
-    write_and_sync = spool._write_and_sync
-
-    def timed_round(*a, **kw):
-        t = time.perf_counter()
-        try:
-            return write_and_sync(*a, **kw)
-        finally:
-            rounds.append(round((time.perf_counter() - t) * 1000, 1))
-
-    spool._write_and_sync = timed_round
+    # The fsyncs alone, and a whole round in its thread: the writes (which can wait on
+    # writeback) and the fsyncs (the round calls the module's `_fsync_all`, timed too).
+    rounds: list = []
+    spool._fsync_all = timing(spool._fsync_all, fsyncs)
+    spool._write_and_sync = timing(spool._write_and_sync, rounds)
 
     # How long each `asyncio.to_thread` call waited for a thread of the default executor
     # (a few threads, shared by every store call and the spool's fsync rounds), by function.
