@@ -403,7 +403,22 @@ def serve_traced(out: str, argv: list[str]) -> None:
     # writeback) and the fsyncs (the round calls the module's `_fsync_all`, timed too).
     rounds: list = []
     spool._fsync_all = timing(spool._fsync_all, fsyncs)
-    spool._write_and_sync = timing(spool._write_and_sync, rounds)
+    # Each round's shape too: the slowest rounds, and whether they created a segment (a
+    # directory fsync), removed drained ones (unlinks) or closed sealed ones.
+    shapes: list = []
+    write_and_sync = spool._write_and_sync
+
+    def traced_round(writes, fds, closing, directory, unlink=()):
+        t = time.perf_counter()
+        try:
+            return write_and_sync(writes, fds, closing, directory, unlink)
+        finally:
+            ms = round((time.perf_counter() - t) * 1000, 1)
+            rounds.append(ms)
+            shapes.append((ms, round(time.time(), 3), directory is not None, len(unlink), len(closing),
+                           sum(w.size for w in writes)))
+
+    spool._write_and_sync = traced_round
 
     # How long each `asyncio.to_thread` call waited for a thread of the default executor
     # (a few threads, shared by every store call and the spool's fsync rounds), by function.
@@ -459,6 +474,14 @@ def serve_traced(out: str, argv: list[str]) -> None:
             "fsync_rounds": len(fs), "fsync_ms_p50": fs[len(fs) // 2] if fs else None,
             "fsync_ms_p99": fs[int(len(fs) * 0.99)] if fs else None,
             "round_ms_p99_max": [sorted(rounds)[int(len(rounds) * 0.99)], max(rounds)] if rounds else None,
+            # (ms, time, new segment's directory fsync, files unlinked, sealed files closed, bytes)
+            "slowest_rounds": sorted(shapes, reverse=True)[:12],
+            "rounds_with_directory_fsync": sum(1 for r in shapes if r[2]),
+            "rounds_with_unlink": sum(1 for r in shapes if r[3]),
+            "round_ms_p99_by_kind": {
+                kind: (lambda xs: sorted(xs)[int(len(xs) * 0.99)] if xs else None)(
+                    [r[0] for r in shapes if (r[2] or r[3]) == (kind == "segment_turnover")])
+                for kind in ("segment_turnover", "append_only")},
             "stalls_over_50ms": len(stalls), "stall_ms_total": sum(s[0] for s in stalls),
             "stall_ms_by_place": collections.Counter(
                 {k: sum(s[0] for s in stalls if s[1].split(" <- ")[0] == k) for k in {s[1].split(" <- ")[0] for s in stalls}}

@@ -92,3 +92,15 @@ def test_scale_bench_grows_the_store_and_purges_at_both_sizes():
         assert size["privacy"]["rows_deleted"]["viewer_events"] == size["privacy"]["subject_beacons"] > 0
         assert size["storage"]["bytes_per_beacon_all_tables"] > 0
     assert first["storage"]["plain_mergetree_bytes_per_beacon"] > 0
+
+
+def test_spool_fsync_bench_times_both_commits_idle_and_loaded_and_leaves_no_file(tmp_path):
+    out = subprocess.run([sys.executable, "bench/spool_fsync.py", "--seconds", "0.3", "--dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for phase in ("idle", "loaded"):
+        for mode in ("append_fsync", "zeroed_fdatasync"):
+            assert result[phase][mode]["n"] > 0 and result[phase][mode]["max_ms"] >= result[phase][mode]["p50_ms"]
+    assert result["load_views_inserted"] > 0 and result["cpu"]["model"]
+    assert list(tmp_path.iterdir()) == []  # the timed files and the loaded store are gone
