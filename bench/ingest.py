@@ -480,7 +480,7 @@ def serve_traced(out: str, argv: list[str]) -> None:
             "rounds_with_unlink": sum(1 for r in shapes if r[3]),
             "round_ms_p99_by_kind": {
                 kind: (lambda xs: sorted(xs)[int(len(xs) * 0.99)] if xs else None)(
-                    [r[0] for r in shapes if (r[2] or r[3]) == (kind == "segment_turnover")])
+                    [r[0] for r in shapes if bool(r[2] or r[3]) == (kind == "segment_turnover")])
                 for kind in ("segment_turnover", "append_only")},
             "stalls_over_50ms": len(stalls), "stall_ms_total": sum(s[0] for s in stalls),
             "stall_ms_by_place": collections.Counter(
