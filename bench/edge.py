@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/edge.py [--seconds 20] [--width 1280 --height 720] [--rounds 2]
         [--viewer-steps 10,20,...] [--capacity-width 640 --capacity-height 360]
-        [--paths per-viewer,shared] [--only-capacity]
+        [--paths per-viewer,shared] [--only-capacity] [--load-processes 2]
 
 1. Starts `wave-edge serve` (its own process), creates a tenant and a stream.
 2. Publishes a 30 fps pattern over WHIP from this process; each frame carries its number
@@ -14,8 +14,9 @@
    with `WAVE_WHEP_FANOUT=per-viewer` (the former path: aiortc packetizes every frame for
    every viewer) and one with the default `shared` (RTP packetized once per stream, per
    viewer only headers + SRTP + sendto), each started on the same store in turn, a fresh
-   publish each, then steps of N viewers in another process (bench/whep_load.py: frames
-   counted, not decoded) until the slowest drops under 29 fps. `whep_viewers_at_30fps` is
+   publish each, then steps of N viewers in `--load-processes` other processes
+   (bench/whep_load.py: frames counted, not decoded; they start counting together) until
+   the slowest drops under 29 fps. `whep_viewers_at_30fps` is
    the shared path's best round, `whep_viewers_at_30fps_per_viewer_path` the former
    path's, `whep_fanout_ratio` the quotient (goal >= 3). Beside it, what a viewer costs
    the edge: its CPU time (/proc, all threads) during each step's counting window, less
@@ -84,24 +85,52 @@ class StepFailed(RuntimeError):
         self.step, self.failed = step, failed
 
 
+def _load_step(script: Path, base: str, stream_id: str, n: int, seconds: float, edge_pid: int | None,
+               processes: int) -> dict:
+    """One step of `n` counting viewers, split over `processes` load processes that start
+    counting together (a barrier directory), merged into one `whep_load.py` result. One
+    process is one core at most: on the shared path it gave out before the edge did
+    (bench/RESULTS.md, "Streaming"). `edge_cpu`: the mean of the processes' figures, each
+    over its own counting window (the windows start together, at the barrier)."""
+    shares = [n // processes + (1 if i < n % processes else 0) for i in range(processes)]
+    shares = [k for k in shares if k]
+    with tempfile.TemporaryDirectory(prefix="whep-load-barrier-") as barrier:
+        env = dict(os.environ, WHEP_LOAD_BARRIER=barrier, WHEP_LOAD_PARTIES=str(len(shares)))
+        procs = [subprocess.Popen([sys.executable, str(script), base, stream_id, str(k), str(seconds),
+                                   *([str(edge_pid)] if edge_pid else [])],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for k in shares]
+        outs = [p.communicate(timeout=600) for p in procs]
+    results = []
+    for proc, k, (stdout, stderr) in zip(procs, shares, outs):
+        try:
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
+        except (IndexError, ValueError):
+            raise StepFailed(f"step of {n} WHEP viewers: a load process ({k} viewers) exited {proc.returncode} "
+                             f"without a result: {stderr.strip()[-500:]}", n, None) from None
+        results[-1]["returncode"] = proc.returncode
+    failures: dict[str, int] = {}
+    for r in results:
+        for reason, count in r["failures"].items():
+            failures[reason] = failures.get(reason, 0) + count
+    cpus = [r["edge_cpu"] for r in results if r.get("edge_cpu") is not None]
+    return {"viewers": n, "failed": sum(r["failed"] for r in results), "failures": failures,
+            "dropped": sum(r.get("dropped", 0) for r in results), "fps": sorted(f for r in results for f in r["fps"]),
+            "edge_cpu": round(statistics.fmean(cpus), 3) if cpus else None,
+            "returncode": max(r["returncode"] for r in results)}
+
+
 def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float, edge_pid: int | None = None,
-                    idle_cpu: float | None = None) -> dict:
-    """Largest step of counting WHEP viewers (another process) whose slowest viewer holds
-    at least 29 fps. A step where any viewer failed to connect raises StepFailed. With the
-    edge's pid: the edge's CPU (cores) during each step, and above `idle_cpu` (the publish
-    with no viewer) per viewer, in ms of CPU per second of video."""
+                    idle_cpu: float | None = None, processes: int = 1) -> dict:
+    """Largest step of counting WHEP viewers (`processes` other processes) whose slowest
+    viewer holds at least 29 fps. A step where any viewer failed to connect raises
+    StepFailed. With the edge's pid: the edge's CPU (cores) during each step, and above
+    `idle_cpu` (the publish with no viewer) per viewer, in ms of CPU per second of video."""
     script = Path(__file__).with_name("whep_load.py")
     held, detail = 0, {}
     for n in steps:
-        out = subprocess.run([sys.executable, str(script), base, stream_id, str(n), str(seconds),
-                              *([str(edge_pid)] if edge_pid else [])],
-                             capture_output=True, text=True, timeout=600)
-        try:
-            step = json.loads(out.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            raise StepFailed(f"step of {n} WHEP viewers: the load process exited {out.returncode} "
-                             f"without a result: {out.stderr.strip()[-500:]}", n, None) from None
-        if out.returncode != 0 or step["failed"]:
+        step = _load_step(script, base, stream_id, n, seconds, edge_pid, processes)
+        if step["returncode"] != 0 or step["failed"]:
             raise StepFailed(f"step of {n} WHEP viewers: {step['failed']} of {n} failed to connect "
                              f"({json.dumps(step['failures'])}); not reported as 0 fps", n, step["failed"])
         fps = step["fps"]
@@ -190,7 +219,7 @@ async def run(base: str, stream: dict, seconds: float, width: int, height: int) 
 
 
 async def capacity(base: str, stream: dict, width: int, height: int, steps: list[int], seconds: float,
-                   edge_pid: int) -> dict:
+                   edge_pid: int, processes: int = 1) -> dict:
     """A fresh WHIP publish of the 30 fps pattern, the edge's CPU with no viewer, then the
     viewer steps against it."""
     track = TimedPattern(width, height)
@@ -212,7 +241,8 @@ async def capacity(base: str, stream: dict, width: int, height: int, steps: list
             cpu_before, started = cpu_seconds(edge_pid), time.monotonic()
             await asyncio.sleep(seconds)
             idle = (cpu_seconds(edge_pid) - cpu_before) / (time.monotonic() - started)
-            result = await asyncio.to_thread(viewer_capacity, base, stream["stream_id"], steps, seconds, edge_pid, idle)
+            result = await asyncio.to_thread(viewer_capacity, base, stream["stream_id"], steps, seconds, edge_pid, idle,
+                                             processes)
             return {**result, "edge_cpu_no_viewer": round(idle, 3)}
         finally:
             await http.delete(r.headers["location"], headers=auth)
@@ -332,7 +362,7 @@ def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int])
                 stream = httpx.post(f"{base}/v1/streams", json={"name": f"bench-{path}"},
                                     headers={"authorization": f"Bearer {key}"}).json()
                 rounds[path].append(asyncio.run(capacity(base, stream, args.capacity_width, args.capacity_height, steps,
-                                                         args.step_seconds, server.pid)))
+                                                         args.step_seconds, server.pid, args.load_processes)))
             finally:
                 stop_edge(server)
     best = {path: max(r["whep_viewers_at_30fps"] for r in runs) for path, runs in rounds.items()}
@@ -351,6 +381,7 @@ def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int])
                                       if per_viewer_ms["shared"] and per_viewer_ms["per-viewer"] else None),
         "whep_capacity_env": CAPACITY_ENV,
         "whep_capacity_resolution": f"{args.capacity_width}x{args.capacity_height}",
+        "whep_load_processes": args.load_processes,
         "whep_rounds": {path: [{"held": r["whep_viewers_at_30fps"], "edge_cpu_no_viewer": r["edge_cpu_no_viewer"],
                                 "steps": r["whep_viewer_steps"]} for r in runs]
                         for path, runs in rounds.items()},
@@ -373,6 +404,8 @@ def main() -> int:
     ap.add_argument("--capacity-height", type=int, default=360)
     ap.add_argument("--paths", default="per-viewer,shared", help="fan-out paths to measure, in this order")
     ap.add_argument("--only-capacity", action="store_true", help="skip the latency and HLS figures")
+    ap.add_argument("--load-processes", type=int, default=2,
+                    help="counting viewers of a step, split over this many processes (each is one core at most)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-bench-"))
     # Every WHEP viewer of the capacity steps comes from this machine's one address and one

@@ -3,6 +3,10 @@
     python bench/whep_load.py BASE_URL STREAM_ID VIEWERS SECONDS [EDGE_PID]
         -> {"viewers", "connected", "failed", "failures", "fps": [...], "edge_cpu": cores}
 
+Several of these can share a step (bench/edge.py `--load-processes`): with
+`WHEP_LOAD_BARRIER` (a directory) and `WHEP_LOAD_PARTIES` set, each connects its viewers
+and then waits for the others, so that all count frames in the same window.
+
 With EDGE_PID (same machine), `edge_cpu` is the CPU time the edge process used during the
 counting window divided by the window (1.0 = one core busy): a figure the other load on a
 shared machine changes far less than frame rates.
@@ -35,6 +39,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import httpx
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -132,6 +137,19 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def barrier(timeout_s: float = 300) -> None:
+    """With several load processes for one step (bench/edge.py `--load-processes`): wait
+    until all of them have connected their viewers, so that they count in the same window
+    (`WHEP_LOAD_BARRIER`: a directory; `WHEP_LOAD_PARTIES`: how many processes)."""
+    directory, parties = os.environ.get("WHEP_LOAD_BARRIER"), int(os.environ.get("WHEP_LOAD_PARTIES") or 1)
+    if not directory or parties <= 1:
+        return
+    (Path(directory) / str(os.getpid())).touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(Path(directory).iterdir())) < parties and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
 async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int | None = None) -> int:
     failures: dict[str, int] = {}
     pcs: list[RTCPeerConnection] = []
@@ -156,6 +174,7 @@ async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int 
                 failures[f"ICE {pc.connectionState}"] = failures.get(f"ICE {pc.connectionState}", 0) + 1
             elif pc.connectionState != "connected":
                 dropped += 1  # connected, then ended by the edge (e.g. consent) before the window
+        await barrier()
         before = dict(counts)
         cpu_before = cpu_seconds(edge_pid)
         started = time.monotonic()
