@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/edge.py [--seconds 20] [--width 1280 --height 720] [--rounds 2]
         [--viewer-steps 10,20,...] [--capacity-width 640 --capacity-height 360]
-        [--paths per-viewer,shared] [--only-capacity] [--load-processes 2]
+        [--paths per-viewer,shared] [--only-capacity] [--load-processes 1]
 
 1. Starts `wave-edge serve` (its own process), creates a tenant and a stream.
 2. Publishes a 30 fps pattern over WHIP from this process; each frame carries its number
@@ -404,8 +404,9 @@ def main() -> int:
     ap.add_argument("--capacity-height", type=int, default=360)
     ap.add_argument("--paths", default="per-viewer,shared", help="fan-out paths to measure, in this order")
     ap.add_argument("--only-capacity", action="store_true", help="skip the latency and HLS figures")
-    ap.add_argument("--load-processes", type=int, default=2,
-                    help="counting viewers of a step, split over this many processes (each is one core at most)")
+    ap.add_argument("--load-processes", type=int, default=1,
+                    help="counting viewers of a step, split over this many processes (each is one core at most;"
+                         " 2 did not help on 2 cores: bench/RESULTS.md, \"Streaming\")")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wave-edge-bench-"))
     # Every WHEP viewer of the capacity steps comes from this machine's one address and one
