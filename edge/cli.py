@@ -28,6 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure()
     host = args.host or settings.host
     port = args.port or settings.port
+    serving.raise_open_files_limit()
     uvicorn.Server(serving.config(create_app(settings), settings, host, port)).run()
     return 0
 

@@ -9,6 +9,13 @@ data received cancels the keep-alive timer. `GuardedHttp` adds, per connection:
   ends the request with 408.
 Nothing here holds a worker: the server is one event loop; these bound sockets and memory.
 
+`raise_open_files_limit` lifts the process's soft limit on open files to its hard limit:
+every WHEP viewer holds two descriptors (its ICE socket and the duplicate the fan-out
+sends on, edge/streaming/udp_batch.py) and every HTTP client one, so the common default
+of 1,024 would refuse the 500th viewer with EMFILE while the kernel allows far more. (The
+embedded chDB lifts it as ClickHouse does when it loads; with a ClickHouse server, nothing
+else did.)
+
 `proxy_headers` is off: the client address is decided in one place, from
 `WAVE_TRUSTED_PROXIES` (core/client_address.py). uvicorn's own proxy handling would
 trust X-Forwarded-For from any loopback peer, whatever the operator configured.
@@ -17,6 +24,8 @@ trust X-Forwarded-For from any loopback peer, whatever the operator configured.
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -126,3 +135,21 @@ def config(app, settings: Settings, host: str, port: int, **overrides) -> uvicor
     )
     options.update(overrides)
     return uvicorn.Config(app, **options)
+
+
+log = logging.getLogger(__name__)
+MAX_OPEN_FILES = 1_048_576  # when the hard limit is unlimited
+
+
+def raise_open_files_limit() -> int:
+    """Set the soft RLIMIT_NOFILE to the hard one (at most MAX_OPEN_FILES); returns the
+    soft limit in force. The event loop uses epoll, so descriptors past 1,024 are fine."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError) as exc:
+            log.warning("open files limit stays at %d (raising it to %d failed: %s)", soft, target, exc)
+    return soft

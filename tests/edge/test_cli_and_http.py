@@ -205,3 +205,28 @@ def test_media_cors_follows_the_tenants_allowed_origins(server, tenant_factory):
         f"/whep/{sid}", headers={"origin": "https://evil.example", **preflight}).headers
     anyone = server.http.get(f"/v1/playback/{open_sid}", headers={"origin": "https://evil.example"})
     assert anyone.headers["access-control-allow-origin"] == "https://evil.example"  # no list: every origin
+
+
+
+def test_serve_lifts_the_open_files_limit_to_the_hard_one():
+    """Two descriptors per WHEP viewer and one per HTTP client: a soft limit of 1,024 (a
+    common default) would refuse viewers with EMFILE long before the kernel's hard limit.
+    (The embedded chDB lifts it too when it loads; with a ClickHouse server nothing did.)
+    Run in a fresh process started with a low soft limit, chDB not loaded."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low, wanted = 256, (4096 if hard == resource.RLIM_INFINITY else min(hard, 4096))
+    if wanted <= low:
+        import pytest
+        pytest.skip(f"the hard limit here ({hard}) leaves nothing to lift")
+    code = ("import resource, sys\n"
+            "from edge import serving\n"
+            "assert 'chdb' not in sys.modules\n"
+            "before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]\n"
+            "now = serving.raise_open_files_limit()\n"
+            "print(before, now, resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, wanted)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(low), str(wanted), str(wanted)]
