@@ -390,35 +390,33 @@ def serve_traced(out: str, argv: list[str]) -> None:
             gc_passes.append((round(time.time(), 3), info["generation"], round(ms, 1)))
 
     gc.callbacks.append(on_gc)
-    def timing(fn, into: list):
+    def timing(fn, into: list, shape=None):
+        """`fn`, its milliseconds appended to `into` (and, with `shape`, `shape(ms, *args)`
+        to `shapes`)."""
         def timed(*a, **kw):
             t = time.perf_counter()
             try:
                 return fn(*a, **kw)
             finally:
-                into.append(round((time.perf_counter() - t) * 1000, 1))
+                ms = round((time.perf_counter() - t) * 1000, 1)
+                into.append(ms)
+                if shape is not None:
+                    shapes.append(shape(ms, *a, **kw))
         return timed
 
     # The fsyncs alone, and a whole round in its thread: the writes (which can wait on
     # writeback) and the fsyncs (the round calls the module's `_fsync_all`, timed too).
-    rounds: list = []
-    spool._fsync_all = timing(spool._fsync_all, fsyncs)
     # Each round's shape too: the slowest rounds, and whether they created a segment (a
     # directory fsync), removed drained ones (unlinks) or closed sealed ones.
+    rounds: list = []
     shapes: list = []
-    write_and_sync = spool._write_and_sync
 
-    def traced_round(writes, fds, closing, directory, unlink=()):
-        t = time.perf_counter()
-        try:
-            return write_and_sync(writes, fds, closing, directory, unlink)
-        finally:
-            ms = round((time.perf_counter() - t) * 1000, 1)
-            rounds.append(ms)
-            shapes.append((ms, round(time.time(), 3), directory is not None, len(unlink), len(closing),
-                           sum(w.size for w in writes)))
+    def round_shape(ms, writes, fds, closing, directory, unlink=()):
+        return (ms, round(time.time(), 3), directory is not None, len(unlink), len(closing),
+                sum(w.size for w in writes))
 
-    spool._write_and_sync = traced_round
+    spool._fsync_all = timing(spool._fsync_all, fsyncs)
+    spool._write_and_sync = timing(spool._write_and_sync, rounds, round_shape)
 
     # How long each `asyncio.to_thread` call waited for a thread of the default executor
     # (a few threads, shared by every store call and the spool's fsync rounds), by function.
