@@ -11,12 +11,16 @@ LOCK := requirements.lock
 UV_VERSION := 0.13.9
 
 PLAYER := player/dist/wave-player.js
+# The shared WHEP fan-out's per-viewer writer in C (edge/streaming/native_rtp.py loads it;
+# without it the edge falls back to the slower Python writer).
+NATIVE_RTP := build/rtp_send.so
+CC ?= cc
 # The third-party WHIP/WHEP clients the interop tests drive (tests/test_webrtc_interop.py).
 INTEROP := player/test-dist/interop.js
 
 .PHONY: run test setup system-deps system-deps-test lock bench clean
 
-setup: system-deps $(STAMP) $(PLAYER)
+setup: system-deps $(STAMP) $(PLAYER) $(NATIVE_RTP)
 
 system-deps:
 	@scripts/system-deps run
@@ -48,6 +52,10 @@ lock:
 	  --generate-hashes --python-version 3.11 --no-header -q >> $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 
+$(NATIVE_RTP): edge/streaming/rtp_send.c
+	mkdir -p $(dir $@)
+	$(CC) -O2 -fPIC -shared -Wall -Wextra -o $@ $<
+
 # The player: hls.js and esbuild from npm (versions pinned by package-lock.json).
 player/node_modules/.installed: player/package.json player/package-lock.json
 	cd player && npm ci --no-audit --no-fund --loglevel=error
@@ -67,4 +75,4 @@ bench: setup
 	$(PY) bench/ingest.py
 
 clean:
-	rm -rf $(VENV) .venv-lock var .pytest_cache player/node_modules player/dist player/test-dist
+	rm -rf $(VENV) .venv-lock var .pytest_cache player/node_modules player/dist player/test-dist $(NATIVE_RTP)

@@ -117,6 +117,7 @@ def _load_step(script: Path, base: str, stream_id: str, n: int, seconds: float, 
     return {"viewers": n, "failed": sum(r["failed"] for r in results), "failures": failures,
             "dropped": sum(r.get("dropped", 0) for r in results), "fps": sorted(f for r in results for f in r["fps"]),
             "edge_cpu": round(statistics.fmean(cpus), 3) if cpus else None,
+            "load_cpu": [r.get("load_cpu") for r in results],
             "returncode": max(r["returncode"] for r in results)}
 
 
@@ -137,6 +138,7 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
         detail[n] = {"min_fps": min(fps), "median_fps": statistics.median(fps)}
         if step.get("dropped"):  # connected, then ended by the edge under load: not held
             detail[n]["dropped"] = step["dropped"]
+        detail[n]["load_cpu"] = step["load_cpu"]  # per load process
         if step.get("edge_cpu") is not None:
             detail[n]["edge_cpu"] = step["edge_cpu"]
             if idle_cpu is not None:

@@ -1,7 +1,8 @@
 """N WHEP viewers of one stream that count whole frames instead of decoding them.
 
     python bench/whep_load.py BASE_URL STREAM_ID VIEWERS SECONDS [EDGE_PID]
-        -> {"viewers", "connected", "failed", "failures", "fps": [...], "edge_cpu": cores}
+        -> {"viewers", "connected", "failed", "failures", "fps": [...], "edge_cpu": cores,
+            "load_cpu": cores}
 
 Several of these can share a step (bench/edge.py `--load-processes`): with
 `WHEP_LOAD_BARRIER` (a directory) and `WHEP_LOAD_PARTIES` set, each connects its viewers
@@ -9,7 +10,8 @@ and then waits for the others, so that all count frames in the same window.
 
 With EDGE_PID (same machine), `edge_cpu` is the CPU time the edge process used during the
 counting window divided by the window (1.0 = one core busy): a figure the other load on a
-shared machine changes far less than frame rates.
+shared machine changes far less than frame rates. `load_cpu` is the same for this process:
+near 1.0 it, not the edge, is what a step measures.
 
 aiortc decodes everything it receives, and before decoding it parses every datagram as
 STUN, queues it, parses it into objects, keeps receiver statistics, a NACK generator and a
@@ -113,6 +115,11 @@ async def viewer(http: httpx.AsyncClient, stream_id: str) -> RTCPeerConnection:
     def changed():
         if pc.connectionState == "connected":
             ever_connected.add(id(pc))
+            # At once, not after the last viewer connected: with hundreds connecting one
+            # after another, aiortc's path for the first ones' packets filled this process,
+            # their sockets overflowed, the edge's ICE consent checks were dropped with the
+            # media, and the edge ended them as gone (bench/RESULTS.md, "Streaming").
+            take_direct(pc)
 
     pc.addTransceiver("video", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
@@ -164,9 +171,6 @@ async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int 
             if all(pc.connectionState in ("connected", "failed", "closed") for pc in pcs):
                 break
             await asyncio.sleep(0.1)
-        for pc in pcs:
-            if pc.connectionState == "connected":
-                take_direct(pc)
         await asyncio.sleep(1)  # the last ones reach their first keyframe
         dropped = 0
         for pc in pcs:
@@ -176,19 +180,20 @@ async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int 
                 dropped += 1  # connected, then ended by the edge (e.g. consent) before the window
         await barrier()
         before = dict(counts)
-        cpu_before = cpu_seconds(edge_pid)
+        cpu_before, own_before = cpu_seconds(edge_pid), time.process_time()
         started = time.monotonic()
         await asyncio.sleep(seconds)
         elapsed = time.monotonic() - started
-        cpu_after = cpu_seconds(edge_pid)
+        cpu_after, own_after = cpu_seconds(edge_pid), time.process_time()
         fps = sorted(round((counts[k] - before.get(k, 0)) / elapsed, 1) for k in counts)
         for pc in pcs:
             await pc.close()
     failed = sum(failures.values())
     fps += [0.0] * (n - failed - len(fps))  # connected, and got no frame: the edge's doing
     edge_cpu = round((cpu_after - cpu_before) / elapsed, 3) if edge_pid else None
+    load_cpu = round((own_after - own_before) / elapsed, 3)  # this process: is it the limit?
     print(json.dumps({"viewers": n, "connected": n - failed, "failed": failed, "failures": failures,
-                      "dropped": dropped, "fps": fps, "edge_cpu": edge_cpu}))
+                      "dropped": dropped, "fps": fps, "edge_cpu": edge_cpu, "load_cpu": load_cpu}))
     return 1 if failed else 0
 
 

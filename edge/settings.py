@@ -18,7 +18,7 @@ from edge.vod.limits import MediaLimits
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-WHEP_FANOUT_PATHS = ("shared", "per-viewer")
+WHEP_FANOUT_PATHS = ("shared", "shared-python", "per-viewer")
 DEFAULT_PLAYER_DIR = Path(__file__).resolve().parent.parent / "player" / "dist"
 
 

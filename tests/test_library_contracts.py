@@ -137,6 +137,22 @@ def test_aiortc_sends_an_av_packet_without_encoding():
     assert timestamp == 0
 
 
+def test_pylibsrtp_internals_the_native_rtp_writer_relies_on():
+    """edge/streaming/native_rtp.py hands rtp_send.c libsrtp's `srtp_protect` (libsrtp 2's
+    signature: context, packet protected in place, its length in and out) and the session's
+    `srtp_t`, both from pylibsrtp's own binding. If pylibsrtp changes either, this fails
+    here rather than the C writer calling through a wrong pointer."""
+    import os
+
+    import pylibsrtp
+
+    protect = pylibsrtp.ffi.addressof(pylibsrtp.lib, "srtp_protect")
+    assert pylibsrtp.ffi.typeof(protect).cname.endswith("(*)(struct srtp_ctx_t_ *, void *, int *)")
+    session = pylibsrtp.Session(pylibsrtp.Policy(key=os.urandom(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    assert pylibsrtp.ffi.typeof(session._srtp).cname == "struct srtp_ctx_t_ * *"
+    assert session._srtp[0] != pylibsrtp.ffi.NULL
+
+
 def test_aiortc_internals_the_shared_whep_fanout_relies_on():
     """edge/streaming/rtp_fanout.py replaces aiortc's RTP loop on a viewer's sender and keeps
     the rest: it overrides `_run_rtp` (started by `send()`), `_retransmit` and

@@ -6,7 +6,9 @@ encoder's output for WebRTC), to the stream's `Relay`, which wraps it once in a
 chosen by `WAVE_WHEP_FANOUT` (settings.whep_fanout, see whep.py):
 
 - `shared` (default): a `rtp_fanout.FanoutTrack`; the frame is packetized into RTP once
-  for all viewers, each viewer's sender only writes its headers, protects and sends.
+  for all viewers, each viewer's sender only writes its headers, protects and sends (one C
+  call per viewer and frame where `make` built it). `shared-python` is the same path with
+  the Python writer only, kept for comparison in bench/edge.py.
 - `per-viewer` (the former path, kept for comparison in bench/edge.py): a `PacketTrack`
   per viewer whose `recv()` gives aiortc an `av.Packet`; aiortc packetizes it again for
   every viewer. A viewer starts (and restarts after its queue overflowed) at a keyframe;
@@ -74,8 +76,8 @@ class PacketTrack(MediaStreamTrack):
 
 
 def viewer_track(path: str, kind: str, on_need_keyframe: Callable[[], None]) -> PacketTrack | FanoutTrack:
-    """A WHEP viewer's track of `kind` on the fan-out `path` ("shared" or "per-viewer")."""
-    if path == "shared":
+    """A WHEP viewer's track of `kind` on the fan-out `path` (settings.WHEP_FANOUT_PATHS)."""
+    if path in ("shared", "shared-python"):
         return FanoutTrack(kind, on_need_keyframe)
     if path == "per-viewer":
         return PacketTrack(kind, on_need_keyframe)

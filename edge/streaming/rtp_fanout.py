@@ -13,7 +13,9 @@ header extensions aiortc's sender writes (mid, abs-send-time: aiortc writes no
 transport-cc sequence number and no audio level for pre-encoded audio) are written by
 its `RtpHeaderWriter`, the SRTP protect is applied (the session's own pylibsrtp
 context) and the datagrams leave without an await, straight to the selected ICE pair's
-socket, a frame's equal-size packets in one segmented send (`udp_batch`).
+socket, a frame's equal-size packets in one segmented send. That per-viewer work is one C
+call (`native_rtp`, built by `make`) when the library is there, and the same bytes from
+Python (`RtpHeaderWriter.write`, pylibsrtp, `udp_batch`) when it is not.
 
 `FanoutSender` replaces aiortc's RTP loop on a viewer's `RTCRtpSender` (`adopt`) and
 keeps the rest of it: RTCP (receiver reports -> remote-inbound RTT/jitter/loss, SR),
@@ -45,7 +47,7 @@ from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket, wrap_rtx
 from aiortc.utils import random32
 
-from edge.streaming import udp_batch
+from edge.streaming import native_rtp, udp_batch
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +74,13 @@ class SharedFrame:
     """One encoded frame of a stream as all of its viewers get it; the RTP payloads and the
     RTP timestamp are computed once, by whichever viewer asks first."""
 
-    __slots__ = ("kind", "data", "pts", "time_base", "keyframe", "_payloads", "_timestamp", "payload_bytes")
+    __slots__ = ("kind", "data", "pts", "time_base", "keyframe", "_payloads", "_timestamp", "payload_bytes", "native")
 
     def __init__(self, kind: str, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> None:
         self.kind, self.data, self.pts, self.time_base, self.keyframe = kind, data, pts, time_base, keyframe
         self._payloads: list[bytes] | None = None
         self._timestamp: int | None = None
+        self.native: native_rtp.NativeFrame | None = None  # the payloads where C reads them, made once
 
     @property
     def payloads(self) -> list[bytes]:
@@ -129,6 +132,16 @@ class RtpHeaderWriter:
     def _block(self, abs_send_time: int) -> bytes:
         profile, value = self._extensions.set(HeaderExtensions(mid=self._mid, abs_send_time=abs_send_time))
         return struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
+
+    def extension_layout(self) -> tuple[bytes, int] | None:
+        """(the extension block, where abs-send-time's 3 bytes go in it or -1) for the
+        native writer; None for a layout only aiortc's map can write."""
+        if self._split is not None:
+            head, tail = self._split
+            return head + bytes(3) + tail, len(head)
+        if self._constant is not None:
+            return self._constant, -1
+        return None
 
     def extension_block(self, abs_send_time: int) -> bytes:
         """The header extension (profile, length, elements) of this viewer's packets, as
@@ -192,25 +205,48 @@ class FanoutSender(RTCRtpSender):
     every shared frame. Use `adopt` on the sender aiortc made for a `FanoutTrack`."""
 
     @classmethod
-    def adopt(cls, sender: RTCRtpSender, on_keyframe_request: Callable[[], None]) -> FanoutSender:
+    def adopt(cls, sender: RTCRtpSender, on_keyframe_request: Callable[[], None], native: bool = True) -> FanoutSender:
+        """`native=False` keeps this viewer on the Python writer even where the C one is
+        built (`WAVE_WHEP_FANOUT=shared-python`, for bench/edge.py's comparison)."""
         if not isinstance(sender.track, FanoutTrack):
             raise TypeError("FanoutSender.adopt wants the sender of a FanoutTrack")
         sender.__class__ = cls
-        sender._fanout_init(on_keyframe_request)  # type: ignore[attr-defined]
+        sender._fanout_init(on_keyframe_request, native)  # type: ignore[attr-defined]
         return sender  # type: ignore[return-value]
 
-    def _fanout_init(self, on_keyframe_request: Callable[[], None]) -> None:
+    def _fanout_init(self, on_keyframe_request: Callable[[], None], native: bool = True) -> None:
         self._on_keyframe_request = on_keyframe_request
         self._writer: RtpHeaderWriter | None = None
         self._history: collections.deque = collections.deque(maxlen=HISTORY_FRAMES)
         self._need_keyframe = True
         self._done = asyncio.Event()
         self._udp: udp_batch.DatagramSender | None = None  # the ICE pair's transport, sent on directly
+        self._use_native = native
+        self._native: native_rtp.NativeViewer | None = None  # the C writer for the current pair and session
+        self._native_for: tuple | None = None  # (session, fd, pair) `_native` was made for, even when None
 
     def _close_udp(self) -> None:
+        self._native = self._native_for = None  # it holds the socket's descriptor
         if self._udp is not None:
             self._udp.close()
             self._udp = None
+
+    def _native_writer(self, session, pair) -> native_rtp.NativeViewer | None:
+        """The C writer for this session, socket and ICE pair, made when one of them
+        changes; None where it cannot be used (not built, a scoped address...)."""
+        sock = self._udp.sock
+        fd = sock.fileno() if sock is not None else -1
+        native = self._native
+        if native is not None and native.matches(session, fd, pair):
+            return native
+        key = (session, fd, pair)
+        if self._native_for == key:
+            return None  # already found unusable for these
+        self._native_for = key
+        self._native = None
+        if self._use_native and fd >= 0:
+            self._native = native_rtp.NativeViewer.make(self._writer, session, fd, pair, pair.remote_addr)
+        return self._native
 
     # -- aiortc's hooks ---------------------------------------------------------------
     def _send_keyframe(self) -> None:
@@ -307,21 +343,32 @@ class FanoutSender(RTCRtpSender):
         try:
             ntp = ntp_now()
             abs_send_time = (ntp >> 14) & 0xFFFFFF
-            packets, first, timestamp = self._writer.write(frame, abs_send_time)
-            protect = dtls._tx_srtp.protect
-            datagrams = [protect(packet) for packet in packets]
             if self._udp is None or self._udp.transport is not udp:
                 self._close_udp()
                 self._udp = udp_batch.DatagramSender(udp)
-            self._udp.send(datagrams, pair.remote_addr)
-            wire = sum(map(len, datagrams))
+            session = dtls._tx_srtp
+            native = self._native_writer(session, pair)
+            if native is not None:
+                # in order behind anything the transport still holds (a full socket)
+                first, wire, rest = native.send(frame, abs_send_time, send=not udp.get_write_buffer_size())
+                timestamp = (self._writer.timestamp_origin + frame.timestamp) & 0xFFFFFFFF
+                if rest:
+                    addr = pair.remote_addr
+                    for datagram in rest:
+                        udp.sendto(datagram, addr)
+            else:
+                packets, first, timestamp = self._writer.write(frame, abs_send_time)
+                protect = session.protect
+                datagrams = [protect(packet) for packet in packets]
+                self._udp.send(datagrams, pair.remote_addr)
+                wire = sum(map(len, datagrams))
         except Exception:  # noqa: BLE001 - one viewer's failure must not stop the others
             log.warning("WHEP fan-out: sending to a viewer failed; ending its RTP stream", exc_info=True)
             self._stop_sending()
             return
         payloads = frame.payloads
         self._history.append((first, timestamp, payloads, abs_send_time))
-        count = len(packets)
+        count = len(payloads)
         # getStats() and the RTCP sender reports read these, as they read aiortc's own loop's
         self._RTCRtpSender__packet_count += count
         self._RTCRtpSender__octet_count += frame.payload_bytes

@@ -69,7 +69,7 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
         raise BadInput("bad_sdp", str(exc)) from None
 
     pc = rtc.peer_connection(edge.settings.ice_servers)
-    fanout = edge.settings.whep_fanout  # "shared" (RTP packetized once per stream) or "per-viewer"
+    fanout = edge.settings.whep_fanout  # "shared" (RTP packetized once per stream), "shared-python", "per-viewer"
     tracks = [viewer_track(fanout, "video", pipeline.request_keyframe)]
     if pipeline.audio and "m=audio" in offer:  # a viewer may ask for the picture only
         tracks.append(viewer_track(fanout, "audio", pipeline.request_keyframe))
@@ -80,7 +80,7 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
         raise BadInput("bad_sdp", str(exc)) from None
     for sender in pc.getSenders():
         if isinstance(sender.track, FanoutTrack):  # shared path: headers + SRTP per viewer only
-            FanoutSender.adopt(sender, pipeline.request_keyframe)
+            FanoutSender.adopt(sender, pipeline.request_keyframe, native=fanout != "shared-python")
         else:
             # aiortc answers a PLI by re-encoding; we have no encoder here, the stream has one
             sender._send_keyframe = pipeline.request_keyframe  # noqa: SLF001 - no public hook

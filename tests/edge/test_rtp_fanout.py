@@ -135,9 +135,10 @@ class _Loopback:
     """An aiortc viewer (recvonly) and an answering peer whose video sender is adopted by
     `FanoutSender`, fed through a `Relay` as the live stream feeds it."""
 
-    def __init__(self):
+    def __init__(self, native: bool = True):
         self.keyframe_requests = 0
         self.relay = Relay()
+        self.native = native
         self.track = FanoutTrack("video", self._want_keyframe)
         self.seen: list[tuple] = []  # (ssrc, payload type, seq, first 2 payload bytes) as received
         self.frames: list[av.VideoFrame] = []
@@ -161,7 +162,7 @@ class _Loopback:
         offer = sdp.only_h264(self.viewer.localDescription.sdp)  # as whep.py steers the answer
         await self.edge.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         self.edge.addTrack(self.track)
-        self.sender = FanoutSender.adopt(self.edge.getSenders()[0], self._want_keyframe)
+        self.sender = FanoutSender.adopt(self.edge.getSenders()[0], self._want_keyframe, native=self.native)
         await self.edge.setLocalDescription(await self.edge.createAnswer())
         self.receiver: RTCRtpReceiver = self.viewer.getReceivers()[0]
         original = self.receiver._handle_rtp_packet
@@ -203,11 +204,13 @@ async def _wait(predicate, timeout=10.0):
     return predicate()
 
 
-def test_an_aiortc_viewer_decodes_the_shared_path_and_resumes_at_a_keyframe(encoded, monkeypatch):
+@pytest.mark.parametrize("native", [True, False], ids=["native-writer", "python-writer"])
+def test_an_aiortc_viewer_decodes_the_shared_path_and_resumes_at_a_keyframe(encoded, monkeypatch, native):
+    """Both writers of the shared path (the C one `make` builds, and Python's)."""
     frames = _shared(encoded)  # keyframes at 0 and 20
 
     async def scenario():
-        link = _Loopback()
+        link = _Loopback(native)
         await link.connect()
         assert link.keyframe_requests == 1  # the viewer's sender asked for a keyframe to start
         await link.send(frames[1:5])  # not keyframes: nothing is sent before one
@@ -233,6 +236,7 @@ def test_an_aiortc_viewer_decodes_the_shared_path_and_resumes_at_a_keyframe(enco
         assert all((y - x) & 0xFFFF == 1 for x, y in zip(media, media[1:])), [(x, y) for x, y in zip(media, media[1:]) if (y - x) & 0xFFFF != 1]  # no gap at the resume
         sizes = {(f.width, f.height) for f in link.frames}
         assert sizes == {(320, 240)}
+        assert (link.sender._native is not None) == native  # the writer under test sent them
         stats = await link.sender.getStats()
         outbound = [s for s in stats.values() if s.type == "outbound-rtp"][0]
         assert outbound.packetsSent == len(media)
