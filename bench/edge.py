@@ -13,7 +13,9 @@
 5. WHEP capacity, both fan-out paths in the same run: for each round (`--rounds`), an edge
    with `WAVE_WHEP_FANOUT=per-viewer` (the former path: aiortc packetizes every frame for
    every viewer) and one with the default `shared` (RTP packetized once per stream, per
-   viewer only headers + SRTP + sendto), each started on the same store in turn, a fresh
+   viewer only headers + SRTP + a segmented send, in one C call: `whep_fanout_native`
+   says whether build/rtp_send.so was there; `--paths` may add `shared-python`, the same
+   path written by Python only), each started on the same store in turn, a fresh
    publish each, then steps of N viewers in `--load-processes` other processes
    (bench/whep_load.py: frames counted, not decoded; they start counting together) until
    the slowest drops under 29 fps. `whep_viewers_at_30fps` is
@@ -62,6 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import limits, machine  # noqa: E402
+from edge.streaming import native_rtp  # noqa: E402
 from tests.media import PatternTrack, decode_fmp4, read_counter  # noqa: E402
 
 
@@ -372,7 +375,11 @@ def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int])
     best.setdefault("per-viewer", 0)
     # The edge's CPU per viewer above the publish alone, over the steps every viewer held
     # 30 fps in: what a viewer costs on each path, whatever else the machine was doing.
-    per_viewer_ms = {path: _cpu_per_viewer(rounds.get(path, [])) for path in ("shared", "per-viewer")}
+    per_viewer_ms = {path: _cpu_per_viewer(rounds.get(path, [])) for path in ("shared", "per-viewer", "shared-python")}
+    python_writer = {}
+    if "shared-python" in rounds:  # the shared path without the C writer, for what it adds
+        python_writer = {"whep_viewers_at_30fps_shared_python": best["shared-python"],
+                         "whep_edge_cpu_ms_per_viewer_shared_python": per_viewer_ms["shared-python"]}
     return {
         "whep_viewers_at_30fps": best["shared"],
         "whep_viewers_at_30fps_per_viewer_path": best["per-viewer"],
@@ -381,6 +388,8 @@ def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int])
         "whep_edge_cpu_ms_per_viewer_per_viewer_path": per_viewer_ms["per-viewer"],
         "whep_cpu_per_viewer_ratio": (round(per_viewer_ms["per-viewer"] / per_viewer_ms["shared"], 2)
                                       if per_viewer_ms["shared"] and per_viewer_ms["per-viewer"] else None),
+        **python_writer,
+        "whep_fanout_native": native_rtp.load() is not None,
         "whep_capacity_env": CAPACITY_ENV,
         "whep_capacity_resolution": f"{args.capacity_width}x{args.capacity_height}",
         "whep_load_processes": args.load_processes,

@@ -18,9 +18,9 @@ STUN, queues it, parses it into objects, keeps receiver statistics, a NACK gener
 jitter buffer, with several awaits per packet: with N viewers in one Python process that
 costs several times the edge's sending and would measure this process, not the edge. So
 once a viewer is connected its SRTP packets are taken where they arrive (aioice's
-datagram handler), decrypted with the viewer's own SRTP session (a forged or broken
-packet fails authentication and is not counted) and counted; STUN, DTLS and RTCP take
-aiortc's path as before. A frame counts when its last packet (RTP marker) arrives and
+datagram handler) and counted by their RTP headers; each frame's last packet is first
+authenticated with the viewer's own SRTP session (a forged or broken one fails, and its
+frame is not counted); STUN, DTLS and RTCP take aiortc's path as before. A frame counts when its last packet (RTP marker) arrives and
 every sequence number since the previous frame's last packet arrived too: a complete
 frame, in order, which is what the edge delivered. The viewers then send no NACK or PLI
 (none are needed on loopback; the edge's RTCP handling is tested in
@@ -75,9 +75,14 @@ RTCDtlsTransport._handle_rtp_data = _count_frame_packets
 
 # Once a viewer is connected, even aiortc's path to `_handle_rtp_data` (aioice parsing every
 # datagram as STUN first, a queue, the DTLS transport's receive loop, two clock reads) costs
-# more than the edge's send of the packet. So its SRTP packets are taken where they arrive,
-# decrypted with the viewer's own SRTP session and counted; STUN, DTLS and RTCP go on as
-# before. Keyed as above, so a viewer's count continues across the switch.
+# more than the edge's send of the packet. So its SRTP packets are taken where they arrive
+# and counted from their RTP headers (SRTP leaves the header in the clear); each frame's
+# last packet is authenticated with the viewer's own SRTP session first, so a frame only
+# counts when the edge's SRTP for this viewer holds. Every packet's SRTP is checked by the
+# tests (an aiortc receiver decodes the fan-out: tests/edge/test_rtp_fanout.py), not here:
+# with hundreds of viewers, decrypting every packet made this process, on the cores the
+# edge needs, a limit of the measurement. STUN, DTLS and RTCP go on as before. Keyed as above, so a viewer's count
+# continues across the switch.
 _direct: dict[int, tuple] = {}  # id(aioice protocol) -> (SRTP session, key)
 _datagram_received = StunProtocol.datagram_received
 
@@ -85,10 +90,11 @@ _datagram_received = StunProtocol.datagram_received
 def _receive(protocol: StunProtocol, data: bytes, addr) -> None:
     direct = _direct.get(id(protocol))
     if direct is not None and 127 < data[0] < 192 and not 191 < data[1] < 224:  # SRTP, not SRTCP
-        try:
-            data = direct[0].unprotect(data)
-        except pylibsrtp.Error:  # fails authentication or replayed: not counted
-            return
+        if data[1] & 0x80:  # a frame's last packet (the RTP header is in the clear)
+            try:
+                direct[0].unprotect(data)
+            except pylibsrtp.Error:  # fails authentication or replayed: the frame is not counted
+                return
         _count(direct[1], data)
         return
     _datagram_received(protocol, data, addr)

@@ -335,7 +335,8 @@ class FanoutSender(RTCRtpSender):
         if udp is None:
             self._stop_sending()
             return
-        if udp.get_write_buffer_size() > MAX_BACKLOG_BYTES:  # a slow viewer: resume at a keyframe
+        backlog = udp.get_write_buffer_size()
+        if backlog > MAX_BACKLOG_BYTES:  # a slow viewer: resume at a keyframe
             if frame.kind == "video":
                 self._need_keyframe = True
                 self._on_keyframe_request()
@@ -350,7 +351,7 @@ class FanoutSender(RTCRtpSender):
             native = self._native_writer(session, pair)
             if native is not None:
                 # in order behind anything the transport still holds (a full socket)
-                first, wire, rest = native.send(frame, abs_send_time, send=not udp.get_write_buffer_size())
+                first, wire, rest = native.send(frame, abs_send_time, send=not backlog)
                 timestamp = (self._writer.timestamp_origin + frame.timestamp) & 0xFFFFFFFF
                 if rest:
                     addr = pair.remote_addr
