@@ -121,6 +121,7 @@ def _load_step(script: Path, base: str, stream_id: str, n: int, seconds: float, 
             "dropped": sum(r.get("dropped", 0) for r in results), "fps": sorted(f for r in results for f in r["fps"]),
             "edge_cpu": round(statistics.fmean(cpus), 3) if cpus else None,
             "load_cpu": [r.get("load_cpu") for r in results],
+            "load_receive": sorted({r.get("receive") or "?" for r in results}),
             "returncode": max(r["returncode"] for r in results)}
 
 
@@ -142,6 +143,7 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
         if step.get("dropped"):  # connected, then ended by the edge under load: not held
             detail[n]["dropped"] = step["dropped"]
         detail[n]["load_cpu"] = step["load_cpu"]  # per load process
+        detail[n]["load_receive"] = step["load_receive"]
         if step.get("edge_cpu") is not None:
             detail[n]["edge_cpu"] = step["edge_cpu"]
             if idle_cpu is not None:

@@ -2,7 +2,7 @@
 
     python bench/whep_load.py BASE_URL STREAM_ID VIEWERS SECONDS [EDGE_PID]
         -> {"viewers", "connected", "failed", "failures", "fps": [...], "edge_cpu": cores,
-            "load_cpu": cores}
+            "load_cpu": cores, "receive": "udp_gro" or "one datagram per read"}
 
 Several of these can share a step (bench/edge.py `--load-processes`): with
 `WHEP_LOAD_BARRIER` (a directory) and `WHEP_LOAD_PARTIES` set, each connects its viewers
@@ -18,9 +18,9 @@ STUN, queues it, parses it into objects, keeps receiver statistics, a NACK gener
 jitter buffer, with several awaits per packet: with N viewers in one Python process that
 costs several times the edge's sending and would measure this process, not the edge. So
 once a viewer is connected its SRTP packets are taken where they arrive (aioice's
-datagram handler) and counted by their RTP headers; each frame's last packet is first
-authenticated with the viewer's own SRTP session (a forged or broken one fails, and its
-frame is not counted); STUN, DTLS and RTCP take aiortc's path as before. A frame counts when its last packet (RTP marker) arrives and
+datagram handler), decrypted with the viewer's own SRTP session (a forged or broken
+packet fails authentication and is not counted) and counted; STUN, DTLS and RTCP take
+aiortc's path as before. A frame counts when its last packet (RTP marker) arrives and
 every sequence number since the previous frame's last packet arrived too: a complete
 frame, in order, which is what the edge delivered. The viewers then send no NACK or PLI
 (none are needed on loopback; the edge's RTCP handling is tested in
@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -75,14 +76,9 @@ RTCDtlsTransport._handle_rtp_data = _count_frame_packets
 
 # Once a viewer is connected, even aiortc's path to `_handle_rtp_data` (aioice parsing every
 # datagram as STUN first, a queue, the DTLS transport's receive loop, two clock reads) costs
-# more than the edge's send of the packet. So its SRTP packets are taken where they arrive
-# and counted from their RTP headers (SRTP leaves the header in the clear); each frame's
-# last packet is authenticated with the viewer's own SRTP session first, so a frame only
-# counts when the edge's SRTP for this viewer holds. Every packet's SRTP is checked by the
-# tests (an aiortc receiver decodes the fan-out: tests/edge/test_rtp_fanout.py), not here:
-# with hundreds of viewers, decrypting every packet made this process, on the cores the
-# edge needs, a limit of the measurement. STUN, DTLS and RTCP go on as before. Keyed as above, so a viewer's count
-# continues across the switch.
+# more than the edge's send of the packet. So its SRTP packets are taken where they arrive,
+# decrypted with the viewer's own SRTP session and counted; STUN, DTLS and RTCP go on as
+# before. Keyed as above, so a viewer's count continues across the switch.
 _direct: dict[int, tuple] = {}  # id(aioice protocol) -> (SRTP session, key)
 _datagram_received = StunProtocol.datagram_received
 
@@ -90,11 +86,10 @@ _datagram_received = StunProtocol.datagram_received
 def _receive(protocol: StunProtocol, data: bytes, addr) -> None:
     direct = _direct.get(id(protocol))
     if direct is not None and 127 < data[0] < 192 and not 191 < data[1] < 224:  # SRTP, not SRTCP
-        if data[1] & 0x80:  # a frame's last packet (the RTP header is in the clear)
-            try:
-                direct[0].unprotect(data)
-            except pylibsrtp.Error:  # fails authentication or replayed: the frame is not counted
-                return
+        try:
+            data = direct[0].unprotect(data)
+        except pylibsrtp.Error:  # fails authentication or replayed: not counted
+            return
         _count(direct[1], data)
         return
     _datagram_received(protocol, data, addr)
@@ -102,13 +97,62 @@ def _receive(protocol: StunProtocol, data: bytes, addr) -> None:
 
 StunProtocol.datagram_received = _receive
 
+# The viewers' sockets receive with UDP generic receive offload: a run of equal-size
+# datagrams the edge sent in one segmented send (UDP_SEGMENT) arrives in one read, with
+# its segment size beside it, and is split here. On loopback the sender's system call
+# also does the receiving socket's work for every datagram it delivers, which on a real
+# network happens on the viewer's machine; with GRO it is done once per run, so the
+# edge's CPU is closer to what it spends on a network, and this process reads once per
+# run instead of once per datagram. Datagrams sent one at a time (every datagram of the
+# per-viewer path, STUN, DTLS, RTCP) arrive one at a time as before.
+UDP_GRO = getattr(socket, "UDP_GRO", 104)  # linux/udp.h; Python 3.11 does not name it
+_GRO_CONTROL = socket.CMSG_SPACE(4)
+receive_mode = {"mode": "one datagram per read"}
+
+
+def _read_runs(protocol: StunProtocol, sock: socket.socket) -> None:
+    while True:
+        try:
+            data, ancdata, _flags, addr = sock.recvmsg(65536, _GRO_CONTROL)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # an ICMP error reported on the socket: nothing to read
+            continue
+        size = len(data)
+        for level, kind, value in ancdata:
+            if level == socket.SOL_UDP and kind == UDP_GRO:
+                size = int.from_bytes(value, sys.byteorder) or size
+        if size >= len(data):
+            _receive(protocol, data, addr)
+            continue
+        for at in range(0, len(data), size):
+            _receive(protocol, data[at:at + size], addr)
+
+
+def _read_with_gro(protocol: StunProtocol) -> None:
+    """Read this viewer's socket with GRO from now on (asyncio's selector transport keeps
+    the socket; its reader is swapped for `_read_runs`)."""
+    transport = protocol.transport
+    sock = getattr(transport, "_sock", None)
+    if not isinstance(sock, socket.socket):
+        return
+    try:
+        sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return  # a kernel without UDP GRO: one datagram per read, as before
+    loop = asyncio.get_running_loop()
+    loop._remove_reader(sock.fileno())
+    loop._add_reader(sock.fileno(), _read_runs, protocol, sock)
+    receive_mode["mode"] = "udp_gro"
+
 
 def take_direct(pc: RTCPeerConnection) -> None:
     for transceiver in pc.getTransceivers():
         dtls = transceiver.receiver.transport
         pair = dtls.transport._connection._nominated.get(1)
-        if pair is not None and dtls._rx_srtp is not None:
+        if pair is not None and dtls._rx_srtp is not None and id(pair.protocol) not in _direct:
             _direct[id(pair.protocol)] = (dtls._rx_srtp, id(dtls))
+            _read_with_gro(pair.protocol)
 
 
 ever_connected: set[int] = set()  # id(pc) of the viewers that connected at some point
@@ -199,7 +243,8 @@ async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int 
     edge_cpu = round((cpu_after - cpu_before) / elapsed, 3) if edge_pid else None
     load_cpu = round((own_after - own_before) / elapsed, 3)  # this process: is it the limit?
     print(json.dumps({"viewers": n, "connected": n - failed, "failed": failed, "failures": failures,
-                      "dropped": dropped, "fps": fps, "edge_cpu": edge_cpu, "load_cpu": load_cpu}))
+                      "dropped": dropped, "fps": fps, "edge_cpu": edge_cpu, "load_cpu": load_cpu,
+                      "receive": receive_mode["mode"]}))
     return 1 if failed else 0
 
 

@@ -46,9 +46,19 @@ struct wave_rtp_viewer {
     int16_t abs_offset;
     uint8_t ext[64];
 };
-long wave_rtp_write_send(struct wave_rtp_viewer *v, const uint8_t *payloads, const uint32_t *offsets,
-                         const uint32_t *lens, int n, uint32_t media_timestamp, uint32_t abs_send_time,
-                         uint8_t *out, uint32_t *out_lens, uint32_t stride, int send, int *sent, int *err);
+struct wave_rtp_frame {
+    const uint8_t *payloads;
+    const uint32_t *offsets;
+    const uint32_t *lens;
+    int n;
+    uint32_t stride;
+    uint8_t *out;
+    uint32_t *out_lens;
+    int sent;
+    int err;
+};
+long wave_rtp_write_send(struct wave_rtp_viewer *v, struct wave_rtp_frame *f, uint32_t media_timestamp,
+                         uint32_t abs_send_time, int send);
 int wave_rtp_segmentation(void);
 """
 
@@ -101,37 +111,39 @@ def sockaddr(addr: tuple) -> bytes | None:
 class NativeFrame:
     """One shared frame's payloads where C can read them, and the scratch every viewer's
     datagrams are written into in turn (the event loop sends one viewer's before it
-    writes the next's)."""
+    writes the next's): a `struct wave_rtp_frame`, filled once per frame."""
 
-    __slots__ = ("n", "payloads", "offsets", "lens", "out", "out_lens", "stride", "sent", "err", "_keep")
+    __slots__ = ("n", "struct", "out", "out_lens", "stride", "_keep")
 
     def __init__(self, ffi, payloads: list[bytes]) -> None:
         joined = b"".join(payloads)
-        self.n = len(payloads)
-        self._keep = joined
-        self.payloads = ffi.from_buffer("uint8_t[]", joined)
+        n = self.n = len(payloads)
         offsets, at = [], 0
         for p in payloads:
             offsets.append(at)
             at += len(p)
-        self.offsets = ffi.new("uint32_t[]", offsets)
-        self.lens = ffi.new("uint32_t[]", [len(p) for p in payloads])
         self.stride = max(map(len, payloads), default=0) + 12 + MAX_EXTENSION + SRTP_MAX_TRAILER
-        self.out = ffi.new("uint8_t[]", self.n * self.stride)
-        self.out_lens = ffi.new("uint32_t[]", max(self.n, 1))
-        self.sent = ffi.new("int *")
-        self.err = ffi.new("int *")
+        data = ffi.from_buffer("uint8_t[]", joined)
+        offsets_c = ffi.new("uint32_t[]", offsets or [0])
+        lens_c = ffi.new("uint32_t[]", [len(p) for p in payloads] or [0])
+        self.out = ffi.new("uint8_t[]", max(n, 1) * self.stride)
+        self.out_lens = ffi.new("uint32_t[]", max(n, 1))
+        self._keep = (joined, data, offsets_c, lens_c)  # the struct points into these
+        f = self.struct = ffi.new("struct wave_rtp_frame *")
+        f.payloads, f.offsets, f.lens, f.n, f.stride = data, offsets_c, lens_c, n, self.stride
+        f.out, f.out_lens = self.out, self.out_lens
 
 
 class NativeViewer:
     """One viewer's C-side RTP state, made from its header writer, SRTP session, socket
-    and ICE pair; rebuilt by the caller when any of those changes (`matches`)."""
+    and ICE pair; the caller makes a new one when any of those changes."""
 
-    __slots__ = ("ffi", "lib", "struct", "writer", "session", "fd", "pair")
+    __slots__ = ("ffi", "lib", "struct", "writer", "session", "fd", "pair", "_send")
 
     def __init__(self, loaded: tuple, writer, session, fd: int, pair, addr: bytes, ext: bytes, abs_offset: int) -> None:
         self.ffi, self.lib, protect = loaded
         self.writer, self.session, self.fd, self.pair = writer, session, fd, pair
+        self._send = self.lib.wave_rtp_write_send
         v = self.struct = self.ffi.new("struct wave_rtp_viewer *")
         v.protect = self.ffi.cast("void *", protect)
         # pylibsrtp keeps its `srtp_t` in `_srtp[0]` (pinned by tests/test_library_contracts.py);
@@ -160,30 +172,22 @@ class NativeViewer:
             return None
         return cls(loaded, writer, session, fd, pair, addr, *layout)
 
-    def matches(self, session, fd: int, pair) -> bool:
-        return self.session is session and self.fd == fd and self.pair is pair
-
-    def frame(self, frame) -> NativeFrame:
-        native = frame.native
-        if native is None:
-            native = frame.native = NativeFrame(self.ffi, frame.payloads)
-        return native
 
     def send(self, frame, abs_send_time: int, send: bool) -> tuple[int, int, list[bytes]]:
         """Write, protect and (when `send`) send this viewer's packets of `frame`. Returns
         (first sequence number, wire bytes, the datagrams not sent, in order: all of them
         when not `send`, the rest after a full socket or an error), advancing the writer's
         sequence number as its own `write` would."""
-        native = self.frame(frame)
+        native = frame.native
+        if native is None:
+            native = frame.native = NativeFrame(self.ffi, frame.payloads)
         v, writer = self.struct, self.writer
         first = v.sequence_number = writer.sequence_number
-        wire = self.lib.wave_rtp_write_send(v, native.payloads, native.offsets, native.lens, native.n,
-                                          frame.timestamp & 0xFFFFFFFF, abs_send_time, native.out, native.out_lens,
-                                          native.stride, send, native.sent, native.err)
+        wire = self._send(v, native.struct, frame.timestamp & 0xFFFFFFFF, abs_send_time, send)
         if wire < 0:
             raise RuntimeError(f"SRTP protect failed (libsrtp error {-wire})")
         writer.sequence_number = v.sequence_number
-        sent = native.sent[0]
+        sent = native.struct.sent
         rest = []
         if sent < native.n:
             out, stride, lens, buf = native.out, native.stride, native.out_lens, self.ffi.buffer

@@ -60,6 +60,7 @@ HISTORY_FRAMES = 128
 MAX_BACKLOG_BYTES = 512 * 1024
 
 _HEADER = struct.Struct("!BBHLL")
+_CONNECTED = DtlsState.CONNECTED
 
 
 def packetize(kind: str, data: bytes) -> list[bytes]:
@@ -222,31 +223,38 @@ class FanoutSender(RTCRtpSender):
         self._done = asyncio.Event()
         self._udp: udp_batch.DatagramSender | None = None  # the ICE pair's transport, sent on directly
         self._use_native = native
-        self._native: native_rtp.NativeViewer | None = None  # the C writer for the current pair and session
-        self._native_for: tuple | None = None  # (session, fd, pair) `_native` was made for, even when None
+        # (ICE's nominated pairs, the pair, its datagram transport, the C writer or None),
+        # found once and kept while that pair stays nominated and DTLS connected: looking
+        # them up through aiortc's and aioice's objects for every frame of every viewer
+        # was a fifth of the edge's Python time at 400 viewers (bench/RESULTS.md).
+        self._route: tuple | None = None
+
+    @property
+    def _native(self) -> native_rtp.NativeViewer | None:
+        return self._route[3] if self._route is not None else None
 
     def _close_udp(self) -> None:
-        self._native = self._native_for = None  # it holds the socket's descriptor
+        self._route = None  # its C writer holds the socket's descriptor
         if self._udp is not None:
             self._udp.close()
             self._udp = None
 
-    def _native_writer(self, session, pair) -> native_rtp.NativeViewer | None:
-        """The C writer for this session, socket and ICE pair, made when one of them
-        changes; None where it cannot be used (not built, a scoped address...)."""
+    def _find_route(self, dtls) -> tuple | None:
+        """This viewer's route as `_route` keeps it, or None when ICE has no pair (or
+        the pair no transport): the viewer is gone."""
+        nominated = dtls.transport._connection._nominated
+        pair = nominated.get(1)
+        udp = pair.protocol.transport if pair is not None else None
+        if udp is None:
+            return None
+        self._close_udp()
+        self._udp = udp_batch.DatagramSender(udp)
         sock = self._udp.sock
-        fd = sock.fileno() if sock is not None else -1
-        native = self._native
-        if native is not None and native.matches(session, fd, pair):
-            return native
-        key = (session, fd, pair)
-        if self._native_for == key:
-            return None  # already found unusable for these
-        self._native_for = key
-        self._native = None
-        if self._use_native and fd >= 0:
-            self._native = native_rtp.NativeViewer.make(self._writer, session, fd, pair, pair.remote_addr)
-        return self._native
+        native = None
+        if self._use_native and sock is not None:
+            native = native_rtp.NativeViewer.make(self._writer, dtls._tx_srtp, sock.fileno(), pair, pair.remote_addr)
+        self._route = (nominated, pair, udp, native)
+        return self._route
 
     # -- aiortc's hooks ---------------------------------------------------------------
     def _send_keyframe(self) -> None:
@@ -324,17 +332,16 @@ class FanoutSender(RTCRtpSender):
                 return
             self._need_keyframe = False
         dtls = self.transport
-        if dtls._state != DtlsState.CONNECTED:
+        if dtls._state is not _CONNECTED:
             self._stop_sending()
             return
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            self._stop_sending()
-            return
-        udp = pair.protocol.transport
-        if udp is None:
-            self._stop_sending()
-            return
+        route = self._route
+        if route is None or route[0].get(1) is not route[1]:
+            route = self._find_route(dtls)
+            if route is None:
+                self._stop_sending()
+                return
+        _, pair, udp, native = route
         backlog = udp.get_write_buffer_size()
         if backlog > MAX_BACKLOG_BYTES:  # a slow viewer: resume at a keyframe
             if frame.kind == "video":
@@ -344,11 +351,6 @@ class FanoutSender(RTCRtpSender):
         try:
             ntp = ntp_now()
             abs_send_time = (ntp >> 14) & 0xFFFFFF
-            if self._udp is None or self._udp.transport is not udp:
-                self._close_udp()
-                self._udp = udp_batch.DatagramSender(udp)
-            session = dtls._tx_srtp
-            native = self._native_writer(session, pair)
             if native is not None:
                 # in order behind anything the transport still holds (a full socket)
                 first, wire, rest = native.send(frame, abs_send_time, send=not backlog)
@@ -359,7 +361,7 @@ class FanoutSender(RTCRtpSender):
                         udp.sendto(datagram, addr)
             else:
                 packets, first, timestamp = self._writer.write(frame, abs_send_time)
-                protect = session.protect
+                protect = dtls._tx_srtp.protect
                 datagrams = [protect(packet) for packet in packets]
                 self._udp.send(datagrams, pair.remote_addr)
                 wire = sum(map(len, datagrams))

@@ -53,6 +53,20 @@ struct wave_rtp_viewer {
     uint8_t ext[64];
 };
 
+/* One shared frame's payloads and the scratch its datagrams are written into; the same
+ * for every viewer of the frame (Python fills it once). `sent` and `err` are outputs. */
+struct wave_rtp_frame {
+    const uint8_t *payloads; /* payload i is payloads[offsets[i] .. offsets[i] + lens[i]) */
+    const uint32_t *offsets;
+    const uint32_t *lens;
+    int n;
+    uint32_t stride; /* datagram i is written at out + i * stride */
+    uint8_t *out;
+    uint32_t *out_lens;
+    int sent;
+    int err;
+};
+
 static int segmentation = 1;
 
 int wave_rtp_segmentation(void) { return segmentation; }
@@ -159,21 +173,21 @@ int wave_rtp_send(const struct wave_rtp_viewer *v, uint8_t *out, const uint32_t 
 /*
  * wave_rtp_write, then (when `send`) wave_rtp_send: one crossing from Python per viewer
  * and frame. Returns the datagrams' total length, or minus the libsrtp error of a packet
- * that could not be protected; *sent is how many datagrams left (0 when not `send`), *err
- * the errno that stopped the sending.
+ * that could not be protected; f->sent is how many datagrams left (0 when not `send`),
+ * f->err the errno that stopped the sending.
  */
-long wave_rtp_write_send(struct wave_rtp_viewer *v, const uint8_t *payloads, const uint32_t *offsets,
-                         const uint32_t *lens, int n, uint32_t media_timestamp, uint32_t abs_send_time,
-                         uint8_t *out, uint32_t *out_lens, uint32_t stride, int send, int *sent, int *err) {
-    *sent = 0;
-    *err = 0;
-    int rc = wave_rtp_write(v, payloads, offsets, lens, n, media_timestamp, abs_send_time, out, out_lens, stride);
+long wave_rtp_write_send(struct wave_rtp_viewer *v, struct wave_rtp_frame *f, uint32_t media_timestamp,
+                         uint32_t abs_send_time, int send) {
+    f->sent = 0;
+    f->err = 0;
+    int rc = wave_rtp_write(v, f->payloads, f->offsets, f->lens, f->n, media_timestamp, abs_send_time, f->out,
+                            f->out_lens, f->stride);
     if (rc)
         return -(long)rc;
     long wire = 0;
-    for (int i = 0; i < n; i++)
-        wire += out_lens[i];
+    for (int i = 0; i < f->n; i++)
+        wire += f->out_lens[i];
     if (send)
-        *sent = wave_rtp_send(v, out, out_lens, n, stride, err);
+        f->sent = wave_rtp_send(v, f->out, f->out_lens, f->n, f->stride, &f->err);
     return wire;
 }
