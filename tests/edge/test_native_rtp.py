@@ -82,7 +82,7 @@ def test_the_c_writer_makes_the_python_writers_datagrams(extensions, profile):
     (py_writer, py_session), (c_writer, c_session) = _pair(extensions, profile)
     sock = _Socket()
     try:
-        viewer = native_rtp.NativeViewer.make(c_writer, c_session, sock.tx.fileno(), object(), sock.rx.getsockname())
+        viewer = native_rtp.NativeViewer.make(c_writer, c_session, sock.tx.fileno(), sock.rx.getsockname())
         assert viewer is not None
         for n, frame in enumerate(_frames()):
             abs_send_time = (0xABCDEF + n * 0x10101) & 0xFFFFFF
@@ -106,7 +106,7 @@ def test_sent_datagrams_arrive_whole_and_in_order():
     (py_writer, py_session), (c_writer, c_session) = _pair([(1, MID), (3, ABS)])
     sock = _Socket()
     try:
-        viewer = native_rtp.NativeViewer.make(c_writer, c_session, sock.tx.fileno(), object(), sock.rx.getsockname())
+        viewer = native_rtp.NativeViewer.make(c_writer, c_session, sock.tx.fileno(), sock.rx.getsockname())
         for frame in _frames():
             packets, _, _ = py_writer.write(frame, 77)
             expected = [py_session.protect(p) for p in packets]
@@ -124,7 +124,7 @@ def test_a_failed_send_hands_back_the_datagrams_that_did_not_leave():
     (py_writer, py_session), (c_writer, c_session) = _pair([(1, MID)])
     sock = _Socket()
     try:
-        viewer = native_rtp.NativeViewer.make(c_writer, c_session, sock.tx.fileno(), object(), ("::1", 9))
+        viewer = native_rtp.NativeViewer.make(c_writer, c_session, sock.tx.fileno(), ("::1", 9))
         frame = _frames()[0]
         packets, _, _ = py_writer.write(frame, 5)
         _, _, rest = viewer.send(frame, 5, send=True)
@@ -140,7 +140,7 @@ def test_a_packet_libsrtp_refuses_is_an_error_not_garbage():
     (writer, session), _ = _pair([(1, MID)])
     sock = _Socket()
     try:
-        viewer = native_rtp.NativeViewer.make(writer, session, sock.tx.fileno(), object(), sock.rx.getsockname())
+        viewer = native_rtp.NativeViewer.make(writer, session, sock.tx.fileno(), sock.rx.getsockname())
         frame = _frames()[1]
         viewer.send(frame, 0, send=True)
         assert sock.rx.recv(65536)
@@ -168,4 +168,4 @@ def test_without_the_library_the_fanout_keeps_the_python_writer(monkeypatch, tmp
     monkeypatch.setattr(native_rtp, "_loaded", None)
     (writer, session), _ = _pair([(1, MID)])
     assert native_rtp.load() is None
-    assert native_rtp.NativeViewer.make(writer, session, 0, object(), ("127.0.0.1", 9)) is None
+    assert native_rtp.NativeViewer.make(writer, session, 0, ("127.0.0.1", 9)) is None

@@ -305,5 +305,6 @@ def test_the_fanout_path_is_read_from_the_environment_in_one_place():
 
     assert from_env({}).whep_fanout == "shared"
     assert from_env({"WAVE_WHEP_FANOUT": "per-viewer"}).whep_fanout == "per-viewer"
+    assert from_env({"WAVE_WHEP_FANOUT": "shared-python"}).whep_fanout == "shared-python"
     with pytest.raises(ValueError, match="WAVE_WHEP_FANOUT"):
         from_env({"WAVE_WHEP_FANOUT": "perviewer"})  # a typo is a start-up error, not the default

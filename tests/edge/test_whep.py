@@ -330,23 +330,30 @@ def test_the_per_viewer_fanout_path_still_works_when_switched_beside_the_shared_
         pc1, got1, _ = await _watch(server.base_url, stream["stream_id"])
         server.edge.settings.whep_fanout = "per-viewer"
         pc2, got2, _ = await _watch(server.base_url, stream["stream_id"])
+        server.edge.settings.whep_fanout = "shared-python"  # the shared path without the C writer
+        pc3, got3, _ = await _watch(server.base_url, stream["stream_id"])
         sessions = sorted(server.edge.live.viewers().values(), key=lambda s: s.started)
         assert [type(t) for t in sessions[0].tracks] == [FanoutTrack, FanoutTrack]
         assert [type(t) for t in sessions[1].tracks] == [PacketTrack, PacketTrack]
+        assert [type(t) for t in sessions[2].tracks] == [FanoutTrack, FanoutTrack]
         assert all(isinstance(s, FanoutSender) for s in sessions[0].pc.getSenders())
         assert not any(isinstance(s, FanoutSender) for s in sessions[1].pc.getSenders())
-        for got in (got1, got2):
+        # video and audio: the C writer on the default path, Python's on shared-python
+        assert all(s._native is not None for s in sessions[0].pc.getSenders())
+        assert all(isinstance(s, FanoutSender) and s._native is None for s in sessions[2].pc.getSenders())
+        for got in (got1, got2, got3):
             frames = got["video"]
             assert (frames[-1].width, frames[-1].height) == (640, 360)
             counters = [read_counter(f) for f in frames[-10:]]
             assert counters == sorted(counters) and counters[-1] > counters[0]
             assert got["audio"] > 0
-        for session in sessions:  # history and stats see the bytes of both paths
+        for session in sessions:  # history and stats see the bytes of every path
             assert sum(t.bytes_sent for t in session.tracks) > 0
             stats = await session.pc.getSenders()[0].getStats()
             assert [s for s in stats.values() if s.type == "outbound-rtp"][0].packetsSent > 30
         await pc1.close()
         await pc2.close()
+        await pc3.close()
         await publisher.close()
 
     asyncio.run(scenario())
