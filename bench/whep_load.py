@@ -101,10 +101,11 @@ StunProtocol.datagram_received = _receive
 # datagrams the edge sent in one segmented send (UDP_SEGMENT) arrives in one read, with
 # its segment size beside it, and is split here. On loopback the sender's system call
 # also does the receiving socket's work for every datagram it delivers, which on a real
-# network happens on the viewer's machine; with GRO it is done once per run, so the
-# edge's CPU is closer to what it spends on a network, and this process reads once per
-# run instead of once per datagram. Datagrams sent one at a time (every datagram of the
-# per-viewer path, STUN, DTLS, RTCP) arrive one at a time as before.
+# network happens on the viewer's machine; with GRO it is done once per run, and this
+# process reads once per run instead of once per datagram (measured at the 640x360
+# capacity stream: no difference beyond noise, its frames being short runs; bench/RESULTS.md).
+# Datagrams sent one at a time (every datagram of the per-viewer path, STUN, DTLS, RTCP)
+# arrive one at a time as before.
 UDP_GRO = getattr(socket, "UDP_GRO", 104)  # linux/udp.h; Python 3.11 does not name it
 _GRO_CONTROL = socket.CMSG_SPACE(4)
 receive_mode = {"mode": "one datagram per read"}

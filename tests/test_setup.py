@@ -89,7 +89,8 @@ def test_system_deps_names_the_exact_command_when_it_cannot_install():
     assert "Run as root" in result.stderr
     command = re.search(r"sudo sh -c '(.*)'", result.stderr).group(1)
     assert command.startswith("apt-get update && apt-get install -y --no-install-recommends ")
-    assert command.endswith("nodejs npm")  # and python3-venv first, if that is missing too
+    # and python3-venv first, if that is missing too; a C compiler for build/rtp_send.so last
+    assert command.endswith("nodejs npm gcc libc6-dev")
 
 
 def _run_unprivileged(setpriv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
