@@ -14,7 +14,6 @@ PLAYER := player/dist/wave-player.js
 # The shared WHEP fan-out's per-viewer writer in C (edge/streaming/native_rtp.py loads it;
 # without it the edge falls back to the slower Python writer).
 NATIVE_RTP := build/rtp_send.so
-CC ?= cc
 # The third-party WHIP/WHEP clients the interop tests drive (tests/test_webrtc_interop.py).
 INTEROP := player/test-dist/interop.js
 

@@ -24,6 +24,8 @@ import socket
 import struct
 from pathlib import Path
 
+import pylibsrtp
+
 log = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).resolve().parents[2] / "build" / "rtp_send.so"
@@ -75,7 +77,6 @@ def load() -> tuple | None:
     _tried = True
     try:
         import cffi
-        import pylibsrtp
 
         if not LIBRARY.exists():
             raise OSError(f"{LIBRARY} is not built (make builds it from {SOURCE.name})")
@@ -149,8 +150,6 @@ class NativeViewer:
         v.protect = self.ffi.cast("void *", protect)
         # pylibsrtp keeps its `srtp_t` in `_srtp[0]` (pinned by tests/test_library_contracts.py);
         # `session` is kept referenced here so it outlives every call that uses it.
-        import pylibsrtp
-
         v.srtp = self.ffi.cast("void *", int(pylibsrtp.ffi.cast("uintptr_t", session._srtp[0])))
         v.fd = fd
         v.addr_len = len(addr)
