@@ -14,12 +14,15 @@ PLAYER := player/dist/wave-player.js
 # The shared WHEP fan-out's per-viewer writer in C (edge/streaming/native_rtp.py loads it;
 # without it the edge falls back to the slower Python writer).
 NATIVE_RTP := build/rtp_send.so
+# bench/whep_load.py's viewers read, decrypt and count their packets with it (in Python
+# without it, at several times the CPU on the machine the edge is measured on).
+BENCH_COUNTER := build/rtp_count.so
 # The third-party WHIP/WHEP clients the interop tests drive (tests/test_webrtc_interop.py).
 INTEROP := player/test-dist/interop.js
 
 .PHONY: run test setup system-deps system-deps-test lock bench clean
 
-setup: system-deps $(STAMP) $(PLAYER) $(NATIVE_RTP)
+setup: system-deps $(STAMP) $(PLAYER) $(NATIVE_RTP) $(BENCH_COUNTER)
 
 system-deps:
 	@scripts/system-deps run
@@ -55,6 +58,10 @@ $(NATIVE_RTP): edge/streaming/rtp_send.c
 	mkdir -p $(dir $@)
 	$(CC) -O2 -fPIC -shared -Wall -Wextra -o $@ $<
 
+$(BENCH_COUNTER): bench/rtp_count.c
+	mkdir -p $(dir $@)
+	$(CC) -O2 -fPIC -shared -Wall -Wextra -o $@ $<
+
 # The player: hls.js and esbuild from npm (versions pinned by package-lock.json).
 player/node_modules/.installed: player/package.json player/package-lock.json
 	cd player && npm ci --no-audit --no-fund --loglevel=error
@@ -74,4 +81,4 @@ bench: setup
 	$(PY) bench/ingest.py
 
 clean:
-	rm -rf $(VENV) .venv-lock var .pytest_cache player/node_modules player/dist player/test-dist $(NATIVE_RTP)
+	rm -rf $(VENV) .venv-lock var .pytest_cache player/node_modules player/dist player/test-dist $(NATIVE_RTP) $(BENCH_COUNTER)

@@ -2,7 +2,7 @@
 
     python bench/whep_load.py BASE_URL STREAM_ID VIEWERS SECONDS [EDGE_PID]
         -> {"viewers", "connected", "failed", "failures", "fps": [...], "edge_cpu": cores,
-            "load_cpu": cores, "receive": "udp_gro" or "one datagram per read"}
+            "load_cpu": cores, "receive": "udp_gro, counted in C", "udp_gro" or "one datagram per read"}
 
 Several of these can share a step (bench/edge.py `--load-processes`): with
 `WHEP_LOAD_BARRIER` (a directory) and `WHEP_LOAD_PARTIES` set, each connects its viewers
@@ -37,6 +37,7 @@ and its frame rate is what it got (0 fps if it got nothing in the window).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import socket
@@ -130,9 +131,77 @@ def _read_runs(protocol: StunProtocol, sock: socket.socket) -> None:
             _receive(protocol, data[at:at + size], addr)
 
 
-def _read_with_gro(protocol: StunProtocol) -> None:
+# The same reading, decrypting and counting in C (bench/rtp_count.c, built by `make` as
+# build/rtp_count.so): one call per wake-up of a viewer's socket instead of Python per
+# packet, which cost this process about as much CPU per viewer as the edge spent sending
+# (bench/RESULTS.md, "Streaming"). libsrtp is pylibsrtp's own (`srtp_unprotect` through
+# the pointer its binding exports, on the viewer's own session). It also leaves the edge's
+# SRTCP unread (see rtp_count.c). Python's path above is the fallback when the library is
+# not built.
+COUNTER = Path(__file__).resolve().parents[1] / "build" / "rtp_count.so"
+_COUNTER_CDEF = """
+struct wave_count_viewer {
+    void *unprotect;
+    void *srtp;
+    int fd;
+    int started;
+    int broken;
+    uint16_t last_seq;
+    uint64_t frames;
+    uint64_t packets;
+    uint64_t rejected;
+    uint64_t rtcp;
+};
+int wave_count_drain(struct wave_count_viewer *v, uint8_t *buf, int size, uint8_t *other, int cap,
+                     uint8_t *addr, uint32_t *addr_len);
+"""
+_counter: dict = {}
+_native_counts: dict[int, object] = {}  # id(DTLS transport) -> its struct wave_count_viewer
+
+
+def _load_counter() -> dict | None:
+    """ffi, lib, srtp_unprotect's address and the shared buffers, once; None without the library."""
+    if not _counter:
+        _counter["loaded"] = None
+        source = COUNTER.parents[1] / "bench" / "rtp_count.c"
+        if COUNTER.exists() and COUNTER.stat().st_mtime >= source.stat().st_mtime:
+            import cffi
+
+            ffi = cffi.FFI()
+            ffi.cdef(_COUNTER_CDEF)
+            lib = ffi.dlopen(str(COUNTER))
+            unprotect = int(pylibsrtp.ffi.cast("uintptr_t", pylibsrtp.ffi.addressof(pylibsrtp.lib, "srtp_unprotect")))
+            _counter["loaded"] = {"ffi": ffi, "lib": lib, "unprotect": ffi.cast("void *", unprotect),
+                                  "buf": ffi.new("uint8_t[]", 65536), "other": ffi.new("uint8_t[]", 2048),
+                                  "addr": ffi.new("uint8_t[]", 128), "addr_len": ffi.new("uint32_t *")}
+    return _counter["loaded"]
+
+
+def _address(raw: bytes) -> tuple:
+    family = int.from_bytes(raw[:2], sys.byteorder)
+    port = int.from_bytes(raw[2:4], "big")
+    if family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
+    return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+
+
+def _drain(protocol: StunProtocol, viewer, c: dict) -> None:
+    ffi, drain, buf, other, addr, addr_len = c["ffi"], c["lib"].wave_count_drain, c["buf"], c["other"], c["addr"], c["addr_len"]
+    while True:
+        addr_len[0] = 128
+        n = drain(viewer, buf, 65536, other, 2048, addr, addr_len)
+        if n == 0:
+            return
+        if n < 0:  # an ICMP error reported on the socket: nothing to read
+            if -n in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                continue
+            return
+        _datagram_received(protocol, ffi.buffer(other, n)[:], _address(ffi.buffer(addr, addr_len[0])[:]))
+
+
+def _read_with_gro(protocol: StunProtocol, session=None, key: int | None = None) -> None:
     """Read this viewer's socket with GRO from now on (asyncio's selector transport keeps
-    the socket; its reader is swapped for `_read_runs`)."""
+    the socket; its reader is swapped for `_drain` in C, or `_read_runs`)."""
     transport = protocol.transport
     sock = getattr(transport, "_sock", None)
     if not isinstance(sock, socket.socket):
@@ -143,8 +212,27 @@ def _read_with_gro(protocol: StunProtocol) -> None:
         return  # a kernel without UDP GRO: one datagram per read, as before
     loop = asyncio.get_running_loop()
     loop._remove_reader(sock.fileno())
+    c = _load_counter() if session is not None else None
+    if c is not None:
+        viewer = c["ffi"].new("struct wave_count_viewer *")
+        viewer.unprotect = c["unprotect"]
+        # pylibsrtp keeps its `srtp_t` in `_srtp[0]` (as edge/streaming/native_rtp.py relies on)
+        viewer.srtp = c["ffi"].cast("void *", int(pylibsrtp.ffi.cast("uintptr_t", session._srtp[0])))
+        viewer.fd = sock.fileno()
+        _native_counts[key] = (viewer, session)  # the session outlives the struct that points into it
+        loop._add_reader(sock.fileno(), _drain, protocol, viewer, c)
+        receive_mode["mode"] = "udp_gro, counted in C"
+        return
     loop._add_reader(sock.fileno(), _read_runs, protocol, sock)
     receive_mode["mode"] = "udp_gro"
+
+
+def frame_counts() -> dict[int, int]:
+    """Complete frames per viewer so far, whichever path counted them."""
+    out = dict(counts)
+    for key, (viewer, _) in _native_counts.items():
+        out[key] = out.get(key, 0) + viewer.frames
+    return out
 
 
 def take_direct(pc: RTCPeerConnection) -> None:
@@ -153,7 +241,7 @@ def take_direct(pc: RTCPeerConnection) -> None:
         pair = dtls.transport._connection._nominated.get(1)
         if pair is not None and dtls._rx_srtp is not None and id(pair.protocol) not in _direct:
             _direct[id(pair.protocol)] = (dtls._rx_srtp, id(dtls))
-            _read_with_gro(pair.protocol)
+            _read_with_gro(pair.protocol, dtls._rx_srtp, id(dtls))
 
 
 ever_connected: set[int] = set()  # id(pc) of the viewers that connected at some point
@@ -230,13 +318,14 @@ async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int 
             elif pc.connectionState != "connected":
                 dropped += 1  # connected, then ended by the edge (e.g. consent) before the window
         await barrier()
-        before = dict(counts)
+        before = frame_counts()
         cpu_before, own_before = cpu_seconds(edge_pid), time.process_time()
         started = time.monotonic()
         await asyncio.sleep(seconds)
         elapsed = time.monotonic() - started
         cpu_after, own_after = cpu_seconds(edge_pid), time.process_time()
-        fps = sorted(round((counts[k] - before.get(k, 0)) / elapsed, 1) for k in counts)
+        after = frame_counts()
+        fps = sorted(round((after[k] - before.get(k, 0)) / elapsed, 1) for k in after)
         for pc in pcs:
             await pc.close()
     failed = sum(failures.values())

@@ -136,3 +136,62 @@ print(json.dumps({"ok": got == run + [b"alone"], "lens": [len(g) for g in got]})
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["ok"], result["lens"]
+
+
+def test_whep_load_counts_in_c_only_whole_authentic_frames():
+    """bench/whep_load.py's viewers read, decrypt and count in C (bench/rtp_count.c, built by
+    `make`): a frame counts only when every packet since the last frame's end arrived and
+    decrypted; a forged packet is rejected, not counted; a run read with GRO is split; the
+    edge's SRTCP is left unread; STUN goes back to aioice's handler with its sender."""
+    script = r'''
+import asyncio, json, os, socket, struct, sys
+sys.path.insert(0, "bench")
+import pylibsrtp
+import whep_load
+assert whep_load.COUNTER.exists(), "make builds build/rtp_count.so"
+key = os.urandom(30)
+def session(direction):
+    return pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=direction))
+tx_srtp, rx_srtp = session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND), session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+def rtp(seq, marker, size=300):
+    return tx_srtp.protect(struct.pack("!BBHLL", 0x80, 96 | (0x80 if marker else 0), seq, 9000, 0x1234) + bytes(size))
+handed = []
+class Protocol:
+    transport = None
+whep_load._datagram_received = lambda protocol, data, addr: handed.append((data, addr))
+async def main():
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    protocol = Protocol()
+    protocol.transport = type("T", (), {"_sock": rx})()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(rx.fileno(), lambda: None)
+    whep_load._read_with_gro(protocol, rx_srtp, 7)
+    dest = rx.getsockname()
+    run = [rtp(1, False), rtp(2, False), rtp(3, True)]  # a whole frame in one segmented send
+    tx.sendmsg([b"".join(run)], [(socket.SOL_UDP, 103, struct.pack("=H", len(run[0])))], 0, dest)
+    tx.sendto(rtp(5, True), dest)  # 4 never came: not a whole frame
+    tx.sendto(rtp(6, False), dest)
+    forged = bytearray(rtp(7, True)); forged[20] ^= 1
+    tx.sendto(bytes(forged), dest)  # fails authentication: frame 6-7 is not whole
+    tx.sendto(rtp(8, False), dest)
+    tx.sendto(rtp(9, True), dest)  # 7, the end of the frame before, is missing: not counted
+    tx.sendto(rtp(10, False), dest)
+    tx.sendto(rtp(11, True), dest)  # whole again
+    tx.sendto(bytes([0x80, 200]) + os.urandom(40), dest)  # SRTCP: counted, not read
+    stun = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12)
+    tx.sendto(stun, dest)
+    await asyncio.sleep(0.3)
+    viewer = whep_load._native_counts[7][0]
+    print(json.dumps({"frames": whep_load.frame_counts()[7], "packets": viewer.packets,
+                      "rejected": viewer.rejected, "rtcp": viewer.rtcp, "stun": handed == [(stun, tx.getsockname())],
+                      "mode": whep_load.receive_mode["mode"]}))
+asyncio.run(main())
+'''
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"frames": 2, "packets": 9, "rejected": 1, "rtcp": 1, "stun": True, "mode": "udp_gro, counted in C"}, result
