@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -134,4 +135,38 @@ int wave_count_drain(struct wave_count_viewer *v, uint8_t *buf, int size, uint8_
         if (found >= 0)
             return found;
     }
+}
+
+/*
+ * Drain every viewer socket that the epoll set `epfd` reports readable; `viewers[fd]`
+ * (fd < max_fd) is the viewer reading on fd. One call from Python per wake-up of the
+ * process, not one per socket: asyncio's per-socket callbacks were half of this
+ * process's Python time. Returns as wave_count_drain does, with *which the descriptor
+ * the datagram that is not SRTP came from; 0 when nothing more is ready (or after a few
+ * rounds: the caller's event loop calls again while the set stays readable).
+ */
+int wave_count_poll(int epfd, struct wave_count_viewer **viewers, int max_fd, uint8_t *buf, int size,
+                    uint8_t *other, int cap, uint8_t *addr, uint32_t *addr_len, int *which) {
+    struct epoll_event events[256];
+    uint32_t addr_cap = *addr_len;
+    for (int round = 0; round < 8; round++) {
+        int n = epoll_wait(epfd, events, 256, 0);
+        if (n < 0)
+            return errno == EINTR ? 0 : -errno;
+        if (n == 0)
+            return 0;
+        for (int i = 0; i < n; i++) {
+            int fd = events[i].data.fd;
+            struct wave_count_viewer *v = fd >= 0 && fd < max_fd ? viewers[fd] : NULL;
+            if (!v)
+                continue;
+            *addr_len = addr_cap;
+            int got = wave_count_drain(v, buf, size, other, cap, addr, addr_len);
+            if (got > 0) {
+                *which = fd;
+                return got;
+            }
+        }
+    }
+    return 0;
 }

@@ -37,9 +37,9 @@ and its frame rate is what it got (0 fps if it got nothing in the window).
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
+import select
 import socket
 import sys
 import time
@@ -154,7 +154,10 @@ struct wave_count_viewer {
 };
 int wave_count_drain(struct wave_count_viewer *v, uint8_t *buf, int size, uint8_t *other, int cap,
                      uint8_t *addr, uint32_t *addr_len);
+int wave_count_poll(int epfd, struct wave_count_viewer **viewers, int max_fd, uint8_t *buf, int size,
+                    uint8_t *other, int cap, uint8_t *addr, uint32_t *addr_len, int *which);
 """
+MAX_FD = 65536
 _counter: dict = {}
 _native_counts: dict[int, object] = {}  # id(DTLS transport) -> its struct wave_count_viewer
 
@@ -173,7 +176,9 @@ def _load_counter() -> dict | None:
             unprotect = int(pylibsrtp.ffi.cast("uintptr_t", pylibsrtp.ffi.addressof(pylibsrtp.lib, "srtp_unprotect")))
             _counter["loaded"] = {"ffi": ffi, "lib": lib, "unprotect": ffi.cast("void *", unprotect),
                                   "buf": ffi.new("uint8_t[]", 65536), "other": ffi.new("uint8_t[]", 2048),
-                                  "addr": ffi.new("uint8_t[]", 128), "addr_len": ffi.new("uint32_t *")}
+                                  "addr": ffi.new("uint8_t[]", 128), "addr_len": ffi.new("uint32_t *"),
+                                  "which": ffi.new("int *"), "epoll": None,
+                                  "viewers": ffi.new("struct wave_count_viewer *[]", MAX_FD), "protocols": {}}
     return _counter["loaded"]
 
 
@@ -185,23 +190,25 @@ def _address(raw: bytes) -> tuple:
     return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
 
 
-def _drain(protocol: StunProtocol, viewer, c: dict) -> None:
-    ffi, drain, buf, other, addr, addr_len = c["ffi"], c["lib"].wave_count_drain, c["buf"], c["other"], c["addr"], c["addr_len"]
+def _poll(c: dict) -> None:
+    """The epoll set of every counted viewer's socket is readable: drain them all in C;
+    hand each datagram that is not SRTP to its viewer's aioice protocol."""
+    ffi, poll, buf, other, addr, addr_len, which = (c["ffi"], c["lib"].wave_count_poll, c["buf"], c["other"],
+                                                    c["addr"], c["addr_len"], c["which"])
+    epfd, viewers, protocols = c["epoll"].fileno(), c["viewers"], c["protocols"]
     while True:
         addr_len[0] = 128
-        n = drain(viewer, buf, 65536, other, 2048, addr, addr_len)
-        if n == 0:
+        n = poll(epfd, viewers, MAX_FD, buf, 65536, other, 2048, addr, addr_len, which)
+        if n <= 0:  # nothing more ready (a read error on one socket is skipped in C)
             return
-        if n < 0:  # an ICMP error reported on the socket: nothing to read
-            if -n in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                continue
-            return
-        _datagram_received(protocol, ffi.buffer(other, n)[:], _address(ffi.buffer(addr, addr_len[0])[:]))
+        protocol = protocols.get(which[0])
+        if protocol is not None:
+            _datagram_received(protocol, ffi.buffer(other, n)[:], _address(ffi.buffer(addr, addr_len[0])[:]))
 
 
 def _read_with_gro(protocol: StunProtocol, session=None, key: int | None = None) -> None:
     """Read this viewer's socket with GRO from now on (asyncio's selector transport keeps
-    the socket; its reader is swapped for `_drain` in C, or `_read_runs`)."""
+    the socket; its reader is swapped for the C counter's epoll set, or `_read_runs`)."""
     transport = protocol.transport
     sock = getattr(transport, "_sock", None)
     if not isinstance(sock, socket.socket):
@@ -218,11 +225,16 @@ def _read_with_gro(protocol: StunProtocol, session=None, key: int | None = None)
         viewer.unprotect = c["unprotect"]
         # pylibsrtp keeps its `srtp_t` in `_srtp[0]` (as edge/streaming/native_rtp.py relies on)
         viewer.srtp = c["ffi"].cast("void *", int(pylibsrtp.ffi.cast("uintptr_t", session._srtp[0])))
-        viewer.fd = sock.fileno()
-        _native_counts[key] = (viewer, session)  # the session outlives the struct that points into it
-        loop._add_reader(sock.fileno(), _drain, protocol, viewer, c)
-        receive_mode["mode"] = "udp_gro, counted in C"
-        return
+        fd = viewer.fd = sock.fileno()
+        if fd < MAX_FD:
+            _native_counts[key] = (viewer, session)  # the session outlives the struct that points into it
+            if c["epoll"] is None:
+                c["epoll"] = select.epoll()
+                loop.add_reader(c["epoll"].fileno(), _poll, c)
+            c["viewers"][fd], c["protocols"][fd] = viewer, protocol
+            c["epoll"].register(fd, select.EPOLLIN)
+            receive_mode["mode"] = "udp_gro, counted in C"
+            return
     loop._add_reader(sock.fileno(), _read_runs, protocol, sock)
     receive_mode["mode"] = "udp_gro"
 
