@@ -50,6 +50,7 @@ def test_edge_capacity_step_with_viewers_that_cannot_connect_is_an_error_not_0_f
         viewer_capacity(f"http://127.0.0.1:{port}", "st_none", [2], 0.1)
     assert (failed.value.step, failed.value.failed) == (2, 2)
     assert "2 of 2 failed to connect" in str(failed.value)
+    assert failed.value.measured == {"held": 0, "steps": {}}  # printed beside the error, not as a result
     # split over load processes (`--load-processes`): their failures add up, still an error
     with pytest.raises(StepFailed) as failed:
         viewer_capacity(f"http://127.0.0.1:{port}", "st_none", [3], 0.1, processes=2)

@@ -172,6 +172,7 @@ def test_aiortc_internals_the_shared_whep_fanout_relies_on():
 
     assert isinstance(inspect.getattr_static(H264Encoder, "_packetize"), classmethod)
     assert isinstance(inspect.getattr_static(H264Encoder, "_split_bitstream"), staticmethod)
+    assert isinstance(inspect.getattr_static(H264Encoder, "_packetize_stap_a"), staticmethod)
     assert "self._run_rtp(" in inspect.getsource(RTCRtpSender.send)
     assert list(inspect.signature(RTCDtlsTransport._handle_rtp_data).parameters) == [
         "self", "data", "arrival_time_ms"]  # bench/whep_load.py counts frames there

@@ -169,7 +169,7 @@ class LiveStream:
             return False
         self.viewers[session.session_id] = session
         for track in session.tracks:
-            self.relay.tracks.add(track)
+            self.relay.add(track)
         pipeline.request_keyframe()  # the new viewer starts within a frame, not a GOP
         session.watch = liveness.Watch(session.pc, self._streams.connect_timeout_s,
                                        lambda reason: self.end_viewer(session, reason))
@@ -188,7 +188,8 @@ class LiveStream:
             session.tenant, "whep", session.stream_id, session.session_id, session.client_ip,
             session.user_agent, session.started, time.time(), sum(t.bytes_sent for t in session.tracks)))
         if self.relay is not None:
-            self.relay.tracks.difference_update(session.tracks)
+            for track in session.tracks:
+                self.relay.remove(track)
         await session.pc.close()
 
 

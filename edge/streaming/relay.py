@@ -26,7 +26,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from edge.streaming.outputs import Encoded
-from edge.streaming.rtp_fanout import FanoutTrack, SharedFrame
+from edge.streaming.rtp_fanout import FanoutGroup, FanoutTrack, SharedFrame
 
 
 class PacketTrack(MediaStreamTrack):
@@ -85,18 +85,35 @@ def viewer_track(path: str, kind: str, on_need_keyframe: Callable[[], None]) -> 
 
 
 class Relay:
-    """The viewers' tracks of one stream; `publish` runs on the event loop."""
+    """The viewers' tracks of one stream; runs on the event loop. On the shared path the
+    viewers whose sending is in order are also in the stream's `FanoutGroup` of their
+    kind, which sends each frame to all of them in one C call; `push` serves the others."""
 
     def __init__(self) -> None:
         self.tracks: set[PacketTrack | FanoutTrack] = set()
+        self.groups = {"video": FanoutGroup("video"), "audio": FanoutGroup("audio")}
+
+    def add(self, track: PacketTrack | FanoutTrack) -> None:
+        if isinstance(track, FanoutTrack):
+            track.group = self.groups[track.kind]
+        self.tracks.add(track)
+
+    def remove(self, track: PacketTrack | FanoutTrack) -> None:
+        """The viewer gets no more frames, from its group either."""
+        self.tracks.discard(track)
+        if isinstance(track, FanoutTrack) and track.sender is not None and track.group is not None:
+            track.group.leave(track.sender)
 
     def publish(self, kind: str, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> None:
         frame = SharedFrame(kind, data, pts, time_base, keyframe)  # packetized once, if a viewer wants RTP
+        self.groups[kind].publish(frame)
         for track in self.tracks:  # nothing a push calls adds or removes tracks
             if track.kind == kind:
                 track.push(frame)
 
     def close(self) -> None:
+        for group in self.groups.values():
+            group.close()
         for track in self.tracks:
             track.finish()
         self.tracks.clear()

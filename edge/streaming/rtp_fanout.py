@@ -6,8 +6,8 @@ coroutines per packet (DTLS transport, ICE connection, datagram protocol) before
 `sendto`. With N viewers of one stream all of that ran N times for identical payloads,
 and the per-packet awaits and objects were most of the edge's CPU (bench/RESULTS.md).
 
-Here a `SharedFrame` holds one encoded frame and computes its RTP payloads (H.264 FU-A /
-STAP-A exactly as aiortc cuts them, or one Opus payload) the first time any viewer needs
+Here a `SharedFrame` holds one encoded frame and computes its RTP payloads (H.264 single
+NAL / STAP-A as aiortc cuts them, FU-A fragments of one size: `fu_a`; or one Opus payload) the first time any viewer needs
 them; every viewer shares that list. Per viewer only the 12-byte RTP header and the
 header extensions aiortc's sender writes (mid, abs-send-time: aiortc writes no
 transport-cc sequence number and no audio level for pre-encoded audio) are written by
@@ -33,14 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
+import os
 import struct
 import time
 from fractions import Fraction
 from typing import Callable
 
 from aiortc import MediaStreamTrack, RTCRtpSender
-from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.h264 import PACKET_MAX, H264Encoder
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpsender import random_sequence_number
@@ -58,27 +60,63 @@ NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 (NTP) to 1970-01-01 
 HISTORY_FRAMES = 128
 # A viewer whose datagram transport holds more than this unsent skips to a keyframe.
 MAX_BACKLOG_BYTES = 512 * 1024
+# How often (in frames of its kind) a FanoutGroup re-checks its viewers (DTLS still
+# connected, ICE pair unchanged, nothing queued) and moves their C counters into the
+# senders' (getStats() syncs at once; RTCP sender reports may lag by this much).
+CHECK_EVERY = 30
+_serials = itertools.count(1)
 
 _HEADER = struct.Struct("!BBHLL")
 _CONNECTED = DtlsState.CONNECTED
 
 
+FU_A_ROOM = PACKET_MAX - 2  # an FU-A fragment's NAL bytes: the packet less its two-byte FU header
+
+
+def fu_a(nal: bytes) -> list[bytes]:
+    """The FU-A payloads (RFC 6184 5.8) of one NAL unit too big for a packet, cut into as
+    many fragments as aiortc cuts it into, but all of one size but the last (shorter or
+    equal). aiortc makes two sizes a byte apart, which splits a NAL unit's datagrams
+    into two segmented sends (a run is equal sizes, only its last may be shorter): one
+    size halves the sends of a typical frame, and the reads of a receiver with GRO."""
+    body = nal[1:]  # the NAL header travels in the FU indicator and header
+    count = -(-len(body) // FU_A_ROOM)
+    size = -(-len(body) // count)
+    indicator = (nal[0] & 0xE0) | 28  # F and NRI of the NAL unit, type FU-A
+    kind = nal[0] & 0x1F
+    last = len(body) - size
+    return [bytes((indicator, kind | (0x80 if at == 0 else 0) | (0x40 if at >= last else 0))) + body[at:at + size]
+            for at in range(0, len(body), size)]
+
+
 def packetize(kind: str, data: bytes) -> list[bytes]:
-    """RTP payloads of one encoded frame: H.264 Annex B -> NAL units -> single NAL / STAP-A /
-    FU-A payloads as aiortc's own sender cuts them; an Opus packet is one payload."""
-    if kind == "video":
-        return H264Encoder._packetize(H264Encoder._split_bitstream(data))  # noqa: SLF001 - see contracts
-    return [data]
+    """RTP payloads of one encoded frame: H.264 Annex B -> NAL units -> single NAL / STAP-A
+    payloads as aiortc's own sender cuts them, FU-A by `fu_a`; an Opus packet is one payload."""
+    if kind != "video":
+        return [data]
+    payloads: list[bytes] = []
+    nals = iter(H264Encoder._split_bitstream(data))  # noqa: SLF001 - see contracts
+    nal = next(nals, None)
+    while nal is not None:
+        if len(nal) > PACKET_MAX:
+            payloads += fu_a(nal)
+            nal = next(nals, None)
+        else:  # one NAL unit, or several small ones in a STAP-A, as aiortc aggregates them
+            payload, nal = H264Encoder._packetize_stap_a(nal, nals)  # noqa: SLF001 - see contracts
+            payloads.append(payload)
+    return payloads
 
 
 class SharedFrame:
     """One encoded frame of a stream as all of its viewers get it; the RTP payloads and the
     RTP timestamp are computed once, by whichever viewer asks first."""
 
-    __slots__ = ("kind", "data", "pts", "time_base", "keyframe", "_payloads", "_timestamp", "payload_bytes", "native")
+    __slots__ = ("kind", "data", "pts", "time_base", "keyframe", "_payloads", "_timestamp", "payload_bytes", "native",
+                 "serial")
 
     def __init__(self, kind: str, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> None:
         self.kind, self.data, self.pts, self.time_base, self.keyframe = kind, data, pts, time_base, keyframe
+        self.serial = next(_serials) & 0xFFFFFFFF  # names it in the viewers' NACK histories (FanoutGroup.frame)
         self._payloads: list[bytes] | None = None
         self._timestamp: int | None = None
         self.native: native_rtp.NativeFrame | None = None  # the payloads where C reads them, made once
@@ -182,13 +220,30 @@ class FanoutTrack(MediaStreamTrack):
         self.kind = kind
         self.on_need_keyframe = on_need_keyframe
         self.sender: FanoutSender | None = None
+        self.group: FanoutGroup | None = None  # set by the stream's Relay
         self.ended = asyncio.Event()
-        self.sent = 0
-        self.bytes_sent = 0
+        self._sent = 0
+        self._bytes_sent = 0
+
+    @property
+    def sent(self) -> int:
+        """Frames sent to the viewer (its C counters included)."""
+        if self.sender is not None:
+            self.sender.sync()
+        return self._sent
+
+    @property
+    def bytes_sent(self) -> int:
+        """Encoded bytes sent to the viewer (its C counters included)."""
+        if self.sender is not None:
+            self.sender.sync()
+        return self._bytes_sent
 
     def push(self, frame: SharedFrame) -> None:
+        """A frame for a viewer outside its FanoutGroup's C batch (not yet connected,
+        waiting for a keyframe, backed up, or on the Python writer)."""
         sender = self.sender
-        if sender is not None:
+        if sender is not None and not sender.batched and frame.serial != sender.skip_serial:
             sender.send_frame(frame)
 
     def finish(self) -> None:
@@ -199,6 +254,78 @@ class FanoutTrack(MediaStreamTrack):
     async def recv(self):
         await self.ended.wait()
         raise MediaStreamError
+
+
+class FanoutGroup:
+    """One stream's viewers of one kind whose sending is in order (connected, on the C
+    writer, nothing queued, not waiting for a keyframe): each frame goes to all of them in
+    one C call (`native_rtp.NativeBatch`), not one Python call per viewer. A viewer joins
+    after a frame it sent whole (`FanoutSender.send_frame`) and leaves when its datagrams
+    do not all leave, its route or DTLS changes (checked every CHECK_EVERY frames), or it
+    stops; outside the group its track's `push` sends to it. Also keeps the stream's last
+    frames, which the viewers' NACK histories name by serial."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._members: list[FanoutSender] = []
+        self._batch: native_rtp.NativeBatch | None = None
+        self._frames: dict[int, SharedFrame] = {}
+        self._order: collections.deque[int] = collections.deque()
+        self._since_check = 0
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def join(self, sender: FanoutSender) -> None:
+        if not sender.batched:
+            sender.batched = True
+            self._members = [*self._members, sender]  # a new list: a frame being sent keeps its own
+            self._batch = None
+
+    def leave(self, sender: FanoutSender) -> None:
+        if sender.batched:
+            sender.batched = False
+            self._members = [m for m in self._members if m is not sender]
+            self._batch = None
+            sender.sync()
+
+    def frame(self, serial: int) -> SharedFrame | None:
+        return self._frames.get(serial)
+
+    def publish(self, frame: SharedFrame) -> None:
+        """Keep `frame` for NACKs and send it to every member; the Relay then pushes it to
+        the stream's other viewers."""
+        self._frames[frame.serial] = frame
+        self._order.append(frame.serial)
+        if len(self._order) > HISTORY_FRAMES:
+            del self._frames[self._order.popleft()]
+        members = self._members
+        if not members:
+            return
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = native_rtp.NativeBatch([m._native for m in members])
+        start = 0
+        while start < batch.count:
+            stopped, result, native = batch.send(frame, start)
+            if stopped >= batch.count:
+                break
+            members[stopped].batch_stopped(frame, native, result)
+            start = stopped + 1
+        self._since_check += 1
+        if self._since_check >= CHECK_EVERY:
+            self._since_check = 0
+            for member in members:
+                if not member.still_in_order():
+                    self.leave(member)
+                else:
+                    member.sync()
+
+    def close(self) -> None:
+        for member in self._members:
+            self.leave(member)
+        self._frames.clear()
+        self._order.clear()
 
 
 class FanoutSender(RTCRtpSender):
@@ -228,16 +355,84 @@ class FanoutSender(RTCRtpSender):
         # them up through aiortc's and aioice's objects for every frame of every viewer
         # was a fifth of the edge's Python time at 400 viewers (bench/RESULTS.md).
         self._route: tuple | None = None
+        self.batched = False  # in its track's FanoutGroup: the group's C call sends its frames
+        self.skip_serial = -1  # a frame the group already sent (part of) before this left it
+        self._history_native: native_rtp.NativeViewer | None = None  # the C writer whose ring is the NACK history
+
+    @property
+    def _group(self) -> FanoutGroup | None:
+        """Its track's group in the stream's Relay (None before the Relay has the track)."""
+        track = self.track
+        return track.group if isinstance(track, FanoutTrack) else None
 
     @property
     def _native(self) -> native_rtp.NativeViewer | None:
         return self._route[3] if self._route is not None else None
 
     def _close_udp(self) -> None:
-        self._route = None  # its C writer holds the socket's descriptor
+        if self._group is not None:
+            self._group.leave(self)
+        self.sync()
+        if self._route is not None and self._route[3] is not None:
+            self._route[3].close()  # its own descriptor of the socket
+        self._route = None
         if self._udp is not None:
             self._udp.close()
             self._udp = None
+
+    def sync(self) -> None:
+        """Move what the C writer counted into the counters getStats(), the RTCP sender
+        reports and the session's byte count read."""
+        route = self._route
+        counts = route[3].take_counts() if route is not None and route[3] is not None else None
+        if counts is None:
+            return
+        packets, octets, wire, frames, frame_bytes, ntp, rtp_timestamp = counts
+        self._RTCRtpSender__packet_count += packets
+        self._RTCRtpSender__octet_count += octets
+        self._RTCRtpSender__ntp_timestamp = ntp
+        self._RTCRtpSender__rtp_timestamp = rtp_timestamp
+        dtls = self.transport
+        dtls._RTCDtlsTransport__tx_packets += packets
+        dtls._RTCDtlsTransport__tx_bytes += wire
+        track = self.track
+        if isinstance(track, FanoutTrack):
+            track._sent += frames
+            track._bytes_sent += frame_bytes
+
+    async def getStats(self):
+        self.sync()
+        return await super().getStats()
+
+    def still_in_order(self) -> bool:
+        """May the group go on sending for this viewer: DTLS connected, the same ICE pair,
+        nothing queued on its transport."""
+        route = self._route
+        return (self.transport._state is _CONNECTED and route is not None and route[0].get(1) is route[1]
+                and not route[2].get_write_buffer_size())
+
+    def batch_stopped(self, frame: SharedFrame, native: native_rtp.NativeFrame, result: int) -> None:
+        """The group's C call stopped at this viewer: its datagrams of `frame` did not all
+        leave (a full socket: the rest is queued, in order) or SRTP failed (its RTP stream
+        ends). It leaves the group either way; its track sends from the next frame."""
+        self.skip_serial = frame.serial
+        if self._group is not None:
+            self._group.leave(self)
+        if result < 0:
+            log.warning("WHEP fan-out: SRTP protect failed for a viewer (libsrtp error %d); ending its RTP stream",
+                        -result)
+            self._stop_sending()
+            return
+        route = self._route
+        if route is None:
+            return
+        udp, addr = route[2], route[1].remote_addr
+        try:
+            for datagram in native.rest(native_rtp.load()[0]):
+                udp.sendto(datagram, addr)
+        except Exception:  # noqa: BLE001 - one viewer's failure must not stop the others
+            log.warning("WHEP fan-out: sending to a viewer failed; ending its RTP stream", exc_info=True)
+            self._stop_sending()
 
     def _find_route(self, dtls) -> tuple | None:
         """This viewer's route as `_route` keeps it, or None when ICE has no pair (or
@@ -257,6 +452,9 @@ class FanoutSender(RTCRtpSender):
             except Exception:  # noqa: BLE001 - this viewer keeps the Python writer; the others are untouched
                 log.warning("WHEP fan-out: the C writer could not take a viewer; Python writes its packets",
                             exc_info=True)
+        if native is not None and self._history_native is not None:
+            native.take_history(self._history_native)
+        self._history_native = native
         self._route = (nominated, pair, udp, native)
         return self._route
 
@@ -313,9 +511,23 @@ class FanoutSender(RTCRtpSender):
         except ConnectionError:
             pass
 
+    def _sent_frames(self):
+        """(first sequence number, RTP timestamp, payloads, abs-send-time) of the frames
+        this viewer was sent, newest first: the C writer's ring (frames named by serial, kept
+        by the group) or, on the Python writer, the sender's own list."""
+        native, group = self._history_native, self._group
+        if native is not None and group is not None:
+            origin = self._writer.timestamp_origin
+            for serial, first, abs_send_time in native.history():
+                frame = group.frame(serial)
+                if frame is not None:
+                    yield first, (origin + frame.timestamp) & 0xFFFFFFFF, frame.payloads, abs_send_time
+        else:
+            yield from reversed(self._history)
+
     def _packet_from_history(self, sequence_number: int) -> RtpPacket | None:
         writer = self._writer
-        for first, timestamp, payloads, abs_send_time in reversed(self._history):
+        for first, timestamp, payloads, abs_send_time in self._sent_frames():
             offset = (sequence_number - first) & 0xFFFF
             if offset < len(payloads):
                 packet = RtpPacket(payload_type=writer.payload_type, marker=int(offset == len(payloads) - 1),
@@ -354,21 +566,23 @@ class FanoutSender(RTCRtpSender):
             return
         try:
             ntp = ntp_now()
-            abs_send_time = (ntp >> 14) & 0xFFFFFF
             if native is not None:
-                # in order behind anything the transport still holds (a full socket)
-                first, wire, rest = native.send(frame, abs_send_time, send=not backlog)
-                timestamp = (self._writer.timestamp_origin + frame.timestamp) & 0xFFFFFFFF
+                # in order behind anything the transport still holds (a full socket); the
+                # C writer counts it and keeps it for NACKs
+                _, _, rest = native.send(frame, ntp, send=not backlog)
                 if rest:
                     addr = pair.remote_addr
                     for datagram in rest:
                         udp.sendto(datagram, addr)
-            else:
-                packets, first, timestamp = self._writer.write(frame, abs_send_time)
-                protect = dtls._tx_srtp.protect
-                datagrams = [protect(packet) for packet in packets]
-                self._udp.send(datagrams, pair.remote_addr)
-                wire = sum(map(len, datagrams))
+                elif not backlog and self._group is not None:
+                    self._group.join(self)  # in order: the group's C call sends from the next frame
+                return
+            abs_send_time = (ntp >> 14) & 0xFFFFFF
+            packets, first, timestamp = self._writer.write(frame, abs_send_time)
+            protect = dtls._tx_srtp.protect
+            datagrams = [protect(packet) for packet in packets]
+            self._udp.send(datagrams, pair.remote_addr)
+            wire = sum(map(len, datagrams))
         except Exception:  # noqa: BLE001 - one viewer's failure must not stop the others
             log.warning("WHEP fan-out: sending to a viewer failed; ending its RTP stream", exc_info=True)
             self._stop_sending()
@@ -384,9 +598,9 @@ class FanoutSender(RTCRtpSender):
         dtls._RTCDtlsTransport__tx_packets += count
         dtls._RTCDtlsTransport__tx_bytes += wire
         track = self.track
-        if track is not None:
-            track.sent += 1
-            track.bytes_sent += len(frame.data)
+        if isinstance(track, FanoutTrack):
+            track._sent += 1
+            track._bytes_sent += len(frame.data)
 
     def _stop_sending(self) -> None:
         """The transport is gone (as aiortc's loop stops on a ConnectionError)."""

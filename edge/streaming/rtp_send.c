@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #ifndef SOL_UDP
 #define SOL_UDP 17
@@ -34,6 +35,8 @@
 #endif
 #define MAX_SEGMENTS 64     /* UDP_MAX_SEGMENTS */
 #define MAX_GSO_BYTES 65000 /* one UDP datagram's payload, with room for headers */
+#define HISTORY 128         /* native_rtp.HISTORY */
+#define NTP_EPOCH_OFFSET 2208988800ULL /* seconds from 1900 (NTP) to 1970 (Unix) */
 
 typedef int (*wave_protect_fn)(void *srtp, void *packet, int *len);
 
@@ -51,6 +54,22 @@ struct wave_rtp_viewer {
     uint8_t ext_len;     /* header extension block: profile, length, elements; 0 = none */
     int16_t abs_offset;  /* where abs-send-time's 3 bytes go in `ext`; -1 = not negotiated */
     uint8_t ext[64];
+    /* What was sent since Python last read them (rtp_fanout's sync): RTP packets, their
+     * payload bytes, datagram bytes, frames and their encoded bytes, and the NTP time and
+     * RTP timestamp of the last frame (the pair an RTCP sender report gives). */
+    uint64_t packets;
+    uint64_t octets;
+    uint64_t wire;
+    uint64_t frames;
+    uint64_t frame_bytes;
+    uint64_t ntp;
+    uint32_t rtp_timestamp;
+    /* The last HISTORY frames sent, to answer NACKs from: ring[i % HISTORY] is (the shared
+     * frame's serial, this viewer's first sequence number in it, its abs-send-time). */
+    uint32_t hist_next;
+    uint32_t hist_serial[128];
+    uint32_t hist_abs[128];
+    uint16_t hist_first[128];
 };
 
 /* One shared frame's payloads and the scratch its datagrams are written into; the same
@@ -65,6 +84,8 @@ struct wave_rtp_frame {
     uint32_t *out_lens;
     int sent;
     int err;
+    uint32_t serial;     /* the shared frame's number, for the viewers' NACK history */
+    uint32_t data_bytes; /* the encoded frame's length (the track's byte count) */
 };
 
 static int segmentation = 1;
@@ -171,13 +192,16 @@ int wave_rtp_send(const struct wave_rtp_viewer *v, uint8_t *out, const uint32_t 
 }
 
 /*
- * wave_rtp_write, then (when `send`) wave_rtp_send: one crossing from Python per viewer
- * and frame. Returns the datagrams' total length, or minus the libsrtp error of a packet
- * that could not be protected; f->sent is how many datagrams left (0 when not `send`),
- * f->err the errno that stopped the sending.
+ * wave_rtp_write with the abs-send-time of `ntp`, then (when `send`) wave_rtp_send: one
+ * crossing from Python per viewer and frame. Counts what was written in the viewer's
+ * counters and NACK history. Returns the datagrams' total length, or minus the libsrtp
+ * error of a packet that could not be protected (then nothing is counted); f->sent is how
+ * many datagrams left (0 when not `send`), f->err the errno that stopped the sending.
  */
 long wave_rtp_write_send(struct wave_rtp_viewer *v, struct wave_rtp_frame *f, uint32_t media_timestamp,
-                         uint32_t abs_send_time, int send) {
+                         uint64_t ntp, int send) {
+    uint32_t abs_send_time = (uint32_t)(ntp >> 14) & 0xFFFFFF;
+    uint16_t first = v->sequence_number;
     f->sent = 0;
     f->err = 0;
     int rc = wave_rtp_write(v, f->payloads, f->offsets, f->lens, f->n, media_timestamp, abs_send_time, f->out,
@@ -185,9 +209,54 @@ long wave_rtp_write_send(struct wave_rtp_viewer *v, struct wave_rtp_frame *f, ui
     if (rc)
         return -(long)rc;
     long wire = 0;
-    for (int i = 0; i < f->n; i++)
+    uint64_t octets = 0;
+    for (int i = 0; i < f->n; i++) {
         wire += f->out_lens[i];
+        octets += f->lens[i];
+    }
+    /* written is as good as sent: what does not leave now the caller queues, in order */
+    uint32_t slot = v->hist_next++ % HISTORY;
+    v->hist_serial[slot] = f->serial;
+    v->hist_first[slot] = first;
+    v->hist_abs[slot] = abs_send_time;
+    v->packets += (uint64_t)f->n;
+    v->octets += octets;
+    v->wire += (uint64_t)wire;
+    v->frames++;
+    v->frame_bytes += f->data_bytes;
+    v->ntp = ntp;
+    v->rtp_timestamp = v->timestamp_origin + media_timestamp;
     if (send)
         f->sent = wave_rtp_send(v, f->out, f->out_lens, f->n, f->stride, &f->err);
     return wire;
+}
+
+/* The wall clock as a 64-bit NTP time, as rtp_fanout.ntp_now() makes it. */
+static uint64_t ntp_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (((uint64_t)ts.tv_sec + NTP_EPOCH_OFFSET) << 32) | (((uint64_t)ts.tv_nsec << 32) / 1000000000ULL);
+}
+
+/*
+ * One shared frame to viewers[start..count): for each, wave_rtp_write_send with the clock
+ * read for that viewer (so the last of many viewers' abs-send-time is not the first's).
+ * One call from Python per frame for every viewer whose sending is in order (rtp_fanout's
+ * FanoutGroup), instead of one per viewer. Returns `count` when every datagram of every
+ * viewer left; otherwise the index of the viewer it stopped at, with *result that call's
+ * return (the datagrams' length, or minus a libsrtp error) and f->sent / f->err / f->out
+ * describing that viewer's datagrams, for the caller to queue or report before it goes on
+ * from the next viewer.
+ */
+int wave_rtp_fanout(struct wave_rtp_viewer **viewers, int count, int start, struct wave_rtp_frame *f,
+                    uint32_t media_timestamp, long *result) {
+    for (int i = start; i < count; i++) {
+        long r = wave_rtp_write_send(viewers[i], f, media_timestamp, ntp_now(), 1);
+        if (r < 0 || f->sent < f->n) {
+            *result = r;
+            return i;
+        }
+    }
+    *result = 0;
+    return count;
 }

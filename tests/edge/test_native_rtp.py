@@ -84,11 +84,14 @@ def test_the_c_writer_makes_the_python_writers_datagrams(extensions, profile):
     try:
         viewer = native_rtp.NativeViewer.make(c_writer, c_session, sock.tx.fileno(), sock.rx.getsockname())
         assert viewer is not None
+        sent = []
         for n, frame in enumerate(_frames()):
             abs_send_time = (0xABCDEF + n * 0x10101) & 0xFFFFFF
+            ntp = (0x1234 << 38) | (abs_send_time << 14) | 0x2A5  # its abs-send-time: bits 14-37
             packets, first, timestamp = py_writer.write(frame, abs_send_time)
             expected = [py_session.protect(p) for p in packets]
-            got_first, wire, rest = viewer.send(frame, abs_send_time, send=False)
+            got_first, wire, rest = viewer.send(frame, ntp, send=False)
+            sent.append((frame, first, abs_send_time, expected, ntp, timestamp))
             assert (got_first, rest, wire) == (first, expected, sum(map(len, expected)))
             assert c_writer.sequence_number == py_writer.sequence_number  # 65533 wraps past 0
             assert timestamp == (c_writer.timestamp_origin + frame.timestamp) & 0xFFFFFFFF
@@ -96,7 +99,15 @@ def test_the_c_writer_makes_the_python_writers_datagrams(extensions, profile):
             plain = [RtpPacket.parse(p, _map(extensions)) for p in packets]
             assert [p.marker for p in plain] == [0] * (len(plain) - 1) + [1]
             assert [p.payload for p in plain] == frame.payloads
+        # counted for getStats() and the RTCP sender reports, and kept for NACKs
+        assert viewer.take_counts() == (
+            sum(len(f.payloads) for f, *_ in sent), sum(len(p) for f, *_ in sent for p in f.payloads),
+            sum(len(d) for *_, e, _, _ in sent for d in e), len(sent), sum(len(f.data) for f, *_ in sent),
+            sent[-1][4], sent[-1][5])
+        assert viewer.take_counts() is None  # taken
+        assert list(viewer.history()) == [(f.serial, first, a) for f, first, a, *_ in reversed(sent)]
     finally:
+        viewer.close()
         sock.close()
 
 
@@ -110,7 +121,7 @@ def test_sent_datagrams_arrive_whole_and_in_order():
         for frame in _frames():
             packets, _, _ = py_writer.write(frame, 77)
             expected = [py_session.protect(p) for p in packets]
-            _, wire, rest = viewer.send(frame, 77, send=True)
+            _, wire, rest = viewer.send(frame, 77 << 14, send=True)  # abs-send-time 77
             assert rest == [] and wire == sum(map(len, expected))
             assert [sock.rx.recv(65536) for _ in expected] == expected
         assert native_rtp.NativeViewer.segmentation() is True  # this kernel segments UDP
@@ -127,7 +138,7 @@ def test_a_failed_send_hands_back_the_datagrams_that_did_not_leave():
         viewer = native_rtp.NativeViewer.make(c_writer, c_session, sock.tx.fileno(), ("::1", 9))
         frame = _frames()[0]
         packets, _, _ = py_writer.write(frame, 5)
-        _, _, rest = viewer.send(frame, 5, send=True)
+        _, _, rest = viewer.send(frame, 5 << 14, send=True)
         assert rest == [py_session.protect(p) for p in packets] and len(rest) > 1
         assert native_rtp.NativeViewer.segmentation() is True  # EAFNOSUPPORT is no refusal to segment
     finally:
@@ -144,7 +155,7 @@ def test_a_packet_libsrtp_refuses_is_an_error_not_garbage():
         frame = _frames()[1]
         viewer.send(frame, 0, send=True)
         assert sock.rx.recv(65536)
-        writer.sequence_number = (writer.sequence_number - 1) & 0xFFFF  # the same packet again
+        viewer.struct.sequence_number = (viewer.struct.sequence_number - 1) & 0xFFFF  # the same packet again
         with pytest.raises(RuntimeError, match="SRTP protect failed"):
             viewer.send(frame, 0, send=True)
         sock.rx.settimeout(0.3)

@@ -85,6 +85,23 @@ def test_shared_payloads_reassemble_to_the_frames_nal_units_and_decode(encoded):
     assert 28 in kinds and 24 in kinds  # FU-A fragments (the big IDR) and a STAP-A (SPS+PPS)
 
 
+@pytest.mark.parametrize("length", [1301, 1302, 2597, 2598, 2599, 2600, 9000, 65_000])
+def test_fu_a_fragments_are_one_size_but_the_last(length):
+    """As many fragments as aiortc cuts, each within a packet, all of one size but a
+    shorter or equal last (one segmented send per NAL unit), start and end bits set, and
+    together exactly the NAL unit."""
+    nal = bytes([0x65]) + bytes(range(256)) * (length // 256) + bytes(length % 256 - 1 if length % 256 else 255)
+    nal = nal[:length]
+    fragments = rtp_fanout.fu_a(nal)
+    assert len(fragments) == len(H264Encoder._packetize_fu_a(nal))
+    sizes = [len(f) for f in fragments]
+    assert max(sizes) <= 1300 and set(sizes[:-1]) <= {sizes[0]} and sizes[-1] <= sizes[0]
+    assert [f[0] for f in fragments] == [0x60 | 28] * len(fragments)  # F, NRI of the NAL unit; FU-A
+    assert [f[1] & 0xC0 for f in fragments] == [0x80] + [0] * (len(fragments) - 2) + [0x40]
+    assert {f[1] & 0x1F for f in fragments} == {5}
+    assert bytes([0x65]) + b"".join(f[2:] for f in fragments) == nal
+
+
 def test_two_viewers_get_the_same_payloads_under_their_own_headers(encoded):
     frames = _shared(encoded[:5])
     extensions = _map()
@@ -173,7 +190,7 @@ class _Loopback:
 
         self.receiver._handle_rtp_packet = spy
         await self.viewer.setRemoteDescription(self.edge.localDescription)
-        self.relay.tracks.add(self.track)
+        self.relay.add(self.track)
         for _ in range(200):
             if self.track.sender is not None:
                 return
@@ -218,7 +235,9 @@ def test_an_aiortc_viewer_decodes_the_shared_path_and_resumes_at_a_keyframe(enco
         await link.send(frames[:12])
         assert await _wait(lambda: len(link.frames) >= 10), len(link.frames)
         sent_before = await _packets_sent(link.sender)
+        assert link.sender.batched == native  # in order on the C writer: the group's C call sends
         monkeypatch.setattr(rtp_fanout, "MAX_BACKLOG_BYTES", -1)  # as if its socket backed up
+        link.track.group.leave(link.sender)  # as a send that did not all leave makes it
         await link.send(frames[12:14])
         assert await _packets_sent(link.sender) == sent_before and link.keyframe_requests == 2
         monkeypatch.setattr(rtp_fanout, "MAX_BACKLOG_BYTES", 512 * 1024)
@@ -244,6 +263,46 @@ def test_an_aiortc_viewer_decodes_the_shared_path_and_resumes_at_a_keyframe(enco
         transport = [s for s in stats.values() if s.type == "transport"][0]
         assert transport.packetsSent >= len(media)
         await link.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_group_sends_in_one_call_hands_a_failed_send_back_and_answers_nacks_from_its_ring(encoded):
+    """Viewers in order are sent each frame by their FanoutGroup's one C call; a viewer
+    whose datagrams do not all leave gets the rest queued in order and leaves the group,
+    then rejoins; NACKs are answered from the C writer's history; the counters are exact."""
+    frames = _shared(encoded)
+
+    async def scenario():
+        link = _Loopback()
+        await link.connect()
+        group = link.track.group
+        await link.send(frames[:10])
+        assert await _wait(lambda: len(link.frames) >= 8), len(link.frames)
+        assert link.sender.batched and len(group) == 1
+        native = link.sender._native
+        fd = native.struct.fd
+        native.struct.fd = -1  # the next send fails (EBADF) before any datagram leaves
+        await link.send(frames[10:11])
+        assert not link.sender.batched and len(group) == 0  # left, its datagrams queued on the transport
+        native.struct.fd = fd
+        await link.send(frames[11:20])
+        assert link.sender.batched  # back after a frame sent whole
+        assert await _wait(lambda: len(link.frames) >= 18), len(link.frames)
+        ssrc = link.sender._ssrc
+
+        def media():
+            return [seq for s, pt, seq, _ in link.seen if s == ssrc]
+        sent = await _packets_sent(link.sender)
+        assert sent == sum(len(f.payloads) for f in frames[:20])
+        assert await _wait(lambda: len(media()) >= sent)
+        assert all((y - x) & 0xFFFF == 1 for x, y in zip(media(), media()[1:]))  # none lost, none twice, in order
+        lost = media()[-3]  # NACK -> the packet again from the ring, as RTX with the original seq
+        await link.receiver._send_rtcp_nack(ssrc, [lost])
+        assert await _wait(lambda: any(s == link.sender._rtx_ssrc and int.from_bytes(head, "big") == lost
+                                       for s, pt, seq, head in link.seen))
+        await link.close()
+        assert len(group) == 0
 
     asyncio.run(scenario())
 
