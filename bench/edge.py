@@ -83,9 +83,12 @@ class StepFailed(RuntimeError):
     """A capacity step whose viewers did not all connect: its frame rate would measure the
     refusals (an abuse limit, a crash of the load process), not the edge's delivery."""
 
-    def __init__(self, message: str, step: int, failed: int | None) -> None:
+    def __init__(self, message: str, step: int, failed: int | None, held: int = 0, steps: dict | None = None) -> None:
         super().__init__(message)
         self.step, self.failed = step, failed
+        # What the run measured before it, printed with the error (not as a result): a
+        # publish that ended under a connection storm must not take the steps before it.
+        self.measured: dict = {"held": held, "steps": steps or {}}
 
 
 def _load_step(script: Path, base: str, stream_id: str, n: int, seconds: float, edge_pid: int | None,
@@ -139,7 +142,8 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
             step = _load_step(script, base, stream_id, n, seconds, edge_pid, processes)
             if step["returncode"] != 0 or step["failed"]:
                 raise StepFailed(f"step of {n} WHEP viewers: {step['failed']} of {n} failed to connect "
-                                 f"({json.dumps(step['failures'])}); not reported as 0 fps", n, step["failed"])
+                                 f"({json.dumps(step['failures'])}); not reported as 0 fps", n, step["failed"],
+                                 held, detail)
             # A step below 29 fps is tried once more, on both paths alike, and the second
             # try counts: on 2 shared cores a window where every viewer, the publish's own
             # frames included, fell to 28.5 fps at a third of the edge's capacity was the
@@ -383,6 +387,11 @@ def fanout_capacity(cli: list[str], env: dict, key: str, args, steps: list[int])
                                     headers={"authorization": f"Bearer {key}"}).json()
                 rounds[path].append(asyncio.run(capacity(base, stream, args.capacity_width, args.capacity_height, steps,
                                                          args.step_seconds, server.pid, args.load_processes)))
+            except StepFailed as exc:
+                exc.measured = {"path": path, **exc.measured,
+                                "earlier_rounds": {p: [r["whep_viewers_at_30fps"] for r in runs]
+                                                   for p, runs in rounds.items() if runs}}
+                raise
             finally:
                 stop_edge(server)
     best = {path: max(r["whep_viewers_at_30fps"] for r in runs) for path, runs in rounds.items()}
@@ -455,7 +464,8 @@ def main() -> int:
         try:
             result.update(fanout_capacity(cli, env, key, args, steps))
         except StepFailed as exc:
-            failed = {"error": str(exc), "step": exc.step, "viewers_failed": exc.failed}
+            failed = {"error": str(exc), "step": exc.step, "viewers_failed": exc.failed,
+                      "measured_before_the_error": exc.measured}
             return 1  # after the `finally` below has printed the error
         result.update({"resolution": f"{args.width}x{args.height}", "seconds": args.seconds})
     finally:
