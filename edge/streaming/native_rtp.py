@@ -4,7 +4,10 @@ On the shared path every viewer of a stream gets the same RTP payloads; what dif
 viewer is a 12-byte header, the header extension, the SRTP protect and the send. In
 Python that was ~30 us per viewer and frame, three times the send itself, and the edge's
 one event loop ran out at about 1.7 ms of CPU per viewer-second (bench/RESULTS.md,
-"Streaming"). `rtp_send.c` does the same work in one call with the GIL released.
+"Streaming"). `rtp_send.c` does the same work in one call with the GIL released, and
+`NativeBatch` sends one frame to many viewers in one call (rtp_fanout.FanoutGroup). The
+struct of a viewer also counts what it sent and keeps its NACK history, so that nothing
+per viewer and frame is left to Python.
 
 It is built by `make` (build/rtp_send.so, from edge/streaming/rtp_send.c, with the
 system's C compiler) and loaded here with cffi (already installed: pylibsrtp uses it).

@@ -6,8 +6,9 @@ encoder's output for WebRTC), to the stream's `Relay`, which wraps it once in a
 chosen by `WAVE_WHEP_FANOUT` (settings.whep_fanout, see whep.py):
 
 - `shared` (default): a `rtp_fanout.FanoutTrack`; the frame is packetized into RTP once
-  for all viewers, each viewer's sender only writes its headers, protects and sends (one C
-  call per viewer and frame where `make` built it). `shared-python` is the same path with
+  for all viewers, each viewer's sender only writes its headers, protects and sends (in C
+  where `make` built it: one call per frame for all the viewers in order, the stream's
+  `FanoutGroup` of that kind). `shared-python` is the same path with
   the Python writer only, kept for comparison in bench/edge.py.
 - `per-viewer` (the former path, kept for comparison in bench/edge.py): a `PacketTrack`
   per viewer whose `recv()` gives aiortc an `av.Packet`; aiortc packetizes it again for

@@ -6,22 +6,29 @@ coroutines per packet (DTLS transport, ICE connection, datagram protocol) before
 `sendto`. With N viewers of one stream all of that ran N times for identical payloads,
 and the per-packet awaits and objects were most of the edge's CPU (bench/RESULTS.md).
 
-Here a `SharedFrame` holds one encoded frame and computes its RTP payloads (H.264 single
-NAL / STAP-A as aiortc cuts them, FU-A fragments of one size: `fu_a`; or one Opus payload) the first time any viewer needs
-them; every viewer shares that list. Per viewer only the 12-byte RTP header and the
-header extensions aiortc's sender writes (mid, abs-send-time: aiortc writes no
-transport-cc sequence number and no audio level for pre-encoded audio) are written by
-its `RtpHeaderWriter`, the SRTP protect is applied (the session's own pylibsrtp
-context) and the datagrams leave without an await, straight to the selected ICE pair's
-socket, a frame's equal-size packets in one segmented send. That per-viewer work is one C
-call (`native_rtp`, built by `make`) when the library is there, and the same bytes from
-Python (`RtpHeaderWriter.write`, pylibsrtp, `udp_batch`) when it is not.
+Here a `SharedFrame` holds one encoded frame and computes its RTP payloads (H.264
+single NAL units and STAP-A as aiortc cuts them, FU-A fragments of one size by `fu_a`;
+or one Opus payload) the first time any viewer needs them; every viewer shares that
+list. Per viewer only the 12-byte RTP header and the header extensions aiortc's sender
+writes (mid, abs-send-time: aiortc writes no transport-cc sequence number and no audio
+level for pre-encoded audio) are written by its `RtpHeaderWriter`, the SRTP protect is
+applied (the session's own pylibsrtp context) and the datagrams leave without an await,
+straight to the selected ICE pair's socket, a frame's equal-size packets in one
+segmented send. That per-viewer work is C (`native_rtp`, built by `make`) when the
+library is there, and the same bytes from Python (`RtpHeaderWriter.write`, pylibsrtp,
+`udp_batch`) when it is not.
+
+With the C writer, the viewers of a stream whose sending is in order are a
+`FanoutGroup`: one C call per frame sends to all of them, so a frame costs Python the
+same for ten viewers as for a thousand. The others (connecting, waiting for a keyframe,
+backed up, on the Python writer) get the frame from their track's `push`, one call each.
 
 `FanoutSender` replaces aiortc's RTP loop on a viewer's `RTCRtpSender` (`adopt`) and
 keeps the rest of it: RTCP (receiver reports -> remote-inbound RTT/jitter/loss, SR),
 `getStats()` (packetsSent/bytesSent kept in the sender's own counters, transport
-counters too), NACK -> retransmission (RTX when negotiated) from a per-viewer history
-of the frames it sent, PLI/FIR -> the stream's encoder makes a keyframe. The aiortc
+counters too; in the group they are counted in C and moved over by `sync`), NACK ->
+retransmission (RTX when negotiated) from a per-viewer history of the frames it sent
+(in C on the C writer), PLI/FIR -> the stream's encoder makes a keyframe. The aiortc
 internals this relies on are pinned by tests/test_library_contracts.py.
 
 A viewer starts at a keyframe (the encoder is asked for one when the viewer's sender
@@ -35,7 +42,6 @@ import asyncio
 import collections
 import itertools
 import logging
-import os
 import struct
 import time
 from fractions import Fraction

@@ -6,7 +6,8 @@
  * four small things per packet (12-byte header, header extension, pylibsrtp's protect
  * wrapper, the send), ~30 us per viewer and frame against ~10 us for the send itself
  * (bench/RESULTS.md, "Streaming"). Here the same work is one call per viewer and frame,
- * with the GIL released. What the packets hold is exactly what the Python writer
+ * with the GIL released, or one call per frame for all of a stream's viewers whose sending
+ * is in order (wave_rtp_fanout), each viewer's counters and NACK history kept here. What the packets hold is exactly what the Python writer
  * (RtpHeaderWriter) makes; tests/edge/test_native_rtp.py compares them byte for byte.
  *
  * SRTP is libsrtp's own `srtp_protect`, reached through the function pointer and the
