@@ -203,9 +203,11 @@ class NativeViewer:
         self.ffi.memmove(v.ext, ext, len(ext))
 
     def close(self) -> None:
-        self.writer.sequence_number = self.struct.sequence_number
-        fd, self._fd = self._fd, -1
+        """Give the socket's descriptor back; the writer continues from the next number."""
+        fd = getattr(self, "_fd", -1)  # -1 too when __init__ did not get that far
         if fd >= 0:
+            self._fd = -1
+            self.writer.sequence_number = self.struct.sequence_number
             os.close(fd)
 
     def __del__(self) -> None:
