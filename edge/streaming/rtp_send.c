@@ -6,9 +6,10 @@
  * four small things per packet (12-byte header, header extension, pylibsrtp's protect
  * wrapper, the send), ~30 us per viewer and frame against ~10 us for the send itself
  * (bench/RESULTS.md, "Streaming"). Here the same work is one call per viewer and frame,
- * with the GIL released, or one call per frame for all of a stream's viewers whose sending
- * is in order (wave_rtp_fanout), each viewer's counters and NACK history kept here. What the packets hold is exactly what the Python writer
- * (RtpHeaderWriter) makes; tests/edge/test_native_rtp.py compares them byte for byte.
+ * with the GIL released, or one call per frame for all of a stream's viewers whose
+ * sending is in order (wave_rtp_fanout), each viewer's counters and NACK history kept
+ * here. What the packets hold is exactly what the Python writer (RtpHeaderWriter)
+ * makes; tests/edge/test_native_rtp.py compares them byte for byte.
  *
  * SRTP is libsrtp's own `srtp_protect`, reached through the function pointer and the
  * session pointer the viewer's pylibsrtp session already holds (no second libsrtp).
@@ -68,9 +69,9 @@ struct wave_rtp_viewer {
     /* The last HISTORY frames sent, to answer NACKs from: ring[i % HISTORY] is (the shared
      * frame's serial, this viewer's first sequence number in it, its abs-send-time). */
     uint32_t hist_next;
-    uint32_t hist_serial[128];
-    uint32_t hist_abs[128];
-    uint16_t hist_first[128];
+    uint32_t hist_serial[HISTORY];
+    uint32_t hist_abs[HISTORY];
+    uint16_t hist_first[HISTORY];
 };
 
 /* One shared frame's payloads and the scratch its datagrams are written into; the same
