@@ -95,22 +95,20 @@ class Relay:
         self.groups = {"video": FanoutGroup("video"), "audio": FanoutGroup("audio")}
 
     def add(self, track: PacketTrack | FanoutTrack) -> None:
-        if isinstance(track, FanoutTrack):
-            track.group = self.groups[track.kind]
+        self.groups[track.kind].attach(track)
         self.tracks.add(track)
 
     def remove(self, track: PacketTrack | FanoutTrack) -> None:
-        """The viewer gets no more frames, from its group either."""
+        """The viewer gets no more frames, from its group's C call either."""
         self.tracks.discard(track)
-        if isinstance(track, FanoutTrack) and track.sender is not None and track.group is not None:
-            track.group.leave(track.sender)
+        self.groups[track.kind].detach(track)
 
     def publish(self, kind: str, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> None:
         frame = SharedFrame(kind, data, pts, time_base, keyframe)  # packetized once, if a viewer wants RTP
-        self.groups[kind].publish(frame)
-        for track in self.tracks:  # nothing a push calls adds or removes tracks
-            if track.kind == kind:
-                track.push(frame)
+        group = self.groups[kind]
+        group.publish(frame)  # every viewer in order, in one C call
+        for track in group.pushing:  # the others; a join or leave replaces the set, not this one
+            track.push(frame)
 
     def close(self) -> None:
         for group in self.groups.values():

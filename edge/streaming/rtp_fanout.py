@@ -263,16 +263,24 @@ class FanoutTrack(MediaStreamTrack):
 
 
 class FanoutGroup:
-    """One stream's viewers of one kind whose sending is in order (connected, on the C
-    writer, nothing queued, not waiting for a keyframe): each frame goes to all of them in
-    one C call (`native_rtp.NativeBatch`), not one Python call per viewer. A viewer joins
-    after a frame it sent whole (`FanoutSender.send_frame`) and leaves when its datagrams
-    do not all leave, its route or DTLS changes (checked every CHECK_EVERY frames), or it
-    stops; outside the group its track's `push` sends to it. Also keeps the stream's last
-    frames, which the viewers' NACK histories name by serial."""
+    """One stream's viewers of one kind, as the stream's Relay gives them frames.
+
+    Those whose sending is in order (connected, on the C writer, nothing queued, not
+    waiting for a keyframe) are its members: each frame goes to all of them in one C call
+    (`native_rtp.NativeBatch`). A viewer joins after a frame it sent whole
+    (`FanoutSender.send_frame`) and leaves when its datagrams do not all leave, its route
+    or DTLS changes (checked every CHECK_EVERY frames), or it stops. The others are in
+    `pushing`, the tracks the Relay hands each frame to one by one, so that a frame costs
+    Python nothing per member. Also keeps the stream's last frames, which the viewers' NACK
+    histories name by serial.
+
+    `pushing` and the members are replaced, never changed in place: a frame being handed
+    out keeps the sets it started with while a viewer joins or leaves."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
+        self.pushing: frozenset = frozenset()
+        self._tracks: set = set()  # every track the Relay attached, members' too
         self._members: list[FanoutSender] = []
         self._batch: native_rtp.NativeBatch | None = None
         self._frames: dict[int, SharedFrame] = {}
@@ -282,17 +290,35 @@ class FanoutGroup:
     def __len__(self) -> int:
         return len(self._members)
 
+    def attach(self, track) -> None:
+        """A viewer's track (FanoutTrack, or the per-viewer path's PacketTrack) gets frames."""
+        if isinstance(track, FanoutTrack):
+            track.group = self
+        self._tracks.add(track)
+        self.pushing = self.pushing | {track}
+
+    def detach(self, track) -> None:
+        """It gets no more frames, from the C call either."""
+        self._tracks.discard(track)
+        sender = getattr(track, "sender", None)
+        if isinstance(sender, FanoutSender):
+            self.leave(sender)
+        self.pushing = self.pushing - {track}
+
     def join(self, sender: FanoutSender) -> None:
         if not sender.batched:
             sender.batched = True
-            self._members = [*self._members, sender]  # a new list: a frame being sent keeps its own
+            self._members = [*self._members, sender]
             self._batch = None
+            self.pushing = self.pushing - {sender.track}
 
     def leave(self, sender: FanoutSender) -> None:
         if sender.batched:
             sender.batched = False
             self._members = [m for m in self._members if m is not sender]
             self._batch = None
+            if sender.track in self._tracks:
+                self.pushing = self.pushing | {sender.track}
             sender.sync()
 
     def frame(self, serial: int) -> SharedFrame | None:
@@ -330,6 +356,8 @@ class FanoutGroup:
     def close(self) -> None:
         for member in self._members:
             self.leave(member)
+        self._tracks.clear()
+        self.pushing = frozenset()
         self._frames.clear()
         self._order.clear()
 

@@ -280,11 +280,13 @@ def test_the_group_sends_in_one_call_hands_a_failed_send_back_and_answers_nacks_
         await link.send(frames[:10])
         assert await _wait(lambda: len(link.frames) >= 8), len(link.frames)
         assert link.sender.batched and len(group) == 1
+        assert link.track not in group.pushing  # the Relay's per-viewer loop no longer visits it
         native = link.sender._native
         fd = native.struct.fd
         native.struct.fd = -1  # the next send fails (EBADF) before any datagram leaves
         await link.send(frames[10:11])
         assert not link.sender.batched and len(group) == 0  # left, its datagrams queued on the transport
+        assert link.track in group.pushing
         native.struct.fd = fd
         await link.send(frames[11:20])
         assert link.sender.batched  # back after a frame sent whole
@@ -301,8 +303,9 @@ def test_the_group_sends_in_one_call_hands_a_failed_send_back_and_answers_nacks_
         await link.receiver._send_rtcp_nack(ssrc, [lost])
         assert await _wait(lambda: any(s == link.sender._rtx_ssrc and int.from_bytes(head, "big") == lost
                                        for s, pt, seq, head in link.seen))
+        link.relay.remove(link.track)  # the viewer ended: no frame from the C call or the loop
+        assert len(group) == 0 and not group.pushing and not link.sender.batched
         await link.close()
-        assert len(group) == 0
 
     asyncio.run(scenario())
 
