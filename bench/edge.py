@@ -91,6 +91,9 @@ class StepFailed(RuntimeError):
         self.measured: dict = {"held": held, "steps": steps or {}}
 
 
+LOAD_STEP_TIMEOUT_S = 600  # connecting, counting and closing one step's viewers
+
+
 def _load_step(script: Path, base: str, stream_id: str, n: int, seconds: float, edge_pid: int | None,
                processes: int) -> dict:
     """One step of `n` counting viewers, split over `processes` load processes that start
@@ -106,7 +109,14 @@ def _load_step(script: Path, base: str, stream_id: str, n: int, seconds: float, 
                                    *([str(edge_pid)] if edge_pid else [])],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                  for k in shares]
-        outs = [p.communicate(timeout=600) for p in procs]
+        try:
+            outs = [p.communicate(timeout=LOAD_STEP_TIMEOUT_S) for p in procs]
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+                p.communicate()
+            raise StepFailed(f"step of {n} WHEP viewers: the load process did not finish within "
+                             f"{LOAD_STEP_TIMEOUT_S} s (connecting its viewers); not reported", n, None) from None
     results = []
     for proc, k, (stdout, stderr) in zip(procs, shares, outs):
         try:
@@ -139,7 +149,11 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
     for n in steps:
         first_try = None
         for attempt in (1, 2):
-            step = _load_step(script, base, stream_id, n, seconds, edge_pid, processes)
+            try:
+                step = _load_step(script, base, stream_id, n, seconds, edge_pid, processes)
+            except StepFailed as exc:
+                exc.measured = {"held": held, "steps": detail}
+                raise
             if step["returncode"] != 0 or step["failed"]:
                 raise StepFailed(f"step of {n} WHEP viewers: {step['failed']} of {n} failed to connect "
                                  f"({json.dumps(step['failures'])}); not reported as 0 fps", n, step["failed"],

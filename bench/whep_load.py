@@ -17,10 +17,12 @@ aiortc decodes everything it receives, and before decoding it parses every datag
 STUN, queues it, parses it into objects, keeps receiver statistics, a NACK generator and a
 jitter buffer, with several awaits per packet: with N viewers in one Python process that
 costs several times the edge's sending and would measure this process, not the edge. So
-once a viewer is connected its SRTP packets are taken where they arrive (aioice's
-datagram handler), decrypted with the viewer's own SRTP session (a forged or broken
-packet fails authentication and is not counted) and counted; STUN, DTLS and RTCP take
-aiortc's path as before. A frame counts when its last packet (RTP marker) arrives and
+once a viewer is connected its SRTP packets are taken where they arrive, decrypted with
+the viewer's own SRTP session (a forged or broken packet fails authentication and is not
+counted) and counted: in C (bench/rtp_count.c, all viewers' sockets in one epoll set),
+or in Python where `make` did not build it. STUN and DTLS take aioice's and aiortc's path
+as before; the edge's SRTCP is left unread by the C counter (so these viewers report no
+LSR and the edge no RTT for them). A frame counts when its last packet (RTP marker) arrives and
 every sequence number since the previous frame's last packet arrived too: a complete
 frame, in order, which is what the edge delivered. The viewers then send no NACK or PLI
 (none are needed on loopback; the edge's RTCP handling is tested in
