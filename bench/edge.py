@@ -131,7 +131,8 @@ def _load_step(script: Path, base: str, stream_id: str, n: int, seconds: float, 
             failures[reason] = failures.get(reason, 0) + count
     cpus = [r["edge_cpu"] for r in results if r.get("edge_cpu") is not None]
     return {"viewers": n, "failed": sum(r["failed"] for r in results), "failures": failures,
-            "dropped": sum(r.get("dropped", 0) for r in results), "fps": sorted(f for r in results for f in r["fps"]),
+            "dropped": sum(r.get("dropped", 0) for r in results),
+            "refused_busy": sum(r.get("refused_busy", 0) for r in results), "fps": sorted(f for r in results for f in r["fps"]),
             "edge_cpu": round(statistics.fmean(cpus), 3) if cpus else None,
             "load_cpu": [r.get("load_cpu") for r in results],
             "load_receive": sorted({r.get("receive") or "?" for r in results}),
@@ -173,6 +174,8 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
             detail[n]["first_try"] = first_try
         if step.get("dropped"):  # connected, then ended by the edge under load: not held
             detail[n]["dropped"] = step["dropped"]
+        if step.get("refused_busy"):  # 503 edge_busy answers the viewers waited out, then connected
+            detail[n]["refused_busy"] = step["refused_busy"]
         detail[n]["load_cpu"] = step["load_cpu"]  # per load process
         detail[n]["load_receive"] = step["load_receive"]
         if step.get("edge_cpu") is not None:

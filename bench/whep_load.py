@@ -259,6 +259,8 @@ def take_direct(pc: RTCPeerConnection) -> None:
 
 
 ever_connected: set[int] = set()  # id(pc) of the viewers that connected at some point
+busy: dict[str, int] = {"refusals": 0}  # 503 edge_busy answers waited out (edge/loop_lag.py)
+BUSY_TRIES = 60
 
 
 async def viewer(http: httpx.AsyncClient, stream_id: str) -> RTCPeerConnection:
@@ -276,8 +278,13 @@ async def viewer(http: httpx.AsyncClient, stream_id: str) -> RTCPeerConnection:
 
     pc.addTransceiver("video", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
-    r = await http.post(f"/whep/{stream_id}", content=pc.localDescription.sdp,
-                        headers={"content-type": "application/sdp"})
+    for _ in range(BUSY_TRIES):  # as a WHEP client should: an edge that is full says when to come back
+        r = await http.post(f"/whep/{stream_id}", content=pc.localDescription.sdp,
+                            headers={"content-type": "application/sdp"})
+        if r.status_code != 503 or "retry-after" not in r.headers:
+            break
+        busy["refusals"] += 1
+        await asyncio.sleep(float(r.headers["retry-after"]))
     r.raise_for_status()
     await pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
     return pc
@@ -347,7 +354,7 @@ async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int 
     edge_cpu = round((cpu_after - cpu_before) / elapsed, 3) if edge_pid else None
     load_cpu = round((own_after - own_before) / elapsed, 3)  # this process: is it the limit?
     print(json.dumps({"viewers": n, "connected": n - failed, "failed": failed, "failures": failures,
-                      "dropped": dropped, "fps": fps, "edge_cpu": edge_cpu, "load_cpu": load_cpu,
+                      "dropped": dropped, "refused_busy": busy["refusals"], "fps": fps, "edge_cpu": edge_cpu, "load_cpu": load_cpu,
                       "receive": receive_mode["mode"]}))
     return 1 if failed else 0
 

@@ -38,6 +38,7 @@ from edge import demo as demo_setup, http, logs, metrics_access, regions
 from edge.dependencies import DEPENDENCIES
 from edge.embed import routes as embed_routes
 from edge.front_log import FrontLog
+from edge.loop_lag import LoopLag
 from edge import media_layout
 from edge.media_layout import video_dir
 from edge.public_media import PublicLinks
@@ -89,6 +90,11 @@ class Edge:
         self.finishing: set[asyncio.Task] = set()  # uploads being packaged
         self.loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping_task: asyncio.Task | None = None
+        self.loop_lag = LoopLag()  # how late the loop runs: new WHEP viewers wait while it is late
+        self.metrics.gauge("wave_event_loop_lag_seconds", "Mean lateness of the event loop over the last 2 s",
+                           self.loop_lag.lag_s)
+        self.whep_refused_busy = self.metrics.counter(
+            "wave_whep_refused_busy_total", "WHEP viewers refused (503) while the event loop was behind")
         self.recordings: Recordings | None = None
         self.sessions: SessionLog | None = None
         self.webrtc_qoe: QoeLog | None = None  # WHEP viewers' QoE samples, batched into the store
@@ -150,6 +156,7 @@ class Edge:
         if s.rollup_s > 0:
             self.rollup.start()
         self._housekeeping_task = asyncio.get_running_loop().create_task(self._housekeeping())
+        self.loop_lag.start()
         rtc.restrict_host_candidates(s.ice_hosts)
         liveness.configure_consent(s.rtc_consent_timeout_s)
         self.collector = Collector(
@@ -216,6 +223,7 @@ class Edge:
         await self.front_log.stop()
         if self._housekeeping_task is not None:
             self._housekeeping_task.cancel()
+        await self.loop_lag.stop()
         if self.rollup is not None:
             await self.rollup.stop()
         finishing = self.finishing | (self.live.finishing if self.live is not None else set())

@@ -63,6 +63,10 @@ class Settings(msgspec.Struct, kw_only=True):
     # for all of them (edge/streaming/rtp_fanout.py); "per-viewer" is the former path, where
     # aiortc packetizes for each viewer (kept so bench/edge.py can compare both in one run).
     whep_fanout: str = "shared"
+    # A new WHEP viewer is refused (503, Retry-After) while the event loop runs this late on
+    # average over the last 2 s (edge/loop_lag.py): past it, viewers already watching start
+    # to lose their picture and their ICE consent. 0: never refused for load.
+    whep_busy_lag_s: float = 0.5
     # Signs playback tokens; generated into $WAVE_DATA_DIR/secret.key when unset.
     secret_key: str | None = None
     # The built player (`npm run build` in player/), served under /player/.
@@ -153,6 +157,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         rtc_consent_timeout_s=float(env.get("WAVE_RTC_CONSENT_TIMEOUT_S") or 30.0),
         webrtc_stats_s=float(env.get("WAVE_WEBRTC_STATS_S") or 5.0),
         whep_fanout=_whep_fanout(env.get("WAVE_WHEP_FANOUT") or "shared"),
+        whep_busy_lag_s=float(env.get("WAVE_WHEP_BUSY_LAG_MS") or 500) / 1000,
         ice_servers=_words(env.get("WAVE_ICE_SERVERS", "")),
         ice_hosts=_words(env.get("WAVE_ICE_HOSTS", "")),
         player_dir=Path(env["WAVE_PLAYER_DIR"]).resolve() if env.get("WAVE_PLAYER_DIR") else DEFAULT_PLAYER_DIR,

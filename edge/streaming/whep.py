@@ -59,6 +59,7 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
     pipeline = live.pipeline if publish is not None else None
     if pipeline is None:
         raise _not_live()
+    _admit(edge)
     edge.limits.whep_per_tenant.check(stream.tenant_id, "WebRTC viewers joining this tenant's streams")
     offer = (await request.body()).decode("utf-8", "replace")
     viewer_id = await webrtc_stats.consented_viewer(request.headers.get(webrtc_stats.VIEWER_HEADER),
@@ -97,6 +98,21 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": location, "ETag": f'"{session.session_id}"',
                              "Link": events.link_header(stream.stream_id, session.session_id)})
+
+
+BUSY_RETRY_AFTER_S = 2
+
+
+def _admit(edge) -> None:
+    """503 while the event loop is behind (edge/loop_lag.py): the viewers already
+    watching keep their picture, and this one is told when to come back."""
+    limit = edge.settings.whep_busy_lag_s
+    if limit > 0 and edge.loop_lag.lag_s() > limit:
+        exc = BadInput("edge_busy", "this edge is serving all the WebRTC viewers it can; retry after Retry-After"
+                       " seconds", "$", status=503)
+        exc.retry_after = BUSY_RETRY_AFTER_S
+        edge.whep_refused_busy.inc()
+        raise exc
 
 
 def _not_live() -> BadInput:

@@ -405,3 +405,34 @@ def test_a_pli_from_a_shared_path_viewer_makes_the_encoder_produce_a_keyframe(se
         await publisher.close()
 
     asyncio.run(scenario())
+
+
+def test_a_new_viewer_is_refused_while_the_event_loop_is_behind_and_admitted_once_it_caught_up(server, stream):
+    """Overload: the edge answers 503 with Retry-After rather than take a viewer it cannot
+    serve (edge/loop_lag.py), and takes it once the loop has caught up."""
+    sid = stream["stream_id"]
+
+    async def scenario():
+        publisher, r = await _publish(server.base_url, stream)
+        assert r.status_code == 201
+        viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        viewer.addTransceiver("video", direction="recvonly")
+        await viewer.setLocalDescription(await viewer.createOffer())
+        server.edge.loop.call_soon_threadsafe(time.sleep, 3.0)  # the edge's loop is held for 3 s
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            busy = await http.post(f"/whep/{sid}", content=viewer.localDescription.sdp,
+                                   headers={"content-type": "application/sdp"})
+            assert busy.status_code == 503, busy.text
+            assert busy.headers["retry-after"] == "2"
+            assert busy.json()["error"] == "edge_busy"
+            metrics = (await http.get("/metrics")).text
+        assert "wave_whep_refused_busy_total 1" in metrics
+        assert server.edge.live.viewers() == {}  # nothing was made for the refused offer
+        await viewer.close()
+        await asyncio.sleep(float(busy.headers["retry-after"]) + 0.5)
+        pc, got, _ = await _watch(server.base_url, sid, frames_wanted=10)
+        assert len(got["video"]) >= 10
+        await pc.close()
+        await publisher.close()
+
+    asyncio.run(scenario())
