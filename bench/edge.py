@@ -28,7 +28,10 @@
    frame rates move with the neighbours, CPU time per viewer much less. The WHEP abuse limits are off
    (all those viewers share one address and one tenant); a step where any viewer fails to
    connect ends the run with an `"error"` naming the step and the count, and exit status
-   1: a refused viewer is not a viewer at 0 fps.
+   1: a refused viewer is not a viewer at 0 fps. An edge that answers 503 `edge_busy`
+   (its event loop behind, edge/loop_lag.py) is waited out as its `Retry-After` asks; one
+   that still refuses a viewer after 30 s is full at that step: the step is not held
+   (`turned_away_busy`), as one under 29 fps is not.
 6. HLS serving: after the publish, `wrk` fetches one recorded segment three ways, in
    alternation for three rounds (medians compared): from the edge's Python process directly; through the nginx front as deployed
    (`wave-edge front-config`: public segments by sendfile from the link tree, each request
@@ -132,7 +135,8 @@ def _load_step(script: Path, base: str, stream_id: str, n: int, seconds: float, 
     cpus = [r["edge_cpu"] for r in results if r.get("edge_cpu") is not None]
     return {"viewers": n, "failed": sum(r["failed"] for r in results), "failures": failures,
             "dropped": sum(r.get("dropped", 0) for r in results),
-            "refused_busy": sum(r.get("refused_busy", 0) for r in results), "fps": sorted(f for r in results for f in r["fps"]),
+            "refused_busy": sum(r.get("refused_busy", 0) for r in results),
+            "turned_away_busy": sum(r.get("turned_away_busy", 0) for r in results), "fps": sorted(f for r in results for f in r["fps"]),
             "edge_cpu": round(statistics.fmean(cpus), 3) if cpus else None,
             "load_cpu": [r.get("load_cpu") for r in results],
             "load_receive": sorted({r.get("receive") or "?" for r in results}),
@@ -163,19 +167,24 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
             # try counts: on 2 shared cores a window where every viewer, the publish's own
             # frames included, fell to 28.5 fps at a third of the edge's capacity was the
             # machine, not the fan-out (bench/RESULTS.md, "Streaming"). Both tries are shown.
-            if attempt == 1 and min(step["fps"]) < 29:
-                first_try = {"min_fps": min(step["fps"]), "median_fps": statistics.median(step["fps"]),
-                             "dropped": step.get("dropped", 0)}
+            # An edge that turned viewers away (503 edge_busy for longer than whep_load waits,
+            # edge/loop_lag.py) said it is full: the step is not held, as under 29 fps.
+            fps = step["fps"] or [0.0]
+            if attempt == 1 and (min(fps) < 29 or step.get("turned_away_busy")):
+                first_try = {"min_fps": min(fps), "median_fps": statistics.median(fps),
+                             "dropped": step.get("dropped", 0), "turned_away_busy": step.get("turned_away_busy", 0)}
                 continue
             break
-        fps = step["fps"]
+        fps = step["fps"] or [0.0]
         detail[n] = {"min_fps": min(fps), "median_fps": statistics.median(fps)}
         if first_try is not None:
             detail[n]["first_try"] = first_try
         if step.get("dropped"):  # connected, then ended by the edge under load: not held
             detail[n]["dropped"] = step["dropped"]
-        if step.get("refused_busy"):  # 503 edge_busy answers the viewers waited out, then connected
+        if step.get("refused_busy"):  # 503 edge_busy answers: waited out, or (turned away) not
             detail[n]["refused_busy"] = step["refused_busy"]
+        if step.get("turned_away_busy"):  # viewers the edge would not admit: fps are of the others
+            detail[n]["turned_away_busy"] = step["turned_away_busy"]
         detail[n]["load_cpu"] = step["load_cpu"]  # per load process
         detail[n]["load_receive"] = step["load_receive"]
         if step.get("edge_cpu") is not None:
@@ -183,7 +192,7 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
             if idle_cpu is not None:
                 detail[n]["cpu_ms_per_viewer"] = round((step["edge_cpu"] - idle_cpu) / n * 1000, 3)
         print(json.dumps({"step": n, **detail[n]}), file=sys.stderr, flush=True)  # progress
-        if min(fps) < 29:
+        if min(fps) < 29 or step.get("turned_away_busy"):
             break
         held = n
     return {"whep_viewers_at_30fps": held, "whep_viewer_steps": detail}
@@ -380,7 +389,8 @@ def _cpu_per_viewer(runs: list[dict]) -> float | None:
     for run in runs:
         points.append((0, run["edge_cpu_no_viewer"]))
         points += [(int(n), step["edge_cpu"]) for n, step in run["whep_viewer_steps"].items()
-                   if "edge_cpu" in step and step["min_fps"] >= 29 and not step.get("dropped")]
+                   if "edge_cpu" in step and step["min_fps"] >= 29 and not step.get("dropped")
+                   and not step.get("turned_away_busy")]
     if len({n for n, _ in points}) < 2:
         return None
     mean_n = statistics.fmean(n for n, _ in points)

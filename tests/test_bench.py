@@ -57,6 +57,45 @@ def test_edge_capacity_step_with_viewers_that_cannot_connect_is_an_error_not_0_f
     assert (failed.value.step, failed.value.failed) == (3, 3)
 
 
+def test_edge_capacity_step_the_edge_turns_away_as_busy_is_not_held_and_not_an_error(monkeypatch):
+    """An edge that answers 503 edge_busy with Retry-After (edge/loop_lag.py) is full: the
+    load waits as a WHEP client should, then gives up; the step is not held."""
+    import http.server
+    import threading
+
+    sys.path.insert(0, str(ROOT))
+    from bench.edge import viewer_capacity
+
+    posts = []
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            self.rfile.read(int(self.headers["content-length"]))
+            posts.append(self.path)
+            body = b'{"error":"edge_busy","detail":{"path":"$","message":"full"}}'
+            self.send_response(503)
+            self.send_header("Retry-After", "1")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("WHEP_LOAD_BUSY_GIVE_UP_S", "1.5")
+    try:
+        result = viewer_capacity(f"http://127.0.0.1:{server.server_port}", "st_full", [3], 0.1)
+    finally:
+        server.shutdown()
+    assert result["whep_viewers_at_30fps"] == 0
+    step = result["whep_viewer_steps"][3]
+    assert step["turned_away_busy"] == 3 and step["first_try"]["turned_away_busy"] == 3
+    assert step["refused_busy"] >= 2  # waited out at least once before giving up
+    assert len(posts) >= 4 and set(posts) == {"/whep/st_full"}  # the first viewer, retried, on both tries
+
+
 def test_vod_ladder_bench_runs_and_measures_against_its_baseline():
     out = subprocess.run([sys.executable, "bench/vod_ladder.py", "--seconds", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -26,3 +26,11 @@ def test_lag_rises_while_the_loop_is_blocked_and_falls_once_it_catches_up():
         await lag.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_refusal_threshold_comes_from_the_environment_and_zero_turns_it_off():
+    from edge.settings import from_env
+
+    assert from_env({}).whep_busy_lag_s == 0.5
+    assert from_env({"WAVE_WHEP_BUSY_LAG_MS": "250"}).whep_busy_lag_s == 0.25
+    assert from_env({"WAVE_WHEP_BUSY_LAG_MS": "0"}).whep_busy_lag_s == 0.0
