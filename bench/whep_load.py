@@ -366,9 +366,9 @@ async def main(base: str, stream_id: str, n: int, seconds: float, edge_pid: int 
     fps += [0.0] * (n - failed - turned_away - len(fps))  # connected, and got no frame: the edge's doing
     edge_cpu = round((cpu_after - cpu_before) / elapsed, 3) if edge_pid else None
     load_cpu = round((own_after - own_before) / elapsed, 3)  # this process: is it the limit?
-    print(json.dumps({"viewers": n, "connected": n - failed, "failed": failed, "failures": failures,
-                      "dropped": dropped, "refused_busy": busy["refusals"], "turned_away_busy": turned_away, "fps": fps, "edge_cpu": edge_cpu, "load_cpu": load_cpu,
-                      "receive": receive_mode["mode"]}))
+    print(json.dumps({"viewers": n, "connected": n - failed - turned_away, "failed": failed, "failures": failures,
+                      "dropped": dropped, "refused_busy": busy["refusals"], "turned_away_busy": turned_away,
+                      "fps": fps, "edge_cpu": edge_cpu, "load_cpu": load_cpu, "receive": receive_mode["mode"]}))
     return 1 if failed else 0
 
 
