@@ -171,12 +171,12 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
             # An edge that turned viewers away (503 edge_busy for longer than whep_load waits,
             # edge/loop_lag.py) said it is full: the step is not held, as under 29 fps.
             fps = step["fps"] or [0.0]
-            if attempt == 1 and (min(fps) < 29 or step.get("turned_away_busy")):
+            short = min(fps) < 29 or bool(step.get("turned_away_busy"))
+            if attempt == 1 and short:
                 first_try = {"min_fps": min(fps), "median_fps": statistics.median(fps),
                              "dropped": step.get("dropped", 0), "turned_away_busy": step.get("turned_away_busy", 0)}
                 continue
             break
-        fps = step["fps"] or [0.0]
         detail[n] = {"min_fps": min(fps), "median_fps": statistics.median(fps)}
         if first_try is not None:
             detail[n]["first_try"] = first_try
@@ -193,7 +193,7 @@ def viewer_capacity(base: str, stream_id: str, steps: list[int], seconds: float,
             if idle_cpu is not None:
                 detail[n]["cpu_ms_per_viewer"] = round((step["edge_cpu"] - idle_cpu) / n * 1000, 3)
         print(json.dumps({"step": n, **detail[n]}), file=sys.stderr, flush=True)  # progress
-        if min(fps) < 29 or step.get("turned_away_busy"):
+        if short:
             break
         held = n
     return {"whep_viewers_at_30fps": held, "whep_viewer_steps": detail}
