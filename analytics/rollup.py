@@ -14,6 +14,12 @@ cursor is ClickHouse's clock too, kept in memory: at start it resumes from the n
 `folded_at` (with a margin), so a restart costs one slightly larger pass. Several edges
 may all run passes: folds are idempotent.
 
+A view's row is keyed by its first beacon's day and video. A beacon that lands late and
+is earlier than every beacon folded so far (spooled through an outage on another edge)
+can change them: the new fold then has another key, and ReplacingMergeTree would keep
+the old row beside it, counting the view twice. So each pass deletes, for the views it
+folded, every row whose key is no longer the newest fold's (`_drop_moved`).
+
 `views` holds `viewer_id` (for unique viewers), so it is in the personal-data registry,
 has the same per-row retention TTL, and carries no projection, so purges' lightweight
 DELETEs work on it.
@@ -25,11 +31,13 @@ import asyncio
 import logging
 
 from analytics.views import FOLD_COLUMNS, fold_sql
+from core import cluster
 from core.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 MARGIN_S = 10.0  # overlap between passes: inserts that committed while the last pass ran
 MAX_VIEW_S = 2 * 86400  # events of a touched view older than this are not re-read
+DELETE_BATCH = 500  # moved views per DELETE: a statement's size stays bounded
 
 _COLUMNS = ", ".join(FOLD_COLUMNS)
 
@@ -38,22 +46,56 @@ def _insert_sql(where: str) -> str:
     return f"INSERT INTO views ({_COLUMNS}, folded_at) SELECT {_COLUMNS}, now64(3) FROM ({fold_sql(where)})"
 
 
+# The views a pass folds: those with beacons inserted since the cursor.
+_TOUCHED = "SELECT DISTINCT tenant_id, view_id FROM viewer_events WHERE inserted_at >= {since:DateTime64(3)}"
+# Of those, the ones with rows under more than one key, and the newest fold's key.
+_MOVED = f"""
+    SELECT tenant_id, view_id, argMax(tuple(day, video_id), folded_at), max(folded_at)
+    FROM views
+    WHERE day >= toDate({{from_ts:DateTime64(3)}}) AND (tenant_id, view_id) IN ({_TOUCHED})
+    GROUP BY tenant_id, view_id
+    HAVING uniqExact(day, video_id) > 1
+"""
+
+
 def fold_touched(store: Store, since: float) -> float:
     """Re-fold every view with events inserted at or after `since` (ClickHouse epoch
     seconds); returns the ClickHouse time this pass started, the next pass's cursor."""
     started = float(store.command("SELECT toUnixTimestamp64Milli(now64(3)) / 1000"))
-    touched = (
-        "SELECT DISTINCT tenant_id, view_id FROM viewer_events WHERE inserted_at >= {since:DateTime64(3)}"
-    )
     oldest = store.command(
         "SELECT toUnixTimestamp64Milli(min(ts)) / 1000 FROM viewer_events WHERE inserted_at >= {since:DateTime64(3)}",
         parameters={"since": since},
     )
     if not oldest:  # nothing new (min over no rows is 0)
         return started
-    where = f"(tenant_id, view_id) IN ({touched}) AND ts >= {{from_ts:DateTime64(3)}}"
-    store.command(_insert_sql(where), parameters={"since": since, "from_ts": float(oldest) - MAX_VIEW_S})
+    where = f"(tenant_id, view_id) IN ({_TOUCHED}) AND ts >= {{from_ts:DateTime64(3)}}"
+    params = {"since": since, "from_ts": float(oldest) - MAX_VIEW_S}
+    store.command(_insert_sql(where), parameters=params)
+    _drop_moved(store, params)
     return started
+
+
+def _drop_moved(store: Store, params: dict) -> None:
+    """Delete the rows left under a key the newest fold of their view no longer has.
+
+    Rare (a late, earlier beacon with another day or video), so the lookup is one query
+    over the folded views' recent days and the delete a lightweight one, of those views
+    only: the rows are masked at once and dropped at the next merge. Only rows older than
+    the newest fold are deleted, so a newer one another edge writes meanwhile stays."""
+    moved = store.rows(_MOVED, params)
+    if moved:
+        log.info("view rollup: %d views moved to another day or video; their old rows deleted", len(moved))
+    for first in range(0, len(moved), DELETE_BATCH):
+        batch = moved[first:first + DELETE_BATCH]
+        stale = " OR ".join(
+            f"(tenant_id = {{t{i}:String}} AND view_id = {{v{i}:String}}"
+            f" AND NOT (day = {{d{i}:Date}} AND video_id = {{m{i}:String}}) AND folded_at < {{f{i}:DateTime64(3)}})"
+            for i in range(len(batch)))
+        keys = {}
+        for i, (tenant_id, view_id, (day, video_id), newest) in enumerate(batch):
+            keys.update({f"t{i}": tenant_id, f"v{i}": view_id, f"d{i}": day, f"m{i}": video_id, f"f{i}": newest})
+        store.command(cluster.delete_from("views", f"day >= toDate({{from_ts:DateTime64(3)}}) AND ({stale})"),
+                      parameters={**params, **keys})
 
 
 def fold_all(store: Store) -> None:

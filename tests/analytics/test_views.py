@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
-from analytics import views
+import pytest
+
+from analytics import queries, rollup, views
 from tests.conftest import store_view as _store_view
 
 
@@ -61,3 +64,25 @@ def test_views_of_other_tenants_and_videos_are_apart(store, tenant_factory):
     assert _views(store, a.tenant_id)["same-view"].playing_ms == 4_000
     assert _views(store, b.tenant_id)["same-view"].playing_ms == 1_000
     assert views.per_view(store, a.tenant_id, time.time() - 7200, time.time(), video_id="vd_2") == []
+
+
+@pytest.mark.parametrize("late", ["from the day before", "with another video"])
+def test_a_late_earlier_beacon_moves_the_view_without_counting_it_twice(store, tenant, late):
+    """The rollup's key is the first beacon's day and video: a beacon earlier than all the
+    others, landing after they were folded, moves the view, and its old row must go."""
+    t0 = (time.time() // 86400 - 1) * 86400 + 30  # yesterday 00:00:30 UTC
+    since = time.time() - 1
+    _store_view(store, tenant.tenant_id, "m", [(0, "playing"), (10, "heartbeat"), (20, "viewend")], "vd_b",
+                t0=t0, viewer_id="v1")
+    rollup.fold_touched(store, since)
+    offset, video = (-40, "vd_b") if late == "from the day before" else (-5, "vd_a")
+    since = time.time() - 1
+    _store_view(store, tenant.tenant_id, "m", [(offset, "viewstart")], video, t0=t0, viewer_id="v1")
+    rollup.fold_touched(store, since)
+
+    rows = store.rows("SELECT day, video_id, startup_ms FROM views FINAL WHERE tenant_id = {t:String}",
+                      {"t": tenant.tenant_id})
+    day = datetime.fromtimestamp(t0 + offset, timezone.utc).date()
+    assert rows == [(day, video, -offset * 1000)]
+    scope = queries.Scope(tenant.tenant_id, t0 - 2 * 86400, time.time())
+    assert queries.summary(store, scope)["views"] == 1
