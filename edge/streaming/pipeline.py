@@ -44,6 +44,11 @@ AUDIO_RATE = 48_000
 AAC_FRAME = 1024
 OPUS_FRAME = 960  # 20 ms
 KEYFRAME_MIN_INTERVAL_S = 0.5
+# Longest a picture lasts: after this without a new one, the last is repeated. A part is
+# cut at the first frame past hls_writer.PART_S (0.2 s), so it lasts at most 0.2 s plus
+# one frame; with this it stays under PART_TARGET_S (0.3 s). Sources under 15 fps get a
+# repeat between their own pictures, which x264 encodes in a few bytes.
+STALL_FILL_S = 1 / 15
 
 
 class LivePipeline:
@@ -65,6 +70,7 @@ class LivePipeline:
         self.frames_in = 0
         self.frames_encoded = 0
         self.frames_dropped = 0
+        self.frames_repeated = 0  # pictures encoded again while the source stalled
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._t0: float | None = None
         self._keyframe_wanted = False
@@ -125,8 +131,16 @@ class LivePipeline:
         rungs: list[tuple[Rendition, av.VideoCodecContext]] = []
         last_pts = -1
         next_key_at = 0.0
+        last_picture: av.VideoFrame | None = None  # the newest, as encoded
+        last_at = 0.0
         while True:
-            item = self._queue.get()
+            try:
+                wait = None if last_picture is None else max(0.0, last_at + STALL_FILL_S - self._clock())
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:  # the source stalls: its last picture again, now
+                self.frames_repeated += 1
+                last_picture.pict_type = PictureType.NONE  # a keyframe only if the grid wants one
+                item = ("video", last_picture, self._clock())
             if item is None:
                 break
             kind, frame, at = item
@@ -146,6 +160,7 @@ class LivePipeline:
                 if frame.width != video.width or frame.height != video.height or frame.format.name != "yuv420p":
                     frame = frame.reformat(width=video.width, height=video.height, format="yuv420p")
                 frame.pts, frame.time_base = pts, VIDEO_TB
+                last_picture, last_at = frame, at
                 if at >= next_key_at:  # the 1 s grid; joins' extra IDRs do not move it
                     next_key_at = max(next_key_at + GOP_S, at + GOP_S / 2)
                     self._keyframe_wanted = True

@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from edge import media_layout
-from edge.streaming.hls_writer import HlsWriter
+from edge.streaming.hls_writer import PART_TARGET_S, TARGET_DURATION_S, HlsWriter
 from edge.streaming.outputs import Encoded
 from edge.streaming.pipeline import LivePipeline
 
@@ -108,6 +108,25 @@ def test_the_hls_writer_as_an_output_writes_the_live_layout(tmp_path):
         assert kinds == {"video": "h264", "audio": "aac"}
         assert played.streams.audio[0].codec_context.sample_rate == 48_000
         assert sum(1 for _ in played.decode(video=0)) >= 50
+
+
+def test_a_source_that_stalls_keeps_parts_within_the_part_target(tmp_path):
+    """A publisher that stops sending pictures for 2 s without leaving: its last picture is
+    encoded again meanwhile, so no part outlasts PART-TARGET and no segment TARGETDURATION
+    (without it, one part lasted the whole stall), and the stall is still on the timeline."""
+    writer = HlsWriter(tmp_path / "vd_0123456789abcdef")
+    pipeline = LivePipeline("st_0123456789abcdef", [writer], audio=False)
+    _feed(pipeline, 1.5, audio=False)
+    time.sleep(2.0)
+    _feed(pipeline, 1.0, audio=False)
+    pipeline.close()
+    assert pipeline.join(10)
+    segments = writer.snapshot.segments
+    parts = [part for segment in segments for part in segment.parts]
+    assert len(segments) >= 4 and max(part.duration for part in parts) <= PART_TARGET_S
+    assert max(segment.duration for segment in segments) <= TARGET_DURATION_S
+    assert sum(segment.duration for segment in segments) >= 4.0  # 4.5 s fed, the stall included
+    assert pipeline.frames_repeated >= 20  # 2 s at 15 a second
 
 
 def test_media_ids_and_file_names_come_from_one_place():
