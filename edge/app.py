@@ -87,7 +87,7 @@ class Edge:
         self.retention: RetentionService | None = None
         self.live: LiveStreams | None = None  # the streams publishing on this edge, and their viewers
         self.streams: StreamCache | None = None
-        self.finishing: set[asyncio.Task] = set()  # uploads being packaged
+        self.finishing: set[asyncio.Task] = set()  # uploads and recovered recordings being packaged
         self.loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping_task: asyncio.Task | None = None
         self.loop_lag = LoopLag()  # how late the loop runs: new WHEP viewers wait while it is late
@@ -149,7 +149,9 @@ class Edge:
         self.live = LiveStreams(self.recordings, self.public_links, self.sessions, self.rtc_closed,
                                 silence_s=s.publish_silence_s, connect_timeout_s=s.rtc_connect_timeout_s)
         await vod_upload.resume(self)
-        await asyncio.to_thread(self.recordings.recover)
+        for task in await self.recordings.resume():  # recordings a crash left open: their rungs
+            self.finishing.add(task)
+            task.add_done_callback(self.finishing.discard)
         await asyncio.to_thread(self._sync_public_links)
         self.front_log.start()
         self.rollup = ViewRollup(self.store, s.rollup_s)

@@ -113,6 +113,16 @@ class Recordings:
             done.append(self.finalize(video))
         return done
 
+    async def resume(self) -> list[asyncio.Task]:
+        """`recover`, then, as `end` does, queue the lower rungs of each recording that came
+        out ready: a crash mid-publish costs nothing but the live viewers' connection.
+        Returns the queued tasks (the caller keeps them until they finish)."""
+        done = await asyncio.to_thread(self.recover)
+        if self._jobs is None:
+            return []
+        loop = asyncio.get_running_loop()
+        return [loop.create_task(self.add_renditions(video)) for video in done if video.status == "ready"]
+
 
 def _drop_live_renditions(directory: Path) -> None:
     for path in media_layout.live_rendition_files(directory):

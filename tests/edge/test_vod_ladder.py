@@ -317,10 +317,12 @@ def test_only_a_lean_h264_source_is_copied_into_the_top_rung(tmp_path):
     assert packager.plan(heavy) == "transcode"
 
 
-def test_a_recording_gains_the_lower_rungs_in_the_packaging_queue(store, tenant_factory, tmp_path):
-    """`Recordings.end` with a 480p recording's segments (made here as the live writer makes
-    them: one rendition, init + fMP4 segments): ready at once with one rendition, then the
-    360p rung from its own segments, in the tenant's packaging turn, the 480p one untouched."""
+@pytest.mark.parametrize("how", ["the publish ended", "a crash left it open"])
+def test_a_recording_gains_the_lower_rungs_in_the_packaging_queue(store, tenant_factory, tmp_path, how):
+    """`Recordings.end` (or, after a crash, `Recordings.resume` at the next start) with a
+    480p recording's segments (made here as the live writer makes them: one rendition,
+    init + fMP4 segments): ready at once with one rendition, then the 360p rung from its
+    own segments, in the tenant's packaging turn, the 480p one untouched."""
     import asyncio
 
     from edge.public_media import PublicLinks
@@ -350,6 +352,11 @@ def test_a_recording_gains_the_lower_rungs_in_the_packaging_queue(store, tenant_
     seen = {}
 
     async def scenario():
+        if how == "a crash left it open":
+            (task,) = await recordings.resume()  # finished at once, its rungs queued
+            seen["while"] = (directory / "main.m3u8").read_text().count("#EXT-X-STREAM-INF:")
+            await task
+            return videos.get(store, video.video_id)
         task = asyncio.create_task(recordings.end(video, Done()))
         while jobs.running == 0 and not task.done():  # ready with one rendition, then its turn
             await asyncio.sleep(0.01)
