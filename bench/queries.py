@@ -130,10 +130,14 @@ def generate_sql(views: int, end_ms: int, days: float, first_view: int = 0, view
 def reload_views_in_blocks(store, rows: int) -> None:
     """Give the rollup the parts a live one has: folded every few seconds, its parts are
     made by merges (capped, migration 20), where one fold of the whole load writes a part
-    as big as the month. The same rows, inserted again `rows` views at a time."""
+    as big as the month. The same rows, inserted again `rows` views at a time, in the
+    order a live rollup writes them: a view's last fold follows its last beacon, so parts
+    follow time (inserted in key order instead, each part spanned days that others also
+    held, and FINAL merged far more than live: bench/RESULTS.md, session 13)."""
     store.command("CREATE TABLE views_reload AS views")
-    store.command(f"INSERT INTO views_reload SELECT * FROM views SETTINGS max_insert_block_size = {rows},"
-                  f" min_insert_block_size_rows = {rows}, min_insert_block_size_bytes = 0, optimize_on_insert = 0")
+    store.command(f"INSERT INTO views_reload SELECT * FROM views ORDER BY last_event_at SETTINGS max_threads = 1,"
+                  f" max_block_size = {rows}, max_insert_block_size = {rows}, min_insert_block_size_rows = {rows},"
+                  " min_insert_block_size_bytes = 0, optimize_on_insert = 0")
     store.command("EXCHANGE TABLES views AND views_reload")
     store.command("DROP TABLE views_reload SYNC")
 

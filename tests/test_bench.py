@@ -132,6 +132,7 @@ def test_scale_bench_grows_the_store_and_purges_at_both_sizes():
     assert 3.5 < second["beacons"] / first["beacons"] < 4.5
     assert 0.2 < second["beacons_last_30_days"] / second["beacons"] < 0.3
     assert result["same_answers_as_raw_sql"] is True
+    assert result["dashboard_p50_ratio_worst"] > 0 and len(result["dashboard_worst_p50_ms"]) == 2
     for size in (first, second):
         assert size["privacy"]["rows_deleted"]["viewer_events"] == size["privacy"]["subject_beacons"] > 0
         assert size["storage"]["bytes_per_beacon_all_tables"] > 0
