@@ -59,6 +59,11 @@ def tenant(tenant_factory) -> Tenant:
     return tenant_factory()[0]
 
 
+def admin_headers(key: str) -> dict:
+    """The header an admin call carries: the tenant's key as a bearer token."""
+    return {"authorization": f"Bearer {key}"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

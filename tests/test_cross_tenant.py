@@ -16,20 +16,16 @@ from analytics.webrtc_qoe import Sample
 from core.tenants import KEY_ID_CHARS, hash_key
 from edge.vod import videos
 from retention import support
-from tests.conftest import collect, consent, count_events, event, wait_for
+from tests.conftest import admin_headers, collect, consent, count_events, event, wait_for
 
 PUBLIC = ("/v1/collect", "/v1/consent", "/v1/playback/")
-
-
-def _admin(key: str) -> dict:
-    return {"authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
 def victim(server, tenant_factory, store):
     """Tenant A with a stream, a video, beacons and a consent of viewer alice, a support grant."""
     a, key_a = tenant_factory(name="victim")
-    stream = server.http.post("/v1/streams", json={"name": "a-live"}, headers=_admin(key_a)).json()
+    stream = server.http.post("/v1/streams", json={"name": "a-live"}, headers=admin_headers(key_a)).json()
     video = videos.Video(video_id=videos.new_video_id(), tenant_id=a.tenant_id, title="a-video", status="ready",
                          created_at=time.time())
     videos.save(store, video)
@@ -38,8 +34,8 @@ def victim(server, tenant_factory, store):
                                                        event("playing", video_id=video.video_id)]).status_code == 202
     wait_for(lambda: count_events(store, a.tenant_id) == 2, what="A's beacons")
     grant = support.grant(store, a.tenant_id, "key:test", 3600)
-    identity = server.http.get("/v1/identity-secret", headers=_admin(key_a)).json()["identity_secret"]
-    receipt = server.http.post("/v1/privacy/purge", json={"viewer_id": "nobody"}, headers=_admin(key_a)).json()
+    identity = server.http.get("/v1/identity-secret", headers=admin_headers(key_a)).json()["identity_secret"]
+    receipt = server.http.post("/v1/privacy/purge", json={"viewer_id": "nobody"}, headers=admin_headers(key_a)).json()
     store.insert_json_lines("webrtc_samples", msgspec.json.encode(Sample(  # a WHEP viewer's QoE, linked to alice
         tenant_id=a.tenant_id, stream_id=stream["stream_id"], session_id="qoe-a", kind="video", ts=time.time() - 60,
         started_at=time.time() - 70, packets_sent=100, bytes_sent=100_000, packets_lost=1, fraction_lost=0.0,
@@ -142,13 +138,13 @@ def test_no_admin_route_reaches_another_tenants_data(server, tenant_factory, vic
     _, key_b = tenant_factory(name="attacker")
     refused = {}
     for (method, template), (path, kwargs, check) in cases.items():
-        r = server.http.request(method, path, headers=_admin(key_b), **kwargs)
+        r = server.http.request(method, path, headers=admin_headers(key_b), **kwargs)
         if not check(r):
             refused[f"{method} {template}"] = (r.status_code, r.text[:300])
     assert not refused, refused
 
     # A is whole: its key works, its stream, video, beacons, grant and retention are as they were.
-    a = _admin(victim["key"])
+    a = admin_headers(victim["key"])
     assert server.http.get(f"/v1/streams/{victim['stream_id']}", headers=a).status_code == 200
     assert server.http.get(f"/v1/videos/{victim['video_id']}", headers=a).json()["title"] == "a-video"
     assert count_events(store, victim["tenant"].tenant_id) == 2

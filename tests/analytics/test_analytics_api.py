@@ -10,15 +10,11 @@ from datetime import datetime, timezone
 import pytest
 
 from analytics import rollup
-from tests.conftest import store_view
+from tests.conftest import admin_headers, store_view
 
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 HOUR = 3600
@@ -65,7 +61,7 @@ def data(server, tenant_factory, store):
 
 
 def _get(server, key, path, **params):
-    r = server.http.get(path, params=params, headers=_admin(key))
+    r = server.http.get(path, params=params, headers=admin_headers(key))
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -105,7 +101,7 @@ def test_breakdowns_sort_limit_and_group_the_rest(data):
                                                             dimension="video", **window)["rows"]}
     assert videos == {"vd_a1": 75.0, "vd_a2": 0.0}
     r = server.http.get("/v1/analytics/breakdown", params={"dimension": "browser", "format": "csv", **window},
-                        headers=_admin(key_a))
+                        headers=admin_headers(key_a))
     assert r.headers["content-type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(r.text)))
     assert {row["value"]: row["views"] for row in table} == {"unknown": "2", "Chrome": "2", "Firefox": "1"}
@@ -126,7 +122,7 @@ def test_timeseries_fill_empty_buckets_and_count_concurrent_viewers(data):
     peak = _get(server, key_a, "/v1/analytics/timeseries", metric="concurrent_viewers", interval="hour",
                 **{"from": _iso(hour), "to": _iso(hour + HOUR)})
     assert [p["value"] for p in peak["points"]] == [2]
-    r = server.http.get("/v1/analytics/timeseries", headers={**_admin(key_a), "accept": "text/csv"},
+    r = server.http.get("/v1/analytics/timeseries", headers={**admin_headers(key_a), "accept": "text/csv"},
                         params={"metric": "rebuffer_pct", "interval": "hour", "from": _iso(hour), "to": _iso(hour + HOUR)})
     assert r.text.splitlines() == ["t,value", f"{_iso(hour)},{round(100 * 3 / 78, 3)}"]
 
@@ -159,21 +155,21 @@ def test_bad_parameters_answer_400_with_the_allowed_values(server, tenant_factor
     _, key = tenant_factory()
     route = "breakdown" if "dimension" in params or "limit" in params else "timeseries"
     query = {"dimension": "country", **params} if route == "breakdown" else params
-    r = server.http.get(f"/v1/analytics/{route}", params=query, headers=_admin(key))
+    r = server.http.get(f"/v1/analytics/{route}", params=query, headers=admin_headers(key))
     assert r.status_code == 400, r.text
     assert r.json()["detail"]["path"] == path and fragment in r.json()["detail"]["message"]
 
 
 def test_analytics_need_an_admin_key(server):
     assert server.http.get("/v1/analytics/summary").status_code == 401
-    assert server.http.get("/v1/analytics/summary", headers=_admin("wk_nope")).status_code == 401
+    assert server.http.get("/v1/analytics/summary", headers=admin_headers("wk_nope")).status_code == 401
 
 
 def test_a_database_outage_answers_503_to_admins(server, tenant_factory, store):
     _, key = tenant_factory()
     store.faults.queries_fail = True
     try:
-        r = server.http.get("/v1/analytics/summary", headers=_admin(key))
+        r = server.http.get("/v1/analytics/summary", headers=admin_headers(key))
     finally:
         store.faults.queries_fail = False
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
@@ -197,7 +193,7 @@ def test_breakdown_csv_cells_cannot_be_formulas_or_rows(server, tenant_factory, 
             store_view(store, tenant.tenant_id, f"view-{i}-{j}", [(0, "viewstart"), (1, "playing"), (5, "viewend")],
                        video_id, t0=t0 + i, viewer_id=f"viewer-{j}")
     rollup.fold_touched(store, since)
-    r = server.http.get("/v1/analytics/breakdown", headers=_admin(key),
+    r = server.http.get("/v1/analytics/breakdown", headers=admin_headers(key),
                         params={"dimension": "video", "format": "csv", "limit": 100,
                                 "from": _iso(t0 - HOUR), "to": _iso(t0 + HOUR)})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")

@@ -18,16 +18,12 @@ from core.store import chdb_path
 from core.tenants import load_tenant
 from retention import registry, ropa
 from tests.conftest import (
-    CHROME_WIN, PUBLIC_IP, collect, consent, count_events, event, query_path, store_view, wait_for,
+    CHROME_WIN, PUBLIC_IP, admin_headers, collect, consent, count_events, event, query_path, store_view, wait_for,
 )
 from tests.edge.test_cli_and_http import _cli
 
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
           " Version/17.4 Mobile/15E148 Safari/604.1")
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 def _rows(store, tenant_id):
@@ -80,13 +76,13 @@ def test_anonymous_beacons_need_no_consent_and_keep_no_ip_no_stable_id(server, s
 
 def test_the_playback_config_tells_the_player_the_mode_and_no_cookie_is_set(server, tenant_factory):
     tenant, key = tenant_factory(consent_mode="anonymous")
-    sid = server.http.post("/v1/streams", json={"name": "Launch"}, headers=_admin(key)).json()["stream_id"]
+    sid = server.http.post("/v1/streams", json={"name": "Launch"}, headers=admin_headers(key)).json()["stream_id"]
     r = server.http.get(f"/v1/playback/{sid}")
     assert r.status_code == 200 and r.json()["consent"]["mode"] == "anonymous"
     assert "set-cookie" not in r.headers
     page = server.http.get(f"/embed/{sid}")
     assert page.status_code == 200 and "set-cookie" not in page.headers
-    server.http.put("/v1/privacy/settings", json={"consent_mode": "opt-in"}, headers=_admin(key))
+    server.http.put("/v1/privacy/settings", json={"consent_mode": "opt-in"}, headers=admin_headers(key))
     server.edge.tenants.forget(tenant.tenant_id)
     consent_config = server.http.get(f"/v1/playback/{sid}").json()["consent"]
     assert consent_config["mode"] == "opt-in" and consent_config["valid_from_ms"] > 0  # remembered grants: stale
@@ -158,13 +154,13 @@ def test_the_edge_drops_yesterdays_salt_without_any_beacon(server, store):
 def test_switching_modes_keeps_history_and_asks_for_consent_again(server, store, tenant_factory):
     tenant, key = tenant_factory()
     tid = tenant.tenant_id
-    assert server.http.get("/v1/privacy/settings", headers=_admin(key)).json() == {
+    assert server.http.get("/v1/privacy/settings", headers=admin_headers(key)).json() == {
         "k_anonymity": 5, "consent_mode": "opt-in"}
     assert consent(server.http, tid, "viewer-old").status_code == 201
     assert collect(server.http, tid, "viewer-old", [event("viewstart", view_id="v1")]).status_code == 202
     wait_for(lambda: count_events(store, tid) == 1, what="the consented row")
 
-    r = server.http.put("/v1/privacy/settings", json={"consent_mode": "anonymous"}, headers=_admin(key))
+    r = server.http.put("/v1/privacy/settings", json={"consent_mode": "anonymous"}, headers=admin_headers(key))
     assert r.status_code == 200 and r.json() == {"k_anonymity": 5, "consent_mode": "anonymous"}
     # New beacons are anonymous, whatever id they carry; the consented history stays.
     assert collect(server.http, tid, "viewer-old", [event("viewstart", view_id="v2")]).status_code == 202
@@ -174,7 +170,7 @@ def test_switching_modes_keeps_history_and_asks_for_consent_again(server, store,
                                         " ORDER BY view_id", {"t": tid})]
     assert ids[0] == "viewer-old" and ids[1].startswith(anonymous.KEY_PREFIX)
 
-    r = server.http.put("/v1/privacy/settings", json={"consent_mode": "opt-in"}, headers=_admin(key))
+    r = server.http.put("/v1/privacy/settings", json={"consent_mode": "opt-in"}, headers=admin_headers(key))
     assert r.status_code == 200 and r.json()["consent_mode"] == "opt-in"
     assert load_tenant(store, tid).grants_valid_from_ms > 0
     # The consent from before the anonymous period no longer counts: the viewer is asked again.
@@ -184,9 +180,9 @@ def test_switching_modes_keeps_history_and_asks_for_consent_again(server, store,
     assert collect(server.http, tid, "viewer-old", [event("viewstart", view_id="v4")]).status_code == 202
     wait_for(lambda: count_events(store, tid) == 3, what="the re-consented row")
 
-    audit = server.http.get("/v1/audit", params={"action": "privacy"}, headers=_admin(key)).json()["records"]
+    audit = server.http.get("/v1/audit", params={"action": "privacy"}, headers=admin_headers(key)).json()["records"]
     assert any("anonymous" in str(rec["after"]) for rec in audit)
-    bad = server.http.put("/v1/privacy/settings", json={"consent_mode": "none"}, headers=_admin(key))
+    bad = server.http.put("/v1/privacy/settings", json={"consent_mode": "none"}, headers=admin_headers(key))
     assert bad.status_code == 400 and bad.json()["detail"]["path"] == "$.consent_mode"
 
 
@@ -198,17 +194,17 @@ def test_purge_and_export_cannot_link_anonymous_rows_to_anyone(server, store, te
     tid = tenant.tenant_id
     assert _post(server, tid, {}).status_code == 202
     wait_for(lambda: count_events(store, tid) == 1, what="the row")
-    exported = server.http.get("/v1/privacy/export", params={"ip": PUBLIC_IP}, headers=_admin(key))
+    exported = server.http.get("/v1/privacy/export", params={"ip": PUBLIC_IP}, headers=admin_headers(key))
     assert exported.status_code == 200
     assert not any(exported.json().get("tables", {}).get(t) for t in ("viewer_events", "views"))
-    purged = server.http.post("/v1/privacy/purge", json={"ip": PUBLIC_IP}, headers=_admin(key))
+    purged = server.http.post("/v1/privacy/purge", json={"ip": PUBLIC_IP}, headers=admin_headers(key))
     assert purged.status_code == 200 and purged.json()["rows_deleted"].get("viewer_events", 0) == 0
     assert count_events(store, tid) == 1
     anon_key = store.rows("SELECT viewer_id FROM viewer_events WHERE tenant_id = {t:String}", {"t": tid})[0][0]
     assert anon_key.startswith(anonymous.KEY_PREFIX)
-    purged = server.http.post("/v1/privacy/purge", json={"viewer_id": anon_key}, headers=_admin(key))
+    purged = server.http.post("/v1/privacy/purge", json={"viewer_id": anon_key}, headers=admin_headers(key))
     assert purged.status_code == 400 and purged.json()["detail"]["path"].endswith("viewer_id"), purged.text
-    exported = server.http.get("/v1/privacy/export", params={"viewer_id": anon_key}, headers=_admin(key))
+    exported = server.http.get("/v1/privacy/export", params={"viewer_id": anon_key}, headers=admin_headers(key))
     assert exported.status_code == 400
     assert count_events(store, tid) == 1
 
@@ -229,17 +225,17 @@ def test_answers_say_unique_viewers_count_per_day(server, store, tenant_factory)
     window = {"from": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 - 3600)),
               "to": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 + 2 * day))}
     for key, mode, scope, uniques in ((anon_key, "anonymous", "day", 2), (opt_key, "opt-in", "range", 1)):
-        summary = server.http.get("/v1/analytics/summary", params=window, headers=_admin(key)).json()
+        summary = server.http.get("/v1/analytics/summary", params=window, headers=admin_headers(key)).json()
         assert (summary["consent_mode"], summary["unique_viewers_scope"], summary["unique_viewers"]) == (
             mode, scope, uniques)
         for path, params in (("breakdown", {"dimension": "country"}), ("timeseries", {"interval": "day"})):
-            body = server.http.get(f"/v1/analytics/{path}", params={**window, **params}, headers=_admin(key)).json()
+            body = server.http.get(f"/v1/analytics/{path}", params={**window, **params}, headers=admin_headers(key)).json()
             assert (body["consent_mode"], body["unique_viewers_scope"]) == (mode, scope), path
     # The opt-in tenant switches: its range now holds both kinds of views.
-    server.http.put("/v1/privacy/settings", json={"consent_mode": "anonymous"}, headers=_admin(opt_key))
+    server.http.put("/v1/privacy/settings", json={"consent_mode": "anonymous"}, headers=admin_headers(opt_key))
     store_view(store, opt.tenant_id, "o-3", play, t0=t0 + day + 60, viewer_id=anonymous.KEY_PREFIX + "3" * 32)
     rollup.fold_touched(store, since)
-    summary = server.http.get("/v1/analytics/summary", params=window, headers=_admin(opt_key)).json()
+    summary = server.http.get("/v1/analytics/summary", params=window, headers=admin_headers(opt_key)).json()
     assert (summary["consent_mode"], summary["unique_viewers_scope"]) == ("anonymous", "mixed")
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from analytics import rollup
-from tests.conftest import query_path, store_view
+from tests.conftest import admin_headers, query_path, store_view
 from tests.edge.test_cli_and_http import _cli
 
 HOUR = 3600
@@ -32,10 +32,6 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
-
-
 @pytest.fixture
 def data(server, tenant_factory, store):
     tenant, key = tenant_factory()  # the default k_anonymity: 5
@@ -52,7 +48,7 @@ def data(server, tenant_factory, store):
 
 
 def _get(server, key, path, **params):
-    r = server.http.get(path, params=params, headers=_admin(key))
+    r = server.http.get(path, params=params, headers=admin_headers(key))
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -75,7 +71,7 @@ def test_breakdown_rows_under_k_fold_into_other_and_totals_stay_exact(data):
     assert (summary["views"], summary["unique_viewers"]) == (9, 9)
     # The CSV export is the same rows.
     r = server.http.get("/v1/analytics/breakdown", params={"dimension": "city", "format": "csv", **window},
-                        headers=_admin(key))
+                        headers=admin_headers(key))
     table = {row["value"]: row["views"] for row in csv.DictReader(io.StringIO(r.text))}
     assert table == {"DE: Berlin": "6", "other": "3"} and "Boston" not in r.text and "Paris" not in r.text
 
@@ -84,16 +80,16 @@ def test_the_threshold_is_a_tenant_setting(data):
     server, key, hour = data
     window = {"from": _iso(hour), "to": _iso(hour + HOUR)}
     assert _get(server, key, "/v1/privacy/settings") == {"k_anonymity": 5, "consent_mode": "opt-in"}
-    r = server.http.put("/v1/privacy/settings", json={"k_anonymity": 2}, headers=_admin(key))
+    r = server.http.put("/v1/privacy/settings", json={"k_anonymity": 2}, headers=admin_headers(key))
     assert r.status_code == 200 and r.json() == {"k_anonymity": 2, "consent_mode": "opt-in"}
     assert _rows(server, key, "country", **window) == [("DE", 6, 6), ("FR", 2, 2), ("other", 1, 1)]
-    server.http.put("/v1/privacy/settings", json={"k_anonymity": 1}, headers=_admin(key))
+    server.http.put("/v1/privacy/settings", json={"k_anonymity": 1}, headers=admin_headers(key))
     assert _rows(server, key, "country", **window) == [("DE", 6, 6), ("FR", 2, 2), ("US", 1, 1)]
     audit = _get(server, key, "/v1/audit", action="privacy")["records"]
     assert any(rec["after"] and "k_anonymity" in str(rec["after"]) for rec in audit)
     for bad, path in (({"k_anonymity": 0}, "$.k_anonymity"), ({"k_anonymity": 1001}, "$.k_anonymity"),
                       ({"k_anonymity": "5"}, "$.k_anonymity"), ({"k": 5}, "$")):
-        r = server.http.put("/v1/privacy/settings", json=bad, headers=_admin(key))
+        r = server.http.put("/v1/privacy/settings", json=bad, headers=admin_headers(key))
         assert r.status_code == 400 and r.json()["detail"]["path"].startswith(path), (bad, r.text)
     assert _get(server, key, "/v1/privacy/settings") == {"k_anonymity": 1, "consent_mode": "opt-in"}
 
@@ -134,15 +130,15 @@ def test_a_video_filter_cannot_isolate_fewer_than_k_viewers(data, route, params)
     window = {"from": _iso(hour), "to": _iso(hour + HOUR)}
     for name in ("video_id", "stream_id"):
         r = server.http.get(f"/v1/analytics/{route}", params={**window, **params, name: "vd_small"},
-                            headers=_admin(key))
+                            headers=admin_headers(key))
         assert r.status_code == 400, r.text
         assert r.json() == {"error": "small_group", "detail": {"path": "$.query.video_id", "message": r.json()
                                                                  ["detail"]["message"]}}
         assert "fewer than 5" in r.json()["detail"]["message"]
     assert server.http.get(f"/v1/analytics/{route}", params={**window, **params, "video_id": "vd_big"},
-                           headers=_admin(key)).status_code == 200
+                           headers=admin_headers(key)).status_code == 200
     assert server.http.get(f"/v1/analytics/{route}", params={**window, **params, "video_id": "vd_none"},
-                           headers=_admin(key)).status_code == 200
+                           headers=admin_headers(key)).status_code == 200
 
 
 def test_tenant_create_takes_k_anonymity(tmp_path):
@@ -184,6 +180,6 @@ def test_realtime_names_only_media_with_k_viewers_now(server, tenant_factory, st
         store_view(store, tenant.tenant_id, f"live-{i}", [(0, "viewstart")], stream, t0=t0, viewer_id=viewer)
     data = _get(server, key, "/v1/analytics/realtime")
     assert data["viewers_now"] == 5 and data["top_videos"] == [{"video_id": "st_big", "viewers": 3}]
-    server.http.put("/v1/privacy/settings", json={"k_anonymity": 2}, headers=_admin(key))
+    server.http.put("/v1/privacy/settings", json={"k_anonymity": 2}, headers=admin_headers(key))
     data = _get(server, key, "/v1/analytics/realtime")
     assert data["top_videos"] == [{"video_id": "st_big", "viewers": 3}, {"video_id": "st_small", "viewers": 2}]

@@ -11,10 +11,7 @@ import time
 
 from analytics.webrtc_qoe import QoeLog, Sample
 from tests.browser import chromium
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
+from tests.conftest import admin_headers
 
 
 def _sample(tenant_id, stream_id, session_id, kind, ts, sent, lost=None, jitter=None, rtt=None, viewer=""):
@@ -55,7 +52,7 @@ def test_webrtc_rows_per_session_and_stream_csv_and_errors(server, tenant_factor
     tenant, key = tenant_factory()
     a, b = f"st_eu_a{tenant.tenant_id[-8:]}", f"st_eu_b{tenant.tenant_id[-8:]}"
     _fill(store, tenant.tenant_id, a, b)
-    r = server.http.get("/v1/analytics/webrtc", headers=_admin(key))
+    r = server.http.get("/v1/analytics/webrtc", headers=admin_headers(key))
     assert r.status_code == 200, r.text
     body = r.json()
     rows = {(row["session_id"], row["kind"]): row for row in body["rows"]}
@@ -74,15 +71,15 @@ def test_webrtc_rows_per_session_and_stream_csv_and_errors(server, tenant_factor
     assert streams[b] == {"stream_id": b, "sessions": 1, "packets_sent": 100, "packets_lost": 50, "loss_pct": 50.0,
                           "jitter_ms": 8.0, "rtt_ms": 100.0}
 
-    one = server.http.get("/v1/analytics/webrtc", params={"stream_id": b}, headers=_admin(key)).json()
+    one = server.http.get("/v1/analytics/webrtc", params={"stream_id": b}, headers=admin_headers(key)).json()
     assert [row["session_id"] for row in one["rows"]] == ["s3"] and [s["stream_id"] for s in one["streams"]] == [b]
-    early = server.http.get("/v1/analytics/webrtc", headers=_admin(key),
+    early = server.http.get("/v1/analytics/webrtc", headers=admin_headers(key),
                             params={"from": _iso(T0 - 60), "to": _iso(T0 + 6)}).json()
     assert {(row["session_id"], row["packets_sent"]) for row in early["rows"]} == {("s1", 600)}
-    limited = server.http.get("/v1/analytics/webrtc", params={"limit": "1"}, headers=_admin(key)).json()
+    limited = server.http.get("/v1/analytics/webrtc", params={"limit": "1"}, headers=admin_headers(key)).json()
     assert len(limited["rows"]) == 1
 
-    as_csv = server.http.get("/v1/analytics/webrtc", params={"format": "csv", "stream_id": a}, headers=_admin(key))
+    as_csv = server.http.get("/v1/analytics/webrtc", params={"format": "csv", "stream_id": a}, headers=admin_headers(key))
     assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(as_csv.text)))
     assert {(row["session_id"], row["kind"]) for row in table} == {("s1", "video"), ("s1", "audio"), ("s2", "video")}
@@ -91,15 +88,15 @@ def test_webrtc_rows_per_session_and_stream_csv_and_errors(server, tenant_factor
     for params, path in (({"stream_id": "../x"}, "$.query.stream_id"), ({"limit": "0"}, "$.query.limit"),
                          ({"limit": "x"}, "$.query.limit"), ({"from": "yesterday"}, "$.query.from"),
                          ({"from": _iso(T0), "to": _iso(T0 - 1)}, "$.query.from"), ({"format": "xml"}, "$.query.format")):
-        bad = server.http.get("/v1/analytics/webrtc", params=params, headers=_admin(key))
+        bad = server.http.get("/v1/analytics/webrtc", params=params, headers=admin_headers(key))
         assert bad.status_code == 400 and bad.json()["detail"]["path"] == path, (params, bad.text)
     assert server.http.get("/v1/analytics/webrtc").status_code == 401
 
     # Another tenant sees none of it, even naming the stream.
     _, other = tenant_factory()
-    assert server.http.get("/v1/analytics/webrtc", headers=_admin(other)).json() == {"streams": [], "rows": []}
+    assert server.http.get("/v1/analytics/webrtc", headers=admin_headers(other)).json() == {"streams": [], "rows": []}
     assert server.http.get("/v1/analytics/webrtc", params={"stream_id": a},
-                           headers=_admin(other)).json() == {"streams": [], "rows": []}
+                           headers=admin_headers(other)).json() == {"streams": [], "rows": []}
 
 
 def _iso(t):
@@ -108,10 +105,10 @@ def _iso(t):
 
 def test_dashboard_shows_the_webrtc_panel(server, tenant_factory, store):
     tenant, key = tenant_factory(name="Acme")
-    created = server.http.post("/v1/streams", json={"name": "keynote"}, headers=_admin(key)).json()
+    created = server.http.post("/v1/streams", json={"name": "keynote"}, headers=admin_headers(key)).json()
     a, b = created["stream_id"], f"st_eu_b{tenant.tenant_id[-8:]}"
     _fill(store, tenant.tenant_id, a, b)
-    api = server.http.get("/v1/analytics/webrtc", headers=_admin(key)).json()
+    api = server.http.get("/v1/analytics/webrtc", headers=admin_headers(key)).json()
 
     async def scenario():
         async with chromium(viewport=(1280, 900)) as (context, errors):

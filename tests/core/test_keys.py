@@ -10,40 +10,36 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, admin_headers, wait_for
 from tests.edge.test_whip_hls import _publish
-
-
-def _admin(key: str) -> dict:
-    return {"authorization": f"Bearer {key}"}
 
 
 def test_rotate_then_revoke_takes_effect_at_once(server, tenant_factory, store):
     tenant, old = tenant_factory()
     http = server.http
-    assert http.get("/v1/streams", headers=_admin(old)).status_code == 200  # now cached as valid
+    assert http.get("/v1/streams", headers=admin_headers(old)).status_code == 200  # now cached as valid
     session = http.post("/admin/session", json={"admin_key": old})
     cookie = session.cookies.get("wave_admin")
-    created = http.post("/v1/keys", headers=_admin(old))
+    created = http.post("/v1/keys", headers=admin_headers(old))
     assert created.status_code == 201
     new, new_id = created.json()["admin_key"], created.json()["key_id"]
-    assert http.get("/v1/streams", headers=_admin(new)).status_code == 200
-    listed = http.get("/v1/keys", headers=_admin(new)).json()["keys"]
+    assert http.get("/v1/streams", headers=admin_headers(new)).status_code == 200
+    listed = http.get("/v1/keys", headers=admin_headers(new)).json()["keys"]
     old_id = next(k["key_id"] for k in listed if k["key_id"] != new_id)
     assert {k["key_id"]: k["current"] for k in listed} == {old_id: False, new_id: True}
     assert old not in json.dumps(listed) and new not in json.dumps(listed)
 
-    revoked = http.delete(f"/v1/keys/{old_id}", headers=_admin(new))
+    revoked = http.delete(f"/v1/keys/{old_id}", headers=admin_headers(new))
     assert revoked.status_code == 200 and revoked.json()["revoked"] is True
-    assert http.get("/v1/streams", headers=_admin(old)).status_code == 401  # no cache grace on this edge
+    assert http.get("/v1/streams", headers=admin_headers(old)).status_code == 401  # no cache grace on this edge
     http.cookies.clear()
     assert http.get("/v1/streams", cookies={"wave_admin": cookie}).status_code == 401  # its dashboard sessions end
-    assert http.get("/v1/streams", headers=_admin(new)).status_code == 200
+    assert http.get("/v1/streams", headers=admin_headers(new)).status_code == 200
 
-    last = http.delete(f"/v1/keys/{new_id}", headers=_admin(new))
+    last = http.delete(f"/v1/keys/{new_id}", headers=admin_headers(new))
     assert last.status_code == 409 and last.json()["error"] == "conflict"
-    assert http.delete(f"/v1/keys/{old_id}", headers=_admin(new)).status_code == 404  # already revoked
-    assert http.delete("/v1/keys/abc", headers=_admin(new)).status_code == 404  # too short to name one
+    assert http.delete(f"/v1/keys/{old_id}", headers=admin_headers(new)).status_code == 404  # already revoked
+    assert http.delete("/v1/keys/abc", headers=admin_headers(new)).status_code == 404  # too short to name one
 
     def audit_text() -> str:
         return str(store.rows("SELECT action, params, before, after, actor FROM audit_log WHERE tenant_id = {t:String}",
@@ -77,11 +73,11 @@ def test_no_key_or_token_reaches_the_logs(server, tenant_factory, caplog):
     caplog.set_level(logging.DEBUG)
     _, key = tenant_factory()
     http = server.http
-    stream = http.post("/v1/streams", json={"name": "s"}, headers=_admin(key)).json()
-    new = http.post("/v1/keys", headers=_admin(key)).json()["admin_key"]
-    token = http.post(f"/v1/streams/{stream['stream_id']}/playback-token", headers=_admin(new)).json()["token"]
+    stream = http.post("/v1/streams", json={"name": "s"}, headers=admin_headers(key)).json()
+    new = http.post("/v1/keys", headers=admin_headers(key)).json()["admin_key"]
+    token = http.post(f"/v1/streams/{stream['stream_id']}/playback-token", headers=admin_headers(new)).json()["token"]
     http.post("/admin/session", json={"admin_key": new})
-    http.get("/v1/streams", headers=_admin("wk_" + "x" * 43))  # a wrong key: refused, not logged either
+    http.get("/v1/streams", headers=admin_headers("wk_" + "x" * 43))  # a wrong key: refused, not logged either
     http.post(f"/whip/{stream['stream_id']}", content="v=0", headers={
         "content-type": "application/sdp", "authorization": f"Bearer {stream['publish_token']}"})
 

@@ -10,16 +10,12 @@ import os
 import av
 
 from edge import demo
-from tests.conftest import wait_for
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
+from tests.conftest import admin_headers, wait_for
 
 
 def test_playback_config_of_a_stream_carries_the_tenants_prompt(server, tenant_factory):
     tenant, key = tenant_factory(consent_text="Count my views?", policy_version="v9", identified_viewers=True)
-    sid = server.http.post("/v1/streams", json={"name": "Launch"}, headers=_admin(key)).json()["stream_id"]
+    sid = server.http.post("/v1/streams", json={"name": "Launch"}, headers=admin_headers(key)).json()["stream_id"]
     r = server.http.get(f"/v1/playback/{sid}", headers={"origin": "https://tenant.example"})
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "https://tenant.example"
@@ -33,10 +29,10 @@ def test_playback_config_of_a_stream_carries_the_tenants_prompt(server, tenant_f
 
 def test_private_media_needs_its_token_for_config_and_embed(server, tenant_factory):
     _, key = tenant_factory()
-    sid = server.http.post("/v1/streams", json={"name": "p", "playback": "private"}, headers=_admin(key)).json()["stream_id"]
+    sid = server.http.post("/v1/streams", json={"name": "p", "playback": "private"}, headers=admin_headers(key)).json()["stream_id"]
     assert server.http.get(f"/v1/playback/{sid}").status_code == 403
     assert server.http.get(f"/embed/{sid}").status_code == 403
-    token = server.http.post(f"/v1/streams/{sid}/playback-token", json={}, headers=_admin(key)).json()["token"]
+    token = server.http.post(f"/v1/streams/{sid}/playback-token", json={}, headers=admin_headers(key)).json()["token"]
     config = server.http.get(f"/v1/playback/{sid}", params={"token": token}).json()
     assert config["hls_url"] == f"/live/{sid}/index.m3u8?token={token}"
     assert config["whep_url"] == f"/whep/{sid}?token={token}"
@@ -54,7 +50,7 @@ def test_unknown_or_malformed_ids_answer_404_in_json(server):
 
 def test_embed_page_escapes_query_values_and_sets_a_strict_csp(server, tenant_factory):
     _, key = tenant_factory()
-    sid = server.http.post("/v1/streams", json={"name": "<script>x</script>"}, headers=_admin(key)).json()["stream_id"]
+    sid = server.http.post("/v1/streams", json={"name": "<script>x</script>"}, headers=admin_headers(key)).json()["stream_id"]
     r = server.http.get(f"/embed/{sid}", params={"transport": '"><script>alert(1)</script>', "evil": "x"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "<script>alert(1)" not in r.text and "<script>x</script>" not in r.text
@@ -69,7 +65,7 @@ def test_the_embed_url_cannot_answer_for_the_viewer(server, tenant_factory):
     """Any site can frame the embed and write its URL: consent, viewer id, e-mail and
     identity token in the query never reach the player (the host's code passes them)."""
     tenant, key = tenant_factory(identified_viewers=True, allowed_origins=("https://tenant.example",))
-    sid = server.http.post("/v1/streams", json={"name": "s"}, headers=_admin(key)).json()["stream_id"]
+    sid = server.http.post("/v1/streams", json={"name": "s"}, headers=admin_headers(key)).json()["stream_id"]
     r = server.http.get(f"/embed/{sid}", params={"consent": "granted", "viewer_id": "victim", "viewer-email": "a@b.c",
                                                  "identity_token": "1.ab", "autoplay": "", "muted": ""})
     assert r.status_code == 200
@@ -92,7 +88,7 @@ def test_demo_is_made_once_with_a_poster_and_shown_on_the_home_page(server_facto
     server = server_factory(data_dir=data_dir, demo=True)
     made = demo.load(data_dir)
     assert made is not None and oct(os.stat(data_dir / "demo.json").st_mode & 0o777) == "0o600"
-    key = _admin(made.admin_key)
+    key = admin_headers(made.admin_key)
 
     def ready():
         return server.http.get(f"/v1/videos/{made.video_id}", headers=key).json()["status"] == "ready"
@@ -118,7 +114,7 @@ def test_every_surface_carries_its_security_headers(server, tenant_factory):
     """The embed may be framed by any site, the dashboard and home page by none other; no
     response may be MIME-sniffed or leak its URL as a referrer."""
     _, key = tenant_factory()
-    sid = server.http.post("/v1/streams", json={"name": "s"}, headers=_admin(key)).json()["stream_id"]
+    sid = server.http.post("/v1/streams", json={"name": "s"}, headers=admin_headers(key)).json()["stream_id"]
     pages = {f"/embed/{sid}": "frame-ancestors *", "/admin": "frame-ancestors 'none'", "/": "frame-ancestors 'self'"}
     for path, ancestors in pages.items():
         r = server.http.get(path)
@@ -126,7 +122,7 @@ def test_every_surface_carries_its_security_headers(server, tenant_factory):
         assert "default-src 'self'" in r.headers["content-security-policy"]
     assert server.http.get("/admin").headers["x-frame-options"] == "DENY"
     for r in (server.http.get("/player/wave-player.js"), server.http.get("/healthz"), server.http.get("/admin"),
-              server.http.get(f"/v1/playback/{sid}"), server.http.get("/v1/streams", headers=_admin(key)),
+              server.http.get(f"/v1/playback/{sid}"), server.http.get("/v1/streams", headers=admin_headers(key)),
               server.http.post("/v1/collect", content=b"{}"), server.http.get(f"/live/{sid}/index.m3u8")):
         assert r.headers["x-content-type-options"] == "nosniff", r.url
         assert r.headers["referrer-policy"] in ("no-referrer", "same-origin"), r.url

@@ -13,13 +13,9 @@ import pytest
 
 from edge import front_config, front_log
 from edge.demo import write_demo_video
-from tests.conftest import free_port, wait_for
+from tests.conftest import admin_headers, free_port, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
@@ -51,10 +47,10 @@ def _up(client) -> bool:
 
 def _upload(server, key, path, **form):
     with open(path, "rb") as fh:
-        r = server.http.post("/v1/videos", headers=_admin(key), files={"file": (path.name, fh)}, data=form)
+        r = server.http.post("/v1/videos", headers=admin_headers(key), files={"file": (path.name, fh)}, data=form)
     assert r.status_code == 202, r.text
     video_id = r.json()["video_id"]
-    wait_for(lambda: server.http.get(f"/v1/videos/{video_id}", headers=_admin(key)).json()["status"] == "ready",
+    wait_for(lambda: server.http.get(f"/v1/videos/{video_id}", headers=admin_headers(key)).json()["status"] == "ready",
              timeout=60, what="packaging")
     return video_id
 
@@ -88,7 +84,7 @@ def test_front_serves_public_segments_from_disk_and_passes_the_rest(front, tenan
     # Private media is never in the link tree: the edge checks its token.
     denied = client.get(f"/vod/{private}/seg_00000.m4s")
     assert denied.status_code == 403 and denied.json()["error"] == "forbidden"
-    minted = server.http.post(f"/v1/videos/{private}/playback-token", json={"ttl_s": 600}, headers=_admin(key))
+    minted = server.http.post(f"/v1/videos/{private}/playback-token", json={"ttl_s": 600}, headers=admin_headers(key))
     assert minted.status_code == 201
     token = minted.json()["token"]
     allowed = client.get(f"/vod/{private}/seg_00000.m4s", params={"token": token})
@@ -113,7 +109,7 @@ def test_deleting_a_video_takes_it_off_the_front_at_once(front, tenant_factory, 
     write_demo_video(source, seconds=3)
     video_id = _upload(server, key, source)
     assert client.get(f"/vod/{video_id}/init.mp4").headers.get("x-wave-front") == "file"
-    assert server.http.delete(f"/v1/videos/{video_id}", headers=_admin(key)).status_code == 200
+    assert server.http.delete(f"/v1/videos/{video_id}", headers=admin_headers(key)).status_code == 200
     assert client.get(f"/vod/{video_id}/init.mp4").status_code == 404
     assert not (server.edge.settings.media_dir / "public" / "vod" / video_id).is_symlink()
 
@@ -146,7 +142,7 @@ def test_front_serves_live_parts_by_sendfile_and_passes_blocking_reloads_to_the_
 
     server, client = front
     _, key = tenant_factory()
-    stream = server.http.post("/v1/streams", json={"name": "live"}, headers=_admin(key)).json()
+    stream = server.http.post("/v1/streams", json={"name": "live"}, headers=admin_headers(key)).json()
     sid = stream["stream_id"]
 
     async def scenario():

@@ -10,17 +10,13 @@ import sys
 
 import httpx
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, admin_headers, free_port, wait_for
 from tests.edge.test_whip_hls import _publish, _wait_segments, stream  # noqa: F401 - fixture
 from tests.media import decode_fmp4
 
 
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
-
-
 def _recordings(http, key, stream_id):
-    listed = http.get("/v1/videos", headers=_admin(key)).json()["videos"]
+    listed = http.get("/v1/videos", headers=admin_headers(key)).json()["videos"]
     return [v for v in listed if v["stream_id"] == stream_id]
 
 
@@ -61,18 +57,18 @@ def test_a_stopped_publish_becomes_a_ready_video(server, stream):
     # edit, filter by tag, delete
     vid = video["video_id"]
     r = server.http.patch(f"/v1/videos/{vid}", json={"title": "Keynote", "tags": ["conf", "2026"],
-                                                     "metadata": {"speaker": "Ann"}}, headers=_admin(key))
+                                                     "metadata": {"speaker": "Ann"}}, headers=admin_headers(key))
     assert r.status_code == 200 and r.json()["title"] == "Keynote"
-    assert [v["video_id"] for v in server.http.get("/v1/videos", params={"tag": "conf"}, headers=_admin(key)).json()["videos"]] == [vid]
-    assert server.http.get("/v1/videos", params={"tag": "other"}, headers=_admin(key)).json()["videos"] == []
-    assert server.http.get(f"/v1/videos/{vid}", headers=_admin(key)).json()["metadata"] == {"speaker": "Ann"}
-    r = server.http.patch(f"/v1/videos/{vid}", json={"tags": "notalist"}, headers=_admin(key))
+    assert [v["video_id"] for v in server.http.get("/v1/videos", params={"tag": "conf"}, headers=admin_headers(key)).json()["videos"]] == [vid]
+    assert server.http.get("/v1/videos", params={"tag": "other"}, headers=admin_headers(key)).json()["videos"] == []
+    assert server.http.get(f"/v1/videos/{vid}", headers=admin_headers(key)).json()["metadata"] == {"speaker": "Ann"}
+    r = server.http.patch(f"/v1/videos/{vid}", json={"tags": "notalist"}, headers=admin_headers(key))
     assert r.status_code == 400 and r.json()["detail"]["path"] == "$.tags"
     directory = server.edge.settings.media_dir / "videos" / vid
     assert directory.exists()
-    assert server.http.delete(f"/v1/videos/{vid}", headers=_admin(key)).status_code == 200
+    assert server.http.delete(f"/v1/videos/{vid}", headers=admin_headers(key)).status_code == 200
     assert not directory.exists()
-    assert server.http.get(f"/v1/videos/{vid}", headers=_admin(key)).status_code == 404
+    assert server.http.get(f"/v1/videos/{vid}", headers=admin_headers(key)).status_code == 404
     assert server.http.get(f"/vod/{vid}/index.m3u8").status_code == 404
 
 
@@ -104,7 +100,7 @@ def test_sigkill_mid_publish_leaves_a_playable_recording(tmp_path):
     proc = _serve(data_dir, port)
     try:
         wait_for(healthy(proc), timeout=60, what="the edge")
-        created = http.post("/v1/streams", json={"name": "crash"}, headers=_admin(key)).json()
+        created = http.post("/v1/streams", json={"name": "crash"}, headers=admin_headers(key)).json()
 
         async def publish_then_kill():
             pc, r = await _publish(base, created)

@@ -4,12 +4,8 @@ import re
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import admin_headers, wait_for
 from tests.media import decode_fmp4, video_packet_digests, write_file, write_still_bomb
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
@@ -19,16 +15,16 @@ def admin(tenant_factory):
 
 def _upload(server, key, path, **form):
     with open(path, "rb") as fh:
-        return server.http.post("/v1/videos", headers=_admin(key), files={"file": (path.name, fh)}, data=form)
+        return server.http.post("/v1/videos", headers=admin_headers(key), files={"file": (path.name, fh)}, data=form)
 
 
 def _wait_done(server, key, video_id):
     def done():
-        status = server.http.get(f"/v1/videos/{video_id}", headers=_admin(key)).json()["status"]
+        status = server.http.get(f"/v1/videos/{video_id}", headers=admin_headers(key)).json()["status"]
         return status in ("ready", "failed")
 
     wait_for(done, timeout=120, what="packaging")
-    return server.http.get(f"/v1/videos/{video_id}", headers=_admin(key)).json()
+    return server.http.get(f"/v1/videos/{video_id}", headers=admin_headers(key)).json()
 
 
 def _hls_bytes(server, video_id):
@@ -111,9 +107,9 @@ def test_upload_limits_and_bad_requests(server_factory, admin, tmp_path):
     r = _upload(srv, admin, big)
     assert r.status_code == 413
     assert not list((srv.edge.settings.media_dir / "uploads").iterdir())
-    r = srv.http.post("/v1/videos", headers=_admin(admin), content=b"raw", )
+    r = srv.http.post("/v1/videos", headers=admin_headers(admin), content=b"raw", )
     assert r.status_code == 415
-    r = srv.http.post("/v1/videos", headers=_admin(admin), files={"other": ("x.txt", b"x")})
+    r = srv.http.post("/v1/videos", headers=admin_headers(admin), files={"other": ("x.txt", b"x")})
     assert r.status_code == 400 and r.json()["detail"]["path"] == "$.form.file"
     r = srv.http.post("/v1/videos", files={"file": ("x.mp4", b"x")})
     assert r.status_code == 401
@@ -135,7 +131,7 @@ def test_uploads_interrupted_by_a_stop_are_resumed_at_start(server_factory, stor
 
     srv = server_factory(data_dir=tmp_path)
     assert _wait_done(srv, key, resumable.video_id)["status"] == "ready"
-    failed = srv.http.get(f"/v1/videos/{lost.video_id}", headers=_admin(key)).json()
+    failed = srv.http.get(f"/v1/videos/{lost.video_id}", headers=admin_headers(key)).json()
     assert failed["status"] == "failed" and "interrupted" in failed["reason"]
 
 
@@ -266,7 +262,7 @@ def test_one_tenants_long_job_does_not_hold_up_another_tenants_upload(server, te
         queued = _upload(server, key_a, clip).json()["video_id"]
         other = _wait_done(server, key_b, _upload(server, key_b, clip).json()["video_id"])
         assert other["status"] == "ready", other
-        waiting = server.http.get(f"/v1/videos/{queued}", headers=_admin(key_a)).json()
+        waiting = server.http.get(f"/v1/videos/{queued}", headers=admin_headers(key_a)).json()
         assert waiting["status"] == "processing" and waiting["progress"] == 0
         assert jobs.running_for(tenant_a.tenant_id) == 1 and jobs.waiting == 1
         assert "wave_uploads_waiting 1" in server.edge.metrics.render()

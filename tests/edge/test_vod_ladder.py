@@ -15,15 +15,11 @@ import numpy as np
 import pytest
 
 from edge.vod import ladder, package
-from tests.conftest import wait_for
+from tests.conftest import admin_headers, wait_for
 from tests.media import mux_tone
 from tests.edge.test_front import front  # noqa: F401 - the nginx front fixture
 
 STREAM_INF = re.compile(r"^#EXT-X-STREAM-INF:(.*)\n(\S+)$", re.M)
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 def write_clip(path, size, seconds=5.0, fps=25, vcodec="libx264", gop_s=1.0):
@@ -53,15 +49,15 @@ def write_clip(path, size, seconds=5.0, fps=25, vcodec="libx264", gop_s=1.0):
 
 def _upload(server, key, path, **form):
     with open(path, "rb") as fh:
-        r = server.http.post("/v1/videos", headers=_admin(key), files={"file": (path.name, fh)}, data=form)
+        r = server.http.post("/v1/videos", headers=admin_headers(key), files={"file": (path.name, fh)}, data=form)
     assert r.status_code == 202, r.text
     video_id = r.json()["video_id"]
 
     def done():
-        return server.http.get(f"/v1/videos/{video_id}", headers=_admin(key)).json()["status"] in ("ready", "failed")
+        return server.http.get(f"/v1/videos/{video_id}", headers=admin_headers(key)).json()["status"] in ("ready", "failed")
 
     wait_for(done, timeout=240, what="packaging")
-    video = server.http.get(f"/v1/videos/{video_id}", headers=_admin(key)).json()
+    video = server.http.get(f"/v1/videos/{video_id}", headers=admin_headers(key)).json()
     assert video["status"] == "ready", video
     return video
 
@@ -205,7 +201,7 @@ def test_a_private_videos_renditions_storyboard_and_sprites_need_the_token(serve
     write_clip(source, (854, 480), seconds=3)
     video = _upload(server, key, source, playback="private")
     vid = video["video_id"]
-    token = server.http.post(f"/v1/videos/{vid}/playback-token", json={"ttl_s": 600}, headers=_admin(key)).json()["token"]
+    token = server.http.post(f"/v1/videos/{vid}/playback-token", json={"ttl_s": 600}, headers=admin_headers(key)).json()["token"]
     q = f"?token={token}"
     for name in ("index.m3u8", "r360.m3u8", "r360_init.mp4", "storyboard.vtt", "sprite-0.jpg"):
         assert server.http.get(f"/vod/{vid}/{name}").status_code == 403, name

@@ -14,14 +14,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.stats import RTCOutboundRtpStreamStats, RTCRemoteInboundRtpStreamStats, RTCStatsReport
 
 from edge.streaming import webrtc_stats
-from tests.conftest import consent
+from tests.conftest import admin_headers, consent
 from tests.edge.test_whip_hls import _publish
 
 STATS_S = 0.5
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
@@ -31,7 +27,7 @@ def qoe_server(server_factory):
 
 def _stream(srv, tenant_factory, **tenant):
     t, key = tenant_factory(**tenant)
-    created = srv.http.post("/v1/streams", json={"name": "live"}, headers=_admin(key)).json()
+    created = srv.http.post("/v1/streams", json={"name": "live"}, headers=admin_headers(key)).json()
     created["admin_key"] = key
     created["tenant_id"] = t.tenant_id
     return created
@@ -140,7 +136,7 @@ def test_a_whep_session_is_sampled_with_loss_jitter_and_rtt_and_no_personal_key(
                           {"s": list(sessions)})
 
     # The API: the owner's rows, with the contract's fields.
-    r = srv.http.get("/v1/analytics/webrtc", params={"stream_id": sid}, headers=_admin(stream["admin_key"]))
+    r = srv.http.get("/v1/analytics/webrtc", params={"stream_id": sid}, headers=admin_headers(stream["admin_key"]))
     assert r.status_code == 200, r.text
     body = r.json()
     assert {row["kind"] for row in body["rows"]} == {"video", "audio"}
@@ -151,7 +147,7 @@ def test_a_whep_session_is_sampled_with_loss_jitter_and_rtt_and_no_personal_key(
     assert body["streams"][0]["stream_id"] == sid and body["streams"][0]["sessions"] == 1
     # Another tenant asking for the same stream gets nothing.
     _, other = tenant_factory()
-    theirs = srv.http.get("/v1/analytics/webrtc", params={"stream_id": sid}, headers=_admin(other)).json()
+    theirs = srv.http.get("/v1/analytics/webrtc", params={"stream_id": sid}, headers=admin_headers(other)).json()
     assert theirs == {"streams": [], "rows": []}
 
 
@@ -186,12 +182,12 @@ def test_a_consented_viewer_id_links_the_rows_and_a_purge_erases_them(qoe_server
     for row in rows:
         by_session.setdefault(row[0], set()).add(row[8])
     assert sorted(by_session.values(), key=sorted) == [{""}, {"viewer-yes"}]  # the unconsented id is never stored
-    linked = srv.http.get("/v1/analytics/webrtc", params={"stream_id": sid}, headers=_admin(stream["admin_key"])).json()
+    linked = srv.http.get("/v1/analytics/webrtc", params={"stream_id": sid}, headers=admin_headers(stream["admin_key"])).json()
     assert sorted(r["viewer_linked"] for r in linked["rows"]) == [False, False, True, True]
 
-    export = srv.http.get("/v1/privacy/export", params={"viewer_id": "viewer-yes"}, headers=_admin(stream["admin_key"]))
+    export = srv.http.get("/v1/privacy/export", params={"viewer_id": "viewer-yes"}, headers=admin_headers(stream["admin_key"]))
     assert export.status_code == 200 and export.json()["tables"]["webrtc_samples"]
-    purge = srv.http.post("/v1/privacy/purge", json={"viewer_id": "viewer-yes"}, headers=_admin(stream["admin_key"]))
+    purge = srv.http.post("/v1/privacy/purge", json={"viewer_id": "viewer-yes"}, headers=admin_headers(stream["admin_key"]))
     assert purge.status_code == 200, purge.text
     assert purge.json()["rows_deleted"]["webrtc_samples"] == len([r for r in rows if r[8] == "viewer-yes"])
     assert _rows(store, sid, "viewer_id = 'viewer-yes'", physical=True) == []  # physically gone

@@ -8,6 +8,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from edge.streaming.pipeline import LivePipeline
+from tests.conftest import admin_headers
 from tests.edge.test_whip_hls import _publish, stream  # noqa: F401 - fixture
 from tests.media import PatternTrack, read_counter
 
@@ -166,11 +167,7 @@ def _open_sockets() -> set[str]:
 
 
 def _viewers(srv, created) -> int:
-    return srv.http.get(f"/v1/streams/{created['stream_id']}", headers=_admin(created["admin_key"])).json()["viewers"]
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
+    return srv.http.get(f"/v1/streams/{created['stream_id']}", headers=admin_headers(created["admin_key"])).json()["viewers"]
 
 
 async def _poll(predicate, timeout: float, what: str) -> None:
@@ -186,7 +183,7 @@ def quick_rtc(server_factory, tenant_factory):
     """An edge that closes sessions not connected within 2 s, or silent for 3 s."""
     srv = server_factory(rtc_connect_timeout_s=2.0, rtc_consent_timeout_s=3.0)
     _, key = tenant_factory()
-    created = srv.http.post("/v1/streams", json={"name": "live"}, headers=_admin(key)).json()
+    created = srv.http.post("/v1/streams", json={"name": "live"}, headers=admin_headers(key)).json()
     created["admin_key"] = key
     return srv, created
 

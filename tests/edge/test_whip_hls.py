@@ -9,11 +9,8 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from edge.streaming.pipeline import LivePipeline
+from tests.conftest import admin_headers
 from tests.media import PatternTrack, ToneTrack, decode_fmp4
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
@@ -73,7 +70,7 @@ def test_whip_publish_goes_live_as_hls_and_ends_with_endlist(server, stream):
             assert playlist.headers["cache-control"] == "no-cache"
             assert "#EXT-X-PROGRAM-DATE-TIME:" in playlist.text
             assert '#EXT-X-MAP:URI="init.mp4"' in playlist.text
-            info = (await http.get(f"/v1/streams/{stream['stream_id']}", headers=_admin(stream["admin_key"]))).json()
+            info = (await http.get(f"/v1/streams/{stream['stream_id']}", headers=admin_headers(stream["admin_key"]))).json()
             assert info["publishing"] is True and info["publishing_since"]
 
             init = await http.get(f"/live/{stream['stream_id']}/init.mp4")
@@ -95,7 +92,7 @@ def test_whip_publish_goes_live_as_hls_and_ends_with_endlist(server, stream):
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("playlist never ended")
-            info = (await http.get(f"/v1/streams/{stream['stream_id']}", headers=_admin(stream["admin_key"]))).json()
+            info = (await http.get(f"/v1/streams/{stream['stream_id']}", headers=admin_headers(stream["admin_key"]))).json()
             assert info["publishing"] is False
         await pc.close()
 
@@ -182,11 +179,11 @@ def test_live_paths_cannot_escape(server, stream, path):
 
 def test_private_live_playback_needs_a_token(server, tenant_factory):
     _, key = tenant_factory()
-    created = server.http.post("/v1/streams", json={"name": "p", "playback": "private"}, headers=_admin(key)).json()
+    created = server.http.post("/v1/streams", json={"name": "p", "playback": "private"}, headers=admin_headers(key)).json()
     sid = created["stream_id"]
     r = server.http.get(f"/live/{sid}/index.m3u8")
     assert r.status_code == 403
-    token = server.http.post(f"/v1/streams/{sid}/playback-token", json={}, headers=_admin(key)).json()["token"]
+    token = server.http.post(f"/v1/streams/{sid}/playback-token", json={}, headers=admin_headers(key)).json()["token"]
     r = server.http.get(f"/live/{sid}/index.m3u8", params={"token": token})
     assert r.status_code == 404  # authorised; simply not live yet
 
@@ -230,7 +227,7 @@ def test_a_silent_publisher_is_ended(server_factory, tenant_factory):
 
     srv = server_factory(publish_silence_s=2.0)
     _, key = tenant_factory()
-    created = srv.http.post("/v1/streams", json={"name": "silent"}, headers=_admin(key)).json()
+    created = srv.http.post("/v1/streams", json={"name": "silent"}, headers=admin_headers(key)).json()
 
     async def scenario():
         pc, r = await _publish(srv.base_url, created, tracks=[Freezing()])
@@ -251,7 +248,7 @@ def test_concurrent_publishes_are_capped_per_tenant_and_per_edge(server_factory,
 
     def streams(n):
         _, key = tenant_factory()
-        return [server.http.post("/v1/streams", json={"name": f"s{i}"}, headers=_admin(key)).json() for i in range(n)]
+        return [server.http.post("/v1/streams", json={"name": f"s{i}"}, headers=admin_headers(key)).json() for i in range(n)]
 
     first, second = streams(2)
     (third,) = streams(1)
@@ -263,7 +260,7 @@ def test_concurrent_publishes_are_capped_per_tenant_and_per_edge(server_factory,
             pcs.append(pc)
             assert r.status_code == expected, r.text
         _, other = tenant_factory()
-        fifth = server.http.post("/v1/streams", json={"name": "x"}, headers=_admin(other)).json()
+        fifth = server.http.post("/v1/streams", json={"name": "x"}, headers=admin_headers(other)).json()
         pc, r = await _publish(server.base_url, fifth)
         pcs.append(pc)
         assert r.status_code == 503 and r.json()["error"] == "at_capacity" and r.headers["retry-after"] == "30"

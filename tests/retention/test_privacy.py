@@ -16,11 +16,7 @@ from analytics import events, rollup
 from edge.vod import videos
 from retention import purge, subjects
 from retention.registry import REGISTRY
-from tests.conftest import collect, consent, identity_token, stored_row, wait_for
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
+from tests.conftest import admin_headers, collect, consent, identity_token, stored_row, wait_for
 
 
 def _count_everywhere(store, tenant_id: str, subject) -> dict[str, int]:
@@ -78,7 +74,7 @@ def test_purge_by_email_erases_every_linked_row_physically_and_nothing_else(peop
     before_b = _total(store, b.tenant_id)
     bob = subjects.parse("viewer_id", "bob")
     bob_before = _count_everywhere(store, a.tenant_id, bob)
-    r = server.http.post("/v1/privacy/purge", json={"email": "alice@example.org"}, headers=_admin(key_a))
+    r = server.http.post("/v1/privacy/purge", json={"email": "alice@example.org"}, headers=admin_headers(key_a))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "completed" and body["purge_id"].startswith("pg_")
@@ -137,19 +133,19 @@ def test_an_anonymous_call_cannot_link_a_victims_viewer_id_to_another_email(serv
     wait_for(lambda: server.edge.buffer.pending_rows == 0)
     assert store.rows("SELECT DISTINCT email FROM consents WHERE tenant_id = {t:String} AND email != ''",
                       {"t": tid}) == [("victim@example.org",)]
-    r = http.get("/v1/privacy/export", params={"email": "eve@example.org"}, headers=_admin(key))
+    r = http.get("/v1/privacy/export", params={"email": "eve@example.org"}, headers=admin_headers(key))
     assert r.status_code == 200
     data = r.json()
     assert data["subject"]["linked_viewer_ids"] == []
     assert {table: rows for table, rows in data["tables"].items() if rows} == {}, "nothing about anyone"
     before = {v: _beacons_of(store, tid, v) for v in ("victim-v", "anon-w")}
-    r = http.post("/v1/privacy/purge", json={"email": "eve@example.org"}, headers=_admin(key))
+    r = http.post("/v1/privacy/purge", json={"email": "eve@example.org"}, headers=admin_headers(key))
     assert r.status_code == 200 and set(r.json()["rows_deleted"].values()) == {0}, r.text
     assert {v: _beacons_of(store, tid, v) for v in before} == before == {"victim-v": 2, "anon-w": 2}
     assert collect(http, tid, "victim-v", [{"type": "heartbeat", "ts": int(time.time() * 1000), "view_id": "x",
                                              "video_id": "vd_1"}]).status_code == 202, "V's consent stands"
     # The victim's own, proven link still reaches V.
-    mine = http.get("/v1/privacy/export", params={"email": "victim@example.org"}, headers=_admin(key)).json()
+    mine = http.get("/v1/privacy/export", params={"email": "victim@example.org"}, headers=admin_headers(key)).json()
     assert mine["subject"]["linked_viewer_ids"] == ["victim-v"]
 
 
@@ -165,21 +161,21 @@ def test_links_written_before_proofs_are_not_followed(server, tenant_factory, st
     store.command("INSERT INTO consents (consent_id, tenant_id, viewer_id, email, action, purposes, policy_version,"
                   " ts, ip, browser) VALUES (generateUUIDv4(), {t:String}, 'victim-v', 'eve@example.org', 'grant',"
                   " ['analytics'], 'v1', now64(6) - 1, '::', '')", parameters={"t": tid})
-    data = server.http.get("/v1/privacy/export", params={"email": "eve@example.org"}, headers=_admin(key)).json()
+    data = server.http.get("/v1/privacy/export", params={"email": "eve@example.org"}, headers=admin_headers(key)).json()
     assert data["subject"]["linked_viewer_ids"] == []
     assert data["tables"]["viewer_events"] == [] and data["tables"]["views"] == []
     assert [row["email"] for row in data["tables"]["consents"]] == ["eve@example.org"]
-    r = server.http.post("/v1/privacy/purge", json={"email": "eve@example.org"}, headers=_admin(key))
+    r = server.http.post("/v1/privacy/purge", json={"email": "eve@example.org"}, headers=admin_headers(key))
     assert r.json()["rows_deleted"]["consents"] == 1 and r.json()["rows_deleted"]["viewer_events"] == 0
     assert _beacons_of(store, tid, "victim-v") == 1
 
 
 def test_purge_by_ip_and_by_viewer_id(people, store):
     server, a, key_a, b, _ = people
-    r = server.http.post("/v1/privacy/purge", json={"ip": "198.51.100.9"}, headers=_admin(key_a))
+    r = server.http.post("/v1/privacy/purge", json={"ip": "198.51.100.9"}, headers=admin_headers(key_a))
     assert r.status_code == 200 and r.json()["rows_deleted"]["viewer_events"] == 2
     assert _count_everywhere(store, a.tenant_id, subjects.parse("ip", "198.51.100.9"))["viewer_events"] == 0
-    r = server.http.post("/v1/privacy/purge", json={"viewer_id": "alice-2"}, headers=_admin(key_a))
+    r = server.http.post("/v1/privacy/purge", json={"viewer_id": "alice-2"}, headers=admin_headers(key_a))
     assert r.json()["rows_deleted"]["viewer_events"] == 2
     assert _count_everywhere(store, a.tenant_id, subjects.parse("viewer_id", "alice-1"))["viewer_events"] == 2
 
@@ -188,7 +184,7 @@ def test_purge_requests_are_validated(server, tenant_factory):
     _, key = tenant_factory()
     for body, path in (({}, "$"), ({"viewer_id": "a", "ip": "1.2.3.4"}, "$"), ({"ip": "not-an-ip"}, "$.ip"),
                        ({"email": "nope"}, "$.email"), ({"name": "x"}, "$")):
-        r = server.http.post("/v1/privacy/purge", json=body, headers=_admin(key))
+        r = server.http.post("/v1/privacy/purge", json=body, headers=admin_headers(key))
         assert r.status_code == 400, (body, r.text)
         assert r.json()["detail"]["path"] == path
     assert server.http.post("/v1/privacy/purge", json={"viewer_id": "a"}).status_code == 401
@@ -196,14 +192,14 @@ def test_purge_requests_are_validated(server, tenant_factory):
 
 def test_export_holds_every_row_as_json_and_zip(people, store):
     server, a, key_a, *_ = people
-    r = server.http.get("/v1/privacy/export", params={"email": "alice@example.org"}, headers=_admin(key_a))
+    r = server.http.get("/v1/privacy/export", params={"email": "alice@example.org"}, headers=admin_headers(key_a))
     assert r.status_code == 200
     data = r.json()
     assert data["subject"] == {"kind": "email", "linked_viewer_ids": ["alice-1", "alice-2"]}
     assert set(data["tables"]) == {t.table for t in REGISTRY}
     assert len(data["tables"]["viewer_events"]) == 4 and len(data["tables"]["consents"]) == 2
     assert {row["viewer_id"] for row in data["tables"]["views"]} == {"alice-1", "alice-2"}
-    z = server.http.get("/v1/privacy/export", params={"viewer_id": "bob", "format": "zip"}, headers=_admin(key_a))
+    z = server.http.get("/v1/privacy/export", params={"viewer_id": "bob", "format": "zip"}, headers=admin_headers(key_a))
     assert z.headers["content-type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(z.content))
     assert set(archive.namelist()) == {"README.md", *(f"{t.table}.csv" for t in REGISTRY)}
@@ -229,7 +225,7 @@ def test_export_zip_csvs_neutralise_formulas_and_line_breaks_from_beacons(server
             "error_code": "+1", "error_message": "first line\r\n=1+1,;@x"}]
     assert collect(http, tenant.tenant_id, "mallory", evs).status_code == 202
     wait_for(lambda: server.edge.buffer.pending_rows == 0)
-    z = http.get("/v1/privacy/export", params={"viewer_id": "mallory", "format": "zip"}, headers=_admin(key))
+    z = http.get("/v1/privacy/export", params={"viewer_id": "mallory", "format": "zip"}, headers=admin_headers(key))
     assert z.status_code == 200
     text = zipfile.ZipFile(io.BytesIO(z.content)).read("viewer_events.csv").decode()
     table = list(csv.DictReader(io.StringIO(text)))
@@ -249,7 +245,7 @@ def test_restore_replays_the_ledger(people, store, erasure):
     kept = store.rows("SELECT * FROM viewer_events WHERE tenant_id = {t:String} AND viewer_id = 'bob'",
                       {"t": a.tenant_id})
     taken = time.time()
-    assert server.http.post("/v1/privacy/purge", json={"viewer_id": "bob"}, headers=_admin(key_a)).status_code == 200
+    assert server.http.post("/v1/privacy/purge", json={"viewer_id": "bob"}, headers=admin_headers(key_a)).status_code == 200
     # "Restore": the backup's rows come back.
     store.insert_rows("viewer_events", kept, [c for c, in store.rows("SELECT name FROM system.columns WHERE"
                                                                      " table = 'viewer_events' AND database = currentDatabase()"
@@ -262,19 +258,19 @@ def test_restore_replays_the_ledger(people, store, erasure):
 
 def test_audit_log_records_admin_calls_without_keys(server, tenant_factory, store):
     _, key = tenant_factory()
-    server.http.post("/v1/streams", json={"name": "audited"}, headers=_admin(key))
-    server.http.get("/v1/analytics/summary", headers=_admin(key))
+    server.http.post("/v1/streams", json={"name": "audited"}, headers=admin_headers(key))
+    server.http.get("/v1/analytics/summary", headers=admin_headers(key))
 
     def actions():  # records are written just after each response
-        return [rec["action"] for rec in server.http.get("/v1/audit", headers=_admin(key)).json()["records"]]
+        return [rec["action"] for rec in server.http.get("/v1/audit", headers=admin_headers(key)).json()["records"]]
 
     wait_for(lambda: {"POST /v1/streams", "GET /v1/analytics/summary"} <= set(actions()), what="audit records")
-    r = server.http.get("/v1/audit", headers=_admin(key))
+    r = server.http.get("/v1/audit", headers=admin_headers(key))
     assert all(rec["actor"].startswith("key:") and key not in json.dumps(rec) for rec in r.json()["records"])
     assert {rec["status"] for rec in r.json()["records"] if rec["action"] == "POST /v1/streams"} == {201}
-    csv_text = server.http.get("/v1/audit", params={"format": "csv"}, headers=_admin(key)).text
+    csv_text = server.http.get("/v1/audit", params={"format": "csv"}, headers=admin_headers(key)).text
     assert csv_text.startswith("ts,actor,actor_kind,action")
-    only = server.http.get("/v1/audit", params={"action": "streams"}, headers=_admin(key)).json()["records"]
+    only = server.http.get("/v1/audit", params={"action": "streams"}, headers=admin_headers(key)).json()["records"]
     assert {rec["action"] for rec in only} == {"POST /v1/streams"}
 
 
@@ -326,8 +322,8 @@ def test_support_reads_only_under_a_live_grant_and_is_audited(server, tenant_fac
     support_key = create_support_key(store, "alex")
     as_support = {"authorization": f"Bearer {support_key}", "x-wave-tenant": tenant.tenant_id}
     assert server.http.get("/v1/analytics/summary", headers=as_support).status_code == 403
-    assert server.http.get("/v1/streams", headers=_admin(support_key)).status_code == 403  # no tenant named
-    r = server.http.post("/v1/support-grants", json={"duration_s": 600}, headers=_admin(key))
+    assert server.http.get("/v1/streams", headers=admin_headers(support_key)).status_code == 403  # no tenant named
+    r = server.http.post("/v1/support-grants", json={"duration_s": 600}, headers=admin_headers(key))
     assert r.status_code == 201, r.text
     grant_id = r.json()["grant_id"]
     assert server.http.get("/v1/analytics/summary", headers=as_support).status_code == 200
@@ -336,13 +332,13 @@ def test_support_reads_only_under_a_live_grant_and_is_audited(server, tenant_fac
     # The grant is for this tenant only.
     assert server.http.get("/v1/analytics/summary", headers={**as_support, "x-wave-tenant": other.tenant_id}
                            ).status_code == 403
-    assert server.http.delete(f"/v1/support-grants/{grant_id}", headers=_admin(key)).status_code == 200
+    assert server.http.delete(f"/v1/support-grants/{grant_id}", headers=admin_headers(key)).status_code == 200
     assert server.http.get("/v1/analytics/summary", headers=as_support).status_code == 403
-    grants = server.http.get("/v1/support-grants", headers=_admin(key)).json()["grants"]
+    grants = server.http.get("/v1/support-grants", headers=admin_headers(key)).json()["grants"]
     assert [(g["grant_id"], g["revoked"], g["active"]) for g in grants] == [(grant_id, True, False)]
 
     def support_records():
-        recs = server.http.get("/v1/audit", headers=_admin(key)).json()["records"]
+        recs = server.http.get("/v1/audit", headers=admin_headers(key)).json()["records"]
         return [(r["actor_kind"], r["action"], r["status"]) for r in recs if r["actor_kind"] == "support"]
 
     wait_for(lambda: len(support_records()) >= 5, what="support calls in the tenant's audit log")
@@ -362,7 +358,7 @@ def test_purge_by_ip_reaches_the_fronts_unread_files_and_open_hls_sessions(peopl
     line = '{{"uri":"/vod/{vid}/seg_00001.m4s","bytes":900,"addr":"{ip}","at":{at},"ua":"UA","status":200}}\n'
     (directory / f"{second}.jsonl").write_text(line.format(vid=video.video_id, ip="198.51.100.9", at=second)
                                                + line.format(vid=video.video_id, ip="203.0.113.7", at=second))
-    r = server.http.post("/v1/privacy/purge", json={"ip": "198.51.100.9"}, headers=_admin(key_a))
+    r = server.http.post("/v1/privacy/purge", json={"ip": "198.51.100.9"}, headers=admin_headers(key_a))
     assert r.status_code == 200
     left = " ".join(p.read_text() for p in directory.iterdir())
     assert "198.51.100.9" not in left

@@ -7,13 +7,8 @@ import json
 import time
 
 from retention import receipts
-from tests.conftest import collect, consent, wait_for
+from tests.conftest import admin_headers, collect, consent, insert_beacons_at, wait_for
 from tests.edge.test_cli_and_http import _cli
-from tests.conftest import insert_beacons_at
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 def _signed(secret=b"s" * 32) -> tuple[receipts.ReceiptSigner, dict]:
@@ -93,7 +88,7 @@ def test_purge_answers_with_a_receipt_the_api_returns_and_the_published_key_veri
     evs = [{"type": "viewstart", "ts": int(time.time() * 1000), "view_id": "w", "video_id": "vd_1"}]
     assert collect(http, tenant.tenant_id, "rc-1", evs).status_code == 202
     wait_for(lambda: server.edge.buffer.pending_rows == 0)
-    r = http.post("/v1/privacy/purge", json={"viewer_id": "rc-1"}, headers=_admin(key))
+    r = http.post("/v1/privacy/purge", json={"viewer_id": "rc-1"}, headers=admin_headers(key))
     assert r.status_code == 200, r.text
     body = r.json()
     receipt = body["receipt"]
@@ -106,14 +101,14 @@ def test_purge_answers_with_a_receipt_the_api_returns_and_the_published_key_veri
     assert published.status_code == 200 and published.json()["key_id"] == receipt["key_id"]
     public = receipts.public_key_from(published.text)
     receipts.verify(json.dumps(receipt).encode(), public)
-    got = http.get(f"/v1/privacy/receipts/{body['purge_id']}", headers=_admin(key))
+    got = http.get(f"/v1/privacy/receipts/{body['purge_id']}", headers=admin_headers(key))
     assert got.status_code == 200 and got.json() == receipt
     receipts.verify(got.content, public)
     # Another tenant's key sees no such receipt; a bad id is a 400; none without a key.
     _, other = tenant_factory()
-    missing = http.get(f"/v1/privacy/receipts/{body['purge_id']}", headers=_admin(other))
+    missing = http.get(f"/v1/privacy/receipts/{body['purge_id']}", headers=admin_headers(other))
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
-    bad = http.get("/v1/privacy/receipts/..%2Fx", headers=_admin(key))
+    bad = http.get("/v1/privacy/receipts/..%2Fx", headers=admin_headers(key))
     assert bad.status_code in (400, 404) and "error" in bad.json()
     assert http.get(f"/v1/privacy/receipts/{body['purge_id']}").status_code == 401
 
@@ -162,7 +157,7 @@ def test_cli_purge_prints_a_receipt_that_cli_verify_accepts_and_rejects_once_cha
 def test_offboarding_answers_with_a_signed_receipt(server, tenant_factory, store):
     tenant, key = tenant_factory()
     assert consent(server.http, tenant.tenant_id, "ob-1").status_code == 201
-    r = server.http.delete("/v1/tenant", params={"confirm": tenant.tenant_id}, headers=_admin(key))
+    r = server.http.delete("/v1/tenant", params={"confirm": tenant.tenant_id}, headers=admin_headers(key))
     assert r.status_code == 200, r.text
     receipt = r.json()["receipt"]
     assert receipt["type"] == "offboarding" and receipt["purge_id"] == f"tenant-{tenant.tenant_id}"

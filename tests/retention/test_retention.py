@@ -7,13 +7,9 @@ import uuid
 
 from analytics import events
 from retention import policy
-from tests.conftest import stored_row, wait_for
+from tests.conftest import admin_headers, stored_row, wait_for
 
 DAY = 86400
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 def _insert_consent(store, tenant_id, viewer_id, age_days):
@@ -38,9 +34,9 @@ def test_retention_settings_apply_to_stored_rows_and_are_enforced(server, tenant
     rows = [stored_row(t.tenant_id, viewer_id=v, ts=now - age * DAY, retention_days=395, event_id=str(uuid.uuid4()))
             for t in (a, b) for v, age in (("fresh", 10), ("old", 40))]
     events.insert(store, events.encode_rows(rows))
-    assert server.http.get("/v1/retention", headers=_admin(key)).json()["viewer_events_days"] == 395
+    assert server.http.get("/v1/retention", headers=admin_headers(key)).json()["viewer_events_days"] == 395
 
-    r = server.http.put("/v1/retention", json={"viewer_events_days": 30, "audit_days": 60}, headers=_admin(key))
+    r = server.http.put("/v1/retention", json={"viewer_events_days": 30, "audit_days": 60}, headers=admin_headers(key))
     assert r.status_code == 200, r.text
     assert r.json()["viewer_events_days"] == 30 and r.json()["audit_days"] == 60
     # Stored rows take the new period (a mutation: it lands shortly), and the row already
@@ -60,7 +56,7 @@ def test_retention_settings_apply_to_stored_rows_and_are_enforced(server, tenant
     assert _ages(store, b.tenant_id) == [(10, 395), (40, 395)]
     # The change is in the audit log with its before and after.
     def logged():
-        return [r for r in server.http.get("/v1/audit", headers=_admin(key)).json()["records"]
+        return [r for r in server.http.get("/v1/audit", headers=admin_headers(key)).json()["records"]
                 if r["action"] == "PUT /v1/retention"]
     wait_for(lambda: logged(), what="audit record")
     assert '"viewer_events_days": 395' in logged()[0]["before"] and '"viewer_events_days": 30' in logged()[0]["after"]
@@ -68,7 +64,7 @@ def test_retention_settings_apply_to_stored_rows_and_are_enforced(server, tenant
 
 def test_consents_are_kept_while_they_prove_consent_and_no_longer(server, tenant_factory, store):
     tenant, key = tenant_factory()
-    server.http.put("/v1/retention", json={"consents_days": 30}, headers=_admin(key))
+    server.http.put("/v1/retention", json={"consents_days": 30}, headers=admin_headers(key))
     _insert_consent(store, tenant.tenant_id, "active", 100)   # old grant, viewer still watching: kept
     _insert_consent(store, tenant.tenant_id, "active", 200)   # superseded and old: deleted
     _insert_consent(store, tenant.tenant_id, "gone", 100)     # latest, but no data left to prove: deleted
@@ -85,5 +81,5 @@ def test_retention_changes_are_validated(server, tenant_factory):
     _, key = tenant_factory()
     for body, path in (({"viewer_events_days": 0}, "$.viewer_events_days"), ({"ip_mode": "half"}, "$.ip_mode"),
                        ({"forever": True}, "$")):
-        r = server.http.put("/v1/retention", json=body, headers=_admin(key))
+        r = server.http.put("/v1/retention", json=body, headers=admin_headers(key))
         assert r.status_code == 400 and r.json()["detail"]["path"] == path, r.text

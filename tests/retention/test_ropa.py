@@ -7,11 +7,8 @@ import json
 
 from retention import registry, ropa
 from retention.registry import PersonalTable
+from tests.conftest import admin_headers
 from tests.edge.test_cli_and_http import _cli
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 def test_every_registered_table_is_described_and_listed(store, tenant_factory):
@@ -40,19 +37,19 @@ def test_a_newly_registered_table_appears_without_other_change(store, tenant_fac
 
 def test_the_api_serves_json_and_an_escaped_printable_page(server, tenant_factory, store):
     tenant, key = tenant_factory(name='<script>alert("x")</script>')
-    r = server.http.get("/v1/privacy/ropa", headers=_admin(key))
+    r = server.http.get("/v1/privacy/ropa", headers=admin_headers(key))
     assert r.status_code == 200, r.text
     body = r.json()
     assert {e["table"] for e in body["entries"]} == {t.table for t in registry.REGISTRY}
     assert body["controller"]["tenant_id"] == tenant.tenant_id
-    page = server.http.get("/v1/privacy/ropa", params={"format": "html"}, headers=_admin(key))
+    page = server.http.get("/v1/privacy/ropa", params={"format": "html"}, headers=admin_headers(key))
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "script" not in csp
     assert "<script>" not in page.text and "&lt;script&gt;" in page.text
     for t in registry.REGISTRY:
         assert f"<code>{t.table}</code>" in page.text
-    bad = server.http.get("/v1/privacy/ropa", params={"format": "pdf"}, headers=_admin(key))
+    bad = server.http.get("/v1/privacy/ropa", params={"format": "pdf"}, headers=admin_headers(key))
     assert bad.status_code == 400 and bad.json()["detail"]["path"] == "$.query.format"
     assert server.http.get("/v1/privacy/ropa").status_code == 401
 
