@@ -15,15 +15,12 @@ import pytest
 
 from edge.streaming.llhls_playlist import Part, Segment, Snapshot, media_playlist
 from edge.streaming.llhls_timeline import LivePlaylists
+from tests.conftest import admin_headers
 from tests.edge.test_whip_hls import _publish
 from tests.media import PatternTrack, ToneTrack, decode_fmp4
 
 PART_LINE = re.compile(r'^#EXT-X-PART:DURATION=([0-9.]+),URI="([^"]+)"(,INDEPENDENT=YES)?$', re.M)
 HINT = re.compile(r'^#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part_(\d+)_(\d+)\.m4s"$', re.M)
-
-
-def _admin(key):
-    return {"authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
@@ -145,11 +142,11 @@ def test_live_playlist_has_parts_and_a_blocking_reload_answers_when_the_part_exi
 
 def test_private_stream_playlists_carry_the_token_on_every_uri(server, tenant_factory):
     _, key = tenant_factory()
-    created = server.http.post("/v1/streams", json={"name": "p", "playback": "private"}, headers=_admin(key))
+    created = server.http.post("/v1/streams", json={"name": "p", "playback": "private"}, headers=admin_headers(key))
     assert created.status_code == 201, created.text
     stream = created.json()
     sid = stream["stream_id"]
-    token = server.http.post(f"/v1/streams/{sid}/playback-token", json={"ttl_s": 600}, headers=_admin(key)).json()["token"]
+    token = server.http.post(f"/v1/streams/{sid}/playback-token", json={"ttl_s": 600}, headers=admin_headers(key)).json()["token"]
 
     async def scenario():
         pc, r = await _publish(server.base_url, stream, tracks=[PatternTrack()])
@@ -213,9 +210,13 @@ class PausingTrack(PatternTrack):
         return await super().recv()
 
 
-def test_a_blocking_reload_that_never_comes_true_is_a_503(server, stream):
-    """The publisher stops sending (under the 10 s silence watchdog): a reload for a
-    future segment waits three target durations, then 503 as the spec says."""
+def test_a_stalled_publisher_keeps_the_playlist_going_and_a_reload_never_true_is_a_503(server, stream, monkeypatch):
+    """The publisher stops sending (under the 10 s silence watchdog): its last picture is
+    encoded again, so a reload for a segment two ahead answers as segments keep coming.
+    With nothing encoded at all (the repeats turned off here, as an encoder that stopped),
+    a reload for a future segment waits three target durations, then 503 as the spec says."""
+    from edge.streaming import pipeline
+
     sid = stream["stream_id"]
 
     async def scenario():
@@ -226,6 +227,14 @@ def test_a_blocking_reload_that_never_comes_true_is_a_503(server, stream):
             text = await _playlist_with(http, sid, lambda t: "#EXT-X-PART:" in t, 15)
             track.pause.set()
             msn, _ = _hint(text)
+            asked = time.monotonic()
+            filled = await http.get(f"/live/{sid}/index.m3u8", params={"_HLS_msn": msn + 2})
+            assert filled.status_code == 200 and f"seg_{msn + 1:05d}.m4s" in filled.text, filled.text
+            assert time.monotonic() - asked < 3 * 2 - 0.5
+
+            monkeypatch.setattr(pipeline, "STALL_FILL_S", 3600.0)
+            await asyncio.sleep(0.5)  # the repeat already waited for, then none
+            msn, _ = _hint((await http.get(f"/live/{sid}/index.m3u8")).text)
             asked = time.monotonic()
             stalled = await http.get(f"/live/{sid}/index.m3u8", params={"_HLS_msn": msn + 2})
             assert stalled.status_code == 503, stalled.text
