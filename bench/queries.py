@@ -132,8 +132,8 @@ def reload_views_in_blocks(store, rows: int) -> None:
     made by merges (capped, migration 20), where one fold of the whole load writes a part
     as big as the month. The same rows, inserted again `rows` views at a time, in the
     order a live rollup writes them: a view's last fold follows its last beacon, so parts
-    follow time (inserted in key order instead, each part spanned days that others also
-    held, and FINAL merged far more than live: bench/RESULTS.md, session 13)."""
+    follow time (copied in whatever order the parts were read, each part spanned days that
+    others also held, which a live rollup's parts do not: bench/RESULTS.md, session 13)."""
     store.command("CREATE TABLE views_reload AS views")
     store.command(f"INSERT INTO views_reload SELECT * FROM views ORDER BY last_event_at SETTINGS max_threads = 1,"
                   f" max_block_size = {rows}, max_insert_block_size = {rows}, min_insert_block_size_rows = {rows},"
