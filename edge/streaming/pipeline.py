@@ -49,6 +49,9 @@ KEYFRAME_MIN_INTERVAL_S = 0.5
 # one frame; with this it stays under PART_TARGET_S (0.3 s). Sources under 15 fps get a
 # repeat between their own pictures, which x264 encodes in a few bytes.
 STALL_FILL_S = 1 / 15
+# How far the sound's sample count may drift from the arrival clock before it is put back
+# on it (silence added, or a frame dropped): above arrival jitter, below what viewers see.
+AUDIO_RESYNC_S = 0.2
 
 
 class LivePipeline:
@@ -229,9 +232,23 @@ class _Encoders:
 
     def encode_audio(self, frame: av.AudioFrame, at: float) -> tuple[list[av.Packet], list[av.Packet]]:
         """One decoded audio frame in; the Opus and the AAC packets it completes out. AAC
-        timestamps start at the first audio frame's arrival on the shared clock."""
+        timestamps start at the first audio frame's arrival on the shared clock.
+
+        Sound is timed by counting samples, pictures by their arrival: when the sound
+        stops (an uplink stall) its count stops too, and the rest of the stream would play
+        that long out of sync. So a frame that arrives more than `AUDIO_RESYNC_S` after the
+        count's position starts after silence filling the gap, and one that arrives that
+        much before it (a burst after the stall) is dropped (FFmpeg's `aresample=async`
+        compensates the same way, with its own 0.1 s threshold: arrival times jitter more
+        than sender timestamps)."""
         if self._aac_samples is None:
             self._aac_samples = int(at * AUDIO_RATE)
+        late = int(at * AUDIO_RATE) - (self._aac_samples + self._aac_fifo.samples)
+        if -late > AUDIO_RESYNC_S * AUDIO_RATE:
+            return [], []
+        if late > AUDIO_RESYNC_S * AUDIO_RATE:
+            self._aac_fifo.write(_silence("fltp", late))
+            self._opus_fifo.write(_silence("s16", late))
         frame.pts = None
         for resampled in self._aac_resampler.resample(frame):
             self._aac_fifo.write(resampled)
@@ -249,6 +266,14 @@ class _Encoders:
             self._aac_samples += AAC_FRAME
             aac += self.aac.encode(chunk)
         return opus, aac
+
+
+def _silence(sample_format: str, samples: int) -> av.AudioFrame:
+    frame = av.AudioFrame(format=sample_format, layout="stereo", samples=samples)
+    frame.sample_rate = AUDIO_RATE
+    for plane in frame.planes:
+        plane.update(bytes(plane.buffer_size))
+    return frame
 
 
 def _rungs(renditions: Sequence[Rendition], encoders: "_Encoders") -> list[tuple[Rendition, av.VideoCodecContext]]:

@@ -129,6 +129,26 @@ def test_a_source_that_stalls_keeps_parts_within_the_part_target(tmp_path):
     assert pipeline.frames_repeated >= 20  # 2 s at 15 a second
 
 
+def test_sound_and_picture_stay_together_after_both_stall(tmp_path):
+    """A publisher whose uplink stalls for 2 s (no picture, no sound) and comes back: the
+    sound's timeline is the arrival clock's again (2 s of silence), as the picture's is, so
+    the recording does not play the rest of the stream 2 s out of sync."""
+    directory = tmp_path / "vd_0123456789abcdef"
+    pipeline = LivePipeline("st_0123456789abcdef", [HlsWriter(directory)], audio=True)
+    _feed(pipeline, 1.5, audio=True)
+    time.sleep(2.0)
+    _feed(pipeline, 1.5, audio=True)
+    pipeline.close()
+    assert pipeline.join(10)
+    ends = {}
+    with av.open(str(directory / media_layout.PLAYLIST)) as played:
+        for packet in played.demux():
+            if packet.pts is not None:
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                ends[packet.stream.type] = max(ends.get(packet.stream.type, 0.0), end)
+    assert ends["video"] >= 4.5 and abs(ends["audio"] - ends["video"]) < 0.3, ends
+
+
 def test_media_ids_and_file_names_come_from_one_place():
     assert media_layout.STREAM_ID.match(media_layout.new_stream_id())
     assert media_layout.VIDEO_ID.match(media_layout.new_video_id())
