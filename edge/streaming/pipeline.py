@@ -246,15 +246,24 @@ class _Encoders:
         late = int(at * AUDIO_RATE) - (self._aac_samples + self._aac_fifo.samples)
         if -late > AUDIO_RESYNC_S * AUDIO_RATE:
             return [], []
+        opus, aac = [], []
         if late > AUDIO_RESYNC_S * AUDIO_RATE:
-            self._aac_fifo.write(_silence("fltp", late))
-            self._opus_fifo.write(_silence("s16", late))
+            while late > 0:  # a second at a time: memory stays bounded however long the gap
+                gap = min(late, AUDIO_RATE)
+                self._aac_fifo.write(_silence("fltp", gap))
+                self._opus_fifo.write(_silence("s16", gap))
+                self._drain(opus, aac)
+                late -= gap
         frame.pts = None
         for resampled in self._aac_resampler.resample(frame):
             self._aac_fifo.write(resampled)
         for resampled in self._opus_resampler.resample(frame):
             self._opus_fifo.write(resampled)
-        opus, aac = [], []
+        self._drain(opus, aac)
+        return opus, aac
+
+    def _drain(self, opus: list[av.Packet], aac: list[av.Packet]) -> None:
+        """Encode every whole Opus and AAC frame the FIFOs hold, appending the packets."""
         while self._opus_fifo.samples >= OPUS_FRAME:
             chunk = self._opus_fifo.read(OPUS_FRAME)
             chunk.pts, chunk.time_base = self._opus_samples, Fraction(1, AUDIO_RATE)
@@ -265,7 +274,6 @@ class _Encoders:
             chunk.pts, chunk.time_base = self._aac_samples, Fraction(1, AUDIO_RATE)
             self._aac_samples += AAC_FRAME
             aac += self.aac.encode(chunk)
-        return opus, aac
 
 
 def _silence(sample_format: str, samples: int) -> av.AudioFrame:

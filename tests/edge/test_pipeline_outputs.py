@@ -26,6 +26,7 @@ class Collecting:
         self.encoded: Encoded | None = None
         self.packets: list[tuple[bytes, int, bool]] = []
         self.aac = 0
+        self.aac_pts: list[int] = []
         self.opus = 0
 
     def open(self, encoded: Encoded) -> None:
@@ -37,6 +38,7 @@ class Collecting:
 
     def audio_aac(self, packet: av.Packet) -> None:
         self.aac += 1
+        self.aac_pts.append(packet.pts)
 
     def audio_opus(self, packet: av.Packet) -> None:
         self.opus += 1
@@ -44,6 +46,14 @@ class Collecting:
     def close(self) -> None:
         self.calls.append("close")
 
+
+
+def _sound() -> av.AudioFrame:
+    frame = av.AudioFrame(format="s16", layout="stereo", samples=1600)  # 1/30 s at 48 kHz
+    frame.sample_rate = 48_000
+    for plane in frame.planes:
+        plane.update(bytes(plane.buffer_size))
+    return frame
 
 
 def _feed(pipeline: LivePipeline, seconds: float, audio: bool) -> None:
@@ -54,11 +64,7 @@ def _feed(pipeline: LivePipeline, seconds: float, audio: bool) -> None:
         picture[:, :, 0] = i % 255
         pipeline.feed_video(av.VideoFrame.from_ndarray(picture, format="rgb24"))
         if audio:
-            frame = av.AudioFrame(format="s16", layout="stereo", samples=1600)  # 1/30 s at 48 kHz
-            frame.sample_rate = 48_000
-            for plane in frame.planes:
-                plane.update(bytes(plane.buffer_size))
-            pipeline.feed_audio(frame)
+            pipeline.feed_audio(_sound())
         i += 1
         time.sleep(1 / 30)
 
@@ -147,6 +153,23 @@ def test_sound_and_picture_stay_together_after_both_stall(tmp_path):
                 end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
                 ends[packet.stream.type] = max(ends.get(packet.stream.type, 0.0), end)
     assert ends["video"] >= 4.5 and abs(ends["audio"] - ends["video"]) < 0.3, ends
+
+
+def test_a_burst_of_sound_ahead_of_the_clock_is_cut_back_to_it():
+    """Sound delivered all at once (1.7 s of it in an instant, as a jitter buffer empties
+    after a stall) would run the sound's timeline ahead of the pictures: what passes the
+    clock by more than AUDIO_RESYNC_S is dropped, so the sound still ends with the picture."""
+    out = Collecting()
+    pipeline = LivePipeline("st_0123456789abcdef", [out], audio=True)
+    _feed(pipeline, 1.0, audio=True)
+    for _ in range(50):
+        pipeline.feed_audio(_sound())
+    _feed(pipeline, 1.0, audio=True)
+    pipeline.close()
+    assert pipeline.join(10)
+    video_end = max(pts for _, pts, _ in out.packets) / 90_000
+    audio_end = max(out.aac_pts) / 48_000
+    assert abs(audio_end - video_end) < 0.3, (audio_end, video_end)
 
 
 def test_media_ids_and_file_names_come_from_one_place():
