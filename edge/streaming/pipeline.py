@@ -46,9 +46,10 @@ OPUS_FRAME = 960  # 20 ms
 KEYFRAME_MIN_INTERVAL_S = 0.5
 # Longest a picture lasts: after this without a new one, the last is repeated. A part is
 # cut at the first frame past hls_writer.PART_S (0.2 s), so it lasts at most 0.2 s plus
-# one frame; with this it stays under PART_TARGET_S (0.3 s). Sources under 15 fps get a
-# repeat between their own pictures, which x264 encodes in a few bytes.
-STALL_FILL_S = 1 / 15
+# one frame; with this it stays under PART_TARGET_S (0.3 s) with 50 ms to spare for a
+# late wake-up on a busy machine. Sources under 20 fps get a repeat between their own
+# pictures, which x264 encodes in a few bytes.
+STALL_FILL_S = 0.05
 # How far the sound's sample count may drift from the arrival clock before it is put back
 # on it (silence added, or a frame dropped): above arrival jitter, below what viewers see.
 AUDIO_RESYNC_S = 0.2
