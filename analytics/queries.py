@@ -121,7 +121,12 @@ def figures(row) -> dict:
 ROLLUP = "views FINAL"
 # A view's versions share a partition (its day is in the partition and the sort key), so
 # FINAL need not merge across partitions, which lets it run partition by partition.
-SETTINGS = "SETTINGS do_not_merge_across_partitions_select_final = 1"
+# No JIT: ClickHouse compiles an expression, aggregation or sort with LLVM on its third
+# use, synchronously, and that request waits some 50 ms more (the same on 10 M views or
+# 100 M); the compiled code won nothing measurable on these queries (p50 within +-10 %,
+# either way, at both sizes: bench/RESULTS.md, session 13), so it was a tail for nothing.
+SETTINGS = ("SETTINGS do_not_merge_across_partitions_select_final = 1,"
+            " compile_expressions = 0, compile_aggregate_expressions = 0, compile_sort_description = 0")
 
 
 def summary(store: Store, scope: Scope, source: str = ROLLUP) -> dict:
