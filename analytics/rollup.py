@@ -36,7 +36,11 @@ from core.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 MARGIN_S = 10.0  # overlap between passes: inserts that committed while the last pass ran
-MAX_VIEW_S = 2 * 86400  # events of a touched view older than this are not re-read
+# A pass re-reads each touched view from its start (its row's `started_at`), but never
+# from further back than this: a view lasts as long as its heartbeats (a 60-minute idle
+# ends it, nothing else: DESIGN.md §4), so a screen left playing for days is one view,
+# and a week bounds what one such view costs every pass.
+MAX_VIEW_S = 7 * 86400
 DELETE_BATCH = 500  # moved views per DELETE: a statement's size stays bounded
 
 _COLUMNS = ", ".join(FOLD_COLUMNS)
@@ -48,6 +52,12 @@ def _insert_sql(where: str) -> str:
 
 # The views a pass folds: those with beacons inserted since the cursor.
 _TOUCHED = "SELECT DISTINCT tenant_id, view_id FROM viewer_events WHERE inserted_at >= {since:DateTime64(3)}"
+# Where the earliest of those started, as folded so far (within MAX_VIEW_S; 0: none yet).
+_STARTED = f"""
+    SELECT ifNull(toUnixTimestamp64Milli(minOrNull(started_at)) / 1000, 0)
+    FROM views
+    WHERE day >= toDate({{cap:DateTime64(3)}}) AND (tenant_id, view_id) IN ({_TOUCHED})
+"""
 # Of those, the ones with rows under more than one key, and the newest fold's key.
 _MOVED = f"""
     SELECT tenant_id, view_id, argMax(tuple(day, video_id), folded_at), max(folded_at)
@@ -68,8 +78,14 @@ def fold_touched(store: Store, since: float) -> float:
     )
     if not oldest:  # nothing new (min over no rows is 0)
         return started
+    # Re-read from the earliest start among the touched views (or the oldest new beacon, if
+    # earlier: a late one): a pass then reads minutes of beacons, not a fixed two days,
+    # and a view is folded whole however long it has lasted, up to MAX_VIEW_S.
+    cap = float(oldest) - MAX_VIEW_S
+    started_min = float(store.command(_STARTED, parameters={"since": since, "cap": cap}))
+    from_ts = max(cap, min(float(oldest), started_min)) if started_min else float(oldest)
     where = f"(tenant_id, view_id) IN ({_TOUCHED}) AND ts >= {{from_ts:DateTime64(3)}}"
-    params = {"since": since, "from_ts": float(oldest) - MAX_VIEW_S}
+    params = {"since": since, "from_ts": from_ts}
     store.command(_insert_sql(where), parameters=params)
     _drop_moved(store, params)
     return started

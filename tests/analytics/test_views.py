@@ -86,3 +86,27 @@ def test_a_late_earlier_beacon_moves_the_view_without_counting_it_twice(store, t
     assert rows == [(day, video, -offset * 1000)]
     scope = queries.Scope(tenant.tenant_id, t0 - 2 * 86400, time.time())
     assert queries.summary(store, scope)["views"] == 1
+
+
+def test_a_view_playing_for_days_is_folded_whole_at_every_pass(store, tenant):
+    """A screen left playing is one view for as long as its heartbeats come (§4: only 60
+    idle minutes end one), so each pass must re-fold it from its start: folded from a
+    fixed window before its newest beacon, it lost its first days and moved."""
+    t0 = time.time() - 3 * 86400
+    beats = [(1 + 1800 * k, "heartbeat") for k in range(1, 144)]  # every 30 min: each span capped
+    since = time.time() - 1
+    _store_view(store, tenant.tenant_id, "long", [(0, "viewstart"), (1, "playing"), *beats], t0=t0)
+    rollup.fold_touched(store, since)
+    time.sleep(1.0)  # the next pass's cursor after the first beacons' insert
+    since = time.time() - 0.5
+    _store_view(store, tenant.tenant_id, "long", [(3 * 86400 - 30, "heartbeat")], t0=t0)
+    rollup.fold_touched(store, since)
+
+    rows = store.rows("SELECT day, started_at, startup_ms, playing_ms FROM views FINAL WHERE tenant_id = {t:String}",
+                      {"t": tenant.tenant_id})
+    assert len(rows) == 1
+    day, started_at, startup_ms, playing_ms = rows[0]
+    assert day == datetime.fromtimestamp(t0, timezone.utc).date()
+    assert abs(started_at.replace(tzinfo=timezone.utc).timestamp() - t0) < 0.01
+    assert startup_ms == 1000
+    assert playing_ms == 144 * views.MAX_PLAYING_GAP_MS  # playing -> beat 1, 142 beat gaps, last beat -> new one
