@@ -7,6 +7,7 @@ limits, or an unexpected bug.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import time
@@ -34,8 +35,34 @@ PUBLIC_PREFIXES = ("/v1/collect", "/v1/consent", "/v1/playback/", "/healthz", "/
 # What WHIP and WHEP clients in a browser need (RFC 9725 §4.8): trickle and restart by
 # PATCH with If-Match, and the session's Location, ETag and Link headers readable.
 _CORS_METHODS = b"GET, POST, PATCH, DELETE, OPTIONS"
-_CORS_HEADERS = b"content-type, authorization, if-match, x-wave-viewer"
-_CORS_EXPOSE = b"location, etag, link, retry-after"
+# `etag`: @eyevinn/whip-web-client sends the session's ETag back under that name.
+_CORS_HEADERS = b"content-type, authorization, if-match, etag, x-wave-viewer"
+_CORS_EXPOSE = b"location, etag, link, retry-after, accept-post, accept-patch, allow, access-control-allow-methods"
+_WEBRTC_PREFIXES = ("/whip/", "/whep/")
+
+
+def _cors_headers(origin: bytes, preflight: bool) -> list[tuple[bytes, bytes]]:
+    out = [(b"access-control-allow-origin", origin), (b"access-control-expose-headers", _CORS_EXPOSE)]
+    if preflight:
+        out += [(b"access-control-allow-methods", _CORS_METHODS), (b"access-control-allow-headers", _CORS_HEADERS),
+                (b"access-control-max-age", b"600")]
+    return [*out, (b"vary", b"Origin")]
+
+
+def _webrtc_options(path: str) -> list[tuple[bytes, bytes]]:
+    """What an OPTIONS on a WHIP/WHEP URL answers (RFC 9725 §4.2, the WHEP draft): the
+    methods, and the body types POST (the endpoint) or PATCH (a session) takes. Browser
+    clients read them from a plain OPTIONS, not a preflight (@eyevinn/whip-web-client
+    decides whether to trickle from its Access-Control-Allow-Methods)."""
+    if path.rstrip("/").count("/") >= 3:  # /whip/{stream}/{session}
+        return [(b"allow", b"PATCH, DELETE, OPTIONS"), (b"accept-patch", b"application/trickle-ice-sdpfrag")]
+    return [(b"allow", b"POST, OPTIONS"), (b"accept-post", b"application/sdp")]
+
+
+async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def error_response(status: int, error: str, detail: object = None, headers: dict[str, str] | None = None) -> Response:
@@ -50,9 +77,13 @@ def error_response(status: int, error: str, detail: object = None, headers: dict
 
 
 def on_bad_input(_: Request, exc: BadInput) -> Response:
+    headers = {}
     retry_after = getattr(exc, "retry_after", None)
-    return error_response(exc.status, exc.error, exc.detail(),
-                          {"Retry-After": str(retry_after)} if retry_after else None)
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+    if exc.status == 401:  # RFC 9110 §15.5.2: a 401 names the scheme that would be accepted
+        headers["WWW-Authenticate"] = 'Bearer realm="wave-edge"'
+    return error_response(exc.status, exc.error, exc.detail(), headers or None)
 
 
 _FAILED = {"path": "$", "message": "the server failed; the event was logged"}
@@ -120,29 +151,22 @@ def cors_middleware(edge):
                 return
             headers = dict(scope["headers"])
             origin = headers.get(b"origin")
-            if origin is None or not await _origin_allowed(edge, scope["path"], origin):
-                await app(scope, receive, send)
+            allowed = origin is not None and await _origin_allowed(edge, scope["path"], origin)
+            preflight = scope["method"] == "OPTIONS" and b"access-control-request-method" in headers
+            if allowed and preflight:
+                await _send_empty(send, 204, _cors_headers(origin, preflight=True))
                 return
-            if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
-                await send({"type": "http.response.start", "status": 204, "headers": [
-                    (b"access-control-allow-origin", origin),
-                    (b"access-control-allow-methods", _CORS_METHODS),
-                    (b"access-control-allow-headers", _CORS_HEADERS),
-                    (b"access-control-expose-headers", _CORS_EXPOSE),
-                    (b"access-control-max-age", b"600"),
-                    (b"vary", b"Origin"),
-                ]})
-                await send({"type": "http.response.body", "body": b""})
+            if scope["method"] == "OPTIONS" and scope["path"].startswith(_WEBRTC_PREFIXES):
+                await _send_empty(send, 200, _webrtc_options(scope["path"])
+                                  + (_cors_headers(origin, preflight=True) if allowed else []))
+                return
+            if not allowed:
+                await app(scope, receive, send)
                 return
 
             async def send_with_cors(message: Message) -> None:
                 if message["type"] == "http.response.start" and message["status"] != 403:
-                    message["headers"] = [
-                        *message.get("headers", []),
-                        (b"access-control-allow-origin", origin),
-                        (b"access-control-expose-headers", _CORS_EXPOSE),
-                        (b"vary", b"Origin"),
-                    ]
+                    message["headers"] = [*message.get("headers", []), *_cors_headers(origin, preflight=False)]
                 await send(message)
 
             await app(scope, receive, send_with_cors)
@@ -206,14 +230,21 @@ def _limit_for(scope: Scope) -> str | None:
     path = scope["path"]
     if is_admin_path(path):
         return "admin_per_ip" if scope["method"] != "OPTIONS" else None
+    if scope["method"] == "PATCH" and path.startswith(_WEBRTC_PREFIXES):
+        return "per_ip"  # trickle: anyone with a WHEP session may send them
     if scope["method"] != "POST":
         return None
     return next((name for prefix, name in _LIMITED if path.startswith(prefix)), None)
 
 
 def _address(scope: Scope, trusted) -> str:
-    """The client address as WAVE_TRUSTED_PROXIES vouches for it, as a bucket key."""
-    return str(client_address.from_scope(scope, trusted))
+    """The client address as WAVE_TRUSTED_PROXIES vouches for it, as a bucket key: an IPv6
+    address by its /64, the least an ISP hands one subscriber (RFC 6177), who can then
+    pick a new address in it for every request."""
+    ip = client_address.from_scope(scope, trusted)
+    if ip is not None and ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 async def _send_json(send: Send, status: int, content: dict, *headers: tuple[bytes, bytes]) -> None:

@@ -179,3 +179,22 @@ def mux_tone(out: av.container.OutputContainer, audio: av.stream.Stream, seconds
             out.mux(packet)
     for packet in audio.encode(None):
         out.mux(packet)
+
+
+def write_low_rate_sound(path, samples: int, rate: int = 1) -> None:
+    """One 64x64 picture and `samples` of silent stereo PCM that says it is sampled at
+    `rate` Hz: a few KB, honest about its length, that resampling to 48 kHz multiplies."""
+    with av.open(str(path), "w", format="matroska") as out:
+        video = out.add_stream("mpeg4", rate=1)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        sound = out.add_stream("pcm_s16le", rate=rate)
+        sound.layout = "stereo"
+        picture = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24").reformat(format="yuv420p")
+        picture.pts = 0
+        for packet in [*video.encode(picture), *video.encode(None)]:
+            out.mux(packet)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, samples * 2), np.int16), format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = rate, 0
+        for packet in [*sound.encode(frame), *sound.encode(None)]:
+            out.mux(packet)

@@ -145,9 +145,12 @@ def mangled_offers(draw) -> str:
 @FUZZ
 @given(st.one_of(st.text(max_size=2000), mangled_offers()))
 def test_sdp_rewriting_on_any_text(offer):
-    rtc.offered_codecs(offer)
+    for section in sdp.media_sections(offer):
+        sdp.has_codec(section, "OPUS")
+    sdp.kinds(offer)
+    sdp.tidy_candidates(offer)
     try:
-        sdp.only_h264(offer)
+        sdp.narrow_for_relay(offer)
     except sdp.NoH264:
         pass
 
@@ -180,5 +183,5 @@ def test_whip_refuses_truncated_oversized_and_nonsense_sdp(server, tenant_factor
             assert r.status_code in (400, 413), (body[:40], r.status_code, r.text)
             assert r.json()["error"] and r.json()["detail"]["message"]
             r = http.post(f"/whep/{stream['stream_id']}", content=body, headers={"content-type": "application/sdp"})
-            assert r.status_code in (404, 413), (body[:40], r.status_code, r.text)  # not live: never parsed
+            assert r.status_code in (409, 413), (body[:40], r.status_code, r.text)  # not live: never parsed
     assert server.edge.live.publishers() == {}  # no half-claimed publish left to block the real publisher

@@ -252,7 +252,7 @@ class LiveStreams:
         current = self.publisher(stream_id)
         if current is None:
             return
-        wait = takeover_s - current.idle_s()
+        wait = takeover_s - current.takeover_idle_s()
         if wait > 0:
             raise Busy(max(1, math.ceil(wait)))
         await current.end("replaced by a new publish", "replaced")

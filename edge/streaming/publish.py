@@ -25,6 +25,7 @@ from edge.streaming.pipeline import LivePipeline
 log = logging.getLogger(__name__)
 
 SILENCE_S = 10.0
+CONNECT_GRACE_S = 5.0
 
 
 class PublishSession:
@@ -53,6 +54,7 @@ class PublishSession:
         self._on_end = on_end
         self._silence_s = silence_s
         self._last_media = time.monotonic()
+        self._media_seen = False
         self._tracks: list[MediaStreamTrack] = []
         self._tasks: list[asyncio.Task] = []
         self._ended = asyncio.Event()
@@ -114,12 +116,23 @@ class PublishSession:
         """Seconds since the last media frame (or since the session began, before any)."""
         return time.monotonic() - self._last_media
 
+    def takeover_idle_s(self) -> float:
+        """How long this session has been silent, as a new publish replacing it sees it. A
+        session that has not had its first frame yet is still connecting (ICE, then DTLS:
+        ffmpeg's WHIP muxer allows itself 5 s, a TURN relay takes its time), so it counts as
+        silent only from CONNECT_GRACE_S on: a second encoder on the same key does not end
+        a publish that is about to start."""
+        if self._media_seen:
+            return self.idle_s()
+        return max(0.0, self.idle_s() - CONNECT_GRACE_S)
+
     async def _consume(self, track: MediaStreamTrack) -> None:
         feed = self.pipeline.feed_video if track.kind == "video" else self.pipeline.feed_audio
         try:
             while True:
                 frame = await track.recv()
                 self._last_media = time.monotonic()
+                self._media_seen = True
                 feed(frame)
         except MediaStreamError:
             await self.end(f"{track.kind} track ended", "track_ended")

@@ -19,6 +19,8 @@ os.environ.setdefault("OPENSSL_CONF", str(Path(__file__).with_name("openssl-webr
 import aioice.ice  # noqa: E402
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 
+from edge.streaming import sdp as sdp_module  # noqa: E402
+
 _discover_hosts = aioice.ice.get_host_addresses
 
 log = logging.getLogger(__name__)
@@ -47,18 +49,6 @@ class BadOffer(ValueError):
     """The SDP offer does not parse or offers nothing we can take."""
 
 
-def offered_codecs(sdp: str) -> set[str]:
-    """Codec names (upper case) in the offer's rtpmap lines."""
-    codecs = set()
-    for line in sdp.splitlines():
-        if line.startswith("a=rtpmap:"):
-            try:
-                codecs.add(line.split(" ", 1)[1].split("/", 1)[0].upper())
-            except IndexError:
-                continue
-    return codecs
-
-
 async def close(pc: RTCPeerConnection) -> None:
     """Close a peer connection whatever state a failed offer left it in (aiortc's close
     raises on a half-applied description: transceivers without a transport)."""
@@ -68,10 +58,9 @@ async def close(pc: RTCPeerConnection) -> None:
         log.debug("closing a failed peer connection raised", exc_info=True)
 
 
-async def answer(pc: RTCPeerConnection, offer_sdp: str, send: list | None = None) -> str:
-    """Apply the offer and return the complete answer (aiortc gathers before returning).
-
-    `send`: tracks to send back, each attached to the offer's transceiver of its kind."""
+def check_offer(offer_sdp: str) -> None:
+    """Refuse (BadOffer) what is not an offer we could ever connect, before anything else
+    is done for it (a publish replaced, a viewer admitted)."""
     if "v=0" not in offer_sdp or "m=" not in offer_sdp:
         raise BadOffer("not an SDP offer (no v= or m= line)")
     # aiortc accepts an offer without these and then can never connect: a truncated or
@@ -79,10 +68,26 @@ async def answer(pc: RTCPeerConnection, offer_sdp: str, send: list | None = None
     missing = [a for a in _REQUIRED_ATTRIBUTES if f"\na={a}:" not in offer_sdp]
     if missing:
         raise BadOffer("the offer lacks " + ", ".join(f"a={a}" for a in missing) + " (ICE credentials, DTLS)")
+
+
+async def answer(pc: RTCPeerConnection, offer_sdp: str, send: list | None = None) -> str:
+    """Apply the offer and return the complete answer (aiortc gathers before returning).
+
+    `send`: tracks to send back (WHEP), each attached to the offer's transceiver of its
+    kind; the answer then only sends (`sendonly`, or `inactive` where there is nothing to
+    send), as the WHEP draft requires. Without it (WHIP) the answer only receives. An
+    offer's `sendrecv` would otherwise be answered `sendrecv`, and aiortc would decode
+    whatever a viewer sends into a queue no one reads, for as long as it sends."""
+    check_offer(offer_sdp)
     try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_module.tidy_candidates(offer_sdp), type="offer"))
         for track in send or ():
             pc.addTrack(track)
+        for transceiver in pc.getTransceivers():
+            if send is None:
+                transceiver.direction = "recvonly"
+            else:
+                transceiver.direction = "sendonly" if transceiver.sender.track is not None else "inactive"
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # noqa: BLE001 - aiortc's parser fails in many ways (asserts, None attributes)
         raise BadOffer(f"SDP offer rejected: {type(exc).__name__} {exc}".strip()) from exc

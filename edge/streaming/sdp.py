@@ -1,21 +1,36 @@
-"""SDP rewriting needed to relay encoded packets.
+"""SDP rewriting and checks done on offers before aiortc answers them.
 
 A WHEP viewer must receive exactly what the shared encoder makes (H.264, packetization
-mode 1), but browsers and aiortc offer VP8 first and aiortc's answer follows the offer's
-order. So before answering, the offer's video section is narrowed to its H.264
-(packetization-mode=1) payload types and their RTX companions.
+mode 1; Opus), but browsers and aiortc offer VP8 first, some players offer PCMU before
+Opus, and aiortc's answer follows the offer's order (and the relay sends under the
+answer's first payload type). So before answering, the offer's video section is narrowed
+to its H.264 (packetization-mode=1) payload types and their RTX companions, and its audio
+section to Opus.
+
+Offers come from anyone (WHEP needs no credentials), and aiortc acts on every candidate
+in them: it resolves each `.local` (mDNS) name before answering (a second's wait, and a
+multicast query on the edge's network, for a name a data centre never resolves) and
+checks every address listed (STUN sent wherever the offer says). `tidy_candidates`
+drops the mDNS ones (the connection still forms from the peer's own checks, as a
+peer-reflexive candidate: RFC 8838) and keeps at most `MAX_CANDIDATES` per section.
 """
 
 from __future__ import annotations
 
 import re
 
+# A browser lists a few per network interface (UDP and TCP, IPv4 and IPv6): a dozen on a
+# well-connected laptop. RFC 8445 §6.1.2.5 caps the checks an agent makes at 100.
+MAX_CANDIDATES = 20
+
 
 class NoH264(ValueError):
     pass
 
 
-def only_h264(offer: str) -> str:
+def narrow_for_relay(offer: str) -> str:
+    """The offer with its video narrowed to H.264 and its audio to Opus (a section with
+    no Opus is left as it is: the caller does not send audio to it)."""
     lines = offer.replace("\r\n", "\n").split("\n")
     out: list[str] = []
     section: list[str] = []
@@ -23,6 +38,8 @@ def only_h264(offer: str) -> str:
     def flush() -> None:
         if section and section[0].startswith("m=video"):
             out.extend(_narrow_video(section))
+        elif section and section[0].startswith("m=audio"):
+            out.extend(_narrow(section, _payloads(section, "OPUS")) if has_codec(section, "OPUS") else section)
         else:
             out.extend(section)
 
@@ -38,7 +55,7 @@ def only_h264(offer: str) -> str:
     return "\r\n".join(out)
 
 
-def _narrow_video(section: list[str]) -> list[str]:
+def _codec_maps(section: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     rtpmap = {}
     fmtp = {}
     for line in section:
@@ -46,12 +63,28 @@ def _narrow_video(section: list[str]) -> list[str]:
             rtpmap[m.group(1)] = m.group(2).upper()
         elif m := re.match(r"a=fmtp:(\d+) (.*)", line):
             fmtp[m.group(1)] = m.group(2)
+    return rtpmap, fmtp
+
+
+def _payloads(section: list[str], codec: str) -> set[str]:
+    return {pt for pt, name in _codec_maps(section)[0].items() if name == codec}
+
+
+def has_codec(section: list[str], codec: str) -> bool:
+    return bool(_payloads(section, codec))
+
+
+def _narrow_video(section: list[str]) -> list[str]:
+    rtpmap, fmtp = _codec_maps(section)
     h264 = [pt for pt, name in rtpmap.items() if name == "H264" and "packetization-mode=1" in fmtp.get(pt, "")]
     if not h264:
         raise NoH264("the viewer must accept H.264 (packetization-mode=1)")
     rtx = [pt for pt, name in rtpmap.items() if name == "RTX" and re.search(r"apt=(\d+)", fmtp.get(pt, ""))
            and re.search(r"apt=(\d+)", fmtp[pt]).group(1) in h264]
-    keep = set(h264 + rtx)
+    return _narrow(section, set(h264 + rtx))
+
+
+def _narrow(section: list[str], keep: set[str]) -> list[str]:
     head = section[0].split(" ")
     narrowed = [" ".join(head[:3] + [pt for pt in head[3:] if pt in keep])]
     for line in section[1:]:
@@ -94,6 +127,36 @@ def keep_largest_simulcast_layer(offer: str, answer: str) -> str:
                 out.append(f"a=extmap:{ext_id} {_RID_EXT}")
             out += [f"a=rid:{rid} recv", f"a=simulcast:recv {rid}"]
     return "\r\n".join(out) + "\r\n"
+
+
+def media_sections(sdp: str) -> list[list[str]]:
+    """The offer's media sections that are not rejected, each a list of lines: port 0
+    rejects a section unless it is `a=bundle-only` (JSEP offers those with port 0)."""
+    return [s for s in _sections(sdp)[1:]
+            if len(s[0].split(" ")) > 1 and (s[0].split(" ")[1] != "0" or "a=bundle-only" in s)]
+
+
+def kinds(sdp: str) -> list[str]:
+    """The media kinds (`audio`, `video`, ...) of the offer's sections, in order."""
+    return [section[0][2:].split(" ", 1)[0] for section in media_sections(sdp)]
+
+
+def tidy_candidates(sdp: str) -> str:
+    """The SDP without `.local` candidates and with at most MAX_CANDIDATES per section."""
+    out: list[str] = []
+    kept = 0
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if line.startswith("m="):
+            kept = 0
+        elif line.startswith("a=candidate:"):
+            fields = line.split(" ")
+            if len(fields) > 4 and fields[4].lower().endswith(".local"):
+                continue
+            kept += 1
+            if kept > MAX_CANDIDATES:
+                continue
+        out.append(line)
+    return "\r\n".join(out)
 
 
 def _sections(sdp: str) -> list[list[str]]:

@@ -1,9 +1,12 @@
 """Trickle ICE for WHIP and WHEP sessions (RFC 9725 §4.3): `PATCH` on the session's URL
 with an `application/trickle-ice-sdpfrag` body carrying candidates found after the offer.
 
-Candidates are handed to aiortc, which resolves `.local` (mDNS) names through aioice and
-simply ignores one it cannot resolve: the connection then still forms from the peer's
-connectivity checks (a peer-reflexive candidate), as RFC 8838 intends.
+Candidates are handed to aiortc, except `.local` (mDNS) names: aioice would send a
+multicast query on the edge's network for a name a data centre never resolves, and the
+connection forms from the peer's own connectivity checks anyway (a peer-reflexive
+candidate), as RFC 8838 intends. The WHEP draft lets a session discard a candidate it
+cannot resolve, so those are dropped, as are candidates past `MAX_SESSION_CANDIDATES`
+(an anonymous viewer must not make the edge check hundreds of addresses it names).
 
 An ICE restart (a fragment with a new ice-ufrag/ice-pwd) is answered 422: aiortc cannot
 restart ICE under a live DTLS association. RFC 9725 §4.3.1 prescribes exactly that answer
@@ -13,13 +16,18 @@ POSTs a new session, which replaces this one at once (see whip.py's takeover).
 
 from __future__ import annotations
 
+import weakref
+
 from aiortc import RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
 from core.validation import BadInput
+from edge.streaming.sdp import MAX_CANDIDATES
 
 CONTENT_TYPE = "application/trickle-ice-sdpfrag"
 MAX_FRAGMENT = 16 * 1024
+MAX_SESSION_CANDIDATES = 2 * MAX_CANDIDATES  # trickled into one session, over all its PATCHes
+_trickled: weakref.WeakKeyDictionary[RTCPeerConnection, int] = weakref.WeakKeyDictionary()
 
 
 class Fragment:
@@ -81,6 +89,9 @@ async def apply(pc: RTCPeerConnection, body: bytes) -> None:
         except Exception as exc:  # noqa: BLE001 - aiortc's parser asserts, indexes, converts
             raise BadInput("bad_candidate", f"unparsable candidate: {type(exc).__name__} {exc}".strip(),
                            "$.body") from None
+        if candidate.ip.lower().endswith(".local") or _trickled.get(pc, 0) >= MAX_SESSION_CANDIDATES:
+            continue
+        _trickled[pc] = _trickled.get(pc, 0) + 1
         # Offered to every section: aiortc adds it to the transport of each section that
         # has its own (with BUNDLE, as every WebRTC client does, only the first) and aioice
         # ignores a repeat, so the fragment's mid need not match aiortc's bundling.

@@ -15,6 +15,7 @@ from litestar import Request, Response, delete, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from core.auth import bearer
 from core.openapi import SDP, body, errors
 from core.tenants import Tenant
 from core.validation import BadInput
@@ -42,7 +43,7 @@ class ViewerSession:
 
 
 @post("/whep/{stream_id:str}", request_max_body_size=MAX_SDP, status_code=201,
-      responses=errors(400, 401, 404, 413, 415, 429, 503), opt=body(SDP, SDP))
+      responses=errors(400, 403, 404, 409, 413, 415, 429, 503), opt=body(SDP, SDP))
 async def whep_play(request: Request, state: State, stream_id: FromPath[str]) -> Response[str]:
     """Watch a live stream over WebRTC: recvonly SDP offer in, SDP answer out."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -52,8 +53,12 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
     stream = await edge.streams.get(stream_id)
     if stream is None:
         raise BadInput("not_found", f"no stream {stream_id!r}", "$.path.stream_id", status=404)
-    if stream.playback == "private" and not edge.playback_tokens.valid(stream.stream_id, request.query_params.get("token")):
-        raise BadInput("forbidden", "this stream needs a valid playback token (?token=)", "$.query.token", status=403)
+    # The WHEP draft has players send a configured token as a Bearer credential; the
+    # embed's player puts it in the URL (?token=), as HLS requests carry it too.
+    token = request.query_params.get("token") or bearer(request)
+    if stream.playback == "private" and not edge.playback_tokens.valid(stream.stream_id, token):
+        raise BadInput("forbidden", "this stream needs a valid playback token (Authorization: Bearer, or ?token=)",
+                       "$.query.token", status=403)
     live = edge.live.get(stream.stream_id)
     publish = live.publisher if live is not None else None
     pipeline = live.pipeline if publish is not None else None
@@ -65,15 +70,22 @@ async def whep_play(request: Request, state: State, stream_id: FromPath[str]) ->
     viewer_id = await webrtc_stats.consented_viewer(request.headers.get(webrtc_stats.VIEWER_HEADER),
                                                     publish.tenant.tenant_id, edge.consents)
     try:
-        offer = sdp.only_h264(offer) if "m=video" in offer else offer
-    except sdp.NoH264 as exc:
+        offer = sdp.narrow_for_relay(offer)
+        rtc.check_offer(offer)
+    except (rtc.BadOffer, sdp.NoH264) as exc:
         raise BadInput("bad_sdp", str(exc)) from None
+    sections = sdp.media_sections(offer)
+    # A viewer may ask for the picture only, or the sound only.
+    wants_video = any(s[0].startswith("m=video") for s in sections)
+    wants_audio = pipeline.audio and any(s[0].startswith("m=audio") and sdp.has_codec(s, "OPUS") for s in sections)
+    if not (wants_video or wants_audio):
+        raise BadInput("bad_sdp", "the offer asks for nothing this stream sends (H.264 video"
+                       + (", Opus audio)" if pipeline.audio else "; it has no sound)"))
 
     pc = rtc.peer_connection(edge.settings.ice_servers)
     fanout = edge.settings.whep_fanout  # "shared" (RTP packetized once per stream), "shared-python", "per-viewer"
-    tracks = [viewer_track(fanout, "video", pipeline.request_keyframe)]
-    if pipeline.audio and "m=audio" in offer:  # a viewer may ask for the picture only
-        tracks.append(viewer_track(fanout, "audio", pipeline.request_keyframe))
+    tracks = [viewer_track(fanout, kind, pipeline.request_keyframe)
+              for kind, wanted in (("video", wants_video), ("audio", wants_audio)) if wanted]
     try:
         answer = await rtc.answer(pc, offer, send=tracks)
     except rtc.BadOffer as exc:
@@ -115,8 +127,17 @@ def _admit(edge) -> None:
         raise exc
 
 
+NOT_LIVE_RETRY_AFTER_S = 2
+
+
 def _not_live() -> BadInput:
-    return BadInput("not_live", "the stream is not being published", "$.path.stream_id", status=404)
+    """409 with Retry-After, as the WHEP draft prescribes for a stream that exists but is
+    not being published: a player opened before the publisher starts tries again, where
+    a 404 (kept for a stream that does not exist) would make it give up."""
+    exc = BadInput("not_live", "the stream is not being published yet; retry after Retry-After seconds",
+                   "$.path.stream_id", status=409)
+    exc.retry_after = NOT_LIVE_RETRY_AFTER_S
+    return exc
 
 
 @delete("/whep/{stream_id:str}/{session_id:str}", status_code=200, responses=errors(404))

@@ -32,6 +32,28 @@ def _sdp_body_required(request: Request) -> None:
         raise BadInput("unsupported_media_type", "send the SDP offer as application/sdp", status=415)
 
 
+def _check_offer(offer: str) -> None:
+    """400 for an offer the encoder cannot take: it needs one picture (H.264 or VP8) and
+    takes at most one sound (Opus). Answering such an offer 201 would give a session that
+    is on air with nothing to show (sound only), or two cameras fed into one encoder,
+    where RFC 9725 §4.2 wants the offer refused."""
+    if "v=0" not in offer or "m=" not in offer:
+        raise BadInput("bad_sdp", "not an SDP offer (no v= or m= line)")
+    sections = sdp.media_sections(offer)
+    video = [s for s in sections if s[0].startswith("m=video")]
+    audio = [s for s in sections if s[0].startswith("m=audio")]
+    if len(video) != 1 or not any(sdp.has_codec(video[0], codec) for codec in VIDEO_CODECS):
+        raise BadInput("bad_sdp", f"a publish sends exactly one video track (H.264 or VP8); this offer has"
+                       f" {len(video)} video section(s){' without either codec' if len(video) == 1 else ''}")
+    if len(audio) > 1 or (audio and not any(sdp.has_codec(audio[0], codec) for codec in AUDIO_CODECS)):
+        raise BadInput("bad_sdp", f"a publish sends at most one audio track, in Opus; this offer has {len(audio)}"
+                       f" audio section(s){' without Opus' if len(audio) == 1 else ''}")
+    try:
+        rtc.check_offer(offer)
+    except rtc.BadOffer as exc:
+        raise BadInput("bad_sdp", str(exc)) from None
+
+
 def _check_capacity(edge, tenant_id: str) -> None:
     """Each publish runs an encoder: the edge takes `max_publishes` at once (503 past it,
     for a load balancer to send the publisher elsewhere), a tenant `max_publishes_per_tenant`
@@ -85,12 +107,10 @@ async def whip_publish(request: Request, state: State, stream_id: FromPath[str])
     stream = await _stream_for_publisher(request, state, stream_id)
     edge = state.edge
     tenant = await edge.tenants.get(stream.tenant_id)
+    offer = (await request.body()).decode("utf-8", "replace")
+    _check_offer(offer)  # before the takeover: a POST that fails must not end the publish on air
     await _take_over(edge, stream.stream_id, tenant.publisher_takeover if tenant else "idle")
     _check_capacity(edge, stream.tenant_id)
-    offer = (await request.body()).decode("utf-8", "replace")
-    codecs = rtc.offered_codecs(offer)
-    if not codecs & (VIDEO_CODECS | AUDIO_CODECS):
-        raise BadInput("bad_sdp", "the offer has no usable codec (H.264 or VP8 video, Opus audio)")
     pc = rtc.peer_connection(edge.settings.ice_servers)
     try:  # claimed before awaiting: a racing second publisher gets 409
         session = edge.live.publish(stream, pc, tenant=tenant, client_ip=edge.client_ip(request),

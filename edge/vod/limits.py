@@ -22,6 +22,11 @@ import time
 import msgspec
 
 
+MIN_AUDIO_RATE = 8_000
+MAX_AUDIO_RATE = 192_000
+MAX_AUDIO_CHANNELS = 8
+
+
 class OverLimit(ValueError):
     """The upload asks for more work than this edge allows; the message says which limit."""
 
@@ -56,6 +61,17 @@ class MediaLimits(msgspec.Struct, frozen=True, kw_only=True):
             raise OverLimit(f"the video has more than {self.max_frames} frames, the limit"
                             " (WAVE_UPLOAD_MAX_FRAMES)")
 
+    def check_audio(self, sample_rate: int, channels: int) -> None:
+        """Sound is resampled to 48 kHz stereo: a stream that claims 1 Hz (a few KB of
+        file, honest about its length) asks for 48,000 output samples per input one, and
+        took 5 GB of memory for a 9 KB upload. Real sound is 8-192 kHz, in at most 8
+        channels (7.1)."""
+        if not MIN_AUDIO_RATE <= sample_rate <= MAX_AUDIO_RATE:
+            raise OverLimit(f"the sound is sampled at {sample_rate} Hz; uploads' sound must be"
+                            f" {MIN_AUDIO_RATE}-{MAX_AUDIO_RATE} Hz")
+        if not 0 < channels <= MAX_AUDIO_CHANNELS:
+            raise OverLimit(f"the sound has {channels} channels; uploads' sound may have 1 to {MAX_AUDIO_CHANNELS}")
+
     def decoder_options(self) -> dict[str, str]:
         """Options for a video decoder: FFmpeg refuses (EINVAL) any picture over the limit."""
         return {"max_pixels": str(self.max_pixels)}
@@ -86,6 +102,9 @@ def check_stream(container, limits: MediaLimits, deadline: Deadline) -> None:
 
     stream = container.streams.video[0]
     limits.check_size(stream.codec_context.width, stream.codec_context.height)
+    if container.streams.audio:
+        sound = container.streams.audio[0].codec_context
+        limits.check_audio(sound.sample_rate, sound.channels)
     if container.duration:
         limits.check_duration(container.duration / av.time_base)
     frames = 0

@@ -243,6 +243,7 @@ def _package(source: Path, directory: Path, progress: Progress, limits: MediaLim
                         _mux_all(written, aouts, packet)
                         continue
                     for frame in ain.decode(packet):
+                        limits.check_audio(frame.sample_rate, frame.layout.nb_channels)  # the header may lie
                         frame.pts = None
                         for resampled in resampler.resample(frame):
                             fifo.write(resampled)

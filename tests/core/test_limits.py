@@ -118,6 +118,17 @@ def test_an_untrusted_peer_cannot_pick_its_address(server_factory, tenant):
     assert codes.count(429) >= 300  # one bucket for all: 50, then about one a second
 
 
+def test_the_addresses_of_one_ipv6_subscriber_share_one_bucket(server_factory, tenant):
+    """An ISP hands a subscriber a /64 (RFC 6177): a new address in it for every request
+    must not be a new bucket, while another subscriber's /64 keeps its own."""
+    server = server_factory(limit_ip=Limit(1, 50))
+    assert consent(server.http, tenant.tenant_id, "rotator").status_code == 201
+    codes = [server.http.post("/v1/collect", **_beacon(tenant.tenant_id, "rotator", f"2001:db8:1:2::{i + 1:x}")).status_code
+             for i in range(400)]
+    assert codes.count(429) >= 300
+    assert server.http.post("/v1/collect", **_beacon(tenant.tenant_id, "rotator", "2001:db8:1:3::1")).status_code == 202
+
+
 def test_a_tenant_over_its_event_budget_gets_429_and_others_do_not(server_factory, tenant_factory):
     server = server_factory(limit_tenant_events=Limit(10, 100))
     busy, _ = tenant_factory()
@@ -139,7 +150,7 @@ def test_whep_offers_from_one_address_are_limited(server, tenant_factory):
     sdp = {"content-type": "application/sdp", "x-forwarded-for": "81.2.69.160"}
     codes = [server.http.post(f"/whep/{stream['stream_id']}", content="v=0", headers=sdp).status_code
              for _ in range(40)]
-    assert codes[:20] == [404] * 20 and set(codes[20:]) == {429}  # not live; then out of offers
+    assert codes[:20] == [409] * 20 and set(codes[20:]) == {429}  # not live; then out of offers
 
 
 def test_a_keyless_flood_on_admin_routes_is_limited_and_writes_one_summary_not_a_row_each(server_factory, store):

@@ -176,7 +176,7 @@ class _Loopback:
             asyncio.ensure_future(read())
 
         await self.viewer.setLocalDescription(await self.viewer.createOffer())
-        offer = sdp.only_h264(self.viewer.localDescription.sdp)  # as whep.py steers the answer
+        offer = sdp.narrow_for_relay(self.viewer.localDescription.sdp)  # as whep.py steers the answer
         await self.edge.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         self.edge.addTrack(self.track)
         self.sender = FanoutSender.adopt(self.edge.getSenders()[0], self._want_keyframe, native=self.native)

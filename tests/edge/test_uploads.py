@@ -5,7 +5,7 @@ import re
 import pytest
 
 from tests.conftest import admin_headers, wait_for
-from tests.media import decode_fmp4, video_packet_digests, write_file, write_still_bomb
+from tests.media import decode_fmp4, video_packet_digests, write_file, write_low_rate_sound, write_still_bomb
 
 
 @pytest.fixture
@@ -161,6 +161,16 @@ def test_an_8k_upload_fails_on_its_header_before_any_decoding(server, admin, tmp
     video = _failed_with(server, admin, bomb, "7680x4320")
     assert "WAVE_UPLOAD_MAX_SIDE" in video["reason"]
     assert video["progress"] == 0  # refused before the first frame was packaged
+
+
+def test_sound_that_claims_one_sample_a_second_is_refused_before_it_is_resampled(server, admin, tmp_path):
+    """9 KB of PCM said to be sampled at 1 Hz (honest about its 2,000 s) took an edge from
+    0.7 to 5.2 GB: every sample became 48,000 at the resampler. Sound must be 8-192 kHz."""
+    bomb = tmp_path / "1hz.mkv"
+    write_low_rate_sound(bomb, samples=200)
+    assert bomb.stat().st_size < 10_000
+    video = _failed_with(server, admin, bomb, "sampled at 1 Hz")
+    assert video["progress"] == 0
 
 
 def test_a_stream_that_grows_past_the_pixel_limit_midway_is_refused_by_the_decoder(server, admin, tmp_path):

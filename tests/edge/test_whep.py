@@ -82,7 +82,9 @@ def test_whep_rejections(server, stream):
     offer = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
              "a=rtpmap:96 VP8/90000\r\na=recvonly\r\n")
     sdp = {"content-type": "application/sdp"}
-    assert server.http.post(f"/whep/{sid}", content=offer, headers=sdp).status_code == 404  # not live
+    not_live = server.http.post(f"/whep/{sid}", content=offer, headers=sdp)  # the WHEP draft: 409, retry later
+    assert not_live.status_code == 409 and not_live.json()["error"] == "not_live"
+    assert not_live.headers["retry-after"] == "2"
     assert server.http.post(f"/whep/{sid}", content=offer, headers={"content-type": "text/plain"}).status_code == 415
     assert server.http.post("/whep/st_0123456789abcdef", content=offer, headers=sdp).status_code == 404
 
