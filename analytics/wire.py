@@ -36,6 +36,7 @@ Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=f"^[{ID_CHARS}]+$
 EventRef = Annotated[str, Meta(min_length=1, max_length=128, extra_json_schema={"pattern": f"^[{ID_CHARS}]+$"})]
 Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
 Pixels = Annotated[int, Meta(ge=0, le=65535)]
+MAX_POSITION_MS = 10**12
 Purpose = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
 
 
@@ -44,7 +45,9 @@ class Event(Struct, forbid_unknown_fields=True, omit_defaults=True):
     ts: Annotated[int, Meta(ge=0, description="epoch milliseconds")]
     view_id: EventRef
     video_id: EventRef
-    position_ms: Annotated[int, Meta(ge=0)] | None = None
+    # Bounded as its column (UInt64) is not: ClickHouse wraps a number past it silently,
+    # and 2^64 was stored as 0. 10^12 ms is 31 years into a stream.
+    position_ms: Annotated[int, Meta(ge=0, le=MAX_POSITION_MS)] | None = None
     screen_w: Pixels | None = None
     screen_h: Pixels | None = None
     player_w: Pixels | None = None

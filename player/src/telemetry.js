@@ -101,8 +101,8 @@ export class ViewTracker {
   error({ code, message, fatal }) {
     if (this.viewId === null) this.loadIntent();
     this.emit("error", {
-      error_code: String(code || "unknown").slice(0, 128),
-      error_message: message ? String(message).slice(0, 1024) : undefined,
+      error_code: clip(code || "unknown", 128),
+      error_message: message ? clip(message, 1024) : undefined,
       fatal: Boolean(fatal),
     });
     if (fatal) this.finish();
@@ -155,4 +155,17 @@ export function randomId() {
   const bytes = new Uint8Array(16);
   c.getRandomValues(bytes);
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * At most `n` characters, counted as the edge counts them (code points), never half of
+ * one, and no lone surrogate: `.slice` on UTF-16 units could cut an emoji in two, and the
+ * edge refuses the whole batch (every event in it lost) for one half of a pair.
+ */
+export function clip(text, n) {
+  let s = String(text);
+  s = typeof s.toWellFormed === "function"
+    ? s.toWellFormed()
+    : s.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
+  return Array.from(s).slice(0, n).join("");
 }

@@ -146,3 +146,16 @@ test("a fatal error ends the view; rendition changes carry the bitrate", () => {
   assert.equal(events[3].fatal, true);
   assert.equal(events[3].error_code, "hls_fragLoadError");
 });
+
+test("an error message cut at its limit never leaves half an emoji (the edge would refuse the batch)", () => {
+  const { t, events } = tracker();
+  t.loadIntent();
+  t.error({ code: "🎬".repeat(200), message: "x".repeat(1023) + "🎬 fragment failed \uD800 lone", fatal: false });
+  const e = events.find((x) => x.type === "error");
+  assert.equal(Array.from(e.error_message).length, 1024);
+  assert.ok(e.error_message.endsWith("x🎬"));
+  assert.equal(Array.from(e.error_code).length, 128);
+  const json = JSON.stringify(e);
+  assert.ok(!/\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])/i.test(json), "no lone surrogate escape in the JSON sent");
+  assert.ok(e.error_code.isWellFormed() && e.error_message.isWellFormed());
+});

@@ -27,6 +27,7 @@ def _assert_nothing_stored(server, store, tenant):
         ([event("bogus")], "$.events[0].type", "viewstart"),
         ([event(), event(ts="yesterday")], "$.events[1].ts", "Expected `int`"),
         ([event(screen_w=-5)], "$.events[0].screen_w", ">= 0"),
+        ([event(position_ms=2**64)], "$.events[0].position_ms", "<= 1000000000000"),
         ([event(fatal="yes")], "$.events[0].fatal", "Expected `bool | null`"),
         ([event(view_id=17)], "$.events[0].view_id", "Expected `str`, got `int`"),
         ([event(colour="red")], "$.events[0]", "unknown field `colour`"),
@@ -37,7 +38,7 @@ def _assert_nothing_stored(server, store, tenant):
         ([], "$.events", "length >= 1"),
         ([event() for _ in range(MAX_EVENTS + 1)], "$.events", f"length <= {MAX_EVENTS}"),
     ],
-    ids=["type", "ts-type", "negative", "bool", "id-type", "unknown-field", "missing", "future", "old",
+    ids=["type", "ts-type", "negative", "huge", "bool", "id-type", "unknown-field", "missing", "future", "old",
          "empty", "too-many"],
 )
 def test_bad_events_are_400_with_path(consented, store, events, path, fragment):
