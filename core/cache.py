@@ -31,9 +31,19 @@ class TTLCache(Generic[V]):
 
     def put(self, key: str, value: V | None) -> None:
         if len(self._entries) >= self._max:
-            self._entries.clear()
+            self._evict()
         ttl = self._ttl if value is not None else self._miss_ttl
         self._entries[key] = (time.monotonic() + ttl, value)
+
+    def _evict(self) -> None:
+        """Full: drop what expired, then the oldest tenth. Clearing everything let a client
+        asking for 50k made-up ids empty every viewer's entries, so each of them went back
+        to the database at once."""
+        now = time.monotonic()
+        self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
+        if len(self._entries) >= self._max:
+            for key in list(self._entries)[: max(1, self._max // 10)]:
+                del self._entries[key]
 
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)

@@ -101,8 +101,17 @@ _HTTP_NAMES = {
 }
 
 
+_DISCONNECTED = "client disconnected prematurely"  # Litestar's words when a body stops halfway
+CLIENT_CLOSED = 499  # nginx's status for a request its client gave up on: no one reads it
+
+
 def on_http_exception(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
+    if status >= 500 and exc.detail == _DISCONNECTED:
+        # Not the server's failure: counted apart, never logged as an error, so a client
+        # that hangs up mid-body cannot drive the 5xx rate (and its alert) up.
+        return error_response(CLIENT_CLOSED, "client_closed_request",
+                              {"path": "$", "message": "the client closed the connection before its body ended"})
     if status >= 500:
         log.error("HTTP %s on %s %s: %s", status, request.method, request.url.path, exc.detail)
         return error_response(status, "internal_error", _FAILED)

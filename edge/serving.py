@@ -45,10 +45,23 @@ _TOO_BIG = _response(b"431 Request Header Fields Too Large",
                      b'{"error":"headers_too_large","detail":{"path":"$.headers","message":"request head over the limit"}}')
 
 
+_MALFORMED = _response(b"400 Bad Request",
+                      b'{"error":"malformed_http","detail":{"path":"$","message":"the request is not valid HTTP/1.1'
+                      b' (framing, chunk sizes or Content-Length)"}}')
+
+
 class GuardedHttp(HttpToolsProtocol):
     head_timeout_s = 10.0
     body_idle_s = 15.0
     max_head_bytes = 32 * 1024
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refuses (a bad chunk size, Content-Length with chunked,
+        a negative length) is answered in the one error shape, with the baseline headers,
+        not uvicorn's text/plain: clients parse every 4xx as JSON."""
+        self._disarm()
+        self.transport.write(_MALFORMED)
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._guard: asyncio.TimerHandle | None = None

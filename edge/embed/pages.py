@@ -5,16 +5,30 @@ Small templates as functions; every value that reaches HTML goes through `escape
 
 from __future__ import annotations
 
+import re
 from html import escape
 
 # The player injects its own <style>; hls.js runs its demuxer in a blob: worker and feeds
-# MSE through blob: URLs. Any site may frame the embed page: that is its purpose.
+# MSE through blob: URLs. Any site may frame the embed page (that is its purpose), unless
+# the tenant lists the origins its media may be used from (`embed_csp`).
 EMBED_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data: blob:; media-src 'self' blob:; worker-src 'self' blob:; "
     "connect-src 'self'; frame-ancestors *; base-uri 'none'; form-action 'none'"
 )
 HOME_CSP = EMBED_CSP.replace("frame-ancestors *", "frame-ancestors 'self'")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
+
+
+def embed_csp(allowed_origins: list[str] | tuple[str, ...]) -> str:
+    """The embed page's policy: a tenant that lists its origins is framed by those only.
+    Otherwise a site the tenant does not know could frame the player transparent or
+    covered, over a button of its own, and collect the viewer's click on "Accept"
+    (the player also checks, where the browser can tell, that its prompt is visible)."""
+    origins = [o for o in allowed_origins if _ORIGIN.match(o)]
+    if not origins:
+        return EMBED_CSP
+    return EMBED_CSP.replace("frame-ancestors *", "frame-ancestors 'self' " + " ".join(origins))
 
 # What the embed page's URL may set: presentation only. The viewer's consent, id, e-mail
 # and identity token are the host page's to give, from its own code (script embed

@@ -89,7 +89,7 @@ async def embed(request: Request, state: State, media_id: FromPath[str]) -> Resp
     return Response(
         pages.embed_page(media_id, config.title, params),
         media_type="text/html; charset=utf-8",
-        headers={"Content-Security-Policy": pages.EMBED_CSP, "Cache-Control": "no-cache",
+        headers={"Content-Security-Policy": pages.embed_csp(config.consent.host_origins), "Cache-Control": "no-cache",
                  "Referrer-Policy": "no-referrer"},
     )
 

@@ -126,3 +126,14 @@ def test_every_surface_carries_its_security_headers(server, tenant_factory):
               server.http.post("/v1/collect", content=b"{}"), server.http.get(f"/live/{sid}/index.m3u8")):
         assert r.headers["x-content-type-options"] == "nosniff", r.url
         assert r.headers["referrer-policy"] in ("no-referrer", "same-origin"), r.url
+
+
+def test_a_tenant_that_lists_its_origins_is_framed_by_those_only(server, tenant_factory):
+    """Any site may frame the embed of a tenant that lists no origin; one that lists them is
+    framed by them alone, so another site cannot frame its player under a button of its own."""
+    _, open_key = tenant_factory()
+    _, listed_key = tenant_factory(allowed_origins=("https://shop.example", "https://x.example; script-src *"))
+    for key, ancestors in ((open_key, "frame-ancestors *;"), (listed_key, "frame-ancestors 'self' https://shop.example;")):
+        sid = server.http.post("/v1/streams", json={"name": "s"}, headers=admin_headers(key)).json()["stream_id"]
+        csp = server.http.get(f"/embed/{sid}").headers["content-security-policy"]
+        assert ancestors in csp and "script-src *" not in csp, csp

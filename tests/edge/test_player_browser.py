@@ -295,9 +295,65 @@ def test_a_hostile_page_framing_the_embed_with_consent_granted_gets_no_consent_a
     assert not errors, errors
 
 
+def _clickjacking_page(edge, video_id, opacity):
+    """A site's page with a big button of its own under the embed, framed at `opacity`: a
+    viewer clicking "Claim your prize" clicks whatever of the player lies over it."""
+    return f"""<!doctype html><html><head><link rel="icon" href="data:,"></head><body style="margin:0">
+<button style="position:absolute;left:0;top:0;width:900px;height:600px">Claim your prize</button>
+<iframe id="f" src="{edge}/embed/{video_id}?muted=1" allow="autoplay"
+  style="position:absolute;left:0;top:0;width:640px;height:360px;border:0;opacity:{opacity}"></iframe>
+</body></html>"""
+
+
+def test_a_click_through_a_transparent_embed_records_no_consent(server, video, store, tmp_path):
+    """Clickjacking: a site frames the embed transparent over a button of its own, and the
+    viewer's real click lands on "Accept". The player saw its prompt was not visible and
+    records nothing; the same click with the frame shown is the viewer's answer."""
+    tenant, video_id, _ = video
+    site = _Site(tmp_path / "jack")
+    hidden = site.page("hidden.html", _clickjacking_page(server.base_url, video_id, 0))
+    shown = site.page("shown.html", _clickjacking_page(server.base_url, video_id, 1))
+    requests: list[str] = []
+
+    async def click_accept(page, url):
+        await page.goto(url)
+        frame = await _embed_frame(page)
+        button = frame.locator('[data-consent="accept"]')
+        await button.wait_for()
+        await asyncio.sleep(0.5)  # a viewer reads before clicking
+        box = await button.bounding_box()
+        await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        return frame
+
+    async def scenario():
+        async with chromium() as (context, errors):
+            page = await context.new_page()
+            page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
+            frame = await click_accept(page, hidden)
+            await frame.wait_for_selector(".wave-consent-covered", timeout=5000)
+            await asyncio.sleep(1.0)
+            before = list(requests)
+            frame = await click_accept(page, shown)
+            for _ in range(50):
+                if _requests_to(requests, "/v1/consent"):
+                    break
+                await asyncio.sleep(0.1)
+            return before, errors
+
+    try:
+        before, errors = asyncio.run(scenario())
+    finally:
+        site.close()
+    assert not _requests_to(before, "/v1/consent") and not _requests_to(before, "/v1/collect")
+    assert _requests_to(requests, "/v1/consent"), "the visible prompt takes the viewer's click"
+    wait_for(lambda: [a for _, a in _consents(store, tenant.tenant_id)] == ["grant"], what="one grant, the visible one")
+    assert not errors, errors
+
+
 def test_an_allowed_host_grants_by_postmessage_and_another_origin_cannot(server, tenant_factory, store, tmp_path):
     """The tenant's own page (an allowed origin) passes its consent manager's answer and its
-    viewer id to the iframe by postMessage; the same message from another origin is ignored.
+    viewer id to the iframe by postMessage; another origin cannot even frame the player
+    (frame-ancestors), so its message reaches none (the player ignores it too).
     The grant and beacons come from the iframe (the edge's own origin), which the tenant's
     allowed origins do not name: they are accepted."""
     allowed, other = _Site(tmp_path / "allowed"), _Site(tmp_path / "other")
@@ -314,9 +370,9 @@ def test_an_allowed_host_grants_by_postmessage_and_another_origin_cannot(server,
             page = await context.new_page()
             page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
             await page.goto(evil_url)
-            frame = await _embed_frame(page)
-            await frame.wait_for_selector('[data-consent="accept"]')
-            await asyncio.sleep(1.0)  # time for a grant to be (wrongly) recorded
+            await asyncio.sleep(2.0)  # time for a player to load and a grant to be (wrongly) recorded
+            evil_frame = await (await page.wait_for_selector("#f")).content_frame()
+            framed = evil_frame is not None and await evil_frame.query_selector(".wave-play") is not None
             refused_requests = list(requests)
             await page.goto(good_url)
             frame = await _embed_frame(page)
@@ -330,13 +386,15 @@ def test_an_allowed_host_grants_by_postmessage_and_another_origin_cannot(server,
             await played(frame, 3.0)
             await page.goto("about:blank")
             await asyncio.sleep(0.5)
-            return refused_requests, recorded, prompt_visible, errors
+            return framed, refused_requests, recorded, prompt_visible, errors
 
     try:
-        refused_requests, recorded, prompt_visible, errors = asyncio.run(scenario())
+        framed, refused_requests, recorded, prompt_visible, errors = asyncio.run(scenario())
     finally:
         allowed.close()
         other.close()
+    assert not framed, "another origin cannot frame the player of a tenant that lists its origins"
+    errors = [e for e in errors if "frame-ancestors" not in e]  # Chromium reports the refused frame
     assert not _requests_to(refused_requests, "/v1/consent") and not _requests_to(refused_requests, "/v1/collect")
     assert recorded and all(recorded) and not prompt_visible, "the allowed host answered for the viewer"
     assert _consents(store, tenant.tenant_id) == [("host-allowed", "grant")]
@@ -353,6 +411,7 @@ def test_the_tenants_own_iframe_embed_records_consent_with_allowed_origins_set(s
     tenant, video_id, _ = _ready_video(server, tenant_factory, tmp_path, allowed_origins=(site.origin,))
     url = site.page("index.html", _framing_page(server.base_url, video_id))
     statuses: dict[str, list[int]] = {"/v1/consent": [], "/v1/collect": []}
+    warnings: list[str] = []
 
     def note(response):
         for path, seen in statuses.items():
@@ -363,6 +422,7 @@ def test_the_tenants_own_iframe_embed_records_consent_with_allowed_origins_set(s
         async with chromium() as (context, errors):
             page = await context.new_page()
             page.on("response", note)
+            page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
             await page.goto(url)
             frame = await _embed_frame(page)
             await frame.click('[data-consent="accept"]')
@@ -376,7 +436,7 @@ def test_the_tenants_own_iframe_embed_records_consent_with_allowed_origins_set(s
         errors = asyncio.run(scenario())
     finally:
         site.close()
-    assert statuses["/v1/consent"] == [201], statuses
+    assert statuses["/v1/consent"] == [201], (statuses, warnings)
     assert [v for v, _ in _consents(store, tenant.tenant_id)] != []
     wait_for(lambda: any(r[0] == "viewend" for r in _rows(store, tenant.tenant_id)), what="the viewend beacon")
     assert not errors, errors

@@ -91,3 +91,30 @@ def test_forwarded_for_from_an_untrusted_loopback_peer_is_ignored(server_factory
     ips = {row[0] for row in server.edge.store.rows(
         "SELECT DISTINCT IPv6NumToString(ip) FROM consents WHERE tenant_id = {t:String}", {"t": t.tenant_id})}
     assert ips == {"::ffff:127.0.0.1"}
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /v1/consent HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n0\r\n\r\n",
+    b"POST /v1/consent HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    b"POST /v1/consent HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+], ids=["chunk-size", "negative-length", "length-and-chunked"])
+def test_malformed_http_framing_is_answered_in_the_json_error_shape(strict, request_bytes):
+    sock = _connect(strict)
+    sock.sendall(request_bytes)
+    head, body = _read_all(sock).split(b"\r\n\r\n", 1)
+    sock.close()
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"content-type: application/json" in head.lower() and b"x-content-type-options: nosniff" in head.lower()
+    assert json.loads(body)["error"] == "malformed_http"
+
+
+def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(strict, tenant):
+    sock = _connect(strict)
+    sock.sendall(b"POST /v1/collect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 500\r\n\r\n{\"tenant_id\":")
+    time.sleep(0.2)
+    sock.close()
+    time.sleep(0.5)
+    counted = [line for line in strict.http.get("/metrics").text.splitlines()
+               if line.startswith("wave_http_requests_total") and "/v1/collect" in line]
+    assert counted and not any('status="500"' in line for line in counted), counted
