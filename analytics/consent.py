@@ -46,6 +46,7 @@ class ConsentLedger:
         self.poll_s = poll_s
         self._max_age_s = max_age_s
         self._cache: dict[tuple[str, str], _Entry] = {}
+        self.max_cached = 500_000  # about 200 MB
         self._lookups: dict[tuple[str, str], asyncio.Future[bool]] = {}
         self._since_us = int(time.time() * 1e6)
         self._task: asyncio.Task | None = None
@@ -174,7 +175,10 @@ class ConsentLedger:
         if entry is not None and entry.row_us > row_us:
             entry.cached_at = now
             return entry.granted
-        if len(self._cache) >= 500_000:
-            self._cache.clear()
+        if len(self._cache) >= self.max_cached:
+            # The oldest tenth goes, not every answer: made-up viewer ids filling the cache
+            # must not send every real viewer's next batch back to the database at once.
+            for old in list(self._cache)[: max(1, self.max_cached // 10)]:
+                del self._cache[old]
         self._cache[key] = _Entry(row_us, granted, now)
         return granted

@@ -67,6 +67,22 @@ def test_consent_lookups_are_cached(server, store, tenant):
         store.faults.queries_fail = False
 
 
+def test_a_full_consent_cache_keeps_its_recent_answers(server, tenant):
+    """Made-up viewer ids filling the ledger's cache used to empty it whole, sending every real
+    viewer's next batch to the database at once; now the oldest tenth goes."""
+    server.edge.consents.max_cached = 50
+    for i in range(49):
+        assert collect(server.http, tenant.tenant_id, f"made-up-{i}", [event()]).status_code == 403
+    assert consent(server.http, tenant.tenant_id, "viewer-r").status_code == 201
+    assert collect(server.http, tenant.tenant_id, "viewer-r", [event()]).status_code == 202  # cached: the 50th
+    assert collect(server.http, tenant.tenant_id, "made-up-x", [event()]).status_code == 403  # full: room made
+    server.edge.store.faults.queries_fail = True  # only the cache can answer now
+    try:
+        assert collect(server.http, tenant.tenant_id, "viewer-r", [event()]).status_code == 202
+    finally:
+        server.edge.store.faults.queries_fail = False
+
+
 def test_withdrawal_made_elsewhere_is_seen_within_the_poll(server_factory, tenant):
     """Another edge's withdrawal (a ledger row this process did not write) is honoured."""
     srv = server_factory(consent_poll_s=0.2)
