@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics import validation
-from analytics.wire import CollectBatch
+from analytics.wire import MAX_POSITION_MS, CollectBatch
 from core.validation import BadInput
 from edge.streaming import rtc, sdp
 from tests.media import PatternTrack, ToneTrack
@@ -35,7 +35,7 @@ event_ref = ident | st.text(min_size=1, max_size=128)  # lengths are msgspec's, 
 event = st.fixed_dictionaries(
     {"type": st.sampled_from(validation.EVENT_TYPES), "ts": st.integers(0, 2**53),
      "view_id": event_ref, "video_id": event_ref},
-    optional={"position_ms": st.integers(0, 2**40), "screen_w": st.integers(0, 65535),
+    optional={"position_ms": st.integers(0, MAX_POSITION_MS), "screen_w": st.integers(0, 65535),
               "bitrate_kbps": st.integers(0, 4_000_000), "error_message": st.text(max_size=1024),
               "fatal": st.booleans()},
 )

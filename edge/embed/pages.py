@@ -23,8 +23,7 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
 def embed_csp(allowed_origins: list[str] | tuple[str, ...]) -> str:
     """The embed page's policy: a tenant that lists its origins is framed by those only.
     Otherwise a site the tenant does not know could frame the player transparent or
-    covered, over a button of its own, and collect the viewer's click on "Accept"
-    (the player also checks, where the browser can tell, that its prompt is visible)."""
+    covered, over a button of its own, and collect the viewer's click on "Accept"."""
     origins = [o for o in allowed_origins if _ORIGIN.match(o)]
     if not origins:
         return EMBED_CSP

@@ -116,6 +116,11 @@ class PublishSession:
         """Seconds since the last media frame (or since the session began, before any)."""
         return time.monotonic() - self._last_media
 
+    @property
+    def media_seen(self) -> bool:
+        """A frame has arrived (before that, `idle_s` counts from the session's start)."""
+        return self._media_seen
+
     def takeover_idle_s(self) -> float:
         """How long this session has been silent, as a new publish replacing it sees it. A
         session that has not had its first frame yet is still connecting (ICE, then DTLS:

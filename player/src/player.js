@@ -11,7 +11,6 @@ import { liveLabel } from "./live.js";
 import { attachHls, attachWhep } from "./sources.js";
 import { ViewTracker, randomId } from "./telemetry.js";
 import { Batcher } from "./transport.js";
-import { watchVisibility } from "./visibility.js";
 import { STYLE } from "./style.js";
 
 // The edge this script came from: the script embed runs on other sites' pages.
@@ -448,8 +447,6 @@ export class WavePlayer extends HTMLElement {
       return;
     }
     panel.replaceChildren();
-    if (this.consentGuard) this.consentGuard.stop();
-    this.consentGuard = null;
     if (this.anonymous) {
       panel.append(
         el("p", { class: "wave-consent-text" }, ANONYMOUS_NOTICE),
@@ -468,22 +465,10 @@ export class WavePlayer extends HTMLElement {
         el("button", { type: "button", "data-consent": "accept" }, "Accept"),
         el("button", { type: "button", "data-consent": "decline" }, "Decline"),
       );
-      this.consentGuard = watchVisibility(panel);
     }
-    panel.onclick = async (e) => {
+    panel.onclick = (e) => {
       const choice = e.target && e.target.getAttribute && e.target.getAttribute("data-consent");
-      if (choice === "accept") { console.warn("click", Math.round(performance.now()), Math.round(e.timeStamp));
-        // The viewer's own click, on a prompt they could see: not a script's event, and not
-        // a click a framing page collected through a transparent or covered player.
-        // Judged by the observer's report from before the click, at once (the panel hides in
-        // this very click); a click before the first report waits for it.
-        const guard = this.consentGuard;
-        const seen = guard ? guard.at(e.timeStamp) : true;
-        if (!e.isTrusted || seen === false || (seen === null && !(await guard.check(e.timeStamp)))) {
-          return void this.promptCovered(panel);
-        }
-        this.accept({ fromHost: false });
-      }
+      if (choice === "accept") this.accept({ fromHost: false });
       else if (choice === "decline") this.decline();
       else if (choice === "withdraw") this.withdraw();
       else if (choice === "close") panel.hidden = true;
@@ -521,15 +506,6 @@ export class WavePlayer extends HTMLElement {
     this.hostIds = { viewerId: answer.viewerId, email: answer.email, token: answer.token };
     this.accept({ fromHost: true }).then(() => reply(Boolean(this.consented)));
     return true;
-  }
-
-  /** A click on "Accept" that the viewer may not have seen: taken as no answer. */
-  promptCovered(panel) {
-    console.warn("wave-player: consent not recorded: the prompt was hidden or covered when it was clicked");
-    if (!panel.querySelector(".wave-consent-covered")) {
-      panel.append(el("p", { class: "wave-consent-covered", role: "alert" },
-        "Your choice was not recorded: the page around this video hides or covers it. Open the video on its own page to choose."));
-    }
   }
 
   /** One grant at a time: a second answer while the first is being recorded waits for it. */

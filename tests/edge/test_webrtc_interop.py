@@ -169,7 +169,7 @@ async def _studio_on_air(server, context, site: str, stream: dict):
     await studio.evaluate("([u, t]) => publishWhipWhep(u, t)", [stream["whip_url"], stream["publish_token"]])
     sid = stream["stream_id"]
     session = await _wait(lambda: server.edge.live.publisher(sid), 10, "a publisher")
-    await _wait(lambda: session.idle_s() < 0.3, 15, "media from the browser")
+    await _wait(lambda: session.media_seen and session.idle_s() < 0.3, 15, "media from the browser")
     return studio, session
 
 
