@@ -136,11 +136,6 @@ def media_sections(sdp: str) -> list[list[str]]:
             if len(s[0].split(" ")) > 1 and (s[0].split(" ")[1] != "0" or "a=bundle-only" in s)]
 
 
-def kinds(sdp: str) -> list[str]:
-    """The media kinds (`audio`, `video`, ...) of the offer's sections, in order."""
-    return [section[0][2:].split(" ", 1)[0] for section in media_sections(sdp)]
-
-
 def tidy_candidates(sdp: str) -> str:
     """The SDP without `.local` candidates and with at most MAX_CANDIDATES per section."""
     out: list[str] = []
