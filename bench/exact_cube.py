@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from analytics import queries  # noqa: E402
 from bench.machine import cpu_model  # noqa: E402
-from bench.queries import AVG_EVENTS_PER_VIEW, TENANT, reload_views_in_blocks  # noqa: E402
-from bench.scale import DAY_MS, VIEWS_PER_VIEWER, grow, settle  # noqa: E402
+from bench.queries import AVG_EVENTS_PER_VIEW, TENANT  # noqa: E402
+from bench.scale import grow_to, load_first, settle  # noqa: E402
 from core import migrations  # noqa: E402
 from core.store import open_store  # noqa: E402
 
@@ -158,29 +158,15 @@ def main() -> None:
     migrations.apply(store)
     now_ms = int(time.time() * 1000)
     views_n = int(args.events / AVG_EVENTS_PER_VIEW)
-    viewers_n = int(views_n / VIEWS_PER_VIEWER)
     rows_per_part = int(args.insert_rows / AVG_EVENTS_PER_VIEW)
 
-    grow(store, views_n, now_ms, 30, 0, 0, "arrival", args.insert_rows)
-    reload_views_in_blocks(store, rows_per_part)
+    load_first(store, views_n, now_ms, "arrival", args.insert_rows)
     settle(store)
     build_first = build(store, rows_per_part)
     settle(store)
     first = measure(store, now_ms, args.runs)
 
-    # As bench/scale.py grows it: a quarter of all beacons in the last 30 days.
-    total = views_n * args.factor
-    recent = max(0, total // 4 - views_n)
-    older = total - views_n - recent
-    chunks = [(now_ms - d * DAY_MS, recent // 3) for d in (0, 10, 20)]
-    chunks += [(now_ms - d * DAY_MS, older // 9) for d in range(30, 120, 10)]
-    next_view, next_viewer = views_n, viewers_n
-    for end_ms, n in chunks:
-        if n > 0:
-            grow(store, n, end_ms, 10, next_view, next_viewer, "arrival", args.insert_rows)
-            next_view += n
-            next_viewer += max(1, int(n / VIEWS_PER_VIEWER))
-    reload_views_in_blocks(store, rows_per_part)
+    grow_to(store, views_n, args.factor, now_ms, "arrival", args.insert_rows)
     settle(store)
     build_second = build(store, rows_per_part)
     settle(store)

@@ -91,6 +91,33 @@ def grow(store, views: int, end_ms: int, days: int, first_view: int, viewer_base
     rollup.fold_touched(store, since - 1)
 
 
+def load_first(store, views: int, now_ms: int, order: str, rows: int) -> None:
+    """The first size: `views` views' beacons over the last 30 days, folded, the rollup
+    reloaded in live order."""
+    grow(store, views, now_ms, 30, 0, 0, order, rows)
+    reload_views_in_blocks(store, int(rows / AVG_EVENTS_PER_VIEW))
+
+
+def grow_to(store, views: int, factor: int, now_ms: int, order: str, rows: int) -> None:
+    """From `views` views to `factor` times as many: a quarter of all beacons in the last 30
+    days, the rest in the 90 days before, in chunks of 10 days folded as they land (new
+    views, new viewers at the same ratio); then the rollup reloaded in live order."""
+    total = views * factor
+    recent_more = max(0, total // 4 - views)  # (a factor under 4: none)
+    older = total - views - recent_more
+    chunks = [(now_ms - d * DAY_MS, recent_more // 3) for d in (0, 10, 20)]
+    chunks += [(now_ms - d * DAY_MS, older // 9) for d in range(30, 120, 10)]
+    next_view, next_viewer = views, int(views / VIEWS_PER_VIEWER)
+    for end_ms, n in chunks:
+        if n <= 0:
+            continue
+        grow(store, n, end_ms, 10, next_view, next_viewer, order, rows)
+        next_view += n
+        next_viewer += max(1, int(n / VIEWS_PER_VIEWER))
+        print(f"grown to {next_view} views", file=sys.stderr)
+    reload_views_in_blocks(store, int(rows / AVG_EVENTS_PER_VIEW))
+
+
 def privacy(store, viewer_base: int, more: int) -> dict:
     """Full scan for one subject (the baseline), then its verified purge, then `more`."""
     subjects_ = []
@@ -188,35 +215,18 @@ def main() -> None:
     migrations.apply(store)
     now_ms = int(time.time() * 1000)
     views_n = int(args.events / AVG_EVENTS_PER_VIEW)
-    viewers_n = int(views_n / VIEWS_PER_VIEWER)
 
     t = time.perf_counter()
-    grow(store, views_n, now_ms, 30, 0, 0, args.order, args.insert_rows)
-    reload_views_in_blocks(store, int(args.insert_rows / AVG_EVENTS_PER_VIEW))
+    load_first(store, views_n, now_ms, args.order, args.insert_rows)
     first = {"load_s": round(time.perf_counter() - t, 1), "merges_settled_s": settle(store)}
     first.update(stage(store, now_ms, args.runs, 0, args.more, compare_raw=not args.no_raw))
     first["storage"] = storage(store, first["beacons"], baseline=not args.no_baseline)
     print(f"stage 1 done: {first['beacons']} beacons", file=sys.stderr)
 
-    # Grow to factor x N: a quarter of all beacons in the last 30 days, the rest in the 90
-    # days before, in chunks of about N beacons (10 days each) folded as they land.
-    total_views = views_n * args.factor
-    recent_more = max(0, total_views // 4 - views_n)  # (a factor under 4: none)
-    older = total_views - views_n - recent_more
-    chunks = [(now_ms - d * DAY_MS, recent_more // 3) for d in (0, 10, 20)]
-    chunks += [(now_ms - d * DAY_MS, older // 9) for d in range(30, 120, 10)]
-    next_view, next_viewer = views_n, viewers_n
     t = time.perf_counter()
-    for end_ms, n in chunks:
-        if n <= 0:
-            continue
-        grow(store, n, end_ms, 10, next_view, next_viewer, args.order, args.insert_rows)
-        next_view += n
-        next_viewer += max(1, int(n / VIEWS_PER_VIEWER))
-        print(f"grown to {next_view} views", file=sys.stderr)
-    reload_views_in_blocks(store, int(args.insert_rows / AVG_EVENTS_PER_VIEW))
+    grow_to(store, views_n, args.factor, now_ms, args.order, args.insert_rows)
     second = {"load_s": round(time.perf_counter() - t, 1), "merges_settled_s": settle(store)}
-    second.update(stage(store, now_ms, args.runs, viewers_n, args.more, compare_raw=False))
+    second.update(stage(store, now_ms, args.runs, int(views_n / VIEWS_PER_VIEWER), args.more, compare_raw=False))
     second["storage"] = storage(store, second["beacons"], baseline=args.baseline_at_second)
     store.close()
     if not args.keep:

@@ -295,6 +295,13 @@ def test_a_hostile_page_framing_the_embed_with_consent_granted_gets_no_consent_a
     assert not errors, errors
 
 
+async def _frame_holds_a_player(page) -> bool:
+    """After time for a player to load, if the frame may hold one: does it?"""
+    await asyncio.sleep(2.0)
+    frame = await (await page.wait_for_selector("#f")).content_frame()
+    return frame is not None and await frame.query_selector(".wave-play") is not None
+
+
 def _clickjacking_page(edge, video_id, opacity):
     """A site's page with a big button of its own under the embed, framed at `opacity`: a
     viewer clicking "Claim your prize" clicks whatever of the player lies over it."""
@@ -320,9 +327,7 @@ def test_a_site_the_tenant_does_not_list_cannot_frame_its_player_to_collect_a_cl
             page = await context.new_page()
             page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
             await page.goto(hidden)
-            await asyncio.sleep(2.0)  # time for a player to load, if it could
-            frame = await (await page.wait_for_selector("#f")).content_frame()
-            framed = frame is not None and await frame.query_selector(".wave-play") is not None
+            framed = await _frame_holds_a_player(page)
             await page.mouse.click(320, 300)  # where the prompt's buttons would be
             await asyncio.sleep(1.0)
             return framed, errors
@@ -357,9 +362,7 @@ def test_an_allowed_host_grants_by_postmessage_and_another_origin_cannot(server,
             page = await context.new_page()
             page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
             await page.goto(evil_url)
-            await asyncio.sleep(2.0)  # time for a player to load and a grant to be (wrongly) recorded
-            evil_frame = await (await page.wait_for_selector("#f")).content_frame()
-            framed = evil_frame is not None and await evil_frame.query_selector(".wave-play") is not None
+            framed = await _frame_holds_a_player(page)  # the wait leaves time for a grant to be (wrongly) made
             refused_requests = list(requests)
             await page.goto(good_url)
             frame = await _embed_frame(page)
