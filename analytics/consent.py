@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 
+from core.cache import drop_oldest_tenth
 from core.store import Store, StoreUnavailable
 from core.tasks import stop_task
 
@@ -176,9 +177,8 @@ class ConsentLedger:
             entry.cached_at = now
             return entry.granted
         if len(self._cache) >= self.max_cached:
-            # The oldest tenth goes, not every answer: made-up viewer ids filling the cache
-            # must not send every real viewer's next batch back to the database at once.
-            for old in list(self._cache)[: max(1, self.max_cached // 10)]:
-                del self._cache[old]
+            # Made-up viewer ids filling the cache must not send every real viewer's next
+            # batch back to the database at once.
+            drop_oldest_tenth(self._cache, self.max_cached)
         self._cache[key] = _Entry(row_us, granted, now)
         return granted

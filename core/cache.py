@@ -15,6 +15,13 @@ from typing import Callable, Generic, TypeVar
 V = TypeVar("V")
 
 
+def drop_oldest_tenth(entries: dict, size: int) -> None:
+    """Make room in a full dict by its oldest tenth (insertion order), not by clearing it:
+    a flood of made-up keys must not evict every real one at once."""
+    for key in list(entries)[: max(1, size // 10)]:
+        del entries[key]
+
+
 class TTLCache(Generic[V]):
     def __init__(self, ttl_s: float, miss_ttl_s: float | None = None, max_entries: int = 50_000) -> None:
         self._ttl = ttl_s
@@ -42,8 +49,7 @@ class TTLCache(Generic[V]):
         now = time.monotonic()
         self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
         if len(self._entries) >= self._max:
-            for key in list(self._entries)[: max(1, self._max // 10)]:
-                del self._entries[key]
+            drop_oldest_tenth(self._entries, self._max)
 
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)

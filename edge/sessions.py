@@ -67,21 +67,16 @@ def _same_ip(a: str, b: str) -> bool:
 def row(tenant: Tenant, kind: str, media_id: str, endpoint: str, ip: str | None, user_agent: str,
         started: float, ended: float, bytes_sent: int) -> SessionRow:
     agent = parse_user_agent(user_agent)
+    return _row(tenant, kind, media_id, endpoint, ip, agent.browser, agent.os, started, ended, bytes_sent)
+
+
+def _row(tenant: Tenant, kind: str, media_id: str, endpoint: str, ip: str | None, browser: str, os: str,
+         started: float, ended: float, bytes_sent: int) -> SessionRow:
     return SessionRow(
         session_id=hashlib.sha256(f"{kind}:{endpoint}:{started}".encode()).hexdigest()[:24],
         tenant_id=tenant.tenant_id, kind=kind, media_id=media_id, endpoint=endpoint,
-        ip=stored_ip(parse_ip(ip), tenant.ip_mode), browser=agent.browser, os=agent.os,
+        ip=stored_ip(parse_ip(ip), tenant.ip_mode), browser=browser, os=os,
         started_at=started, ended_at=ended, bytes_sent=bytes_sent, retention_days=tenant.sessions_days,
-    )
-
-
-def _hls_row(run: _HlsRun) -> SessionRow:
-    return SessionRow(
-        session_id=hashlib.sha256(f"hls:{run.endpoint}:{run.started}".encode()).hexdigest()[:24],
-        tenant_id=run.tenant.tenant_id, kind="hls", media_id=run.media_id, endpoint=run.endpoint,
-        ip=stored_ip(parse_ip(run.ip), run.tenant.ip_mode), browser=run.browser, os=run.os,
-        started_at=run.started, ended_at=run.last_seen, bytes_sent=run.bytes_sent,
-        retention_days=run.tenant.sessions_days,
     )
 
 
@@ -157,7 +152,8 @@ class SessionLog:
         now = time.time()
         ended = [self._drop(key) for key, run in list(self._hls.items()) if now - run.last_seen >= idle_s]
         if ended:
-            await self.record(*(_hls_row(run) for run in ended))
+            await self.record(*(_row(run.tenant, "hls", run.media_id, run.endpoint, run.ip, run.browser, run.os,
+                                       run.started, run.last_seen, run.bytes_sent) for run in ended))
 
     async def _sweep_forever(self) -> None:
         while True:
