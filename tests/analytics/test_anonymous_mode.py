@@ -119,7 +119,11 @@ def test_keys_rotate_daily_and_a_past_days_salt_is_gone_from_memory_table_and_di
         assert anonymous.viewer_key(salt_today, "tn_eu_y", PUBLIC_IP, CHROME_WIN) != key  # per tenant
         # Another edge (a fresh provider on the same store) derives the same key today.
         assert DailySalts(store).salt(today) == salt_today
-        hex_today = salt_today.hex().encode()
+        # The salt's first 16 hex digits: LZ4 stores a part's bytes as they are, except where a
+        # run of 4 or more repeats earlier bytes of its block, so the full 64 digits were not
+        # on disk in one piece about one run in 25 (a flaky "must find"); a repeat inside the
+        # first 16 is some 100x rarer, and 64 bits do not occur on disk by chance.
+        hex_today = salt_today.hex()[:16].encode()
         root = chdb_path(store.url)
         assert root is not None
         stored = store.rows("SELECT salt FROM anonymous_salts WHERE day = {d:Date}", {"d": today})
