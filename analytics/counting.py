@@ -9,8 +9,7 @@ keys carry a prefix no client's viewer id can have), not from today's setting.
 
 from __future__ import annotations
 
-from analytics.anonymous import KEY_PREFIX
-from analytics.queries import ROLLUP, SETTINGS, Scope
+from analytics.queries import Scope, views_by_mode
 from core.store import Store
 from core.tenants import Tenant
 
@@ -24,16 +23,6 @@ def unique_viewers_scope(anonymous_views: int, consented_views: int, tenant: Ten
     if consented_views:
         return "range"
     return "day" if tenant.anonymous else "range"
-
-
-def views_by_mode(store: Store, scope: Scope, source: str = ROLLUP) -> tuple[int, int]:
-    """(anonymous views, consented views) that started in the scope."""
-    rows = store.rows(
-        f"SELECT countIf(startsWith(viewer_id, {{prefix:String}})), countIf(NOT startsWith(viewer_id, {{prefix:String}}))"
-        f" FROM {source} WHERE {scope.where()} {SETTINGS}",
-        {**scope.parameters(), "prefix": KEY_PREFIX},
-    )
-    return int(rows[0][0]), int(rows[0][1])
 
 
 def label(store: Store, scope: Scope, tenant: Tenant) -> dict[str, str]:

@@ -1,10 +1,15 @@
-"""The dashboard's figures, from the `views` rollup (DESIGN.md §4 definitions).
+"""The dashboard's figures, from the `views` rollup and the cube (DESIGN.md §4 definitions).
 
 Every query is scoped by tenant first (the rollup's ORDER BY starts with it) and by the
 views' start time (`day` prunes partitions and granules; a view belongs to the period it
 started in, as Mux and Conviva count them). Aggregates are summed in SQL; the ratios are
 derived from them in one place, `figures`, so summary, breakdown rows and series points
 mean exactly the same thing.
+
+An unfiltered range (every view of the tenant) merges the cube's states for its whole
+past days with the same states computed from the rollup for the rest (analytics/cube.py):
+the same answers, at a cost that follows the days rather than the views. A range filtered
+by media, and the benchmark's raw source, read the rollup (or the source) alone.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from analytics import cube
+from analytics.dimensions import DIMENSIONS
 from core.store import Store
 from core.timefmt import iso_utc
 
@@ -26,25 +33,6 @@ INTERVALS = {"minute": 60, "hour": 3600, "day": 86400}
 # Most points a series may have: minutes over 2 days, hours over 100 days, days over 400.
 MAX_POINTS = 4000
 
-_SCREEN = (
-    "multiIf(greatest(screen_w, screen_h) = 0, 'unknown',"
-    " greatest(screen_w, screen_h) < 1024, '<1024',"
-    " greatest(screen_w, screen_h) < 1366, '1024-1365',"
-    " greatest(screen_w, screen_h) < 1920, '1366-1919',"
-    " greatest(screen_w, screen_h) < 2560, '1920-2559',"
-    " greatest(screen_w, screen_h) < 3840, '2560-3839', '3840+')"
-)
-DIMENSIONS = {
-    "country": "if(country = '', 'unknown', country)",
-    "region": "if(region = '', 'unknown', concat(country, ': ', region))",
-    "city": "if(city = '', 'unknown', concat(country, ': ', city))",
-    "os": "if(os = '', 'unknown', os)",
-    "browser": "if(browser = '', 'unknown', browser)",
-    "device": "if(device = '', 'unknown', device)",
-    "screen": _SCREEN,
-    "video": "video_id",
-}
-
 # Unique viewers are counted over a 64-bit hash of the id. `uniqExact` of a String hashes
 # it anyway (SipHash128) and keeps 16-byte keys; 8-byte keys of a cheaper hash halve the
 # set and the time of every figure with unique viewers (bench/RESULTS.md, "Dashboard
@@ -56,19 +44,14 @@ VIEWER_KEY = "cityHash64(viewer_id)"
 # kept as a state for later merging, the merge of that state). Summaries and series use
 # the plain form; breakdowns keep states per value so the tail merges into "other"
 # (unique viewers and quantiles are not additive). Aggregates skip NULL startups.
+_SUM = dict(cube.ADDITIVE)
 _MEASURES = (
-    ("n_views", "count()", "count()", "sum"),
+    ("n_views", _SUM["n_views"], _SUM["n_views"], "sum"),
     ("n_viewers", f"uniqExact({VIEWER_KEY})", f"uniqExactState({VIEWER_KEY})", "uniqExactMerge"),
-    ("s_playing", "sum(playing_ms)", "sum(playing_ms)", "sum"),
-    ("s_watch", "sum(playing_ms + rebuffer_ms + seeking_ms)", "sum(playing_ms + rebuffer_ms + seeking_ms)", "sum"),
-    ("s_rebuffer", "sum(rebuffer_ms)", "sum(rebuffer_ms)", "sum"),
-    ("n_rebuffers", "sum(rebuffers)", "sum(rebuffers)", "sum"),
-    ("n_failed", "countIf(failed)", "countIf(failed)", "sum"),
-    ("n_exits", "countIf(NOT played AND NOT failed)", "countIf(NOT played AND NOT failed)", "sum"),
-    ("n_startups", "count(startup_ms)", "count(startup_ms)", "sum"),
+    *((name, _SUM[name], _SUM[name], "sum")
+      for name in ("s_playing", "s_watch", "s_rebuffer", "n_rebuffers", "n_failed", "n_exits", "n_startups")),
     # Both levels from one sort of each group's values (two quantileExact sorted twice).
-    ("startup_q", "quantilesExact(0.5, 0.95)(startup_ms)", "quantilesExactState(0.5, 0.95)(startup_ms)",
-     "quantilesExactMerge(0.5, 0.95)"),
+    ("startup_q", "quantilesExact(0.5, 0.95)(startup_ms)", cube.STARTUPS_STATE, "quantilesExactMerge(0.5, 0.95)"),
 )
 _AGGREGATES = ", ".join(f"{plain} AS {alias}" for alias, plain, _, _ in _MEASURES)
 _STATES = ", ".join(f"{state} AS {alias}" for alias, _, state, _ in _MEASURES)
@@ -129,8 +112,34 @@ SETTINGS = ("SETTINGS do_not_merge_across_partitions_select_final = 1,"
             " compile_expressions = 0, compile_aggregate_expressions = 0, compile_sort_description = 0")
 
 
+# The cube's merged figures (columns `cube.COLUMNS`), in `figures`' order.
+_CUBE_MERGED = ("sum(n_views), groupBitmapMerge(viewers), sum(s_playing), sum(s_watch), sum(s_rebuffer),"
+                " sum(n_rebuffers), sum(n_failed), sum(n_exits), sum(n_startups),"
+                " quantilesExactMerge(0.5, 0.95)(startups)")
+
+
+def _cube_days(store: Store, scope: Scope, source: str) -> cube.Built:
+    """The scope's whole days the cube answers for; none for a media filter (the cube has
+    no rows per media and dimension) or another source than the rollup."""
+    if source != ROLLUP or scope.video_id:
+        return cube.Built()
+    return cube.built(store, scope.tenant_id, scope.start, scope.end)
+
+
+def _states(scope: Scope, built: cube.Built, dim: str, value: str) -> tuple[str, dict]:
+    """Per `value`: the cube's rows of the built days, then the rollup's own states (the
+    same columns) of the views that started in the scope on every other day."""
+    rest = (f"SELECT {value} AS value, {cube.STATES} FROM {ROLLUP} WHERE {scope.where()}"
+            " AND day NOT IN {built_days:Array(Date)} GROUP BY value")
+    return f"{cube.ROWS_SQL} UNION ALL {rest}", {**scope.parameters(), **built.parameters(), "dim": dim}
+
+
 def summary(store: Store, scope: Scope, source: str = ROLLUP) -> dict:
     """`source` is the rollup; the benchmark passes the raw fold to check both agree."""
+    built = _cube_days(store, scope, source)
+    if built.builds:
+        sql, params = _states(scope, built, "all", "''")
+        return figures(store.rows(f"SELECT {_CUBE_MERGED} FROM ({sql}) {SETTINGS}", params)[0])
     rows = store.rows(f"SELECT {_AGGREGATES} FROM {source} WHERE {scope.where()} {SETTINGS}", scope.parameters())
     return figures(rows[0])
 
@@ -145,6 +154,9 @@ def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20, sourc
     own: it ranks after every shown value and merges into "other" too.
     """
     expr = DIMENSIONS[dimension]
+    built = _cube_days(store, scope, source)
+    if built.builds:
+        return _cube_breakdown(store, scope, built, dimension, limit, k)
     sql = f"""
         SELECT if(rank <= {{limit:UInt32}} AND viewers >= {{k:UInt32}}, value, 'other') AS bucket, {_MERGED},
                min(rank) AS first
@@ -160,6 +172,29 @@ def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20, sourc
         {SETTINGS}
     """
     rows = store.rows(sql, {**scope.parameters(), "limit": limit, "k": k})
+    return [{"value": str(r[0]), **figures(r[1:1 + _N_AGGREGATES])} for r in rows]
+
+
+def _cube_breakdown(store: Store, scope: Scope, built: cube.Built, dimension: str, limit: int, k: int) -> list[dict]:
+    """`breakdown` over the cube's states and the rollup's (the same ranking and "other")."""
+    source, params = _states(scope, built, dimension, DIMENSIONS[dimension])
+    sums = ", ".join(f"sum({c}) AS {c}" for c, _ in cube.ADDITIVE)
+    sql = f"""
+        SELECT if(rank <= {{limit:UInt32}} AND n_viewers >= {{k:UInt32}}, value, 'other') AS bucket, {_CUBE_MERGED},
+               min(rank) AS first
+        FROM (
+            SELECT *, row_number() OVER (ORDER BY n_viewers < {{k:UInt32}}, n_views DESC, value) AS rank
+            FROM (
+                SELECT value, {sums}, groupBitmapMergeState(viewers) AS viewers,
+                       quantilesExactMergeState(0.5, 0.95)(startups) AS startups,
+                       finalizeAggregation(viewers) AS n_viewers
+                FROM ({source}) GROUP BY value
+            )
+        )
+        GROUP BY bucket ORDER BY first
+        {SETTINGS}
+    """
+    rows = store.rows(sql, {**params, "limit": limit, "k": k})
     return [{"value": str(r[0]), **figures(r[1:1 + _N_AGGREGATES])} for r in rows]
 
 
@@ -188,37 +223,65 @@ def timeseries(store: Store, scope: Scope, metric: str, interval: str, source: s
     from 1..k-1 unique viewers is None (for `concurrent_viewers`: a count of 1..k-1)."""
     step = INTERVALS[interval]
     buckets = _buckets(scope, step)
+    built = _cube_days(store, scope, source) if step >= 3600 else cube.Built()  # the cube has hours
     if metric == "concurrent_viewers":
-        values = _concurrent(store, scope, step, source)
+        values = _concurrent(store, scope, step, source, built)
         return [{"t": iso_utc(t), "value": None if 0 < values.get(t, 0) < k else values.get(t, 0)} for t in buckets]
-    rows = store.rows(
-        f"SELECT intDiv(toUInt32(toUnixTimestamp(started_at)), {step}) * {step} AS t, {_AGGREGATES}"
-        f" FROM {source} WHERE {scope.where()} GROUP BY t {SETTINGS}",
-        scope.parameters(),
-    )
+    if built.builds:
+        sql, params = _states(scope, built, "hour", cube.HOUR)
+        rows = store.rows(f"SELECT intDiv(toUInt32(value), {step}) * {step} AS t, {_CUBE_MERGED} FROM ({sql})"
+                          f" GROUP BY t {SETTINGS}", params)
+    else:
+        rows = store.rows(
+            f"SELECT intDiv(toUInt32(toUnixTimestamp(started_at)), {step}) * {step} AS t, {_AGGREGATES}"
+            f" FROM {source} WHERE {scope.where()} GROUP BY t {SETTINGS}",
+            scope.parameters(),
+        )
     # r[2] is the bucket's unique viewers (`_MEASURES`' second).
     by_t = {int(r[0]): None if r[2] < k else figures(r[1:])[metric] for r in rows}
     empty = figures((0,) * _N_AGGREGATES)[metric]
     return [{"t": iso_utc(t), "value": by_t.get(t, empty)} for t in buckets]
 
 
-def _concurrent(store: Store, scope: Scope, step: int, source: str) -> dict[int, int]:
-    """Views active (any event) in each minute; per hour or day, the peak minute."""
+def _concurrent(store: Store, scope: Scope, step: int, source: str, built: cube.Built) -> dict[int, int]:
+    """Views active (any event) in each minute; per hour or day, the peak minute.
+
+    A view counts in the minutes of the day it started and of the next (a view may last
+    days, but reading every earlier day's views for each minute would cost a range as
+    much again). Minutes of the cube's built days come from its `minute` rows, built by
+    the same rule; the rest from the views that can be active in them."""
     where = (
         "tenant_id = {tenant:String} AND day >= toDate({start:DateTime64(3)}) - 1 AND day <= toDate({end:DateTime64(3)})"
         " AND last_event_at >= {start:DateTime64(3)} AND started_at < {end:DateTime64(3)}"
     )
     if scope.video_id:
         where += " AND video_id = {video:String}"
+    if built.builds:  # a view counts only on its day and the next: skip those both built
+        where += " AND NOT (day IN {built_days:Array(Date)} AND (day + 1) IN {built_days:Array(Date)})"
+    minutes = ("arrayFilter(x -> x >= {start:DateTime64(3)} AND x < {end:DateTime64(3)} AND toDate(x) <= day + 1"
+               " AND NOT has({built_days:Array(Date)}, toDate(x)), active_minutes)")
+    rest = f"SELECT toUInt32(arrayJoin({minutes})) AS m, count() AS n FROM {source} WHERE {where} GROUP BY m"
+    per_minute = f"{rest} UNION ALL {cube.MINUTES_SQL}" if built.builds else rest
     rows = store.rows(
         "SELECT intDiv(m, {step:UInt32}) * {step:UInt32} AS t, max(n) FROM ("
-        f"  SELECT toUInt32(arrayJoin(active_minutes)) AS m, count() AS n FROM {source}"
-        f"  WHERE {where} GROUP BY m"
-        "  HAVING m >= toUnixTimestamp({start:DateTime64(3)}) AND m < toUnixTimestamp({end:DateTime64(3)})"
+        f"  SELECT m, sum(n) AS n FROM ({per_minute}) GROUP BY m"
         f") GROUP BY t {SETTINGS}",
-        {**scope.parameters(), "step": step},
+        {**scope.parameters(), **built.parameters(), "step": step},
     )
     return {int(t): int(n) for t, n in rows}
+
+
+def views_by_mode(store: Store, scope: Scope, source: str = ROLLUP) -> tuple[int, int]:
+    """(anonymous views, consented views) that started in the scope (analytics/counting.py)."""
+    anonymous = _SUM["n_anonymous"]
+    built = _cube_days(store, scope, source)
+    if built.builds:
+        sql, params = _states(scope, built, "all", "''")
+        row = store.rows(f"SELECT sum(n_anonymous), sum(n_views) - sum(n_anonymous) FROM ({sql}) {SETTINGS}", params)[0]
+    else:
+        row = store.rows(f"SELECT {anonymous}, count() - {anonymous} FROM {source} WHERE {scope.where()} {SETTINGS}",
+                         scope.parameters())[0]
+    return int(row[0]), int(row[1])
 
 
 def realtime(store: Store, tenant_id: str, now: float | None = None, k: int = 1) -> dict:

@@ -23,6 +23,11 @@ folded, every row whose key is no longer the newest fold's (`_drop_moved`).
 `views` holds `viewer_id` (for unique viewers), so it is in the personal-data registry,
 has the same per-row retention TTL, and carries no projection, so purges' lightweight
 DELETEs work on it.
+
+A pass also keeps what the dashboards read beside the rollup in step with it: it numbers
+the new viewers and writes each view with its viewer's ordinal (analytics/ordinals.py),
+mends views folded with another edge's losing number, and rebuilds the past days of the
+cube (analytics/cube.py) whose views or beacons it touched, then builds days not built yet.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from analytics import cube, ordinals
 from analytics.views import FOLD_COLUMNS, fold_sql
 from core import cluster
 from core.store import Store, StoreUnavailable
@@ -46,12 +52,28 @@ DELETE_BATCH = 500  # moved views per DELETE: a statement's size stays bounded
 _COLUMNS = ", ".join(FOLD_COLUMNS)
 
 
-def _insert_sql(where: str) -> str:
-    return f"INSERT INTO views ({_COLUMNS}, folded_at) SELECT {_COLUMNS}, now64(3) FROM ({fold_sql(where)})"
+_FOLDED = ", ".join(f"f.{c}" for c in FOLD_COLUMNS)
 
 
-# The views a pass folds: those with beacons inserted since the cursor.
+def _insert_sql(where: str, viewers: str) -> str:
+    """Fold the views `where` selects, each with its viewer's ordinal (0: not numbered yet),
+    looked up among `viewers` (a query of tenant_id, viewer_id)."""
+    return (f"INSERT INTO views ({_COLUMNS}, viewer_ord, folded_at) SELECT {_FOLDED}, o.viewer_ord, now64(3)"
+            f" FROM ({fold_sql(where)}) AS f"
+            f" LEFT JOIN ({ordinals.effective_sql(viewers)}) AS o ON f.tenant_id = o.tenant_id AND f.viewer_id = o.viewer_id")
+
+
+# The views a pass folds: those with beacons inserted since the cursor; and their viewers.
 _TOUCHED = "SELECT DISTINCT tenant_id, view_id FROM viewer_events WHERE inserted_at >= {since:DateTime64(3)}"
+_VIEWERS = "SELECT tenant_id, viewer_id, retention_days FROM viewer_events WHERE inserted_at >= {since:DateTime64(3)}"
+# The past days a pass changed for the cube: those of the touched views' rows (old keys
+# too), the day after each (a view counts as concurrent then), and the new beacons' days.
+_CHANGED_DAYS = f"""
+    SELECT DISTINCT tenant_id, arrayJoin([day, day + 1]) AS d FROM views
+    WHERE day >= toDate({{from_ts:DateTime64(3)}}) AND (tenant_id, view_id) IN ({_TOUCHED})
+    UNION DISTINCT
+    SELECT DISTINCT tenant_id, toDate(ts) AS d FROM viewer_events WHERE inserted_at >= {{since:DateTime64(3)}}
+"""
 # Where the earliest of those started, as folded so far (within MAX_VIEW_S; 0: none yet).
 _STARTED = f"""
     SELECT ifNull(toUnixTimestamp64Milli(minOrNull(started_at)) / 1000, 0)
@@ -68,27 +90,39 @@ _MOVED = f"""
 """
 
 
-def fold_touched(store: Store, since: float) -> float:
+def fold_touched(store: Store, since: float, numbering: ordinals.Numbering | None = None) -> float:
     """Re-fold every view with events inserted at or after `since` (ClickHouse epoch
-    seconds); returns the ClickHouse time this pass started, the next pass's cursor."""
+    seconds), then bring the ordinals and the cube in step; returns the ClickHouse time
+    this pass started, the next pass's cursor. `numbering`: this edge's (tests pass two
+    to play two edges)."""
+    numbering = numbering or ordinals.PROCESS
     started = float(store.command("SELECT toUnixTimestamp64Milli(now64(3)) / 1000"))
     oldest = store.command(
         "SELECT toUnixTimestamp64Milli(min(ts)) / 1000 FROM viewer_events WHERE inserted_at >= {since:DateTime64(3)}",
         parameters={"since": since},
     )
-    if not oldest:  # nothing new (min over no rows is 0)
-        return started
+    changed = _fold(store, since, float(oldest), numbering) if oldest else []  # (min over no rows is 0)
+    changed += ordinals.repair(store, numbering, started - ordinals.REPAIR_WINDOW_S)
+    cube.rebuild(store, changed)
+    cube.build_missing(store)
+    return started
+
+
+def _fold(store: Store, since: float, oldest: float, numbering: ordinals.Numbering) -> list[tuple]:
+    """Fold the touched views; returns the (tenant, day) pairs it changed."""
     # Re-read from the earliest start among the touched views (or the oldest new beacon, if
     # earlier: a late one): a pass then reads minutes of beacons, not a fixed two days,
     # and a view is folded whole however long it has lasted, up to MAX_VIEW_S.
-    cap = float(oldest) - MAX_VIEW_S
+    cap = oldest - MAX_VIEW_S
     started_min = float(store.command(_STARTED, parameters={"since": since, "cap": cap}))
-    from_ts = max(cap, min(float(oldest), started_min)) if started_min else float(oldest)
+    from_ts = max(cap, min(oldest, started_min)) if started_min else oldest
     where = f"(tenant_id, view_id) IN ({_TOUCHED}) AND ts >= {{from_ts:DateTime64(3)}}"
     params = {"since": since, "from_ts": from_ts}
-    store.command(_insert_sql(where), parameters=params)
+    numbering.claim(store, _VIEWERS, params)
+    numbering.renew(store, _VIEWERS, params)
+    store.command(_insert_sql(where, _VIEWERS), parameters=params)
     _drop_moved(store, params)
-    return started
+    return store.rows(_CHANGED_DAYS, params)
 
 
 def _drop_moved(store: Store, params: dict) -> None:
@@ -116,7 +150,9 @@ def _drop_moved(store: Store, params: dict) -> None:
 
 def fold_all(store: Store) -> None:
     """Fold every view from scratch (first start after upgrading, or a rebuild)."""
-    store.command(_insert_sql("1"))
+    viewers = "SELECT tenant_id, viewer_id, retention_days FROM viewer_events"
+    ordinals.PROCESS.claim(store, viewers, {})
+    store.command(_insert_sql("1", viewers))
 
 
 def resume_cursor(store: Store) -> float:
@@ -147,6 +183,8 @@ class ViewRollup:
         async with self.lock:
             if self._cursor is None:
                 self._cursor = await asyncio.to_thread(resume_cursor, self._store)
+                # Views folded before viewer ordinals existed (or left unnumbered): once per start.
+                await asyncio.to_thread(ordinals.repair, self._store, ordinals.PROCESS, None)
             started = await asyncio.to_thread(fold_touched, self._store, max(0.0, self._cursor - MARGIN_S))
             self._cursor = started
 

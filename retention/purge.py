@@ -18,6 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from analytics import cube
 from core.store import Store
 from retention import registry, subjects
 from retention.deletion import delete_where
@@ -64,6 +65,8 @@ def erase(store: Store, tenant_id: str, subject: Subject) -> dict[str, int]:
 def erase_counted(store: Store, tenant_id: str, subject: Subject) -> tuple[dict[str, int], dict[str, int]]:
     """`erase`, also returning each table's physical count after (deleted-rows mask off)."""
     deleted: dict[str, int] = {}
+    views_cond = subject.condition(registry.by_table()["views"])
+    cube_days = cube.subject_days(store, tenant_id, *views_cond) if views_cond else []
     for table in registry.REGISTRY:
         cond = subject.condition(table)
         if cond is None:
@@ -72,6 +75,7 @@ def erase_counted(store: Store, tenant_id: str, subject: Subject) -> tuple[dict[
         sql, params = cond
         deleted[table.table] = delete_where(store, table.table, f"{table.tenant_column} = {{tenant:String}} AND {sql}",
                                             {"tenant": tenant_id, **params})
+    cube.forget(store, tenant_id, cube_days)  # after the views: no build can take them in again
     after = {t.table: _count(store, t, tenant_id, subject, physical=True) for t in registry.REGISTRY}
     left = {table: n for table, n in after.items() if n}
     if left:
@@ -121,9 +125,14 @@ def replay(store: Store, secret: bytes, since: float) -> dict[str, int]:
             by_tenant.setdefault(tenant_id, set()).update(hashes)
     salt = subjects.salt(secret)
     for tenant_id, hashes in by_tenant.items():
+        params = {"tenant": tenant_id, "hashes": sorted(hashes), "salt": salt}
+
+        def matches(table: PersonalTable) -> str:
+            return " OR ".join(f"{subjects.hash_sql(c)} IN {{hashes:Array(String)}}" for c in table.subject_columns)
+
+        cube_days = cube.subject_days(store, tenant_id, matches(registry.by_table()["views"]), params)
         for table in registry.REGISTRY:
-            cond = " OR ".join(f"{subjects.hash_sql(c)} IN {{hashes:Array(String)}}" for c in table.subject_columns)
-            params = {"tenant": tenant_id, "hashes": sorted(hashes), "salt": salt}
-            where = f"{table.tenant_column} = {{tenant:String}} AND ({cond})"
+            where = f"{table.tenant_column} = {{tenant:String}} AND ({matches(table)})"
             erased[table.table] = erased.get(table.table, 0) + delete_where(store, table.table, where, params)
+        cube.forget(store, tenant_id, cube_days)
     return erased

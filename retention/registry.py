@@ -76,6 +76,14 @@ REGISTRY: tuple[PersonalTable, ...] = (
                               "country, OS, browser, device, screen"),
                   purpose="the tenant's analytics dashboards (a rollup of viewer_events)",
                   legal_basis="consent_mode"),
+    # Dense numbers for the dashboard cube's viewer bitmaps (analytics/ordinals.py): a row
+    # lives a day past the retention of the viewer's newest view.
+    PersonalTable("viewer_ordinals", ("viewer_id",), "viewer_events_days", "last_seen",
+                  data_subjects="viewers",
+                  categories=("pseudonymous viewer id", "a number standing for it in the dashboards' counts",
+                              "when it was first and last seen"),
+                  purpose="exact unique-viewer counts on the tenant's dashboards (a rollup of viewer_events)",
+                  legal_basis="consent_mode"),
     # WHEP viewers' QoE as the edge measured it (analytics/webrtc_qoe.py): operational data
     # with a random session id, personal only on rows whose viewer presented a consented
     # viewer id (then `viewer_id` is filled); kept as long as the tenant keeps beacons.
@@ -123,6 +131,16 @@ SUPPORTING: tuple[SupportingTable, ...] = (
                               " never in a backup",
                               "once dropped, a past day's keys cannot be recomputed or linked to a person"),
                     backed_up=False),
+    # analytics/cube.py: per day and dimension value, the sums of the tenant's views and a
+    # bitmap of the numbers (viewer_ordinals) of the viewers behind them.
+    SupportingTable("dashboard_cube",
+                    purpose="the tenant's dashboards: per day and dimension value (country, video, hour, ...), the"
+                            " views' sums, startup times and a bitmap of the viewers' numbers, merged instead of"
+                            " reading every view",
+                    retention="as the views it sums (a row expires with the shortest retention among them)",
+                    measures=("no viewer id: a viewer is only a number, which only viewer_ordinals links to an id",
+                              "an erasure drops every day that held the subject's views; each is rebuilt from the"
+                              " remaining views, and a restore re-applies it (retention/purge.py)")),
 )
 NOT_BACKED_UP: tuple[str, ...] = tuple(t.table for t in SUPPORTING if not t.backed_up)
 

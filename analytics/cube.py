@@ -1,0 +1,181 @@
+"""The dashboard cube: per tenant, day, dimension and value, what a range's figures merge
+instead of reading every view of the range (issue #20, point 4).
+
+Owner of `dashboard_cube` (migration 21). Read from the `views` rollup, a 30-day figure
+visits every (value, viewer) pair of the range, so its cost follows the views and took
+2.0-3.0x at ten times the data; merging per-day states took 1.5-1.7x for the same, exact,
+answers (bench/RESULTS.md, "Dashboard queries"). A row holds its views' additive sums and
+two exact states: a Roaring bitmap of the viewers' ordinals (analytics/ordinals.py) and
+the startup times' quantiles. Rows of a day:
+
+- `all`: the day's totals (its presence marks the day built: it is written last);
+- one per value of each breakdown dimension (analytics/dimensions.py);
+- `hour`: per hour the views started in, for the series;
+- `minute`: views active in each minute, for concurrent viewers (a view counts in the
+  minutes of the day it started and of the next: the rollup's rule too, `queries`).
+
+A range's figures merge the cube rows of its whole built days with the same states
+computed from the rollup for the rest (its partial first and last days, today, any day
+not built), so they are the rollup's answers: exact, not estimated.
+
+Only past days are built (today changes every pass). A fold pass rebuilds each past day
+whose views or beacons it touched (late data, views lasting past midnight), and builds
+the days not built yet; an erasure deletes the days that held the subject's views, read
+from the rollup until a pass builds them again. Each build carries one `built_at` and
+readers take a day's newest build whose `all` rows are in, so two edges building a day at
+once, or a build cut short, never count twice; a build then deletes the older ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+from analytics.anonymous import KEY_PREFIX
+from analytics.dimensions import DIMENSIONS
+from core import cluster
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+DAYS = 400  # the longest range a dashboard series shows (days over 400: analytics/queries.py)
+BUILDS_PER_PASS = 20  # days built by one pass at most (a first start after upgrading builds DAYS days)
+EPOCH = dt.date(1970, 1, 1)
+
+# The additive figures of a group of views, as (column, expression over `views` rows).
+ADDITIVE = (
+    ("n_views", "count()"),
+    ("s_playing", "sum(playing_ms)"),
+    ("s_watch", "sum(playing_ms + rebuffer_ms + seeking_ms)"),
+    ("s_rebuffer", "sum(rebuffer_ms)"),
+    ("n_rebuffers", "sum(rebuffers)"),
+    ("n_failed", "countIf(failed)"),
+    ("n_exits", "countIf(NOT played AND NOT failed)"),
+    ("n_startups", "count(startup_ms)"),
+    ("n_anonymous", f"countIf(startsWith(viewer_id, '{KEY_PREFIX}'))"),
+)
+VIEWERS_STATE = "groupBitmapState(viewer_ord)"
+STARTUPS_STATE = "quantilesExactState(0.5, 0.95)(startup_ms)"
+# The columns a source of cube rows gives, in order: value, ADDITIVE..., viewers, startups.
+COLUMNS = ("value", *(c for c, _ in ADDITIVE), "viewers", "startups")
+STATES = ", ".join([*(f"{expr} AS {c}" for c, expr in ADDITIVE), f"{VIEWERS_STATE} AS viewers",
+                    f"{STARTUPS_STATE} AS startups"])
+HOUR = "toString(intDiv(toUInt32(toUnixTimestamp(started_at)), 3600) * 3600)"
+_VALUES = ", ".join(["('all', '')", *(f"('{name}', toString({expr}))" for name, expr in DIMENSIONS.items()),
+                     f"('hour', {HOUR})"])
+_FINAL = "SETTINGS do_not_merge_across_partitions_select_final = 1"
+
+
+def day_number(day: dt.date) -> int:
+    return (day - EPOCH).days
+
+
+def utc_today() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def build_day(store: Store, tenant_id: str, day: dt.date) -> bool:
+    """Build one past day of a tenant; False if a view of it has no viewer ordinal yet
+    (a pass numbers it first: analytics/ordinals.py)."""
+    params = {"t": tenant_id, "d": day, "built": time.time()}
+    if int(store.command("SELECT countIf(viewer_ord = 0) FROM views FINAL WHERE tenant_id = {t:String} AND day = {d:Date}"
+                         f" {_FINAL}", params)):
+        return False
+    columns = ", ".join(c for c, _ in ADDITIVE)
+    # Minutes first, the `all` row last: a reader takes a build only once its `all` row is in.
+    store.command(
+        "INSERT INTO dashboard_cube (tenant_id, day, dim, value, n_views, retention_days, built_at)"
+        " SELECT tenant_id, {d:Date}, 'minute', toString(m), count(), min(retention_days), {built:DateTime64(3)} FROM ("
+        "  SELECT tenant_id, retention_days, toUInt32(arrayJoin(active_minutes)) AS m FROM views FINAL"
+        "  WHERE tenant_id = {t:String} AND day >= {d:Date} - 1 AND day <= {d:Date} AND last_event_at >= {d:Date}"
+        f"  {_FINAL})"
+        " WHERE toDate(toDateTime(m)) = {d:Date} GROUP BY tenant_id, m", params)
+    store.command(
+        f"INSERT INTO dashboard_cube (tenant_id, day, dim, value, {columns}, viewers, startups, retention_days, built_at)"
+        f" SELECT tenant_id, day, pair.1 AS dim, pair.2 AS value, {STATES}, min(retention_days), {{built:DateTime64(3)}}"
+        f" FROM views FINAL ARRAY JOIN [{_VALUES}] AS pair"
+        " WHERE tenant_id = {t:String} AND day = {d:Date}"
+        f" GROUP BY tenant_id, day, dim, value ORDER BY dim = 'all' {_FINAL}", params)
+    older = "tenant_id = {t:String} AND day = {d:Date} AND built_at < {built:DateTime64(3)}"
+    if int(store.command(f"SELECT count() FROM dashboard_cube WHERE {older}", params)):  # a mutation costs 30 ms
+        store.command(cluster.delete_from("dashboard_cube", older), params)
+    return True
+
+
+def rebuild(store: Store, tenant_days) -> int:
+    """Build again each past (tenant, day) of `tenant_days` (today and later: skipped)."""
+    today = utc_today()
+    built = 0
+    for tenant_id, day in sorted(set(tenant_days)):
+        if day < today and build_day(store, tenant_id, day):
+            built += 1
+    return built
+
+
+def subject_days(store: Store, tenant_id: str, where: str, params: dict) -> list[dt.date]:
+    """The days whose builds hold the views `where` selects (their start day, and the next
+    one, where they count as concurrent): what `forget` must drop once they are erased."""
+    return [day for (day,) in store.rows(
+        f"SELECT DISTINCT arrayJoin([day, day + 1]) FROM views WHERE tenant_id = {{tenant:String}} AND ({where})",
+        {**params, "tenant": tenant_id})]
+
+
+def forget(store: Store, tenant_id: str, days) -> None:
+    """Delete the builds of `days` of a tenant: its dashboards read those days from the
+    rollup until a pass builds them again (an erasure changed them)."""
+    days = sorted(set(days))
+    if days:
+        store.command(cluster.delete_from("dashboard_cube", "tenant_id = {t:String} AND day IN {days:Array(Date)}"),
+                      {"t": tenant_id, "days": days})
+
+
+def build_missing(store: Store, limit: int = BUILDS_PER_PASS) -> int:
+    """Build up to `limit` past days (newest first, within DAYS) that have views and no
+    build: a day that just ended, days an erasure deleted, every day after upgrading."""
+    today = utc_today()
+    params = {"oldest": today - dt.timedelta(days=DAYS), "today": today, "n": limit}
+    missing = store.rows(
+        "SELECT tenant_id, day FROM views WHERE day >= {oldest:Date} AND day < {today:Date} GROUP BY tenant_id, day"
+        " HAVING (tenant_id, day) NOT IN (SELECT tenant_id, day FROM dashboard_cube"
+        "  WHERE dim = 'all' AND day >= {oldest:Date})"
+        " ORDER BY day DESC LIMIT {n:UInt32}", params)
+    return sum(build_day(store, tenant_id, day) for tenant_id, day in missing)
+
+
+@dataclass(frozen=True)
+class Built:
+    """A range's whole days that have a build, and each one's newest build (epoch ms)."""
+
+    builds: tuple[tuple[dt.date, int], ...] = ()
+
+    @property
+    def days(self) -> list[dt.date]:
+        return [day for day, _ in self.builds]
+
+    def where(self) -> str:
+        """Cube rows of those builds (parameters from `parameters`)."""
+        return ("tenant_id = {tenant:String} AND day IN {built_days:Array(Date)}"
+                " AND (day, toUnixTimestamp64Milli(built_at)) IN {builds:Array(Tuple(Date, Int64))}")
+
+    def parameters(self) -> dict:
+        return {"built_days": self.days, "builds": list(self.builds)}
+
+
+def built(store: Store, tenant_id: str, start: float, end: float) -> Built:
+    """The whole days of [start, end) (epoch seconds) the cube can answer for."""
+    first = EPOCH + dt.timedelta(days=-(-int(start) // 86400))
+    last = EPOCH + dt.timedelta(days=int(end) // 86400 - 1)
+    if first > last:
+        return Built()
+    rows = store.rows(
+        "SELECT day, toUnixTimestamp64Milli(max(built_at)) FROM dashboard_cube"
+        " WHERE tenant_id = {t:String} AND dim = 'all' AND day >= {first:Date} AND day <= {last:Date} GROUP BY day"
+        " ORDER BY day", {"t": tenant_id, "first": first, "last": last})
+    return Built(tuple((day, int(ms)) for day, ms in rows))
+
+
+# The cube rows of one dimension (parameter `dim`) of a `Built`, columns `COLUMNS`.
+ROWS_SQL = f"SELECT {', '.join(COLUMNS)} FROM dashboard_cube WHERE {Built().where()} AND dim = {{dim:String}}"
+MINUTES_SQL = f"SELECT toUInt32(value) AS m, n_views AS n FROM dashboard_cube WHERE {Built().where()} AND dim = 'minute'"
