@@ -162,6 +162,14 @@ class Built:
     def parameters(self) -> dict:
         return {"built_days": self.days, "builds": list(self.builds)}
 
+    def rest(self, start: float, end: float, before: int = 0) -> list[dt.date]:
+        """The days of [start, end) (and `before` days more ahead of it) not built: the
+        rollup's part of an answer, as a list, which prunes by the key as `NOT IN` cannot."""
+        first = EPOCH + dt.timedelta(days=int(start) // 86400 - before)
+        count = (EPOCH + dt.timedelta(days=int(end) // 86400) - first).days + 1
+        built = set(self.days)
+        return [day for day in (first + dt.timedelta(days=k) for k in range(count)) if day not in built]
+
 
 def built(store: Store, tenant_id: str, start: float, end: float) -> Built:
     """The whole days of [start, end) (epoch seconds) the cube can answer for."""

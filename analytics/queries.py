@@ -14,6 +14,7 @@ by media, and the benchmark's raw source, read the rollup (or the source) alone.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 from dataclasses import dataclass
@@ -130,8 +131,9 @@ def _states(scope: Scope, built: cube.Built, dim: str, value: str) -> tuple[str,
     """Per `value`: the cube's rows of the built days, then the rollup's own states (the
     same columns) of the views that started in the scope on every other day."""
     rest = (f"SELECT {value} AS value, {cube.STATES} FROM {ROLLUP} WHERE {scope.where()}"
-            " AND day NOT IN {built_days:Array(Date)} GROUP BY value")
-    return f"{cube.ROWS_SQL} UNION ALL {rest}", {**scope.parameters(), **built.parameters(), "dim": dim}
+            " AND day IN {rest_days:Array(Date)} GROUP BY value")
+    return f"{cube.ROWS_SQL} UNION ALL {rest}", {**scope.parameters(), **built.parameters(), "dim": dim,
+                                                  "rest_days": built.rest(scope.start, scope.end)}
 
 
 def summary(store: Store, scope: Scope, source: str = ROLLUP) -> dict:
@@ -257,7 +259,10 @@ def _concurrent(store: Store, scope: Scope, step: int, source: str, built: cube.
     if scope.video_id:
         where += " AND video_id = {video:String}"
     if built.builds:  # a view counts only on its day and the next: skip those both built
-        where += " AND NOT (day IN {built_days:Array(Date)} AND (day + 1) IN {built_days:Array(Date)})"
+        where += " AND day IN {near_days:Array(Date)}"
+    unbuilt = set(built.rest(scope.start, scope.end))
+    near = sorted(d for d in built.rest(scope.start, scope.end, before=1) + built.days
+                  if d in unbuilt or d + dt.timedelta(days=1) in unbuilt)
     minutes = ("arrayFilter(x -> x >= {start:DateTime64(3)} AND x < {end:DateTime64(3)} AND toDate(x) <= day + 1"
                " AND NOT has({built_days:Array(Date)}, toDate(x)), active_minutes)")
     rest = f"SELECT toUInt32(arrayJoin({minutes})) AS m, count() AS n FROM {source} WHERE {where} GROUP BY m"
@@ -266,7 +271,7 @@ def _concurrent(store: Store, scope: Scope, step: int, source: str, built: cube.
         "SELECT intDiv(m, {step:UInt32}) * {step:UInt32} AS t, max(n) FROM ("
         f"  SELECT m, sum(n) AS n FROM ({per_minute}) GROUP BY m"
         f") GROUP BY t {SETTINGS}",
-        {**scope.parameters(), **built.parameters(), "step": step},
+        {**scope.parameters(), **built.parameters(), "step": step, "near_days": near},
     )
     return {int(t): int(n) for t, n in rows}
 
