@@ -132,14 +132,18 @@ def forget(store: Store, tenant_id: str, days) -> None:
 
 
 def build_missing(store: Store, limit: int = BUILDS_PER_PASS) -> int:
-    """Build up to `limit` past days (newest first, within DAYS) that have views and no
-    build: a day that just ended, days an erasure deleted, every day after upgrading."""
+    """Build up to `limit` past days (newest first, within DAYS and their retention) that
+    have views and no build: a day that just ended, days an erasure deleted, every day
+    after upgrading."""
     today = utc_today()
     params = {"oldest": today - dt.timedelta(days=DAYS), "today": today, "n": limit}
     missing = store.rows(
         "SELECT tenant_id, day FROM views WHERE day >= {oldest:Date} AND day < {today:Date} GROUP BY tenant_id, day"
         " HAVING (tenant_id, day) NOT IN (SELECT tenant_id, day FROM dashboard_cube"
         "  WHERE dim = 'all' AND day >= {oldest:Date})"
+        # A build past its TTL would be dropped at the next merge and built again, forever:
+        # such a day (its shortest retention over, its views leaving) stays with the rollup.
+        "  AND day + min(retention_days) > {today:Date}"
         " ORDER BY day DESC LIMIT {n:UInt32}", params)
     return sum(build_day(store, tenant_id, day) for tenant_id, day in missing)
 

@@ -7,8 +7,10 @@ that the bench can be tried in a minute. One embedded store, the schema's migrat
 
 1. `--events` beacons over the last 30 days, inserted in time order (`--order arrival`, as a
    live table gets them; `shuffled`: every block spans its whole window) (bench/queries.py's generator: 2.35 views per
-   viewer, 1k videos, 40 countries, ...), folded into the `views` rollup, merges settled.
-2. Measured at N: every dashboard query over 30 days and one day against the rollup (a
+   viewer, 1k videos, 40 countries, ...), folded into the `views` rollup, every past day
+   built into the dashboard cube (timed: `cube_build_s`), merges settled.
+2. Measured at N: every dashboard query over 30 days and one day as the API answers it
+   (the cube's whole past days, the rollup for the rest: analytics/queries.py) (a
    cold run, then `--runs`: p50/p95; the first stage also checks the answers against plain
    SQL over the raw beacons); a full scan of `viewer_events` for one subject (skip indexes and the query condition cache
    off: the baseline); the verified purge of that subject (a viewer with the median number
@@ -22,7 +24,9 @@ that the bench can be tried in a minute. One embedded store, the schema's migrat
    blocks of as many views' rows, so that its parts are made by merges as a live rollup's
    (folded every few seconds) are, not one part per fold.
 4. Measured again at 10 N, the same way (another median subject, from the new viewers).
-5. Storage bytes per beacon: every table's active parts (the beacons, the rollup, consents,
+5. A live fold pass (the cube's upkeep included) at each size: 200 views get a heartbeat, then
+   `rollup.fold_touched`; median ms of passes 2-7.
+6. Storage bytes per beacon: every table's active parts (the beacons, the rollup, consents,
    the rest), compressed on disk, beside a plain MergeTree (`ORDER BY tuple()`, default
    codec, no index) holding the same beacons, built in this run and dropped (at the first
    size; `--baseline-at-second` also at the second, slow at 100 M).
@@ -127,6 +131,25 @@ def build_cube(store) -> float:
     return round(time.perf_counter() - t, 1)
 
 
+def live_pass(store, now_ms: int, passes: int = 7) -> float:
+    """Median ms of a live fold pass, the cube's upkeep included (passes 2 on): each pass
+    appends one heartbeat to each of the 200 views that started last, then folds."""
+    times = []
+    for _ in range(passes):
+        since = float(store.command("SELECT toUnixTimestamp64Milli(now64(3)) / 1000"))
+        store.command(
+            "INSERT INTO viewer_events SELECT * REPLACE (generateUUIDv4() AS event_id, 'heartbeat' AS type,"
+            " now64(3) AS ts, now64(3) AS received_at, now64(3) AS inserted_at) FROM viewer_events"
+            " WHERE tenant_id = {t:String} AND ts >= fromUnixTimestamp64Milli({recent:Int64})"
+            " AND (tenant_id, view_id) IN (SELECT tenant_id, view_id FROM views FINAL WHERE tenant_id = {t:String}"
+            "  AND day >= yesterday() ORDER BY started_at DESC LIMIT 200)"
+            " LIMIT 1 BY tenant_id, view_id", {"t": TENANT, "recent": now_ms - 2 * DAY_MS})
+        t = time.perf_counter()
+        rollup.fold_touched(store, since)
+        times.append((time.perf_counter() - t) * 1000)
+    return round(statistics.median(times[1:]), 1)
+
+
 def privacy(store, viewer_base: int, more: int) -> dict:
     """Full scan for one subject (the baseline), then its verified purge, then `more`."""
     subjects_ = []
@@ -199,6 +222,7 @@ def stage(store, now_ms: int, runs: int, viewer_base: int, more: int, compare_ra
            "same_answers_as_raw_sql": (not mismatches) if compare_raw else None, "mismatches": mismatches,
            "queries": results}
     out["privacy"] = privacy(store, viewer_base, more)
+    out["live_pass_ms"] = live_pass(store, now_ms)
     return out
 
 
@@ -269,6 +293,7 @@ def main() -> None:
                                              second["storage"].get("plain_mergetree_bytes_per_beacon")],
         "same_answers_as_raw_sql": first["same_answers_as_raw_sql"],
         "cube_build_s": [first["cube_build_s"], second["cube_build_s"]],
+        "live_pass_ms": [first["live_pass_ms"], second["live_pass_ms"]],
         "per_query_p95_ratio": ratios,
         "first": first, "second": second, "wall_s": round(time.perf_counter() - started, 1),
         "limits": limits.not_on_path("in-process: queries and purges call the store directly, no HTTP request"),

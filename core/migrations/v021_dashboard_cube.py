@@ -16,7 +16,8 @@ viewer and tenant (analytics/ordinals.py), and the ordinal on each `views` row.
   gets a minmax index so that a pass finds the rows folded in its last hour cheaply.
 - `dashboard_cube` (analytics/cube.py) holds no viewer id, only the ordinals inside its
   bitmaps: rows expire with the shortest retention of the views they sum, and a day is
-  rebuilt without a subject's views when they are erased.
+  rebuilt without a subject's views when they are erased. ZSTD: most of a row is small
+  sums and bitmaps of a few numbers, which LZ4 hardly shrinks.
 
 Idempotent: every statement is IF NOT EXISTS.
 """
@@ -52,19 +53,19 @@ def statements() -> tuple[str, ...]:
         day Date,
         dim LowCardinality(String),
         value String,
-        n_views UInt64,
-        s_playing UInt64,
-        s_watch UInt64,
-        s_rebuffer UInt64,
-        n_rebuffers UInt64,
-        n_failed UInt64,
-        n_exits UInt64,
-        n_startups UInt64,
-        n_anonymous UInt64,
-        viewers AggregateFunction(groupBitmap, UInt64),
-        startups AggregateFunction(quantilesExact(0.5, 0.95), Nullable(UInt32)),
+        n_views UInt64 CODEC(ZSTD(1)),
+        s_playing UInt64 CODEC(ZSTD(1)),
+        s_watch UInt64 CODEC(ZSTD(1)),
+        s_rebuffer UInt64 CODEC(ZSTD(1)),
+        n_rebuffers UInt64 CODEC(ZSTD(1)),
+        n_failed UInt64 CODEC(ZSTD(1)),
+        n_exits UInt64 CODEC(ZSTD(1)),
+        n_startups UInt64 CODEC(ZSTD(1)),
+        n_anonymous UInt64 CODEC(ZSTD(1)),
+        viewers AggregateFunction(groupBitmap, UInt64) CODEC(ZSTD(1)),
+        startups AggregateFunction(quantilesExact(0.5, 0.95), Nullable(UInt32)) CODEC(ZSTD(1)),
         retention_days UInt16,
-        built_at DateTime64(3, 'UTC')
+        built_at DateTime64(3, 'UTC') CODEC(ZSTD(1))
         """,
         f"ENGINE = {engine('MergeTree')} PARTITION BY toYYYYMM(day) ORDER BY (tenant_id, dim, day, value)"
         " TTL day + toIntervalDay(retention_days)",
