@@ -11,19 +11,24 @@ ordinal uses, and numbers the new viewers of each tenant from there, `block << 3
 Two edges thus never give one number to two viewers. They can both number the same new
 viewer when their passes overlap; a viewer's ordinal is then the smallest of its claims,
 which every reader agrees on once both are stored. A view folded meanwhile with the
-other claim is mended by the next passes: `repair` re-reads every view folded in the
-last hour whose ordinal is not its viewer's, writes it again with the right one, drops
-the losing claims, and returns the days to rebuild in the cube. Rows from before the
-ordinals existed (0) are numbered the same way, by the first pass of an edge.
+other claim is mended by the next passes: `repair` finds the viewers with two claims
+(the claims' index reads the last day's parts only), writes every view of theirs that
+has another number again with the smallest, and hands the days to the cube to take out;
+the losing claims go once they are older than RACE_WINDOW_S (no pass can still be writing
+them). Views folded before their viewer was numbered, or before ordinals existed (0),
+are numbered the same way (those by the first pass of an edge).
 
-A row lives a day past the retention of its viewer's newest view: `last_seen` is renewed
-(a new version of the row) at most once a day while the viewer keeps watching.
+A row stays while its viewer has a view within the tenant's retention (the enforcer
+keeps it: retention/registry.py), and its TTL is a day past `last_seen`, which a pass
+renews at most once a day while the viewer keeps watching.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
+import time
 
 from core import cluster
 from core.store import Store
@@ -31,17 +36,20 @@ from core.store import Store
 log = logging.getLogger(__name__)
 
 BLOCK = 1 << 32
-REPAIR_WINDOW_S = 3600.0  # folds re-checked by each pass: a race's losing write lands within seconds
+# A view folded with a losing claim is looked for while the viewer has two claims, one of
+# them this recent; the losing claims are deleted once all are older (a race's writes land
+# within seconds, so a few minutes leave room for a slow edge).
+RACE_WINDOW_S = 300.0
+RACED_S = 3600.0  # how far back a pass looks for two claims of a viewer (a day at start)
 RENEW_AFTER_S = 86400  # `last_seen` renewed once a day at most
 
 # The smallest claim of each viewer of `{viewers}` (a query of tenant_id, viewer_id, ...).
-EFFECTIVE = ("SELECT tenant_id, viewer_id, min(ordinal) AS viewer_ord, max(last_seen) AS seen FROM viewer_ordinals"
+EFFECTIVE = ("SELECT tenant_id, viewer_id, min(ordinal) AS viewer_ord FROM viewer_ordinals"
              " WHERE (tenant_id, viewer_id) IN (SELECT tenant_id, viewer_id FROM ({viewers}))"
              " GROUP BY tenant_id, viewer_id")
-_NEW = ("SELECT tenant_id, viewer_id, max(retention_days) AS retention_days FROM ({viewers})"
-        " WHERE (tenant_id, viewer_id) NOT IN (SELECT tenant_id, viewer_id FROM viewer_ordinals"
-        "  WHERE (tenant_id, viewer_id) IN (SELECT tenant_id, viewer_id FROM ({viewers})))"
-        " GROUP BY tenant_id, viewer_id")
+_CLAIMS = ("SELECT tenant_id, viewer_id, ordinal, claimed_at, toUnixTimestamp64Milli(last_seen) / 1000, retention_days"
+           " FROM viewer_ordinals FINAL WHERE (tenant_id, viewer_id) IN (SELECT tenant_id, viewer_id FROM ({viewers}))")
+_COLUMNS = ("tenant_id", "viewer_id", "ordinal", "claimed_at", "last_seen", "retention_days")
 
 
 def effective_sql(viewers: str) -> str:
@@ -75,76 +83,98 @@ class Numbering:
         return self._block * BLOCK + first
 
     def claim(self, store: Store, viewers: str, params: dict) -> int:
-        """Number every viewer of `viewers` (tenant_id, viewer_id, retention_days) that has
-        no ordinal yet; returns how many were numbered."""
-        new = _NEW.replace("{viewers}", viewers)
-        counts = store.rows(f"SELECT tenant_id, count() FROM ({new}) GROUP BY tenant_id", params)
-        if not counts:
+        """Number every viewer of `viewers` (a query of tenant_id, viewer_id, retention_days)
+        that has no ordinal yet, and renew `last_seen` of those last renewed over a day ago,
+        in one insert; returns how many were numbered."""
+        seen = store.rows(f"SELECT tenant_id, viewer_id, max(retention_days) FROM ({viewers})"
+                          " GROUP BY tenant_id, viewer_id ORDER BY tenant_id, viewer_id", params)
+        if not seen:
             return 0
-        tenants = [tenant_id for tenant_id, _ in counts]
-        limits = [int(n) for _, n in counts]
-        firsts = [self.reserve(store, tenant_id, n) for tenant_id, n in zip(tenants, limits)]
-        # The same query again: a viewer stored in between ranks past the reserved count and
-        # waits for the next pass, so no number is handed out twice.
-        store.command(
-            "INSERT INTO viewer_ordinals (tenant_id, viewer_id, ordinal, last_seen, retention_days)"
-            " SELECT tenant_id, viewer_id, {firsts:Array(UInt64)}[indexOf({tenants:Array(String)}, tenant_id)] + rn - 1,"
-            " now64(3), retention_days"
-            f" FROM (SELECT *, row_number() OVER (PARTITION BY tenant_id ORDER BY viewer_id) AS rn FROM ({new}))"
-            " WHERE rn <= {limits:Array(UInt64)}[indexOf({tenants:Array(String)}, tenant_id)]",
-            {**params, "tenants": tenants, "firsts": firsts, "limits": limits})
-        return sum(limits)
-
-    def renew(self, store: Store, viewers: str, params: dict) -> None:
-        """Renew `last_seen` of the viewers of `viewers` last renewed over a day ago."""
-        store.command(
-            "INSERT INTO viewer_ordinals (tenant_id, viewer_id, ordinal, claimed_at, last_seen, retention_days)"
-            " SELECT o.tenant_id, o.viewer_id, o.ordinal, o.claimed_at, now64(3), greatest(o.retention_days, v.r)"
-            " FROM viewer_ordinals AS o FINAL"
-            f" INNER JOIN (SELECT tenant_id, viewer_id, max(retention_days) AS r FROM ({viewers})"
-            "  GROUP BY tenant_id, viewer_id) AS v USING (tenant_id, viewer_id)"
-            f" WHERE (o.tenant_id, o.viewer_id) IN (SELECT tenant_id, viewer_id FROM ({viewers}))"
-            f"  AND o.last_seen < now64(3) - {RENEW_AFTER_S}",
-            params)
+        claims: dict[tuple[str, str], list] = {}
+        for row in store.rows(_CLAIMS.replace("{viewers}", viewers), params):
+            claims.setdefault((row[0], row[1]), []).append(row)
+        now = dt.datetime.now(dt.timezone.utc)
+        rows, fresh = [], {}
+        for tenant_id, viewer_id, retention in seen:
+            for _, _, ordinal, claimed_at, last_seen, kept in claims.get((tenant_id, viewer_id), ()):
+                if float(last_seen) < now.timestamp() - RENEW_AFTER_S or int(retention) > int(kept):
+                    rows.append((tenant_id, viewer_id, ordinal, claimed_at, now, max(int(retention), int(kept))))
+            if (tenant_id, viewer_id) not in claims:
+                fresh.setdefault(tenant_id, []).append((viewer_id, int(retention)))
+        for tenant_id, new in fresh.items():
+            first = self.reserve(store, tenant_id, len(new))
+            rows += [(tenant_id, viewer_id, first + k, now, now, retention) for k, (viewer_id, retention) in enumerate(new)]
+        if rows:
+            store.insert_rows("viewer_ordinals", rows, _COLUMNS)
+        return sum(len(new) for new in fresh.values())
 
 
 PROCESS = Numbering()  # this edge process's
 
 
 def repair(store: Store, numbering: Numbering, folded_since: float | None) -> list[tuple[str, object]]:
-    """Give every view folded since `folded_since` (ClickHouse epoch seconds) its viewer's
-    ordinal where it has another (a race between edges) or none (0: folded before its
-    viewer was numbered). None: every view still without one (rows from before the
-    ordinals existed). Returns the (tenant, day) of the views written again, for the cube."""
+    """Give each view its viewer's ordinal where it has another (a race between edges)
+    or none (0: folded before its viewer was numbered). Looked at: the views of viewers
+    with two claims made in the last RACED_S, and the views folded since `folded_since`
+    (ClickHouse epoch seconds) with 0; None: a day's claims and every view with 0 (rows
+    from before the ordinals existed), as an edge does once at start. Returns the
+    (tenant, day) of the views written again, for the cube; deletes losing claims once
+    they are all older than RACE_WINDOW_S."""
+    now = time.time()
+    params = {"recent": float(folded_since or 0.0), "raced": now - (86400.0 if folded_since is None else RACED_S)}
+    unnumbered = "viewer_ord = 0" + ("" if folded_since is None else " AND folded_at >= {recent:DateTime64(3)}")
+    numbering.claim(store, f"SELECT tenant_id, viewer_id, retention_days FROM views WHERE {unnumbered}", params)
+    # A race makes two claims within seconds: grouping the recent ones finds it (the claimed_at
+    # index reads those parts only); each such viewer's claims, all ages, decide the rest.
+    raced = store.rows("SELECT tenant_id, viewer_id FROM viewer_ordinals WHERE claimed_at >= {raced:DateTime64(3)}"
+                       " GROUP BY tenant_id, viewer_id HAVING count() > 1", params)
     if folded_since is None:
-        where, params = "viewer_ord = 0", {}
-    else:  # the minmax index on folded_at finds the recent parts; no FINAL, which would not use it
-        where, params = "folded_at >= {recent:DateTime64(3)}", {"recent": folded_since}
-    # Each view's newest version among those rows (a newer one than a recent one is recent too).
-    mine = ("SELECT tenant_id, view_id, argMax(viewer_id, folded_at) AS viewer_id, argMax(viewer_ord, folded_at) AS ord,"
-            f" argMax(day, folded_at) AS day, max(retention_days) AS retention_days FROM views WHERE {where}"
-            " GROUP BY tenant_id, view_id")
-    numbering.claim(store, f"SELECT tenant_id, viewer_id, retention_days FROM ({mine}) WHERE ord = 0", params)
+        suspects = f"SELECT tenant_id, viewer_id FROM views WHERE {unnumbered}"
+        if raced:
+            suspects += " UNION ALL SELECT tupleElement(k, 1) AS tenant_id, tupleElement(k, 2) AS viewer_id FROM (SELECT arrayJoin({keys:Array(Tuple(String, String))}) AS k)"
+    else:  # a pass: usually nothing to look at, and then no query more
+        unfolded = store.rows(f"SELECT DISTINCT tenant_id, viewer_id FROM views WHERE {unnumbered}", params)
+        raced = sorted(set(raced) | set(unfolded))
+        if not raced:
+            return []
+        suspects = "SELECT tupleElement(k, 1) AS tenant_id, tupleElement(k, 2) AS viewer_id FROM (SELECT arrayJoin({keys:Array(Tuple(String, String))}) AS k)"
+    params["keys"] = raced
+    # Each suspect view's newest version, and its viewer's ordinal now.
+    mine = ("SELECT tenant_id, view_id, newest.1 AS viewer_id, newest.2 AS ord, newest.3 AS day FROM ("
+            " SELECT tenant_id, view_id, argMax((viewer_id, viewer_ord, day), folded_at) AS newest FROM views"
+            f" WHERE (tenant_id, viewer_id) IN ({suspects}) GROUP BY tenant_id, view_id)")
     wrong = (f"SELECT m.tenant_id AS tenant_id, m.view_id AS view_id, m.viewer_id AS viewer_id, m.day AS day,"
-             f" e.viewer_ord AS right_ord FROM ({mine}) AS m INNER JOIN ({effective_sql(mine)}) AS e"
+             f" e.viewer_ord AS right_ord FROM ({mine}) AS m INNER JOIN ({effective_sql(suspects)}) AS e"
              " USING (tenant_id, viewer_id) WHERE m.ord != e.viewer_ord")
     days = store.rows(f"SELECT DISTINCT tenant_id, day FROM ({wrong})", params)
-    if not days:
-        return []
-    # First the losing claims of those viewers (every one but the smallest), so that the
-    # rewrite below, which finds the views again, gives each the one left.
-    store.command(cluster.delete_from(
-        "viewer_ordinals",
-        f"(tenant_id, viewer_id, ordinal) IN (SELECT o.tenant_id, o.viewer_id, o.ordinal FROM viewer_ordinals AS o"
-        f" INNER JOIN ({wrong}) AS w ON o.tenant_id = w.tenant_id AND o.viewer_id = w.viewer_id"
-        " WHERE o.ordinal != w.right_ord)"), params)
-    columns = [name for (name,) in store.rows(
-        "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'views' ORDER BY position")]
-    picked = ", ".join("w.right_ord" if c == "viewer_ord" else "now64(3)" if c == "folded_at" else f"v.{c}"
-                       for c in columns)
-    store.command(
-        f"INSERT INTO views ({', '.join(columns)}) SELECT {picked} FROM views AS v FINAL"
-        f" INNER JOIN ({wrong}) AS w ON v.tenant_id = w.tenant_id AND v.view_id = w.view_id"
-        f" WHERE (v.tenant_id, v.view_id) IN (SELECT tenant_id, view_id FROM ({wrong}))", params)
-    log.info("viewer ordinals: views of %d tenant-days written again with their viewer's ordinal", len(days))
+    if days:
+        columns = [name for (name,) in store.rows(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'views' ORDER BY position")]
+        picked = ", ".join("w.right_ord" if c == "viewer_ord" else "now64(3)" if c == "folded_at" else f"v.{c}"
+                           for c in columns)
+        store.command(
+            f"INSERT INTO views ({', '.join(columns)}) SELECT {picked} FROM views AS v FINAL"
+            f" INNER JOIN ({wrong}) AS w ON v.tenant_id = w.tenant_id AND v.view_id = w.view_id"
+            f" WHERE (v.tenant_id, v.view_id) IN (SELECT tenant_id, view_id FROM ({wrong}))", params)
+        log.info("viewer ordinals: views of %d tenant-days written again with their viewer's ordinal", len(days))
+    if raced:
+        _drop_losing_claims(store, raced, now)
     return sorted(set(days))
+
+
+def _drop_losing_claims(store: Store, viewers: list[tuple[str, str]], now: float) -> None:
+    """Of `viewers`, delete every claim but the smallest where all their claims are older
+    than the window (their views were mended; no pass can still be writing the loser).
+    The claims are named in the statement: a mutation with a subquery is refused on a
+    replicated table."""
+    claims: dict[tuple[str, str], list] = {}
+    for tenant_id, viewer_id, ordinal, claimed in store.rows(
+            "SELECT tenant_id, viewer_id, ordinal, toUnixTimestamp64Milli(claimed_at) / 1000 FROM viewer_ordinals"
+            " WHERE (tenant_id, viewer_id) IN {keys:Array(Tuple(String, String))}", {"keys": viewers}):
+        claims.setdefault((tenant_id, viewer_id), []).append((int(ordinal), float(claimed)))
+    losers = [(t, v, ordinal) for (t, v), found in claims.items()
+              if len(found) > 1 and max(c for _, c in found) < now - RACE_WINDOW_S
+              for ordinal, _ in sorted(found)[1:]]
+    if losers:
+        store.command(cluster.delete_from("viewer_ordinals", "(tenant_id, viewer_id, ordinal) IN"
+                                          " {losers:Array(Tuple(String, String, UInt64))}"), {"losers": losers})

@@ -26,8 +26,9 @@ DELETEs work on it.
 
 A pass also keeps what the dashboards read beside the rollup in step with it: it numbers
 the new viewers and writes each view with its viewer's ordinal (analytics/ordinals.py),
-mends views folded with another edge's losing number, and rebuilds the past days of the
-cube (analytics/cube.py) whose views or beacons it touched, then builds days not built yet.
+mends views folded with another edge's losing number, takes out of the cube
+(analytics/cube.py) the past days whose views or beacons it touched, and builds the
+quiet days not built.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ MARGIN_S = 10.0  # overlap between passes: inserts that committed while the last
 # ends it, nothing else: DESIGN.md §4), so a screen left playing for days is one view,
 # and a week bounds what one such view costs every pass.
 MAX_VIEW_S = 7 * 86400
+FULL_SCAN_EVERY = 30  # passes between looks at every day the cube covers (5 min at 10 s)
 DELETE_BATCH = 500  # moved views per DELETE: a statement's size stays bounded
 
 _COLUMNS = ", ".join(FOLD_COLUMNS)
@@ -63,11 +65,14 @@ def _insert_sql(where: str, viewers: str) -> str:
             f" LEFT JOIN ({ordinals.effective_sql(viewers)}) AS o ON f.tenant_id = o.tenant_id AND f.viewer_id = o.viewer_id")
 
 
-# The views a pass folds: those with beacons inserted since the cursor; and their viewers.
+# The views a pass folds: those with beacons inserted since the cursor; and their viewers
+# (of every beacon read: a view's viewer is its first beacon's, which may be older).
 _TOUCHED = "SELECT DISTINCT tenant_id, view_id FROM viewer_events WHERE inserted_at >= {since:DateTime64(3)}"
-_VIEWERS = "SELECT tenant_id, viewer_id, retention_days FROM viewer_events WHERE inserted_at >= {since:DateTime64(3)}"
-# The past days a pass changed for the cube: those of the touched views' rows (old keys
-# too), the day after each (a view counts as concurrent then), and the new beacons' days.
+_VIEWERS = (f"SELECT tenant_id, viewer_id, retention_days FROM viewer_events"
+            f" WHERE (tenant_id, view_id) IN ({_TOUCHED}) AND ts >= {{from_ts:DateTime64(3)}}")
+# The past days a pass changes for the cube: those of the touched views' rows (old keys
+# too, so read before `_drop_moved`), the day after each (a view counts as concurrent
+# then), and the new beacons' days.
 _CHANGED_DAYS = f"""
     SELECT DISTINCT tenant_id, arrayJoin([day, day + 1]) AS d FROM views
     WHERE day >= toDate({{from_ts:DateTime64(3)}}) AND (tenant_id, view_id) IN ({_TOUCHED})
@@ -90,11 +95,12 @@ _MOVED = f"""
 """
 
 
-def fold_touched(store: Store, since: float, numbering: ordinals.Numbering | None = None) -> float:
+def fold_touched(store: Store, since: float, numbering: ordinals.Numbering | None = None,
+                 cube_days: int = cube.RECENT_DAYS) -> float:
     """Re-fold every view with events inserted at or after `since` (ClickHouse epoch
-    seconds), then bring the ordinals and the cube in step; returns the ClickHouse time
-    this pass started, the next pass's cursor. `numbering`: this edge's (tests pass two
-    to play two edges)."""
+    seconds), then bring the ordinals and the cube in step (building quiet days among the
+    last `cube_days`); returns the ClickHouse time this pass started, the next pass's
+    cursor. `numbering`: this edge's (tests pass two to play two edges)."""
     numbering = numbering or ordinals.PROCESS
     started = float(store.command("SELECT toUnixTimestamp64Milli(now64(3)) / 1000"))
     oldest = store.command(
@@ -102,9 +108,9 @@ def fold_touched(store: Store, since: float, numbering: ordinals.Numbering | Non
         parameters={"since": since},
     )
     changed = _fold(store, since, float(oldest), numbering) if oldest else []  # (min over no rows is 0)
-    changed += ordinals.repair(store, numbering, started - ordinals.REPAIR_WINDOW_S)
-    cube.rebuild(store, changed)
-    cube.build_missing(store)
+    changed += ordinals.repair(store, numbering, since)
+    cube.forget_changed(store, changed)
+    cube.build_missing(store, days=cube_days)
     return started
 
 
@@ -119,10 +125,10 @@ def _fold(store: Store, since: float, oldest: float, numbering: ordinals.Numberi
     where = f"(tenant_id, view_id) IN ({_TOUCHED}) AND ts >= {{from_ts:DateTime64(3)}}"
     params = {"since": since, "from_ts": from_ts}
     numbering.claim(store, _VIEWERS, params)
-    numbering.renew(store, _VIEWERS, params)
     store.command(_insert_sql(where, _VIEWERS), parameters=params)
+    changed = store.rows(_CHANGED_DAYS, params)
     _drop_moved(store, params)
-    return store.rows(_CHANGED_DAYS, params)
+    return changed
 
 
 def _drop_moved(store: Store, params: dict) -> None:
@@ -167,6 +173,7 @@ class ViewRollup:
         self._store = store
         self._every_s = every_s
         self._cursor: float | None = None
+        self._passes = 0
         self._task: asyncio.Task | None = None
         self.lock = asyncio.Lock()  # held by a purge: no fold writes a view back meanwhile
 
@@ -182,11 +189,15 @@ class ViewRollup:
         """One pass now (the dashboard's "refresh", and tests)."""
         async with self.lock:
             if self._cursor is None:
-                self._cursor = await asyncio.to_thread(resume_cursor, self._store)
-                # Views folded before viewer ordinals existed (or left unnumbered): once per start.
+                # Views folded before viewer ordinals existed (or left unnumbered): once per
+                # start, before the cursor is set, so that a failure tries it again.
                 await asyncio.to_thread(ordinals.repair, self._store, ordinals.PROCESS, None)
-            started = await asyncio.to_thread(fold_touched, self._store, max(0.0, self._cursor - MARGIN_S))
+                self._cursor = await asyncio.to_thread(resume_cursor, self._store)
+            # Days to build: the last week each pass, every day the cube covers now and then.
+            days = cube.DAYS if self._passes % FULL_SCAN_EVERY == 0 else cube.RECENT_DAYS
+            started = await asyncio.to_thread(fold_touched, self._store, max(0.0, self._cursor - MARGIN_S), None, days)
             self._cursor = started
+            self._passes += 1
 
     async def _run(self) -> None:
         while True:

@@ -18,10 +18,12 @@ front's hand-off files are consumed and deleted within seconds), so it has none 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import msgspec
 
+from analytics import cube
 from core import cluster
 from core.store import Store
 from core.tenants import Tenant, all_tenant_ids, load_tenant, save_tenant
@@ -97,6 +99,8 @@ def _enforce(store: Store, now: float) -> dict[str, int]:
             params = {"t": tenant_id, "cutoff": float(cutoff)}
             n = _delete_expired(store, entry.table, where, params, touched)
             deleted[entry.table] = deleted.get(entry.table, 0) + n
+            if entry.table == "views" and n:  # the cube's days that summed them go too
+                cube.forget_through(store, tenant_id, dt.datetime.fromtimestamp(cutoff, dt.timezone.utc).date())
     # Audit rows no tenant owns (operator calls, refused anonymous calls) have their own period.
     where = "tenant_id = '' AND ts < {cutoff:DateTime64(3)}"
     params = {"cutoff": float(now - audit.ORPHAN_RETENTION_DAYS * 86400)}

@@ -79,6 +79,10 @@ REGISTRY: tuple[PersonalTable, ...] = (
     # Dense numbers for the dashboard cube's viewer bitmaps (analytics/ordinals.py): a row
     # lives a day past the retention of the viewer's newest view.
     PersonalTable("viewer_ordinals", ("viewer_id",), "viewer_events_days", "last_seen",
+                  # Kept while the viewer has a view within the period: a new number for a
+                  # returning viewer would count them twice beside their older views.
+                  kept_past_period="viewer_id IN (SELECT viewer_id FROM views WHERE tenant_id = {t:String}"
+                                   " AND started_at >= {cutoff:DateTime64(3)})",
                   data_subjects="viewers",
                   categories=("pseudonymous viewer id", "a number standing for it in the dashboards' counts",
                               "when it was first and last seen"),

@@ -13,7 +13,7 @@ viewer and tenant (analytics/ordinals.py), and the ordinal on each `views` row.
   the last time the viewer was seen. Small granules: passes look viewers up by key.
 - `views.viewer_ord`: 0 until a pass numbers the viewer (rows from before this migration
   are numbered by the first pass after it: analytics/ordinals.py `repair`); `folded_at`
-  gets a minmax index so that a pass finds the rows folded in its last hour cheaply.
+  gets a minmax index so that a pass finds the rows it folded cheaply.
 - `dashboard_cube` (analytics/cube.py) holds no viewer id, only the ordinals inside its
   bitmaps: rows expire with the shortest retention of the views they sum, and a day is
   rebuilt without a subject's views when they are erased. ZSTD: most of a row is small
@@ -75,4 +75,6 @@ def statements() -> tuple[str, ...]:
         cube,
         alter_table("views", "ADD COLUMN IF NOT EXISTS viewer_ord UInt64 DEFAULT 0"),
         alter_table("views", "ADD INDEX IF NOT EXISTS idx_folded folded_at TYPE minmax GRANULARITY 1"),
+        # Parts capped at 2 MiB are seldom merged again: index the ones there are.
+        alter_table("views", "MATERIALIZE INDEX idx_folded SETTINGS mutations_sync = 2"),
     )
