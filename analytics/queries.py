@@ -159,43 +159,34 @@ def breakdown(store: Store, scope: Scope, dimension: str, limit: int = 20, sourc
     built = _cube_days(store, scope, source)
     if built.builds:
         return _cube_breakdown(store, scope, built, dimension, limit, k)
-    sql = f"""
-        SELECT if(rank <= {{limit:UInt32}} AND viewers >= {{k:UInt32}}, value, 'other') AS bucket, {_MERGED},
+    grouped = (f"SELECT {expr} AS value, {_STATES}, finalizeAggregation(n_viewers) AS viewers"
+               f" FROM {source} WHERE {scope.where()} GROUP BY value")
+    sql = _ranked(grouped, _MERGED, "viewers")
+    rows = store.rows(sql, {**scope.parameters(), "limit": limit, "k": k})
+    return [{"value": str(r[0]), **figures(r[1:1 + _N_AGGREGATES])} for r in rows]
+
+
+def _ranked(grouped: str, merged: str, viewers: str) -> str:
+    """Both breakdowns' ranking: `grouped` (a row of states per value, with `n_views` and
+    the value's unique viewers as `viewers`) by views, the tail past `limit` and every value
+    under `k` viewers merged into "other" by `merged`."""
+    return f"""
+        SELECT if(rank <= {{limit:UInt32}} AND {viewers} >= {{k:UInt32}}, value, 'other') AS bucket, {merged},
                min(rank) AS first
-        FROM (
-            SELECT *, row_number() OVER (ORDER BY viewers < {{k:UInt32}}, n_views DESC, value) AS rank
-            FROM (
-                SELECT {expr} AS value, {_STATES}, finalizeAggregation(n_viewers) AS viewers
-                FROM {source} WHERE {scope.where()}
-                GROUP BY value
-            )
-        )
+        FROM (SELECT *, row_number() OVER (ORDER BY {viewers} < {{k:UInt32}}, n_views DESC, value) AS rank FROM ({grouped}))
         GROUP BY bucket ORDER BY first
         {SETTINGS}
     """
-    rows = store.rows(sql, {**scope.parameters(), "limit": limit, "k": k})
-    return [{"value": str(r[0]), **figures(r[1:1 + _N_AGGREGATES])} for r in rows]
 
 
 def _cube_breakdown(store: Store, scope: Scope, built: cube.Built, dimension: str, limit: int, k: int) -> list[dict]:
     """`breakdown` over the cube's states and the rollup's (the same ranking and "other")."""
     source, params = _states(scope, built, dimension, DIMENSIONS[dimension])
     sums = ", ".join(f"sum({c}) AS {c}" for c, _ in cube.ADDITIVE)
-    sql = f"""
-        SELECT if(rank <= {{limit:UInt32}} AND n_viewers >= {{k:UInt32}}, value, 'other') AS bucket, {_CUBE_MERGED},
-               min(rank) AS first
-        FROM (
-            SELECT *, row_number() OVER (ORDER BY n_viewers < {{k:UInt32}}, n_views DESC, value) AS rank
-            FROM (
-                SELECT value, {sums}, groupBitmapMergeState(viewers) AS viewers,
-                       quantilesExactMergeState(0.5, 0.95)(startups) AS startups,
-                       finalizeAggregation(viewers) AS n_viewers
-                FROM ({source}) GROUP BY value
-            )
-        )
-        GROUP BY bucket ORDER BY first
-        {SETTINGS}
-    """
+    grouped = (f"SELECT value, {sums}, groupBitmapMergeState(viewers) AS viewers,"
+               " quantilesExactMergeState(0.5, 0.95)(startups) AS startups, finalizeAggregation(viewers) AS n_viewers"
+               f" FROM ({source}) GROUP BY value")
+    sql = _ranked(grouped, _CUBE_MERGED, "n_viewers")
     rows = store.rows(sql, {**params, "limit": limit, "k": k})
     return [{"value": str(r[0]), **figures(r[1:1 + _N_AGGREGATES])} for r in rows]
 
