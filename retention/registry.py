@@ -76,8 +76,8 @@ REGISTRY: tuple[PersonalTable, ...] = (
                               "country, OS, browser, device, screen"),
                   purpose="the tenant's analytics dashboards (a rollup of viewer_events)",
                   legal_basis="consent_mode"),
-    # Dense numbers for the dashboard cube's viewer bitmaps (analytics/ordinals.py): a row
-    # lives a day past the retention of the viewer's newest view.
+    # Dense numbers for the dashboard cube's viewer bitmaps (analytics/ordinals.py); the
+    # TTL is a day past `last_seen`, renewed daily while the viewer watches.
     PersonalTable("viewer_ordinals", ("viewer_id",), "viewer_events_days", "last_seen",
                   # Kept while the viewer has a view within the period: a new number for a
                   # returning viewer would count them twice beside their older views.
