@@ -40,8 +40,9 @@ BLOCK = 1 << 32
 # them this recent; the losing claims are deleted once all are older (a race's writes land
 # within seconds, so a few minutes leave room for a slow edge).
 RACE_WINDOW_S = 300.0
-# A pass looks for two claims of a viewer among those made since its cursor, less this
-# margin (claims made while the last pass ran); a day back at start.
+# A pass looks for two claims of a viewer among those made since its cursor, less the
+# window (so that it sees a race until its losing claim is deleted) and this margin
+# (claims made while the last pass ran); a day back at start.
 RACED_MARGIN_S = 60.0
 RENEW_AFTER_S = 86400  # `last_seen` renewed once a day at most
 
@@ -118,12 +119,12 @@ def repair(store: Store, numbering: Numbering, folded_since: float | None) -> li
     """Give each view its viewer's ordinal where it has another (a race between edges)
     or none (0: folded before its viewer was numbered). Looked at: the views of viewers
     with two claims made since `folded_since` (ClickHouse epoch seconds, the pass's
-    cursor), and the views folded since then with 0; None: a day's claims and every view
+    cursor) less the window, and the views folded since then with 0; None: a day's claims and every view
     with 0 (rows from before the ordinals existed), as an edge does once at start. Returns the
     (tenant, day) of the views written again, for the cube; deletes losing claims once
     they are all older than RACE_WINDOW_S."""
     now = time.time()
-    raced_since = now - 86400.0 if folded_since is None else folded_since - RACED_MARGIN_S
+    raced_since = now - 86400.0 if folded_since is None else folded_since - RACE_WINDOW_S - RACED_MARGIN_S
     params = {"recent": float(folded_since or 0.0), "raced": raced_since}
     unnumbered = "viewer_ord = 0" + ("" if folded_since is None else " AND folded_at >= {recent:DateTime64(3)}")
     numbering.claim(store, f"SELECT tenant_id, viewer_id, retention_days FROM views WHERE {unnumbered}", params)
