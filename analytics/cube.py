@@ -92,7 +92,7 @@ def build_day(store: Store, tenant_id: str, day: dt.date) -> bool:
     """Build one past day of a tenant; False if a view of it has no viewer ordinal yet
     (a pass numbers it first: analytics/ordinals.py). The build is stamped with the time
     it started reading, so a `forget` made meanwhile (an erasure, a change) outranks it."""
-    params = {"t": tenant_id, "d": day, "built": _now(store), "retention": DAYS + 1}
+    params = {"t": tenant_id, "d": day, "built": _now(store)}
     if int(store.command("SELECT countIf(viewer_ord = 0) FROM views FINAL WHERE tenant_id = {t:String} AND day = {d:Date}"
                          f" {_FINAL}", params)):
         return False
@@ -112,8 +112,8 @@ def build_day(store: Store, tenant_id: str, day: dt.date) -> bool:
         f" FROM views FINAL ARRAY JOIN [{_VALUES}] AS pair"
         " WHERE tenant_id = {t:String} AND day = {d:Date}"
         f" GROUP BY tenant_id, day, dim, value ORDER BY dim = 'all' {_FINAL}", params)
-    older = ("tenant_id = {t:String} AND day = {d:Date} AND built_at < {built:DateTime64(3)}"
-             f" AND dim != '{FORGOTTEN}'")
+    # Older builds, and forget marks this build outranks (it began reading after them).
+    older = "tenant_id = {t:String} AND day = {d:Date} AND built_at < {built:DateTime64(3)}"
     if int(store.command(f"SELECT count() FROM dashboard_cube WHERE {older}", params)):  # a mutation costs 30 ms
         store.command(cluster.delete_from("dashboard_cube", older), params)
     return True
